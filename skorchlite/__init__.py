@@ -1,3 +1,28 @@
 """skorchlite: transfer learning for images that speaks scikit-learn."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# Public names and the module that holds each; imported on first use so that
+# light modules (the cache, the command line's help) do not pay for torch.
+_EXPORTS = {
+    "PretrainedFeatureExtractor": "extractor",
+    "get_backbone": "backbones",
+    "list_backbones": "backbones",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'skorchlite' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

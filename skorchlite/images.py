@@ -1,0 +1,394 @@
+"""The one input layer: validate image containers, key and decode samples.
+
+Every other module goes through these functions, so that all inputs (paths,
+PIL images, arrays) are checked, hashed and turned into RGB the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["Sample", "check_images", "content_key", "describe", "load_rgb"]
+
+Sample = Path | Image.Image | np.ndarray
+
+_CHANNELS = (1, 3, 4)
+_UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
+
+# Fast path of content_key: (resolved path, size, mtime, ctime, inode) -> digest.
+_KEYS: dict[tuple[str, int, int, int, int], str] = {}
+_KEYS_LOCK = threading.Lock()
+# Bounds the memory of long-lived processes (about 50 MB at this size).
+_KEYS_MAX = 100_000
+# A file modified within the filesystem's timestamp granularity (2 s on FAT)
+# can change again without its mtime moving ("racy git"), so only files whose
+# mtime is older than this when hashed are remembered.
+_RACY_NS = 2_000_000_000
+
+
+def check_images(X: Any) -> list[Sample]:
+    """Validate a container of images and split it into samples.
+
+    Files are not opened here (that is slow): a missing or unreadable file is
+    reported by :func:`content_key` or :func:`load_rgb`.
+
+    Parameters
+    ----------
+    X : list, tuple, numpy array or pandas Series
+        Paths (str or path-like), PIL images, arrays of shape (H, W) or
+        (H, W, C) with C in 1, 3, 4 (mixed freely in a list or object array),
+        or one array of shape (N, H, W) or (N, H, W, C). Arrays are uint8, or
+        float with values in [0, 1] (converted by ``round(x * 255)``).
+
+    Returns
+    -------
+    list
+        One sample per image, in order: a :class:`pathlib.Path`, a PIL image,
+        or a uint8 array of shape (H, W) or (H, W, C).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an empty or unsupported container, or a sample that is not an
+        image; the message names the sample and the cause.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> samples = check_images(np.zeros((2, 8, 8, 3), dtype=np.float32))
+    >>> len(samples), samples[0].shape, samples[0].dtype
+    (2, (8, 8, 3), dtype('uint8'))
+    >>> check_images(["cat (1).png"])[0].name
+    'cat (1).png'
+    """
+    if isinstance(X, (str, os.PathLike)):
+        raise TypeError(f"X is a single path ({os.fspath(X)!r}); wrap it in a list: [X].")
+    if hasattr(X, "to_numpy"):  # a pandas Series, without importing pandas
+        X = X.to_numpy()
+    if not isinstance(X, (list, tuple, np.ndarray)) or getattr(X, "ndim", 1) == 0:
+        raise TypeError(
+            f"X must be a list, tuple, numpy array or pandas Series of images; got {type(X).__name__}."
+        )
+    if len(X) == 0:
+        raise ValueError("X is empty: no images were given.")
+    if isinstance(X, np.ndarray):
+        _check_array_container(X)
+    return [_check_sample(sample, i) for i, sample in enumerate(X)]
+
+
+def content_key(sample: Sample, index: int) -> str:
+    """Identify the content of one sample by a hex digest.
+
+    Parameters
+    ----------
+    sample : pathlib.Path, PIL image or numpy array
+        One sample from :func:`check_images`.
+    index : int
+        Its position in X, for error messages.
+
+    Returns
+    -------
+    str
+        64 hex characters (blake2b, 32 bytes). A file is keyed by its bytes,
+        a PIL image by the RGB pixels :func:`load_rgb` makes of it, an array
+        by its dtype, shape and pixels; each kind is prefixed so that two
+        kinds never share a key.
+
+    Raises
+    ------
+    ValueError
+        When a file does not exist or cannot be read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((4, 4, 3), dtype=np.uint8)
+    >>> key = content_key(a, 0)
+    >>> len(key), key == content_key(a.copy(), 0)
+    (64, True)
+    """
+    if isinstance(sample, Path):
+        return _file_key(sample, index)
+    digest = hashlib.blake2b(digest_size=32)
+    if isinstance(sample, Image.Image):
+        # The raw bytes alone would miss the palette, transparency and EXIF
+        # orientation, all of which change the pixels the network sees.
+        rgb = load_rgb(sample, index)
+        digest.update(f"pil:{rgb.size}:".encode())
+        digest.update(rgb.tobytes())
+    elif isinstance(sample, np.ndarray):
+        digest.update(f"array:{sample.dtype.str}:{sample.shape}:".encode())
+        digest.update(np.ascontiguousarray(sample).data)
+    else:
+        raise _unsupported(sample, index)
+    return digest.hexdigest()
+
+
+def load_rgb(sample: Sample, index: int) -> Image.Image:
+    """Decode one sample to an upright RGB image, the way a viewer shows it.
+
+    EXIF orientation is applied; grayscale is replicated to three channels;
+    16-bit images are scaled by 255/65535; float ('F') images are read as
+    [0, 1] when their maximum is at most 1, else clipped to 0-255;
+    transparent images (RGBA, LA, palette or grayscale with transparency,
+    4-channel arrays) are composited onto white; palette and CMYK images are
+    converted by Pillow.
+
+    Parameters
+    ----------
+    sample : pathlib.Path, PIL image or numpy array
+        One sample from :func:`check_images`.
+    index : int
+        Its position in X, for error messages.
+
+    Returns
+    -------
+    PIL.Image.Image
+        A loaded image of mode 'RGB', never the caller's own object.
+
+    Raises
+    ------
+    ValueError
+        When the file does not exist, is a directory, is not an image, is
+        truncated or corrupt, has zero size, or exceeds Pillow's
+        decompression-bomb limit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgba = np.zeros((2, 3, 4), dtype=np.uint8)  # fully transparent
+    >>> image = load_rgb(rgba, 0)
+    >>> image.mode, image.size, image.getpixel((0, 0))
+    ('RGB', (3, 2), (255, 255, 255))
+    """
+    if isinstance(sample, Path):
+        data = _read_bytes(sample, index)
+        with _decoding(sample, index):
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+    elif isinstance(sample, Image.Image):
+        with _decoding(sample, index):
+            # Returns a copy, so the caller's image is never modified.
+            image = ImageOps.exif_transpose(sample)
+    elif isinstance(sample, np.ndarray):
+        image = Image.fromarray(sample[..., 0] if sample.shape[2:] == (1,) else sample)
+    else:
+        raise _unsupported(sample, index)
+    _check_size(image.size, sample, index)
+    return _to_rgb(image, sample, index)
+
+
+def describe(sample: Any, index: int) -> str:
+    """Name one sample in messages.
+
+    Parameters
+    ----------
+    sample : object
+        One element of X or one sample from :func:`check_images`.
+    index : int
+        Its position in X.
+
+    Returns
+    -------
+    str
+        The index with the path, the PIL image's mode and size, the array's
+        shape, or the type of anything else.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> describe(Path("/data/benign (1).png"), 3)
+    "sample 3 ('/data/benign (1).png')"
+    >>> import numpy as np
+    >>> describe(np.zeros((32, 32, 3)), 3)
+    'sample 3 (array of shape (32, 32, 3))'
+    """
+    if isinstance(sample, (str, os.PathLike)):
+        what = repr(os.fspath(sample))
+    elif isinstance(sample, Image.Image):
+        what = f"PIL image, mode {sample.mode!r}, size {sample.width}x{sample.height}"
+    elif isinstance(sample, np.ndarray):
+        what = f"array of shape {sample.shape}"
+    else:
+        what = type(sample).__name__
+    return f"sample {index} ({what})"
+
+
+def _check_array_container(X: np.ndarray) -> None:
+    """Checks of an array X as a whole, before it is split into samples."""
+    if X.dtype.kind in "OUS":  # one path, image or array per element
+        if X.ndim != 1:
+            raise ValueError(f"X is an array of shape {X.shape}; expected a 1-D sequence of images.")
+    elif X.ndim == 1:
+        raise ValueError(
+            f"X is a 1-D {X.dtype} array of length {len(X)}, not a sequence of images; "
+            f"expected (N, H, W) or (N, H, W, C)."
+        )
+    elif X.ndim == 2:
+        raise ValueError(
+            f"X is a 2-D array of shape {X.shape}: a single image? Use X[None] to pass one "
+            f"image; expected (N, H, W) or (N, H, W, C)."
+        )
+    elif X.ndim > 4:
+        raise ValueError(f"X has shape {X.shape} ({X.ndim} dimensions); expected (N, H, W) or (N, H, W, C).")
+
+
+def _check_sample(sample: Any, index: int) -> Sample:
+    if isinstance(sample, (str, os.PathLike)):
+        path = os.fspath(sample)
+        if not isinstance(path, str):
+            raise TypeError(f"{describe(sample, index)}: bytes paths are not supported; use str.")
+        if not path:
+            raise ValueError(f"sample {index}: the path is an empty string.")
+        return Path(path)
+    if isinstance(sample, Image.Image):
+        _check_size(sample.size, sample, index)
+        return sample
+    if isinstance(sample, np.ndarray):
+        return _check_array(sample, index)
+    raise _unsupported(sample, index)
+
+
+def _check_array(array: np.ndarray, index: int) -> np.ndarray:
+    name = describe(array, index)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{name}: an image array must have shape (H, W) or (H, W, C).")
+    if array.ndim == 3 and array.shape[2] not in _CHANNELS:
+        hint = " Channels first? Use np.moveaxis(image, 0, -1)." if array.shape[0] in _CHANNELS else ""
+        raise ValueError(f"{name}: {array.shape[2]} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA).{hint}")
+    if 0 in array.shape:
+        raise ValueError(f"{name}: the image has zero size.")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name}: unsupported dtype {array.dtype}; {_UNSUPPORTED_DTYPE}.")
+    _check_finite(array, name)
+    low, high = array.min(), array.max()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"{name}: float pixels must be in [0, 1], found values from {low:g} to {high:g}; "
+            f"divide by 255 if they are 0-255, or convert to uint8."
+        )
+    # At least float32, so that float16 input does not round at 255 * x.
+    scaled = np.multiply(array, 255, dtype=np.result_type(array.dtype, np.float32))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _check_finite(pixels: np.ndarray, name: str) -> None:
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"{name}: the pixels contain NaN or infinite values.")
+
+
+def _check_size(size: tuple[int, int], sample: Any, index: int) -> None:
+    if 0 in size:
+        raise ValueError(f"{describe(sample, index)}: the image has zero size ({size[0]}x{size[1]}).")
+
+
+def _unsupported(sample: Any, index: int) -> TypeError:
+    return TypeError(
+        f"{describe(sample, index)}: unsupported type {type(sample).__name__}; expected a path "
+        f"(str or path-like), a PIL image or a numpy array."
+    )
+
+
+def _file_key(path: Path, index: int) -> str:
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+    except OSError as err:
+        raise _read_error(path, index, err) from err
+    # ctime cannot be set by users, so a copy that preserves mtime and size
+    # (cp -p, rsync -t, touch -r) still misses the fast path.
+    fast = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    with _KEYS_LOCK:
+        if (key := _KEYS.get(fast)) is not None:
+            return key
+    hashed_at = time.time_ns()
+    digest = hashlib.blake2b(b"file:", digest_size=32)
+    digest.update(_read_bytes(path, index))
+    key = digest.hexdigest()
+    if hashed_at - stat.st_mtime_ns > _RACY_NS:
+        with _KEYS_LOCK:
+            if len(_KEYS) >= _KEYS_MAX:
+                del _KEYS[next(iter(_KEYS))]  # the oldest entry
+            _KEYS[fast] = key
+    return key
+
+
+def _read_bytes(path: Path, index: int) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise _read_error(path, index, err) from err
+
+
+def _read_error(path: Path, index: int, err: OSError) -> ValueError:
+    if isinstance(err, FileNotFoundError):
+        cause = "the file does not exist"
+    elif isinstance(err, IsADirectoryError) or path.is_dir():
+        cause = "this is a directory, not an image file"
+    else:
+        cause = f"the file cannot be read ({err})"
+    return ValueError(f"{describe(path, index)}: {cause}.")
+
+
+@contextmanager
+def _decoding(sample: Sample, index: int) -> Iterator[None]:
+    """Turn Pillow's decoding errors into ValueErrors that name the sample."""
+    name = describe(sample, index)
+    try:
+        yield
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"{name}: too many pixels, over Pillow's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}) ({err}). Raise that limit "
+            f"only for files you trust."
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{name}: this is not an image Pillow can read.") from err
+    except (OSError, SyntaxError, EOFError, ValueError) as err:
+        raise ValueError(f"{name}: the image is truncated or corrupt ({err}).") from err
+
+
+def _to_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
+    if image.mode == "F" or image.mode.startswith("I"):
+        image = Image.fromarray(_deep_to_uint8(image, sample, index))
+    if image.mode == "RGB" and not image.has_transparency_data:
+        return image
+    if image.has_transparency_data:
+        # Onto white, as image viewers and browsers show transparency; black
+        # would turn dark strokes on a transparent background invisible.
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        name = describe(sample, index)
+        raise ValueError(f"{name}: Pillow cannot convert mode {image.mode!r} to RGB ({err}).") from err
+
+
+def _deep_to_uint8(image: Image.Image, sample: Sample, index: int) -> np.ndarray:
+    """8-bit grey pixels of a 16/32-bit integer ('I;16', 'I') or float ('F') image."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        _check_finite(pixels, describe(sample, index))
+        # Floats at most 1 are [0, 1] intensities; anything else is 0-255.
+        if pixels.max() <= 1:
+            pixels = pixels * 255.0
+        return np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
+    # Scaled, not clipped, so the full 16-bit range maps onto 0-255; exact
+    # integer rounding of x * 255 / 65535 (no ties: 65535 is odd).
+    wide = np.clip(pixels.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)

@@ -1,0 +1,304 @@
+"""PretrainedFeatureExtractor: sklearn contract, invariants, cache behaviour, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import BUSI, requires_busi
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import (
+    check_estimator_cloneable,
+    check_estimator_repr,
+    check_estimator_tags_renamed,
+    check_get_params_invariance,
+    check_mixin_order,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+from skorchlite import PretrainedFeatureExtractor
+from skorchlite.cache import resolve_cache
+
+RNG = np.random.default_rng(0)
+# 32 px images keep the tests fast; the backbone resizes them to 224 px.
+IMAGES = RNG.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+# Small inputs for the cheaper property tests.
+FAST = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Embeddings of IMAGES computed without any cache."""
+    return PretrainedFeatureExtractor(cache=False).fit_transform(IMAGES)
+
+
+# ------------------------------------------------------------- sklearn rules
+# check_estimator skips nearly everything for two_d_array=False inputs, so
+# the checks that do not feed tabular data are called one by one. Not run:
+# every check that fits on random 2-D float arrays (images are not tables).
+SKLEARN_CHECKS = [
+    check_estimator_cloneable,
+    check_estimator_repr,
+    check_no_attributes_set_in_init,
+    check_get_params_invariance,
+    check_set_params,
+    check_parameters_default_constructible,
+    check_mixin_order,
+    check_estimator_tags_renamed,
+]
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
+def test_sklearn_check(check):
+    check("PretrainedFeatureExtractor", PretrainedFeatureExtractor())
+
+
+def test_tags_describe_image_input():
+    tags = PretrainedFeatureExtractor().__sklearn_tags__()
+    assert not tags.input_tags.two_d_array
+    assert tags.input_tags.string and tags.input_tags.three_d_array
+    assert tags.transformer_tags.preserves_dtype == []
+    assert tags.requires_fit and not tags.target_tags.required
+
+
+def test_init_loads_nothing_and_fit_reads_no_image(tmp_path):
+    extractor = PretrainedFeatureExtractor(backbone="no_such_net", pooling="median")
+    assert extractor.get_params()["backbone"] == "no_such_net"  # validation waits for fit
+    missing = [str(tmp_path / "not-there.png")]
+    fitted = PretrainedFeatureExtractor().fit(missing)  # fit never opens X
+    assert fitted.n_features_out_ == 1280
+    with pytest.raises(ValueError, match="pooling"):
+        extractor.fit(missing)
+
+
+def test_transform_before_fit_raises():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        PretrainedFeatureExtractor().transform(IMAGES)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"layer": 3}, "layer"),
+        ({"device": "tpu9"}, "tpu9"),
+        ({"cache": 1.5}, "cache"),
+    ],
+)
+def test_bad_parameters_are_reported_at_fit(params, message):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=message):
+        PretrainedFeatureExtractor(**params).fit()
+
+
+def test_output_shape_dtype_and_feature_names(reference):
+    assert reference.shape == (6, 1280) and reference.dtype == np.float32
+    assert np.isfinite(reference).all()
+    extractor = PretrainedFeatureExtractor(cache=False).fit()
+    names = extractor.get_feature_names_out()
+    assert len(names) == 1280 and names[0] == "pretrainedfeatureextractor0"
+
+
+def test_set_output_pandas():
+    pd = pytest.importorskip("pandas")
+    extractor = PretrainedFeatureExtractor().set_output(transform="pandas")
+    frame = extractor.fit_transform(IMAGES[:2])
+    assert isinstance(frame, pd.DataFrame) and frame.shape == (2, 1280)
+    assert frame.columns[-1] == "pretrainedfeatureextractor1279"
+
+
+def test_pickle_holds_no_torch_module_and_transforms_identically(tmp_path, reference):
+    extractor = PretrainedFeatureExtractor(cache=False).fit()
+    path = tmp_path / "extractor.joblib"
+    joblib.dump(extractor, path)
+    assert path.stat().st_size < 10_000
+    assert b"torch" not in pickle.dumps(extractor)
+    np.testing.assert_array_equal(joblib.load(path).transform(IMAGES), reference)
+
+
+def test_clone_is_unfitted_and_keeps_the_cache_setting(tmp_path):
+    extractor = PretrainedFeatureExtractor(cache=str(tmp_path)).fit()
+    copy = clone(extractor)
+    assert copy.cache == str(tmp_path)
+    assert not hasattr(copy, "fingerprint_")
+
+
+# ------------------------------------------------------------- invariants
+@FAST
+@given(batch_size=st.integers(1, 7))
+def test_batch_size_invariance(batch_size, reference):
+    out = PretrainedFeatureExtractor(batch_size=batch_size, cache=False).fit_transform(IMAGES)
+    np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-5)
+
+
+@FAST
+@given(perm=st.permutations(range(6)))
+def test_permutation_equivariance(perm, reference):
+    perm = list(perm)
+    out = PretrainedFeatureExtractor(batch_size=4, cache=False).fit_transform(IMAGES[perm])
+    np.testing.assert_allclose(out, reference[perm], rtol=1e-4, atol=1e-5)
+
+
+@FAST
+@given(rows=st.lists(st.integers(0, 5), min_size=1, max_size=8))
+def test_cache_on_equals_cache_off(rows, reference, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    extractor = PretrainedFeatureExtractor(cache=str(cache)).fit()
+    first = extractor.transform(IMAGES[rows])
+    second = extractor.transform(IMAGES[rows])  # served from the cache
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, reference[rows], rtol=1e-4, atol=1e-5)
+
+
+def test_array_and_png_of_the_same_pixels_embed_identically(tmp_path, reference):
+    paths = []
+    for i, image in enumerate(IMAGES):
+        paths.append(tmp_path / f"image ({i}).png")
+        Image.fromarray(image).save(paths[-1])
+    out = PretrainedFeatureExtractor(cache=False).fit_transform(paths)
+    np.testing.assert_array_equal(out, reference)
+
+
+def test_input_forms_agree(reference):
+    extractor = PretrainedFeatureExtractor(cache=False).fit()
+    pil = [Image.fromarray(image) for image in IMAGES]
+    np.testing.assert_array_equal(extractor.transform(pil), reference)
+    np.testing.assert_array_equal(extractor.transform(list(IMAGES)), reference)
+    floats = IMAGES.astype(np.float32) / 255
+    np.testing.assert_array_equal(extractor.transform(floats), reference)
+    gray = extractor.transform(IMAGES[:, :, :, 0])
+    assert gray.shape == (6, 1280)
+
+
+def test_images_of_different_sizes():
+    images = [RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in [(20, 40), (64, 33), (300, 200)]]
+    assert PretrainedFeatureExtractor(cache=False).fit_transform(images).shape == (3, 1280)
+
+
+# ------------------------------------------------------------- cache
+def _entries(cache_dir) -> int:
+    return resolve_cache(str(cache_dir)).size()[0]
+
+
+def test_cache_is_filled_once_per_distinct_image(tmp_path, monkeypatch):
+    extractor = PretrainedFeatureExtractor(cache=str(tmp_path)).fit()
+    duplicated = np.concatenate([IMAGES[:3], IMAGES[:3]])
+    out = extractor.transform(duplicated)
+    np.testing.assert_array_equal(out[:3], out[3:])
+    assert _entries(tmp_path) == 3
+
+    # Second run: every row from the cache, the network never runs.
+    def fail(*args, **kwargs):
+        raise AssertionError("the network ran on a warm cache")
+
+    monkeypatch.setattr(PretrainedFeatureExtractor, "_embed", fail)
+    np.testing.assert_array_equal(clone(extractor).fit().transform(duplicated), out)
+
+
+def test_cache_keys_depend_on_pooling_and_layer(tmp_path):
+    avg = PretrainedFeatureExtractor(cache=str(tmp_path)).fit_transform(IMAGES[:2])
+    both = PretrainedFeatureExtractor(cache=str(tmp_path), pooling="avg+max").fit_transform(IMAGES[:2])
+    assert both.shape == (2, 2560)
+    np.testing.assert_allclose(both[:, :1280], avg, rtol=1e-4, atol=1e-5)
+    layer = PretrainedFeatureExtractor(cache=str(tmp_path), layer="_blocks.10").fit_transform(IMAGES[:2])
+    assert layer.shape == (2, 112)
+    assert _entries(tmp_path) == 6
+
+
+def test_unknown_layer_lists_the_available_names():
+    with pytest.raises(ValueError, match=r"no layer '_blocks.99'.*Available layers.*_blocks\.15"):
+        PretrainedFeatureExtractor(layer="_blocks.99").fit()
+
+
+def test_a_changed_file_is_never_served_stale(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(IMAGES[0]).save(path)
+    extractor = PretrainedFeatureExtractor(cache=str(tmp_path / "cache")).fit()
+    first = extractor.transform([path])
+    Image.fromarray(IMAGES[1]).save(path)
+    np.testing.assert_array_equal(extractor.transform([path]), extractor.transform(IMAGES[1:2]))
+    assert not np.array_equal(extractor.transform([path]), first)
+
+
+# ------------------------------------------------------------- bad input
+def test_a_bad_image_names_index_and_path_and_caches_nothing_for_it(tmp_path):
+    good = tmp_path / "good (1).png"
+    Image.fromarray(IMAGES[0]).save(good)
+    bad = tmp_path / "bad (2).png"
+    bad.write_bytes(b"this is not a png")
+    cache = tmp_path / "cache"
+    extractor = PretrainedFeatureExtractor(cache=str(cache), batch_size=1).fit()
+    with pytest.raises(ValueError, match=r"sample 1.*bad \(2\)\.png"):
+        extractor.transform([good, bad])
+    assert _entries(cache) == 1  # the good image only; nothing for the failed one
+
+
+def test_truncated_and_missing_files(tmp_path):
+    data = tmp_path / "full.png"
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(data.read_bytes()[:300])
+    extractor = PretrainedFeatureExtractor(cache=False).fit()
+    with pytest.raises(ValueError, match=r"sample 1.*cut\.png"):
+        extractor.transform([data, truncated])
+    with pytest.raises(ValueError, match=r"sample 0.*missing\.png"):
+        extractor.transform([tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="empty"):
+        extractor.transform([])
+
+
+# ------------------------------------------------------------- pipelines
+def _toy_data():
+    """Two visibly different classes: dark and bright noise."""
+    dark = RNG.integers(0, 90, size=(10, 32, 32, 3), dtype=np.uint8)
+    bright = RNG.integers(160, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    return np.concatenate([dark, bright]), np.array(["dark"] * 10 + ["bright"] * 10)
+
+
+def test_pipeline_cross_validation_and_grid_search(tmp_path):
+    X, y = _toy_data()
+    pipe = Pipeline(
+        [("features", PretrainedFeatureExtractor(cache=str(tmp_path))), ("clf", LogisticRegression(max_iter=500))]
+    )
+    assert cross_val_score(pipe, X, y, cv=2).mean() > 0.9
+    assert _entries(tmp_path) == 20
+    search = GridSearchCV(pipe, {"features__pooling": ["avg", "max"], "clf__C": [0.1, 1.0]}, cv=2).fit(X, y)
+    assert search.best_score_ > 0.9
+    assert _entries(tmp_path) == 40  # one entry per image and pooling, across folds and candidates
+
+
+def test_n_jobs_processes_share_the_cache_and_do_not_oversubscribe(tmp_path):
+    X, y = _toy_data()
+    pipe = Pipeline(
+        [("features", PretrainedFeatureExtractor(cache=str(tmp_path))), ("clf", LogisticRegression(max_iter=500))]
+    )
+    scores = cross_val_score(pipe, X, y, cv=2, n_jobs=2)
+    assert scores.mean() > 0.9
+    assert _entries(tmp_path) == 20
+    threads = joblib.Parallel(n_jobs=2)(joblib.delayed(torch.get_num_threads)() for _ in range(2))
+    assert max(threads) * 2 <= max(2, torch.get_num_threads())
+
+
+@requires_busi
+@pytest.mark.busi
+def test_busi_paths_with_spaces_and_parentheses():
+    from skorchlite.datasets import load_image_folder
+
+    paths, labels = load_image_folder(BUSI)
+    subset = [paths[0], paths[-1]]
+    assert " (" in subset[0]
+    out = PretrainedFeatureExtractor(cache=False).fit_transform(subset)
+    assert out.shape == (2, 1280) and np.isfinite(out).all()
