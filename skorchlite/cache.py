@@ -60,6 +60,9 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _ENTRY = re.compile(r"[0-9a-f]{64}\.emb")
 _NAMESPACE = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT = "fingerprint.json"
+# Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def default_cache_dir() -> Path:
@@ -132,6 +135,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     # entry, and entries are checksummed, so a damaged one is a cache miss.
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
+        # mkstemp makes owner-only files; a cache shared on a filesystem
+        # (several users, Dask workers) needs the usual umask-based mode.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

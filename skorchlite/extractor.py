@@ -174,7 +174,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         ``"auto"`` uses CUDA when available, else the CPU.
     num_workers : int or None, default=None
         Threads that decode and preprocess images while the network runs;
-        ``None`` uses ``min(4, os.cpu_count())``.
+        ``None`` uses as many as torch has threads (joblib lowers that in
+        its worker processes, so ``n_jobs`` does not oversubscribe cores).
     cache : bool, str or path-like, default=True
         ``True`` uses :func:`skorchlite.cache.default_cache_dir`; a path
         chooses the folder; ``False`` disables caching.
@@ -328,7 +329,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         device = resolve_device(self.device)
         network = self._network(device)
         transform = get_backbone(self.backbone, self.weights).preprocessing.transform()
-        workers = self.num_workers or min(4, os.cpu_count() or 1)
+        # Follows torch's thread budget, which joblib lowers in its workers.
+        workers = self.num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
         progress = _progress(len(todo), self.verbose)
         try:
             with torch.inference_mode():

@@ -349,3 +349,12 @@ def test_put_after_clear_recreates_namespace(tmp_path):
     ns.put(key_of(0), vector_of(0))
     assert json.loads((ns.path / "fingerprint.json").read_text()) == FINGERPRINT
     assert cache.size() == (1, 28 + 4 * 64)
+
+
+def test_entries_follow_the_umask_so_a_shared_cache_is_readable(ns):
+    key = "c" * 64
+    ns.put(key, np.ones(3))
+    mode = ns._entry(key).stat().st_mode & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
