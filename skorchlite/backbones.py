@@ -23,7 +23,7 @@ import importlib
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,14 @@ class Preprocessing:
             std=self.std,
             interpolation=InterpolationMode(self.interpolation),
         )
+
+    def resized(self, image_size: int | None) -> Preprocessing:
+        """The same transform for another input size (``None``: unchanged),
+        keeping the ratio of resize to crop."""
+        if image_size is None or image_size == self.crop_size:
+            return self
+        resize = round(image_size * self.resize_size / self.crop_size)
+        return replace(self, crop_size=image_size, resize_size=resize)
 
     @classmethod
     def from_transform(cls, preset: ImageClassification) -> Preprocessing:

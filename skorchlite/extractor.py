@@ -6,9 +6,7 @@ import copy
 import functools
 import os
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -18,9 +16,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import __version__
-from .backbones import Backbone, get_backbone, resolve_weights
+from .backbones import Backbone, Preprocessing, get_backbone, resolve_weights
 from .cache import resolve_cache
-from .images import check_images, content_key, load_rgb
+from .images import check_images, content_key, iter_batches, load_rgb
 
 __all__ = ["PretrainedFeatureExtractor"]
 
@@ -120,31 +118,6 @@ def _optimize_for_inference(module: nn.Module) -> nn.Module:
     return module.eval().to(memory_format=torch.channels_last)
 
 
-def _batches(
-    samples: Sequence[Any], indices: Sequence[int], transform: nn.Module, batch_size: int, workers: int
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Decode and preprocess in threads, a bounded window ahead of the consumer,
-    so that decoding overlaps the forward pass of the previous batch."""
-
-    def prepare(i: int) -> torch.Tensor:
-        return transform(load_rgb(samples[i], i))
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future]] = deque()
-        todo = iter(indices)
-        try:
-            while True:
-                while len(pending) < 2 * batch_size and (i := next(todo, None)) is not None:
-                    pending.append((i, pool.submit(prepare, i)))
-                if not pending:
-                    return
-                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-                yield [i for i, _ in batch], torch.stack([f.result() for _, f in batch])
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Embed images with a frozen pretrained backbone.
 
@@ -168,6 +141,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     pooling : {"avg", "max", "avg+max"}, default="avg"
         Global pooling of a spatial feature map; ``"avg+max"`` concatenates
         both, doubling the width.
+    image_size : int or None, default=None
+        Side of the square crop the network sees; ``None`` keeps the size
+        the weights were trained at (224 for EfficientNet-Lite0). Smaller is
+        faster; the resize-to-crop ratio is kept.
     batch_size : int, default=32
         Images per forward pass.
     device : str or torch.device, default="auto"
@@ -209,6 +186,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         weights: str | os.PathLike = "DEFAULT",
         layer: str | None = None,
         pooling: str = "avg",
+        image_size: int | None = None,
         batch_size: int = 32,
         device: str | torch.device = "auto",
         num_workers: int | None = None,
@@ -219,6 +197,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.weights = weights
         self.layer = layer
         self.pooling = pooling
+        self.image_size = image_size
         self.batch_size = batch_size
         self.device = device
         self.num_workers = num_workers
@@ -230,9 +209,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             raise ValueError(f"pooling must be one of {_POOLINGS}, got {self.pooling!r}.")
         if self.layer is not None and not isinstance(self.layer, str):
             raise TypeError(f"layer must be None or a node name (str), got {self.layer!r}.")
-        for name in ("batch_size", "num_workers"):
+        for name in ("image_size", "batch_size", "num_workers"):
             value = getattr(self, name)
-            if value is None and name == "num_workers":
+            if value is None and name != "batch_size":
                 continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -256,6 +235,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         backbone = get_backbone(self.backbone, self.weights)
         self.fingerprint_ = {
             **backbone.fingerprint(),
+            "preprocessing": asdict(self._preprocessing()),
             "layer": self.layer,
             "pooling": self.pooling,
             "dtype": "float32",
@@ -265,10 +245,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             self.n_features_out_ = backbone.embedding_dim
         else:
             module = self._network(torch.device("cpu"))
-            size = backbone.preprocessing.crop_size
+            size = self._preprocessing().crop_size
             with torch.inference_mode():
                 self.n_features_out_ = int(module(torch.zeros(1, 3, size, size)).shape[1])
         return self
+
+    def _preprocessing(self) -> Preprocessing:
+        return get_backbone(self.backbone, self.weights).preprocessing.resized(self.image_size)
 
     def _network(self, device: torch.device) -> nn.Module:
         sha256 = self.fingerprint_["weights_sha256"]
@@ -328,14 +311,18 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _embed(self, samples: list, todo: list[int], keys: list[str], out: np.ndarray, namespace: Any) -> None:
         device = resolve_device(self.device)
         network = self._network(device)
-        transform = get_backbone(self.backbone, self.weights).preprocessing.transform()
+        transform = self._preprocessing().transform()
         # Follows torch's thread budget, which joblib lowers in its workers.
         workers = self.num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
         progress = _progress(len(todo), self.verbose)
+
+        def prepare(i: int) -> torch.Tensor:
+            return transform(load_rgb(samples[i], i))
+
         try:
             with torch.inference_mode():
-                for rows, batch in _batches(samples, todo, transform, self.batch_size, workers):
-                    batch = batch.to(device, memory_format=torch.channels_last, non_blocking=True)
+                for rows, images in iter_batches(todo, prepare, self.batch_size, workers):
+                    batch = torch.stack(images).to(device, memory_format=torch.channels_last)
                     vectors = network(batch).float().cpu().numpy()
                     out[rows] = vectors
                     if namespace is not None:

@@ -11,17 +11,20 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["Sample", "check_images", "content_key", "describe", "load_rgb"]
+__all__ = ["Sample", "check_images", "content_key", "describe", "iter_batches", "load_rgb"]
 
 Sample = Path | Image.Image | np.ndarray
+T = TypeVar("T")
 
 _CHANNELS = (1, 3, 4)
 _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
@@ -188,6 +191,38 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
         raise _unsupported(sample, index)
     _check_size(image.size, sample, index)
     return _to_rgb(image, sample, index)
+
+
+def iter_batches(
+    indices: Iterable[int], prepare: Callable[[int], T], batch_size: int, workers: int
+) -> Iterator[tuple[list[int], list[T]]]:
+    """Run ``prepare(i)`` in threads and yield the results in order, in batches.
+
+    Work runs a bounded window (two batches) ahead of the consumer, so
+    decoding overlaps whatever the consumer does with the previous batch
+    (Pillow releases the GIL while decoding and resizing), and memory stays
+    bounded on long lists. An exception from ``prepare`` is raised when its
+    batch is reached; later work is cancelled.
+
+    Examples
+    --------
+    >>> [rows for rows, _ in iter_batches(range(5), lambda i: i * i, 2, workers=2)]
+    [[0, 1], [2, 3], [4]]
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future[T]]] = deque()
+        todo = iter(indices)
+        try:
+            while True:
+                while len(pending) < 2 * batch_size and (i := next(todo, None)) is not None:
+                    pending.append((i, pool.submit(prepare, i)))
+                if not pending:
+                    return
+                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+                yield [i for i, _ in batch], [future.result() for _, future in batch]
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def describe(sample: Any, index: int) -> str:

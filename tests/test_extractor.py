@@ -302,3 +302,11 @@ def test_busi_paths_with_spaces_and_parentheses():
     assert " (" in subset[0]
     out = PretrainedFeatureExtractor(cache=False).fit_transform(subset)
     assert out.shape == (2, 1280) and np.isfinite(out).all()
+
+
+def test_image_size_changes_the_crop_and_the_cache_key(tmp_path, reference):
+    small = PretrainedFeatureExtractor(image_size=64, cache=str(tmp_path)).fit()
+    assert small.fingerprint_["preprocessing"]["crop_size"] == 64
+    assert small.fingerprint_["preprocessing"]["resize_size"] == 73  # 64 * 256 / 224
+    out = small.transform(IMAGES)
+    assert out.shape == (6, 1280) and not np.allclose(out, reference)
