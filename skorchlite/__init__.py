@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # light modules (the cache, the command line's help) do not pay for torch.
 _EXPORTS = {
     "PretrainedFeatureExtractor": "extractor",
+    "FineTuneClassifier": "finetune",
     "get_backbone": "backbones",
     "list_backbones": "backbones",
 }

@@ -18,7 +18,8 @@ from torch import nn
 from . import __version__
 from .backbones import Backbone, Preprocessing, get_backbone, resolve_weights
 from .cache import resolve_cache
-from .images import check_images, content_key, iter_batches, load_rgb
+from .images import check_images, content_key, decode_workers, iter_batches, load_rgb
+from .progress import progress_bar
 
 __all__ = ["PretrainedFeatureExtractor"]
 
@@ -312,9 +313,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         device = resolve_device(self.device)
         network = self._network(device)
         transform = self._preprocessing().transform()
-        # Follows torch's thread budget, which joblib lowers in its workers.
-        workers = self.num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
-        progress = _progress(len(todo), self.verbose)
+        workers = decode_workers(self.num_workers)
+        progress = progress_bar(len(todo), self.verbose, "embedding")
 
         def prepare(i: int) -> torch.Tensor:
             return transform(load_rgb(samples[i], i))
@@ -341,9 +341,3 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         tags.target_tags.required = False
         tags.requires_fit = True
         return tags
-
-
-def _progress(total: int, verbose: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not verbose, unit="img", desc="embedding", leave=False)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["Sample", "check_images", "content_key", "describe", "iter_batches", "load_rgb"]
+__all__ = ["Sample", "check_images", "content_key", "decode_workers", "describe", "iter_batches", "load_rgb"]
 
 Sample = Path | Image.Image | np.ndarray
 T = TypeVar("T")
@@ -191,6 +191,15 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
         raise _unsupported(sample, index)
     _check_size(image.size, sample, index)
     return _to_rgb(image, sample, index)
+
+
+def decode_workers(num_workers: int | None) -> int:
+    """Decoding threads: ``num_workers``, or by default as many as torch has
+    threads, which joblib lowers in its workers so that ``n_jobs`` processes
+    do not oversubscribe the cores."""
+    import torch
+
+    return num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
 
 
 def iter_batches(

@@ -1,0 +1,141 @@
+"""Pieces of a fine-tuning run: freezing, parameter groups, optimiser,
+schedule, augmentation and the weighted loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from .backbones import Preprocessing
+
+__all__ = [
+    "default_augmentation",
+    "make_optimizer",
+    "make_schedule",
+    "set_trainable",
+    "weighted_loss",
+]
+
+
+def _modules_of(body: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    modules = []
+    for name in names:
+        try:
+            modules.append(body.get_submodule(name))
+        except AttributeError:
+            pass  # a parameter held by a container (e.g. a ViT's class token)
+    return modules
+
+
+def _parameters_of(body: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
+    params = dict(body.named_parameters())
+    found = []
+    for name in names:
+        found += [p for n, p in params.items() if n == name or n.startswith(name + ".")]
+    return found
+
+
+def set_trainable(body: nn.Module, layer_groups: Sequence[Sequence[str]], n_unfrozen: int) -> list[nn.Module]:
+    """Unfreeze the last ``n_unfrozen`` layer groups of ``body``; freeze the rest.
+
+    Returns the modules of the frozen groups: they must stay in eval mode
+    while training so that their BatchNorm statistics do not move.
+    """
+    split = len(layer_groups) - n_unfrozen
+    for i, group in enumerate(layer_groups):
+        for param in _parameters_of(body, group):
+            param.requires_grad_(i >= split)
+    return [m for group in layer_groups[:split] for m in _modules_of(body, group)]
+
+
+def make_optimizer(
+    head: nn.Module,
+    body: nn.Module,
+    layer_groups: Sequence[Sequence[str]],
+    n_unfrozen: int,
+    *,
+    name: str,
+    lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    momentum: float,
+) -> torch.optim.Optimizer:
+    """Optimiser with discriminative learning rates.
+
+    The head trains at ``lr``; the last unfrozen backbone group at
+    ``lr * lr_decay``, the one before at ``lr * lr_decay**2``, and so on
+    towards the input. Biases and normalisation weights (1-D parameters)
+    get no weight decay.
+    """
+    scaled = [(head.parameters(), lr)]
+    unfrozen = layer_groups[len(layer_groups) - n_unfrozen :]
+    for depth, group in enumerate(reversed(unfrozen), start=1):
+        scaled.append((_parameters_of(body, group), lr * lr_decay**depth))
+    groups = []
+    for params, group_lr in scaled:
+        params = [p for p in params if p.requires_grad]
+        for decayed in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "lr": group_lr, "weight_decay": weight_decay if decayed else 0.0})
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, kind: str | None, total_steps: int, warmup: float) -> Any:
+    """Per-step learning-rate multiplier of each phase.
+
+    ``"onecycle"`` rises from 1/25 of the rate to the rate along a cosine
+    over the warm-up fraction, then falls along a cosine to nearly zero
+    (Smith's one-cycle, as fastai runs it); ``"cosine"`` warms up linearly
+    from zero, then decays along a cosine to zero; ``None`` is constant.
+    """
+    warmup_steps = warmup * total_steps
+
+    def cosine(start: float, end: float, progress: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def factor(step: int) -> float:
+        if kind is None:
+            return 1.0
+        if step < warmup_steps:
+            progress = step / warmup_steps
+            return cosine(1 / 25, 1.0, 1 - progress) if kind == "onecycle" else (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return cosine(1.0, 1 / 25 / 1e4 if kind == "onecycle" else 0.0, progress)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def default_augmentation(preprocessing: Preprocessing) -> nn.Module:
+    """A light policy for training: random resized crop (at the resize size,
+    so the centre crop that follows sees the usual scale), horizontal flip,
+    small colour jitter."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(preprocessing.resize_size, scale=(0.5, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
+        ]
+    )
+
+
+def weighted_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """Cross-entropy averaged with per-sample weights times class weights."""
+    losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
+    if class_weight is not None:
+        weight = weight * class_weight[target]
+    return (losses * weight).sum() / weight.sum()
