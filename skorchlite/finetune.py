@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import numbers
 import os
 import time
 import warnings
@@ -224,7 +225,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         positive_int("image_size", optional=True)
         positive_int("n_iter_no_change", optional=True)
         positive_int("num_workers", optional=True)
-        if not (self.unfreeze == "all" or (isinstance(self.unfreeze, (int, np.integer)) and self.unfreeze >= 0)):
+        unfreeze = self.unfreeze
+        if not (unfreeze == "all" or (isinstance(unfreeze, (int, np.integer)) and not isinstance(unfreeze, bool) and unfreeze >= 0)):
             raise ValueError(f"unfreeze must be 'all' or an integer >= 0, got {self.unfreeze!r}.")
         for name, low, high in [
             ("lr", 0, np.inf),
@@ -237,7 +239,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ]:
             value = getattr(self, name)
             strict_low = name in ("lr", "lr_decay")
-            if not isinstance(value, (int, float)) or value < low or value > high or (strict_low and value == low):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < low or value > high or (strict_low and value == low):
                 raise ValueError(f"{name} must be a number in {'(' if strict_low else '['}{low}, {high}], got {value!r}.")
         if self.validation_fraction >= 1:
             raise ValueError(f"validation_fraction must be below 1, got {self.validation_fraction!r}.")
@@ -310,6 +312,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             labels = np.unique(y if classes is None else np.asarray(classes))
             if len(labels) < 2:
                 raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
+            unknown = set(np.unique(y)) - set(labels)
+            if unknown:
+                raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {list(labels)}.")
             self.classes_ = labels
         return np.searchsorted(self.classes_, y)
 
@@ -399,7 +404,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(1)]
 
     # ------------------------------------------------------------ persistence
     def __getstate__(self) -> dict[str, Any]:
@@ -503,6 +509,7 @@ class _Trainer:
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.best_loss = np.inf
+        self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.good_state = self._snapshot()
         self.stale = 0
@@ -534,7 +541,7 @@ class _Trainer:
         state = self.best_state if self.best_state is not None else self.good_state
         self.model.load_state_dict(state)
         if self.best_state is not None:
-            clf.best_epoch_ = min(clf.history_, key=lambda h: h["valid_loss"])["epoch"]
+            clf.best_epoch_ = self.best_epoch  # of this fit: history_ may hold earlier fits' epochs
         else:
             clf.best_epoch_ = clf.history_[-1]["epoch"] if clf.history_ else 0
 
@@ -570,6 +577,7 @@ class _Trainer:
             if len(self.valid):
                 if record["valid_loss"] < self.best_loss:
                     self.best_loss, self.best_state, self.stale = record["valid_loss"], self.good_state, 0
+                    self.best_epoch = epoch
                 else:
                     self.stale += 1
                     if clf.n_iter_no_change is not None and self.stale >= clf.n_iter_no_change:

@@ -107,7 +107,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str | None, total_step
             return 1.0
         if step < warmup_steps:
             progress = step / warmup_steps
-            return cosine(1 / 25, 1.0, 1 - progress) if kind == "onecycle" else (step + 1) / (warmup_steps + 1)
+            return cosine(1 / 25, 1.0, progress) if kind == "onecycle" else (step + 1) / (warmup_steps + 1)
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
         return cosine(1.0, 1 / 25 / 1e4 if kind == "onecycle" else 0.0, progress)
 
@@ -138,4 +138,5 @@ def weighted_loss(
     losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
     if class_weight is not None:
         weight = weight * class_weight[target]
-    return (losses * weight).sum() / weight.sum()
+    # A batch whose weights are all zero contributes nothing (not 0/0 = NaN).
+    return (losses * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
