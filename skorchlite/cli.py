@@ -1,15 +1,27 @@
-"""Command line: ``skorchlite evaluate [DIR]`` (also ``python -m skorchlite``)."""
+"""The ``skorchlite`` command line (also ``python -m skorchlite``).
+
+Verbs: ``evaluate`` (the main job), ``embed``, ``finetune``, ``predict``,
+``backbones``. Errors print one line and exit with status 1 (``--debug``
+shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections import Counter
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+HEADS = ("logreg", "svm", "knn", "ridge")
+
+
+class CommandError(Exception):
+    """A user error the command line reports in one line."""
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -21,51 +33,309 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(str)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_validate
-    from sklearn.pipeline import make_pipeline
-
+def _load_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
     from .datasets import load_image_folder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths, labels = load_image_folder(folder)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    return np.asarray(paths, dtype=object), np.asarray(labels)
+
+
+def _dataset(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if folder is not None:
+        return _load_folder(folder)
+    X, y = _digits()
+    print(f"No folder given: using scikit-learn's bundled digits ({len(y)} images of 8x8 pixels).")
+    return X, y
+
+
+def _head(name: str) -> Any:
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    # Balanced class weights: small medical data sets are rarely balanced.
+    heads = {
+        "logreg": lambda: LogisticRegression(max_iter=3000, class_weight="balanced"),
+        "svm": lambda: SVC(class_weight="balanced", probability=True, random_state=0),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+        "ridge": lambda: RidgeClassifier(class_weight="balanced"),
+    }
+    return make_pipeline(StandardScaler(), heads[name]())
+
+
+def _class_table(y: np.ndarray) -> str:
+    from .datasets import summarize
+
+    return str(summarize(y))
+
+
+def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, cv: Any, groups: Any, verbose: int) -> dict:
+    """Out-of-fold predictions and per-fold scores of ``head`` on frozen
+    embeddings (computing them once is exact: the extractor learns nothing)."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from .progress import progress_bar
+
+    estimator = _head(head)
+    classes = np.unique(y)
+    predicted = np.empty(len(y), dtype=y.dtype)
+    scores: np.ndarray | None = None
+    accuracy, balanced = [], []
+    splits = list(cv.split(features, y, groups))
+    with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
+        for train, test in splits:
+            model = clone(estimator).fit(features[train], y[train])
+            predicted[test] = model.predict(features[test])
+            fold_scores = _scores(model, features[test], classes)
+            if fold_scores is not None:
+                scores = np.zeros((len(y), len(classes))) if scores is None else scores
+                scores[test] = fold_scores
+            accuracy.append(accuracy_score(y[test], predicted[test]))
+            balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            bar.update()
+    return {"predicted": predicted, "scores": scores, "accuracy": np.array(accuracy), "balanced": np.array(balanced)}
+
+
+def _scores(model: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
+    """Per-class scores for ROC curves: probabilities, else decision values."""
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(X)
+    decision = model.decision_function(X)
+    return np.column_stack([-decision, decision]) if decision.ndim == 1 else decision
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     from .extractor import PretrainedFeatureExtractor
 
-    if args.dir is None:
-        X, y = _digits()
-        print(f"No folder given: using scikit-learn's bundled digits ({len(y)} images of 8x8 pixels).")
+    X, y = _dataset(args.dir)
+    print(_class_table(y))
+    if len(np.unique(y)) < 2:
+        raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
+    groups = None
+    if args.group_duplicates:
+        from .duplicates import find_duplicates
+
+        found = find_duplicates(X, y)
+        groups = found.groups
+        print(found.summary())
+    cv = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(args.cv, shuffle=True, random_state=0)
+    results = []
+    for backbone in args.backbone:
+        start = time.perf_counter()
+        extractor = PretrainedFeatureExtractor(backbone=backbone, image_size=args.image_size, verbose=args.verbose)
+        features = extractor.fit_transform(X)
+        result = _cross_validate(features, y, args.head, cv, groups, args.verbose)
+        result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
+        results.append(result)
+        print(
+            f"{backbone} + {args.head}, {args.cv}-fold CV{' (duplicate groups kept together)' if groups is not None else ''}: "
+            f"accuracy {result['accuracy'].mean():.3f} ± {result['accuracy'].std():.3f}, "
+            f"balanced accuracy {result['balanced'].mean():.3f} ± {result['balanced'].std():.3f} "
+            f"({result['seconds']:.1f} s)"
+        )
+    results.sort(key=lambda r: -r["balanced"].mean())
+    if len(results) > 1:
+        print("\nRanked by balanced accuracy:")
+        print(f"{'rank':>4}  {'backbone':24} {'balanced acc.':>15} {'accuracy':>15} {'seconds':>8}")
+        for rank, r in enumerate(results, 1):
+            print(
+                f"{rank:>4}  {r['backbone']:24} {r['balanced'].mean():.3f} ± {r['balanced'].std():.3f}   "
+                f"{r['accuracy'].mean():.3f} ± {r['accuracy'].std():.3f} {r['seconds']:8.1f}"
+            )
+    best = results[0]
+    classes = np.unique(y)
+    matrix = confusion_matrix(y, best["predicted"], labels=classes)
+    width = max(len(str(c)) for c in classes) + 2
+    print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
+    print(" " * width + "".join(f"{str(c):>{width}}" for c in classes))
+    for label, row in zip(classes, matrix):
+        print(f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    if args.report:
+        from .report import write_report
+
+        written = write_report(
+            args.report, y, best["predicted"], proba=best["scores"], classes=classes, X=X if args.dir else None
+        )
+        print("\nReport: " + ", ".join(str(p) for p in written))
+    print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .extractor import PretrainedFeatureExtractor
+
+    X, y = _load_folder(args.dir)
+    features = PretrainedFeatureExtractor(
+        backbone=args.backbone, image_size=args.image_size, verbose=args.verbose
+    ).fit_transform(X)
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        np.save(out, features, allow_pickle=False)
+        index = out.with_suffix(".csv")
+        _write_rows(index, ["path", "label"], zip(X, y))
+        print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
+        return 0
+    columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
+    rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist()))
+    if suffix == ".csv":
+        _write_rows(out, columns, rows)
+    elif suffix == ".parquet":
+        try:
+            import pandas as pd
+
+            pd.DataFrame(list(rows), columns=columns).to_parquet(out)
+        except ImportError as err:
+            raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
     else:
-        X, y = load_image_folder(args.dir)
-        X, y = np.asarray(X, dtype=object), np.asarray(y)
-    counts = Counter(y.tolist())
-    print("Classes: " + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())))
-    if len(counts) < 2:
-        raise ValueError(f"Need at least two classes to evaluate, found {len(counts)}.")
-    start = time.perf_counter()
-    pipe = make_pipeline(
-        PretrainedFeatureExtractor(backbone=args.backbone, verbose=args.verbose),
-        LogisticRegression(max_iter=2000),
+        raise CommandError(f"output must end in .npy, .csv or .parquet, got {out.name!r}")
+    print(f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {out}")
+    return 0
+
+
+def _write_rows(path: Path, header: list[str], rows: Any) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _unfreeze(value: str) -> int | str:
+    return value if value == "all" else int(value)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import joblib
+
+    from .finetune import FineTuneClassifier
+
+    X, y = _load_folder(args.dir)
+    print(_class_table(y))
+    clf = FineTuneClassifier(
+        backbone=args.backbone,
+        unfreeze=args.unfreeze,
+        epochs=args.epochs,
+        freeze_epochs=args.freeze_epochs,
+        lr=args.lr,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        class_weight="balanced" if args.balanced else None,
+        validation_fraction=args.validation_fraction,
+        n_iter_no_change=args.n_iter_no_change,
+        random_state=args.random_state,
+        verbose=max(args.verbose, 1),
     )
-    cv = StratifiedKFold(args.cv, shuffle=True, random_state=0)
-    scores = cross_validate(pipe, X, y, cv=cv, scoring=["accuracy", "balanced_accuracy"])
-    elapsed = time.perf_counter() - start
-    for metric in ("accuracy", "balanced_accuracy"):
-        values = scores[f"test_{metric}"]
-        print(f"{args.backbone} + logistic regression, {args.cv}-fold {metric}: {values.mean():.3f} ± {values.std():.3f}")
-    print(f"Time: {elapsed:.1f} s (embeddings are cached: a second run is faster)")
+    start = time.perf_counter()
+    clf.fit(X, y)
+    joblib.dump(clf, args.output)
+    print(f"Trained {len(clf.history_)} epochs in {time.perf_counter() - start:.1f} s; best epoch {clf.best_epoch_}; "
+          f"saved to {args.output}")
+    if args.report:
+        from .report import plot_learning_curves
+
+        print(f"Learning curves: {plot_learning_curves(clf.history_, Path(args.report) / 'learning_curves.png')}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    import joblib
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise CommandError(f"model file {str(model_path)!r} does not exist")
+    model = joblib.load(model_path)
+    if not hasattr(model, "predict_proba"):
+        raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
+    proba = model.predict_proba(list(args.images))
+    classes = model.classes_
+    best = proba.argmax(1)
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "class", "probability", *(f"p_{c}" for c in classes)])
+        for path, k, row in zip(args.images, best, proba):
+            writer.writerow([path, classes[k], f"{row[k]:.4f}", *(f"{p:.4f}" for p in row)])
+        return 0
+    width = max(len(p) for p in args.images)
+    for path, k, row in zip(args.images, best, proba):
+        print(f"{path:{width}}  {classes[k]}  {row[k]:.3f}")
+    return 0
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones, offline_backbones
+
+    offline = set(offline_backbones())
+    names = list_backbones()
+    for name in names:
+        if not args.offline or name in offline:
+            print(f"{name:28} {'offline: weights here' if name in offline else 'weights not on this machine'}")
+    print(f"{len(offline)} of {len(names)} backbones work offline here.")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skorchlite", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="skorchlite", description="Transfer learning for images, with scikit-learn.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    evaluate = commands.add_parser(
-        "evaluate", help="cross-validate a pretrained backbone + logistic regression on an image folder"
-    )
+
+    def verb(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress on a terminal, 2: always")
+        sub.set_defaults(run=run)
+        return sub
+
+    evaluate = verb("evaluate", _evaluate, "cross-validate pretrained backbones + a classifier head on an image folder")
     evaluate.add_argument("dir", nargs="?", help="one sub-folder per class (default: scikit-learn's digits)")
-    evaluate.add_argument("--backbone", default="efficientnet_lite0")
+    evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
+    evaluate.add_argument("--head", choices=HEADS, default="logreg")
     evaluate.add_argument("--cv", type=int, default=5, help="stratified folds (default 5)")
-    evaluate.add_argument("--verbose", type=int, default=1)
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.add_argument("--image-size", type=int, default=None)
+    evaluate.add_argument("--group-duplicates", action="store_true", help="keep duplicate images in one fold")
+    evaluate.add_argument("--report", metavar="OUT_DIR", help="write confusion matrix, ROC/PR and error PNGs")
+
+    embed = verb("embed", _embed, "write the embeddings of an image folder to .npy, .csv or .parquet")
+    embed.add_argument("dir")
+    embed.add_argument("-o", "--output", required=True)
+    embed.add_argument("--backbone", default="efficientnet_lite0")
+    embed.add_argument("--image-size", type=int, default=None)
+
+    finetune = verb("finetune", _finetune, "fine-tune a backbone on an image folder and save the model")
+    finetune.add_argument("dir")
+    finetune.add_argument("-o", "--output", required=True, help="model file (.joblib)")
+    finetune.add_argument("--backbone", default="efficientnet_lite0")
+    finetune.add_argument("--unfreeze", type=_unfreeze, default=2, help="layer groups to train, or 'all'")
+    finetune.add_argument("--epochs", type=int, default=10)
+    finetune.add_argument("--freeze-epochs", type=int, default=1)
+    finetune.add_argument("--lr", type=float, default=1e-3)
+    finetune.add_argument("--image-size", type=int, default=None)
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--validation-fraction", type=float, default=0.1)
+    finetune.add_argument("--n-iter-no-change", type=int, default=None)
+    finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
+    finetune.add_argument("--random-state", type=int, default=0)
+    finetune.add_argument("--report", metavar="OUT_DIR", help="write the learning curves PNG")
+
+    predict = verb("predict", _predict, "predict the class of images with a saved model")
+    predict.add_argument("model")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
+
+    backbones = verb("backbones", _backbones, "list backbones and whether their weights are on this machine")
+    backbones.add_argument("--offline", action="store_true", help="only those that work offline")
     return parser
 
 
@@ -74,11 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: Any = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
+    except (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
-        print(f"skorchlite: error: {err}", file=sys.stderr)
+        print(f"skorchlite {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"skorchlite {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

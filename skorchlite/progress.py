@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -9,12 +10,17 @@ from tqdm.auto import tqdm
 __all__ = ["progress_bar"]
 
 
-def progress_bar(total: int, verbose: int, desc: str, min_total: int = 0) -> Any:
-    """A tqdm bar shown when ``verbose`` and ``total >= min_total``.
+def progress_bar(total: int, verbose: int, desc: str, min_total: int = 0, unit: str = "img") -> Any:
+    """A tqdm bar on stderr, shown when asked and worth showing.
+
+    ``verbose=1`` shows it on a terminal only (a log file or CI output gets
+    no carriage-return clutter); ``verbose>=2`` shows it anywhere; loops
+    shorter than ``min_total`` get none.
 
     Examples
     --------
     >>> with progress_bar(3, verbose=0, desc="demo") as bar:
     ...     bar.update(3)
     """
-    return tqdm(total=total, disable=not verbose or total < min_total, unit="img", desc=desc, leave=False)
+    hidden = verbose <= 0 or total < min_total or (verbose == 1 and not sys.stderr.isatty())
+    return tqdm(total=total, disable=hidden, unit=unit, desc=desc, leave=False, file=sys.stderr)

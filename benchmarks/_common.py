@@ -1,0 +1,47 @@
+"""What extract.py and gridsearch.py share: the BUSI images and the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
+
+
+def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """BUSI's paths and labels; ``limit`` keeps a stratified subset (seed 0).
+
+    Exits with a message (status 1) when the folder is missing.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from skorchlite.datasets import load_image_folder
+
+    if not data.is_dir():
+        raise SystemExit(f"BUSI not found at {data}; pass --data DIR (a folder with one sub-folder per class).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # BUSI's README.md beside the class folders
+        paths, labels = load_image_folder(data)
+    X, y = np.asarray(paths, dtype=object), np.asarray(labels)
+    if limit is not None and limit < len(y):
+        X, _, y, _ = train_test_split(X, y, train_size=limit, stratify=y, random_state=0)
+    return X, y
+
+
+def machine() -> str:
+    """Platform, CPU model, cores, torch version and threads, on one line."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        cpuinfo = []
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor() or "unknown CPU"
+    return (
+        f"{platform.platform()}, {cpu}, {os.cpu_count()} cores; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )

@@ -1,0 +1,141 @@
+"""find_duplicates: exact and resized copies of real images, transitive
+groups, blocked similarities, label conflicts, the report, BUSI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BUSI, PHOTOS, requires_busi
+from PIL import Image
+from sklearn.preprocessing import FunctionTransformer
+
+from skorchlite import duplicates
+from skorchlite.datasets import train_val_test_split
+from skorchlite.duplicates import find_duplicates
+
+
+def resized_jpeg(source: Path, target: Path, scale: float = 0.8) -> Path:
+    """A re-encoded copy at ``scale`` times the size, as a scraper or a viewer's 'save as' makes."""
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR).save(
+            target, "JPEG", quality=85
+        )
+    return target
+
+
+def originals(source: str) -> list[Path]:
+    """Three distinct images: photographs, or BUSI images of each class."""
+    if source == "photos":
+        return [PHOTOS[name][0] for name in ("chelsea", "coffee", "china")]
+    numbers = {"benign": 100, "malignant": 1, "normal": 1}
+    return [BUSI / label / f"{label} ({number}).png" for label, number in numbers.items()]
+
+
+@pytest.mark.parametrize("source", ["photos", pytest.param("busi", marks=[requires_busi, pytest.mark.busi])])
+def test_resized_and_exact_copies_join_their_originals(source, tmp_path):
+    first, second, third = originals(source)
+    resized = resized_jpeg(first, tmp_path / "resized copy.jpg")
+    exact = Path(shutil.copyfile(second, tmp_path / f"exact copy{second.suffix}"))
+    X = [str(first), str(second), str(third), str(resized), exact]
+    found = find_duplicates(X)
+    assert found.groups.tolist() == [0, 1, 2, 0, 1]
+    assert [(p.i, p.j, p.kind) for p in found.pairs] == [(0, 3, "near"), (1, 4, "exact")]
+    assert found.pairs[1] == (1, 4, 1.0, "exact")  # a Pair is a plain tuple too
+    assert duplicates.DEFAULT_THRESHOLD <= found.pairs[0].similarity < 1
+    assert found.conflicts == [] and found.labels is None
+    report = found.report()
+    assert report.startswith("2 duplicate groups (1 exact, 1 near) holding 4 of 5 images at similarity >= 0.97.\n")
+    assert f"[3] {resized}" in report and f"[4] {exact}" in report and "conflict" not in report
+
+
+def test_label_conflicts_are_listed_with_paths(tmp_path):
+    chelsea, coffee, china = originals("photos")
+    copy = Path(shutil.copyfile(coffee, tmp_path / "coffee.png"))
+    resized = resized_jpeg(chelsea, tmp_path / "chelsea.jpg")
+    found = find_duplicates([chelsea, coffee, china, copy, resized], y=["cat", "cup", "palace", "mug", "cat"])
+    assert [(p.i, p.j, p.kind) for p in found.conflicts] == [(1, 3, "exact")]
+    assert found.groups.tolist() == [0, 1, 2, 1, 0]
+    report = str(found)
+    summary = "2 duplicate groups (1 exact, 1 near) holding 4 of 5 images at similarity >= 0.97; 1 label conflict."
+    assert report.startswith(summary + "\n")
+    assert "group 1: 2 images, exact (similarity 1.000), labels disagree" in report
+    conflicts = ["Label conflicts (1 pair):", "  exact, similarity 1.000:"]
+    assert report.endswith("\n".join([*conflicts, f"    [1] cup: {coffee}", f"    [3] mug: {copy}"]))
+
+
+@requires_busi
+@pytest.mark.busi
+def test_busi_copies_filed_under_two_classes_are_conflicts():
+    # Found by auditing all of BUSI: byte-identical files, and the same scan
+    # saved twice, each once as benign and once as malignant.
+    X = [
+        BUSI / "benign" / "benign (433).png",
+        BUSI / "malignant" / "malignant (145).png",
+        BUSI / "benign" / "benign (399).png",
+        BUSI / "malignant" / "malignant (93).png",
+        BUSI / "normal" / "normal (1).png",
+    ]
+    found = find_duplicates(X, y=["benign", "malignant", "benign", "malignant", "normal"])
+    assert found.groups.tolist() == [0, 0, 1, 1, 2]
+    assert [(p.i, p.j, p.kind) for p in found.conflicts] == [(0, 1, "exact"), (2, 3, "near")]
+
+
+def fixed_embeddings(vectors: np.ndarray) -> FunctionTransformer:
+    """An extractor that returns ``vectors``, to test the grouping without a network."""
+    return FunctionTransformer(lambda X: vectors)
+
+
+def distinct_images(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 4, 4), dtype=np.uint8)
+
+
+def test_near_pairs_merge_transitively_and_ids_follow_first_appearance():
+    def at(degrees: float) -> list[float]:
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
+
+    # 0 ~ 2 ~ 3 at 11 degrees apart (cosine 0.982), 0 and 3 at 22 (0.927).
+    vectors = np.array([at(0), [0, 0, 1], at(11), at(22), [0, -1, 0]])
+    found = find_duplicates(distinct_images(5), extractor=fixed_embeddings(vectors))
+    assert found.groups.tolist() == [0, 1, 0, 0, 2]
+    assert [(p.i, p.j) for p in found.pairs] == [(0, 2), (2, 3)]
+    assert [group.tolist() for group in found.duplicate_groups()] == [[0, 2, 3]]
+    assert "group 0: 3 images, near (similarity 0.982)" in found.report()
+
+
+def test_blocks_find_the_same_pairs_as_the_full_matrix(monkeypatch):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(60, 8))
+    vectors[rng.choice(60, 20, replace=False)] = vectors[rng.choice(60, 20)] + rng.normal(0, 0.05, (20, 8))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    similar = np.triu(unit @ unit.T >= 0.97, k=1)
+    monkeypatch.setattr(duplicates, "_BLOCK_ELEMENTS", 7 * 60)  # blocks of 7 rows
+    found = find_duplicates(distinct_images(60), extractor=fixed_embeddings(vectors))
+    assert {(p.i, p.j) for p in found.pairs} == set(zip(*np.nonzero(similar)))
+    assert len(found.pairs) >= 10
+
+
+def test_groups_keep_copies_on_one_side_of_a_split():
+    vectors = np.repeat(np.eye(40), 2, axis=0)  # 40 pairs of copies
+    found = find_duplicates(distinct_images(80), y=np.arange(80) % 2, extractor=fixed_embeddings(vectors))
+    assert len(found.conflicts) == 40
+    parts = train_val_test_split(np.arange(80), np.zeros(80), stratify=False, groups=found.groups, random_state=0)[:3]
+    part_of = {int(i): k for k, part in enumerate(parts) for i in part}
+    assert all(part_of[i] == part_of[i + 1] for i in range(0, 80, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"threshold": 0}, r"threshold must be a cosine similarity in \(0, 1\], got 0"),
+        ({"threshold": 1.5}, "threshold must be"),
+        ({"threshold": "high"}, "threshold must be"),
+        ({"y": ["a"]}, "X has 2 images but y has 1 labels"),
+    ],
+)
+def test_bad_arguments_are_explained(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        find_duplicates(distinct_images(2), **kwargs)
