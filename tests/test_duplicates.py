@@ -139,3 +139,15 @@ def test_groups_keep_copies_on_one_side_of_a_split():
 def test_bad_arguments_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         find_duplicates(distinct_images(2), **kwargs)
+
+
+@requires_busi
+@pytest.mark.busi
+def test_distinct_busi_images_do_not_collapse_into_one_group():
+    # Ultrasound scans all look alike to an ImageNet network; the threshold
+    # must still keep different scans apart. The first 20 of each class hold
+    # one pair of near copies (measured), so 59 groups of 60 images.
+    X = [BUSI / label / f"{label} ({number}).png" for label in ("benign", "malignant", "normal") for number in range(1, 21)]
+    found = find_duplicates(X)
+    sizes = np.bincount(found.groups)
+    assert len(sizes) >= 55 and sizes.max() <= 4

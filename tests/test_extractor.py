@@ -12,20 +12,11 @@ from conftest import BUSI, requires_busi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from sklearn_checks import RUN, unexplained_checks
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import (
-    check_estimator_cloneable,
-    check_estimator_repr,
-    check_estimator_tags_renamed,
-    check_get_params_invariance,
-    check_mixin_order,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
 
 from skorchlite import PretrainedFeatureExtractor
 from skorchlite.cache import resolve_cache
@@ -44,24 +35,13 @@ def reference():
 
 
 # ------------------------------------------------------------- sklearn rules
-# check_estimator skips nearly everything for two_d_array=False inputs, so
-# the checks that do not feed tabular data are called one by one. Not run:
-# every check that fits on random 2-D float arrays (images are not tables).
-SKLEARN_CHECKS = [
-    check_estimator_cloneable,
-    check_estimator_repr,
-    check_no_attributes_set_in_init,
-    check_get_params_invariance,
-    check_set_params,
-    check_parameters_default_constructible,
-    check_mixin_order,
-    check_estimator_tags_renamed,
-]
-
-
-@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", RUN, ids=lambda c: c.__name__)
 def test_sklearn_check(check):
     check("PretrainedFeatureExtractor", PretrainedFeatureExtractor())
+
+
+def test_every_sklearn_check_is_run_or_explained():
+    assert unexplained_checks(PretrainedFeatureExtractor()) == set()
 
 
 def test_tags_describe_image_input():
@@ -80,6 +60,15 @@ def test_init_loads_nothing_and_fit_reads_no_image(tmp_path):
     assert fitted.n_features_out_ == 1280
     with pytest.raises(ValueError, match="pooling"):
         extractor.fit(missing)
+
+
+def test_fit_returns_self_and_refit_is_idempotent(reference):
+    extractor = PretrainedFeatureExtractor(cache=False)
+    params = extractor.get_params()
+    assert extractor.fit(IMAGES) is extractor
+    first = extractor.transform(IMAGES)
+    assert extractor.fit(IMAGES[:1]) is extractor and extractor.get_params() == params
+    np.testing.assert_array_equal(extractor.transform(IMAGES), first)
 
 
 def test_transform_before_fit_raises():

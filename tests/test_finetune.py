@@ -17,16 +17,8 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
-from sklearn.utils.estimator_checks import (
-    check_estimator_cloneable,
-    check_estimator_repr,
-    check_estimator_tags_renamed,
-    check_get_params_invariance,
-    check_mixin_order,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
+
+from sklearn_checks import RUN, unexplained_checks
 
 import skorchlite.finetune
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
@@ -76,24 +68,13 @@ def finetuned():
 
 
 # ------------------------------------------------------------- sklearn rules
-# check_estimator skips nearly everything for two_d_array=False inputs, so
-# the checks that do not feed tabular data are called one by one. Not run:
-# every check that fits on random 2-D float arrays (images are not tables).
-SKLEARN_CHECKS = [
-    check_estimator_cloneable,
-    check_estimator_repr,
-    check_no_attributes_set_in_init,
-    check_get_params_invariance,
-    check_set_params,
-    check_parameters_default_constructible,
-    check_mixin_order,
-    check_estimator_tags_renamed,
-]
-
-
-@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", RUN, ids=lambda c: c.__name__)
 def test_sklearn_check(check):
     check("FineTuneClassifier", FineTuneClassifier())
+
+
+def test_every_sklearn_check_is_run_or_explained():
+    assert unexplained_checks(FineTuneClassifier()) == set()
 
 
 def test_tags_describe_image_input():
@@ -225,6 +206,16 @@ def test_same_random_state_same_probabilities():
     np.testing.assert_array_equal(first, second)
     other = FineTuneClassifier(**{**params, "random_state": 1}).fit(X16, Y16).predict_proba(X16)
     assert not np.array_equal(first, other)
+
+
+def test_fit_returns_self_and_refit_is_idempotent():
+    clf = FineTuneClassifier(unfreeze=1, freeze_epochs=1, epochs=1, lr=1e-2, **SMALL)
+    params = clf.get_params()
+    assert clf.fit(X16, Y16) is clf and clf.get_params() == params
+    first = clf.predict_proba(X16)
+    assert clf.fit(X16, Y16) is clf  # a second fit starts afresh, not from the first
+    np.testing.assert_array_equal(clf.predict_proba(X16), first)
+    assert len(clf.history_) == 2
 
 
 def test_fit_leaves_the_global_torch_rng_alone():
