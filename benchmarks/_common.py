@@ -1,7 +1,8 @@
-"""What extract.py and gridsearch.py share: the BUSI images and the machine."""
+"""What the benchmarks share: the BUSI images, the machine line, the verdict."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import warnings
@@ -11,6 +12,16 @@ import numpy as np
 import torch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
+
+
+def busi_arguments(doc: str, quick: int) -> argparse.ArgumentParser:
+    """A parser with ``--data`` and ``--limit N`` / ``--quick`` (a subset of ``quick`` images)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BUSI folder (default: %(default)s)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=int, help="a stratified subset of N images (default: all)")
+    size.add_argument("--quick", action="store_const", const=quick, dest="limit", help=f"same as --limit {quick}")
+    return parser
 
 
 def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +56,8 @@ def machine() -> str:
         f"{platform.platform()}, {cpu}, {os.cpu_count()} cores; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+
+
+def verdict(ok: bool) -> str:
+    """How a target is reported: measured and printed, never asserted."""
+    return "PASS" if ok else "FAIL"

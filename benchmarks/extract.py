@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DEFAULT_DATA, load_busi, machine
+from _common import DEFAULT_DATA, load_busi, machine, verdict
 
 BATCH = 32
 BACKBONE = "efficientnet_lite0"
@@ -76,10 +76,6 @@ def hand_written(paths: list[str]) -> tuple[float, np.ndarray]:
             batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[i : i + BATCH]])
             outputs.append(model(batch))
     return time.perf_counter() - start, torch.cat(outputs).numpy()
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

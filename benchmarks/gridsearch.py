@@ -27,14 +27,12 @@ Run: ``python benchmarks/gridsearch.py [--limit N | --quick]``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DEFAULT_DATA, load_busi, machine
+from _common import busi_arguments, load_busi, machine, verdict
 
 GRID = {"clf__C": np.logspace(-3, 2, 6)}
 FOLDS = 5
@@ -72,16 +70,8 @@ def pipeline(cache):
     ])
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BUSI folder (default: %(default)s)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--limit", type=int, help="a stratified subset of N images (default: all)")
-    size.add_argument("--quick", action="store_const", const=150, dest="limit", help="same as --limit 150")
+    parser = busi_arguments(__doc__, quick=150)
     args = parser.parse_args()
 
     from sklearn.linear_model import LogisticRegression

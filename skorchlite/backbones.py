@@ -66,15 +66,49 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def transform(self) -> nn.Module:
-        """torchvision's ``ImageClassification`` preset with these values."""
+    def transform(self, normalize: bool = True) -> nn.Module:
+        """torchvision's ``ImageClassification`` preset with these values.
+
+        ``normalize=False`` stops at pixels in [0, 1], for callers that apply
+        ``mean``/``std`` themselves (inside a differentiable graph).
+        """
+        channels = len(self.mean)
         return ImageClassification(
             crop_size=self.crop_size,
             resize_size=self.resize_size,
-            mean=self.mean,
-            std=self.std,
+            mean=self.mean if normalize else (0.0,) * channels,
+            std=self.std if normalize else (1.0,) * channels,
             interpolation=InterpolationMode(self.interpolation),
         )
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region of a ``width`` x ``height`` image that the crop shows.
+
+        Returns
+        -------
+        tuple of float
+            ``(left, top, right, bottom)`` in the image's own pixel
+            coordinates (edges, not centres), following torchvision's
+            resize and centre-crop arithmetic exactly. A crop larger than the
+            resized image reaches past its edges (torchvision pads there).
+
+        Examples
+        --------
+        >>> Preprocessing(224, 256, "bilinear", (0.5,) * 3, (0.5,) * 3).crop_box(512, 256)
+        (144.0, 16.0, 368.0, 240.0)
+        """
+        short, long = sorted((width, height))
+        # torchvision's _compute_resized_output_size for a single size.
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+
+        def start(size: int) -> int:  # torchvision's center_crop, padding included
+            crop = self.crop_size
+            return int(round((size - crop) / 2.0)) if crop <= size else -((crop - size) // 2)
+
+        sx, sy = width / new_w, height / new_h
+        left, top = start(new_w), start(new_h)
+        return (left * sx, top * sy, (left + self.crop_size) * sx, (top + self.crop_size) * sy)
 
     def resized(self, image_size: int | None) -> Preprocessing:
         """The same transform for another input size (``None``: unchanged),
@@ -139,6 +173,7 @@ class Backbone:
     preprocessing: Preprocessing
     embedding_dim: int
     layer_groups: list[tuple[str, ...]] = field(repr=False)
+    _nodes: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines this backbone's outputs, JSON-serialisable."""
@@ -150,13 +185,52 @@ class Backbone:
         ``None`` for networks without one (e.g. vision transformers, which
         pool a class token).
         """
-        from torchvision.models.feature_extraction import get_graph_node_names
-
-        _, nodes = get_graph_node_names(self.model)
+        nodes = self.layer_names()
         for before, node in zip(nodes, nodes[1:]):
             if node.endswith("avgpool") or node.endswith("avg_pooling") or node.startswith("adaptive_avg_pool2d"):
                 return before
         return None
+
+    def layer_names(self) -> list[str]:
+        """Names of the nodes of ``model`` (torchvision's
+        ``get_graph_node_names``, eval mode), from input to output."""
+        if self._nodes is None:  # tracing takes a while: once per backbone
+            from torchvision.models.feature_extraction import get_graph_node_names
+
+            self._nodes = get_graph_node_names(self.model)[1]
+        return list(self._nodes)
+
+    def check_layer(self, layer: str) -> str:
+        """Return ``layer`` when it names a node (or a module) of ``model``.
+
+        Raises
+        ------
+        ValueError
+            For any other name, with the closest names and every available
+            one.
+
+        Examples
+        --------
+        >>> backbone = get_backbone("efficientnet_lite0")
+        >>> backbone.check_layer("_head_act")
+        '_head_act'
+        >>> backbone.check_layer("_head")
+        Traceback (most recent call last):
+        ...
+        ValueError: Backbone 'efficientnet_lite0' has no layer '_head'; did you mean '_head_act'...
+        """
+        names = self.layer_names()
+        # torchvision also takes a module's name for the last node inside it.
+        if isinstance(layer, str) and (layer in names or any(n.startswith(layer + ".") for n in names)):
+            return layer
+        import difflib
+
+        close = difflib.get_close_matches(str(layer), names, n=3)
+        raise ValueError(
+            f"Backbone {self.name!r} has no layer {layer!r}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
+            + f" Available layers ({len(names)}): {', '.join(names)}"
+        )
 
 
 def _fingerprint(name: str, weights: WeightsRef, preprocessing: Preprocessing) -> dict[str, Any]:

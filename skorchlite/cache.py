@@ -41,12 +41,13 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import write_atomic
 
 __all__ = ["CacheNamespace", "EmbeddingCache", "default_cache_dir", "resolve_cache"]
 
@@ -60,9 +61,6 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _ENTRY = re.compile(r"[0-9a-f]{64}\.emb")
 _NAMESPACE = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT = "fingerprint.json"
-# Read once: os.umask can only be read by setting it.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def default_cache_dir() -> Path:
@@ -128,23 +126,6 @@ def resolve_cache(cache: bool | str | os.PathLike | None) -> EmbeddingCache | No
             raise ValueError("cache must not be an empty path.")
         return EmbeddingCache(cache)
     raise TypeError(f"cache must be True, False, None, a str or an os.PathLike directory, got {cache!r}.")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # No fsync: a crash leaves at worst a stray temp file or a truncated
-    # entry, and entries are checksummed, so a damaged one is a cache miss.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        # mkstemp makes owner-only files; a cache shared on a filesystem
-        # (several users, Dask workers) needs the usual umask-based mode.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _decode(data: bytes, dim: int | None) -> np.ndarray | None:
@@ -311,7 +292,7 @@ class CacheNamespace:
         target = self.path / _FINGERPRINT
         if not target.exists():
             text = json.dumps(self._fingerprint, sort_keys=True, indent=2) + "\n"
-            _write_atomic(target, text.encode())
+            write_atomic(target, text.encode())
 
     def _entry(self, key: str) -> Path:
         _check_key(key)
@@ -420,4 +401,4 @@ class CacheNamespace:
             # its fingerprint, so clear() and size() still recognise it.
             self._create()
             path.parent.mkdir(exist_ok=True)
-        _write_atomic(path, header + payload)
+        write_atomic(path, header + payload)

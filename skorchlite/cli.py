@@ -1,7 +1,7 @@
 """The ``skorchlite`` command line (also ``python -m skorchlite``).
 
 Verbs: ``evaluate`` (the main job), ``embed``, ``finetune``, ``predict``,
-``backbones``. Errors print one line and exit with status 1 (``--debug``
+``explain``, ``backbones``. Errors print one line and exit with status 1 (``--debug``
 shows the traceback).
 """
 
@@ -53,6 +53,7 @@ def _dataset(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _head(name: str) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -62,7 +63,9 @@ def _head(name: str) -> Any:
     # Balanced class weights: small medical data sets are rarely balanced.
     heads = {
         "logreg": lambda: LogisticRegression(max_iter=3000, class_weight="balanced"),
-        "svm": lambda: SVC(class_weight="balanced", probability=True, random_state=0),
+        # Probabilities by calibration, as scikit-learn advises since it
+        # deprecated SVC(probability=True); cv=3 works down to 3 images a class.
+        "svm": lambda: CalibratedClassifierCV(SVC(class_weight="balanced"), ensemble=False, cv=3),
         "knn": lambda: KNeighborsClassifier(n_neighbors=5),
         "ridge": lambda: RidgeClassifier(class_weight="balanced"),
     }
@@ -93,22 +96,15 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, cv: Any, gro
         for train, test in splits:
             model = clone(estimator).fit(features[train], y[train])
             predicted[test] = model.predict(features[test])
-            fold_scores = _scores(model, features[test], classes)
-            if fold_scores is not None:
+            # Probabilities only: a ridge head's decision values are not
+            # probabilities, and the report would print them as such.
+            if hasattr(model, "predict_proba"):
                 scores = np.zeros((len(y), len(classes))) if scores is None else scores
-                scores[test] = fold_scores
+                scores[test] = model.predict_proba(features[test])
             accuracy.append(accuracy_score(y[test], predicted[test]))
             balanced.append(balanced_accuracy_score(y[test], predicted[test]))
             bar.update()
     return {"predicted": predicted, "scores": scores, "accuracy": np.array(accuracy), "balanced": np.array(balanced)}
-
-
-def _scores(model: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
-    """Per-class scores for ROC curves: probabilities, else decision values."""
-    if hasattr(model, "predict_proba"):
-        return model.predict_proba(X)
-    decision = model.decision_function(X)
-    return np.column_stack([-decision, decision]) if decision.ndim == 1 else decision
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -249,15 +245,20 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(path: str) -> Any:
+    import joblib
+
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise CommandError(f"model file {str(model_path)!r} does not exist")
+    return joblib.load(model_path)
+
+
 def _predict(args: argparse.Namespace) -> int:
     import csv
 
-    import joblib
-
     model_path = Path(args.model)
-    if not model_path.is_file():
-        raise CommandError(f"model file {str(model_path)!r} does not exist")
-    model = joblib.load(model_path)
+    model = _load_model(args.model)
     if not hasattr(model, "predict_proba"):
         raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
     proba = model.predict_proba(list(args.images))
@@ -272,6 +273,33 @@ def _predict(args: argparse.Namespace) -> int:
     width = max(len(p) for p in args.images)
     for path, k, row in zip(args.images, best, proba):
         print(f"{path:{width}}  {classes[k]}  {row[k]:.3f}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+    from .inspect._model import resolve_model
+    from .inspect.gradcam import grad_cam
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise CommandError(f"output must end in .png, got {output.name!r}")
+    if Path(args.model).is_file():
+        if args.image_size is not None:
+            raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
+        model = resolve_model(_load_model(args.model))
+    elif args.model in list_backbones():
+        model = resolve_model(args.model, args.image_size)
+    else:
+        raise CommandError(
+            f"{args.model!r} is neither a model file nor a backbone name (skorchlite backbones lists them)"
+        )
+    result = grad_cam(model, [args.image], args.target, layer=args.layer, path=output)
+    print(
+        f"{args.image}: predicted {result.predicted[0]} ({result.predicted_probability[0]:.3f}); "
+        f"Grad-CAM of {result.target[0]} ({result.target_probability[0]:.3f}) at layer {result.layer!r} "
+        f"written to {output}"
+    )
     return 0
 
 
@@ -333,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model")
     predict.add_argument("images", nargs="+")
     predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
+
+    explain = verb("explain", _explain, "Grad-CAM of a saved model (or a backbone's ImageNet classes) on one image")
+    explain.add_argument("model", help="model file (.joblib) or a backbone name for its ImageNet classes")
+    explain.add_argument("image")
+    explain.add_argument("-o", "--output", required=True, help="overlay PNG")
+    explain.add_argument("--target", help="class to explain (default: the predicted one)")
+    explain.add_argument("--layer", help="feature map (default: the last before pooling)")
+    explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
 
     backbones = verb("backbones", _backbones, "list backbones and whether their weights are on this machine")
     backbones.add_argument("--offline", action="store_true", help="only those that work offline")

@@ -57,12 +57,6 @@ class _NodeOutput(nn.Module):
         return self.pool(self.body(x)["out"])
 
 
-def _layer_names(model: nn.Module) -> list[str]:
-    from torchvision.models.feature_extraction import get_graph_node_names
-
-    return get_graph_node_names(model)[1]
-
-
 def _embedding_module(backbone: Backbone, layer: str | None, pooling: str) -> nn.Module:
     if layer is None and pooling == "avg":
         return backbone.model
@@ -73,17 +67,7 @@ def _embedding_module(backbone: Backbone, layer: str | None, pooling: str) -> nn
                 f"pooling={pooling!r} needs a spatial feature map, and backbone {backbone.name!r} pools "
                 f"a class token instead. Use pooling='avg', or name a layer with layer=..."
             )
-    names = _layer_names(backbone.model)
-    # torchvision also takes a module's name for the last node inside it.
-    if layer not in names and not any(n.startswith(layer + ".") for n in names):
-        import difflib
-
-        close = difflib.get_close_matches(layer, names, n=3)
-        raise ValueError(
-            f"Backbone {backbone.name!r} has no layer {layer!r}"
-            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
-            + f" Available layers ({len(names)}): {', '.join(names)}"
-        )
+    backbone.check_layer(layer)
     from torchvision.models.feature_extraction import create_feature_extractor
 
     return _NodeOutput(create_feature_extractor(backbone.model, {layer: "out"}), pooling).eval()
@@ -277,13 +261,21 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             Row ``i`` is the embedding of ``X[i]``.
         """
         check_is_fitted(self, "fingerprint_")
-        samples = check_images(X)
+        return self._transform_samples(check_images(X))
+
+    def _transform_samples(self, samples: list, first_index: int = 0) -> np.ndarray:
+        """:meth:`transform` of samples already checked by ``check_images``.
+
+        ``first_index`` is the position of ``samples[0]`` in a longer X of
+        which these are a slice (a partition in :mod:`skorchlite.dask`), so
+        that error messages name the sample's index in that X.
+        """
         if resolve_weights(self.backbone, self.weights).sha256 != self.fingerprint_["weights_sha256"]:
             raise RuntimeError(
                 f"The weights of backbone {self.backbone!r} changed since fit; fit the extractor again."
             )
         start = time.perf_counter()
-        keys = [content_key(s, i) for i, s in enumerate(samples)]
+        keys = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
         dim = self.n_features_out_
         cache = resolve_cache(self.cache)
         namespace = cache.namespace(self.fingerprint_) if cache is not None else None
@@ -298,7 +290,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         # Each distinct image runs through the network once, duplicates share it.
         todo = [rows[0] for rows in rows_of.values()]
         if todo:
-            self._embed(samples, todo, keys, out, namespace)
+            self._embed(samples, todo, keys, out, namespace, first_index)
         for rows in rows_of.values():
             out[rows[1:]] = out[rows[0]]
         if self.verbose:
@@ -309,7 +301,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             )
         return out
 
-    def _embed(self, samples: list, todo: list[int], keys: list[str], out: np.ndarray, namespace: Any) -> None:
+    def _embed(
+        self, samples: list, todo: list[int], keys: list[str], out: np.ndarray, namespace: Any, first_index: int
+    ) -> None:
         device = resolve_device(self.device)
         network = self._network(device)
         transform = self._preprocessing().transform()
@@ -317,7 +311,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         progress = progress_bar(len(todo), self.verbose, "embedding")
 
         def prepare(i: int) -> torch.Tensor:
-            return transform(load_rgb(samples[i], i))
+            return transform(load_rgb(samples[i], first_index + i))
 
         try:
             with torch.inference_mode():

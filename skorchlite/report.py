@@ -11,9 +11,9 @@ backend) is left alone. Every PNG has a fixed size: its figure size
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from sklearn.metrics import (
 )
 from sklearn.utils import check_consistent_length
 
+from .files import write_atomic
 from .images import check_images, load_rgb
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +54,11 @@ FIGSIZES: dict[str, tuple[float, float]] = {
     "roc_pr": (12.0, 5.5),
     "learning_curves": (9.0, 8.0),
     "misclassified": (12.0, 10.0),
+    # skorchlite.inspect
+    "grad_cam": (10.0, 4.6),
+    "feature_maps": (10.0, 8.0),
+    "class_visualization": (10.0, 4.6),
+    "adversarial": (12.0, 4.6),
 }
 
 _INSTALL = 'Plots need matplotlib: pip install "skorchlite[report]"'
@@ -421,14 +427,9 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     fig.canvas.draw()
     pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            image.save(file, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -91,6 +91,42 @@ def test_finetune_then_predict(folder, tmp_path, capsys):
     assert abs(float(rows[1][3]) + float(rows[1][4]) - 1) < 1e-3
 
 
+def test_explain_writes_a_grad_cam_overlay(folder, tmp_path, capsys):
+    import joblib
+
+    from skorchlite import FineTuneClassifier
+    from skorchlite.report import DPI, FIGSIZES
+
+    images = sorted(folder.rglob("*.png"))
+    labels = [p.parent.name for p in images]
+    clf = FineTuneClassifier(unfreeze=0, augment=None, epochs=2, image_size=64, validation_fraction=0, cache=False)
+    joblib.dump(clf.fit([str(p) for p in images], labels), tmp_path / "model.joblib")
+    out = tmp_path / "cam.png"
+    assert main(["explain", str(tmp_path / "model.joblib"), str(images[0]), "-o", str(out), "--target", "dark"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted" in printed and "Grad-CAM of dark" in printed and str(out) in printed
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.size == tuple(round(v * DPI) for v in FIGSIZES["grad_cam"])
+
+
+def test_explain_with_a_backbone_name_explains_imagenet_classes(tmp_path, capsys):
+    from conftest import PHOTOS
+
+    out = tmp_path / "cat.png"
+    cat = str(PHOTOS["chelsea"][0])
+    assert main(["explain", "efficientnet_lite0", cat, "-o", str(out), "--image-size", "128"]) == 0
+    assert out.is_file() and "Grad-CAM of" in capsys.readouterr().out
+    assert main(["explain", "efficientnet_lite0", cat, "-o", str(out), "--target", "tabbby"]) == 1
+    assert "Did you mean 'tabby'" in capsys.readouterr().err
+    assert main(["explain", "efficientnet_lite9", cat, "-o", str(out)]) == 1
+    assert "neither a model file nor a backbone name" in capsys.readouterr().err
+    assert main(["explain", "efficientnet_lite0", cat, "-o", str(tmp_path / "cat.jpg")]) == 1
+    assert "must end in .png" in capsys.readouterr().err
+    assert main(["explain", "efficientnet_lite0", cat, "-o", str(out), "--layer", "_head"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean '_head_act'" in err
+
+
 def test_backbones_lists_offline_status(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ images, so the examples are exercised exactly as written, quickly.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -53,6 +54,8 @@ def test_the_pages_have_code():
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.name)
 def test_python_blocks_run(page, stand_in):
+    if "skorchlite.dask" in page.read_text() and importlib.util.find_spec("distributed") is None:
+        pytest.skip('needs the optional extra: pip install "skorchlite[dask]"')
     namespace: dict = {"__name__": "__docs__"}
     for code in blocks(page, "python"):
         exec(compile(code, f"{page.name}", "exec"), namespace)  # noqa: S102 - our own docs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -321,3 +322,11 @@ def test_long_titles_wrap_and_shorten():
     assert report._fit_title("malignant", "normal", " (0.93)", 24) == "true: malignant /\npred: normal (0.93)"
     first, second = report._fit_title("a" * 50, "b" * 50, "", 20).split("\n")
     assert first == "true: " + "a" * 11 + "… /" and second == "pred: " + "b" * 13 + "…"
+
+
+def test_pngs_follow_the_umask_so_colleagues_can_open_them(tmp_path):
+    path = plot_confusion_matrix(["a", "b"], ["a", "a"], tmp_path / "cm.png")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]  # no temporary file left

@@ -1,0 +1,335 @@
+"""One resolver for every "model" argument of :mod:`skorchlite.inspect`.
+
+A backbone name, a fitted :class:`~skorchlite.FineTuneClassifier` and a
+fitted extractor pipeline with a linear head all become an
+:class:`Explainable`: a differentiable network from [0, 1] pixels to logits
+(normalisation happens inside the graph, so gradients and perturbations
+live in pixel space), the preprocessing that decodes images for it, and the
+name of each logit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from skorchlite.backbones import Backbone, Preprocessing, get_backbone
+from skorchlite.extractor import _Pool, resolve_device
+from skorchlite.images import check_images, decode_workers, iter_batches, load_rgb
+
+ACCEPTED = (
+    "a backbone name (its ImageNet classes), a fitted FineTuneClassifier, or a fitted Pipeline of "
+    "PretrainedFeatureExtractor, optional StandardScaler steps and a linear classifier with coef_ "
+    "(LogisticRegression, LinearSVC, RidgeClassifier, SGDClassifier...)"
+)
+
+
+class _Net(nn.Module):
+    """[0, 1] pixels -> logits: normalisation, backbone body, linear head.
+
+    ``embed_node`` names the body's node whose (pooled) output feeds the
+    head; ``None`` is the body's own output.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, preprocessing: Preprocessing,
+                 embed_node: str | None = None, pooling: str = "avg"):
+        super().__init__()
+        self.body, self.head = body, head
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1))
+        self.embed_node, self.pool = embed_node, _Pool(pooling)
+        self._taps: dict[str | None, nn.Module] = {}
+        if embed_node is not None:
+            self.trace(None)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embed_node is None:
+            return self.head(self.body((x - self.mean) / self.std))
+        return self.tap(x, None)[1]
+
+    def trace(self, layer: str | None) -> nn.Module:
+        """The body as an fx graph returning node ``layer`` and the embedding.
+
+        Built once per layer. fx patches ``nn.Module.__call__`` process-wide
+        while it traces, so callers trace before starting decoding threads
+        (whose transforms are modules too).
+        """
+        if layer not in self._taps:
+            from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+            out = self.embed_node or get_graph_node_names(self.body)[1][-1]
+            nodes = {out: "out"} if layer in (None, out) else {layer: "tap", out: "out"}
+            # Shares the body's modules and weights, wherever they are.
+            self._taps[layer] = create_feature_extractor(self.body, nodes).eval()
+        return self._taps[layer]
+
+    def tap(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(output of node ``layer``, logits) in one forward pass."""
+        outputs = self.trace(layer)((x - self.mean) / self.std)
+        logits = self.head(self.pool(outputs["out"]))
+        return (None if layer is None else outputs.get("tap", outputs["out"])), logits
+
+
+@dataclass
+class Explainable:
+    """A resolved model: what every function of :mod:`skorchlite.inspect` works on."""
+
+    net: _Net
+    preprocessing: Preprocessing
+    classes: np.ndarray
+    backbone: Backbone
+    name: str
+    imagenet: bool
+    cam_layer: str | None
+
+    def to(self, device: torch.device) -> Explainable:
+        """This model on ``device``; a private copy when moving, so that shared
+        backbones and the user's estimator stay where they are."""
+        if all(p.device == device for p in self.net.parameters()):
+            return self
+        return dataclasses.replace(self, net=copy.deepcopy(self.net).to(device))
+
+    def class_index(self, target: Any) -> int:
+        """Column of ``target``: a class label (or its text, as typed on a
+        command line); for ImageNet also an index 0-999."""
+        labels = self.classes.tolist()
+        if self.imagenet and isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if 0 <= target < len(labels):
+                return int(target)
+            raise ValueError(f"class index {target} is out of range: {self.name} has {len(labels)} classes.")
+        for i, label in enumerate(labels):
+            if label == target:
+                return i
+        if isinstance(target, str):
+            if self.imagenet and target.isdigit():
+                return self.class_index(int(target))
+            for i, label in enumerate(labels):
+                if str(label) == target:
+                    return i
+        names = [str(label) for label in labels]
+        close = difflib.get_close_matches(str(target), names, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        shown = "" if len(names) > 20 else f" Classes: {', '.join(names)}."
+        raise ValueError(f"{target!r} is not a class of {self.name}.{hint}{shown}")
+
+    def load(self, samples: list, device: torch.device) -> tuple[list[Image.Image], torch.Tensor]:
+        """Decoded RGB images and their [0, 1] pixel batch, for a few samples."""
+        batches = self.batches(samples, len(samples), device, workers=1)
+        try:
+            _, images, pixels = next(batches)
+        finally:
+            batches.close()  # shuts its thread pool down now
+        return images, pixels
+
+    def batches(
+        self, samples: list, batch_size: int, device: torch.device, workers: int | None = None
+    ) -> Iterator[tuple[list[int], list[Image.Image], torch.Tensor]]:
+        """(rows, decoded RGB images, [0, 1] pixel batch) in order."""
+        transform = self.preprocessing.transform(normalize=False)
+
+        def prepare(i: int) -> tuple[Image.Image, torch.Tensor]:
+            image = load_rgb(samples[i], i)
+            return image, transform(image)
+
+        for rows, items in iter_batches(range(len(samples)), prepare, batch_size, decode_workers(workers)):
+            yield rows, [image for image, _ in items], torch.stack([p for _, p in items]).to(device)
+
+
+def one_image(image: Any) -> list:
+    """The single image argument of a function, checked as X = [image]."""
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        raise ValueError(f"image has shape {image.shape}: one image is (H, W) or (H, W, C); pass image[i].")
+    return check_images([image])
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, or a ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_number(name: str, value: Any, low: float, high: float = np.inf, strict_low: bool = False) -> float:
+    """``value`` as a float in [low, high] ((low, high] with ``strict_low``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not low <= value <= high
+        or (strict_low and value == low)
+    ):
+        interval = f"{'(' if strict_low else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
+    return float(value)
+
+
+def resolve_model(model: Any, image_size: int | None = None, device: str | torch.device = "auto") -> Explainable:
+    """Turn a backbone name, a fitted FineTuneClassifier or a fitted
+    extractor pipeline into an :class:`Explainable` on ``device``.
+
+    ``image_size`` sets the input side for a backbone name; a fitted model
+    keeps the size it was trained at.
+    """
+    device = resolve_device(device)
+    if isinstance(model, Explainable):
+        return model.to(device)
+    if image_size is not None:
+        check_int("image_size", image_size)
+    if isinstance(model, str):
+        explainable = _from_name(model, image_size)
+    else:
+        if image_size is not None:
+            raise ValueError(
+                "image_size applies to a backbone name; a fitted model sees images at the size it was "
+                "trained with."
+            )
+        explainable = _from_estimator(model)
+    return explainable.to(device)
+
+
+def _from_name(name: str, image_size: int | None) -> Explainable:
+    backbone = get_backbone(name)
+    if backbone.categories is None:
+        raise ValueError(f"Backbone {name!r} has no known class names; pass a fitted model instead.")
+    preprocessing = backbone.preprocessing.resized(image_size)
+    net = _Net(backbone.model, backbone.classifier, preprocessing)
+    classes = np.array(backbone.categories, dtype=object)
+    return Explainable(net, preprocessing, classes, backbone, f"{name} (ImageNet)", True, backbone.feature_node())
+
+
+def _from_estimator(model: Any) -> Explainable:
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    from skorchlite.finetune import FineTuneClassifier
+
+    if isinstance(model, FineTuneClassifier):
+        check_is_fitted(model, "model_")
+        backbone = get_backbone(model.backbone, model.weights)
+        preprocessing = backbone.preprocessing.resized(model.image_size)
+        body, head = model.model_[0], model.model_[1]
+        net = _Net(body, head, preprocessing)  # in eval mode, as predict_proba sets it
+        name = f"FineTuneClassifier({model.backbone})"
+        return Explainable(net, preprocessing, np.asarray(model.classes_), backbone, name, False, backbone.feature_node())
+    if isinstance(model, Pipeline):
+        return _from_pipeline(model)
+    raise TypeError(f"model must be {ACCEPTED}; got {type(model).__name__}.")
+
+
+def _steps(pipeline: Any) -> list[Any]:
+    from sklearn.pipeline import Pipeline
+
+    out = []
+    for _, step in pipeline.steps:
+        if isinstance(step, Pipeline):
+            out.extend(_steps(step))
+        elif step is not None and step != "passthrough":
+            out.append(step)
+    return out
+
+
+def _from_pipeline(pipeline: Any) -> Explainable:
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.utils.validation import check_is_fitted
+
+    from skorchlite.extractor import PretrainedFeatureExtractor
+
+    steps = _steps(pipeline)
+    extractor, *middle, final = steps if len(steps) >= 2 else (None, None)
+    ok = (
+        isinstance(extractor, PretrainedFeatureExtractor)
+        and all(isinstance(step, StandardScaler) for step in middle)
+        and hasattr(final, "coef_")
+        and hasattr(final, "classes_")
+    )
+    if not ok:
+        kinds = " -> ".join(type(step).__name__ for step in steps)
+        raise TypeError(f"model must be {ACCEPTED}; got a Pipeline of {kinds}.")
+    check_is_fitted(extractor, "fingerprint_")
+    for step in middle:
+        check_is_fitted(step)
+    backbone = get_backbone(extractor.backbone, extractor.weights)
+    preprocessing = extractor._preprocessing()
+    embed_node = extractor.layer
+    if embed_node is None and extractor.pooling != "avg":
+        embed_node = backbone.feature_node()
+    if embed_node is not None:
+        backbone.check_layer(embed_node)
+    head = _linear_head(middle, final, extractor.n_features_out_)
+    net = _Net(backbone.model, head, preprocessing, embed_node, extractor.pooling)
+    name = f"{type(final).__name__} on {extractor.backbone}"
+    cam_layer = extractor.layer or backbone.feature_node()
+    return Explainable(net, preprocessing, np.asarray(final.classes_), backbone, name, False, cam_layer)
+
+
+def _linear_head(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Linear:
+    """Scalers and the linear classifier folded into one ``nn.Linear``
+    whose outputs are the decision values, one per class (two classes:
+    ``(0, d)``, whose softmax is ``sigmoid(d)``)."""
+    coef = classifier.coef_
+    coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
+    intercept = np.broadcast_to(np.asarray(classifier.intercept_, dtype=np.float64), coef.shape[:1]).copy()
+    # (x - mean) / scale, then W x + b, is again affine: fold from the last scaler back.
+    for scaler in reversed(scalers):
+        scale = scaler.scale_ if scaler.scale_ is not None else np.ones(width)
+        mean = scaler.mean_ if scaler.mean_ is not None and scaler.with_mean else np.zeros(width)
+        coef = coef / scale
+        intercept = intercept - coef @ mean
+    if coef.ndim == 2 and coef.shape[0] == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    if coef.ndim != 2 or coef.shape != (len(classifier.classes_), width) or not _decides_like(
+        classifier, scalers, coef, intercept
+    ):
+        raise TypeError(
+            f"{type(classifier).__name__} does not compute one linear score per class from the "
+            f"{width} embedding features (a one-vs-one SVC does not); model must be {ACCEPTED}."
+        )
+    head = nn.Linear(width, coef.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(coef))
+        head.bias.copy_(torch.from_numpy(intercept))
+    return head.requires_grad_(False)
+
+
+def _decides_like(classifier: Any, scalers: Sequence[Any], coef: np.ndarray, intercept: np.ndarray) -> bool:
+    """Whether the folded weights reproduce the classifier's own
+    ``decision_function`` on a few random embeddings."""
+    if not hasattr(classifier, "decision_function"):
+        return False
+    probe = np.random.default_rng(0).normal(size=(4, coef.shape[1]))
+    expected = probe
+    for scaler in scalers:
+        expected = scaler.transform(expected)
+    expected = np.asarray(classifier.decision_function(expected), dtype=np.float64)
+    scores = probe @ coef.T + intercept
+    if expected.ndim == 1:
+        scores = scores[:, 1] - scores[:, 0]
+    return expected.shape == scores.shape and np.allclose(scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def output_paths(path: str | os.PathLike | None, samples: list, kind: str) -> list[Path] | None:
+    """Where the PNG of each image goes: ``path`` itself for one image and a
+    ``.png`` path, else ``{index}_{name}_{kind}.png`` in folder ``path``
+    (created). ``None`` without ``path``."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        if len(samples) != 1:
+            raise ValueError(f"path {str(path)!r} names one PNG but there are {len(samples)} images; give a folder.")
+        return [path]
+    path.mkdir(parents=True, exist_ok=True)
+    stems = [sample.stem if isinstance(sample, Path) else "image" for sample in samples]
+    return [path / f"{i:03d}_{stem}_{kind}.png" for i, stem in enumerate(stems)]
