@@ -37,6 +37,7 @@ __all__ = ["FineTuneClassifier"]
 
 _OPTIMIZERS = ("adamw", "sgd")
 _SCHEDULES = ("onecycle", "cosine", None)
+_BATCHNORM = ("eval", "train")
 
 
 class _Phase:
@@ -57,8 +58,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     BatchNorm rule (as Keras's transfer-learning guide): the layers of
     frozen groups stay in inference mode during training, so their running
-    statistics never move; they get no gradient either. Unfrozen groups
-    train normally.
+    statistics never move; they get no gradient either. By default
+    (``batchnorm="eval"``) the BatchNorm layers of unfrozen groups also keep
+    normalising with their ImageNet statistics while their scale and shift
+    train, as Keras advises for fine-tuning: with a few hundred images,
+    batch statistics of 32 images differ from the slowly updated running
+    ones the model is evaluated with, and training drifts away from what
+    the model does at prediction time. ``batchnorm="train"`` lets unfrozen
+    BatchNorm layers normalise with batch statistics and update their
+    running ones (PyTorch's ``model.train()``).
 
     With ``unfreeze=0`` and ``augment=None`` the backbone never changes and
     sees each image once: the head trains on embeddings served by
@@ -80,6 +88,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     freeze_epochs : int, default=1
         Head warm-up epochs before unfreezing (ignored when ``unfreeze=0``
         and when continuing with ``warm_start``).
+    batchnorm : {"eval", "train"}, default="eval"
+        Mode of the BatchNorm layers of unfrozen groups while training (see
+        above); frozen groups are always in eval mode.
     lr : float, default=1e-3
         Peak learning rate of the head.
     lr_decay : float, default=0.5
@@ -161,6 +172,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         unfreeze: int | str = 2,
         epochs: int = 10,
         freeze_epochs: int = 1,
+        batchnorm: str = "eval",
         lr: float = 1e-3,
         lr_decay: float = 0.5,
         optimizer: str = "adamw",
@@ -188,6 +200,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.unfreeze = unfreeze
         self.epochs = epochs
         self.freeze_epochs = freeze_epochs
+        self.batchnorm = batchnorm
         self.lr = lr
         self.lr_decay = lr_decay
         self.optimizer = optimizer
@@ -245,6 +258,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation_fraction must be below 1, got {self.validation_fraction!r}.")
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.batchnorm not in _BATCHNORM:
+            raise ValueError(f"batchnorm must be one of {_BATCHNORM}, got {self.batchnorm!r}.")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         if not (self.augment is None or self.augment == "default" or callable(self.augment)):
@@ -548,7 +563,9 @@ class _Trainer:
     def _run_phase(self, phase: _Phase) -> bool:
         """Train one phase; True when early stopping ends the whole fit."""
         clf, body, head = self.clf, self.model[0], self.model[1]
-        frozen = set_trainable(body, clf.layer_groups_, phase.n_unfrozen)
+        in_eval = set_trainable(body, clf.layer_groups_, phase.n_unfrozen)
+        if clf.batchnorm == "eval":
+            in_eval += [m for m in body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         optimizer = make_optimizer(
             head,
             body,
@@ -565,7 +582,7 @@ class _Trainer:
         for _ in range(phase.epochs):
             epoch = len(clf.history_) + 1
             start = time.perf_counter()
-            train_loss, lr = self._train_epoch(epoch, optimizer, schedule, frozen, phase.n_unfrozen)
+            train_loss, lr = self._train_epoch(epoch, optimizer, schedule, in_eval, phase.n_unfrozen)
             record = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss}
             record.update(self._validate())
             record["lr"] = lr
@@ -587,13 +604,13 @@ class _Trainer:
         return False
 
     def _train_epoch(
-        self, epoch: int, optimizer: Any, schedule: Any, frozen: list[nn.Module], n_unfrozen: int
+        self, epoch: int, optimizer: Any, schedule: Any, in_eval: list[nn.Module], n_unfrozen: int
     ) -> tuple[float, float]:
         """One pass over the training rows: (mean loss, head lr of the last step)."""
         clf, data = self.clf, self.data
         self.model.train()
-        for module in frozen:
-            module.eval()  # frozen BatchNorm keeps its running statistics
+        for module in in_eval:
+            module.eval()  # frozen (and, by default, every) BatchNorm keeps its running statistics
         order = self.train[torch.randperm(len(self.train), generator=self.generator).numpy()]
         head = self.model[1]
         forward: Callable[[torch.Tensor], torch.Tensor]

@@ -96,10 +96,12 @@ def test_init_loads_nothing_and_validates_at_fit():
 
 
 # ------------------------------------------------------------- freezing
-def test_unfreeze_2_trains_only_the_last_two_groups(finetuned, pretrained_state):
-    groups = finetuned.layer_groups_
+def _changes(clf, pretrained_state):
+    """Groups whose weights (conv, BatchNorm scale/shift) and whose BatchNorm
+    statistics moved; asserts that no frozen group (< 7) moved at all."""
+    groups = clf.layer_groups_
     assert len(groups) == 9
-    state = finetuned.model_[0].state_dict()
+    state = clf.model_[0].state_dict()
     assert state.keys() == pretrained_state.keys()
     changed_params, changed_stats = set(), set()
     for key, value in state.items():
@@ -112,8 +114,27 @@ def test_unfreeze_2_trains_only_the_last_two_groups(finetuned, pretrained_state)
                 changed_stats.add(group)
             elif key.endswith(("weight", "bias")):
                 changed_params.add(group)
+    return changed_params, changed_stats
+
+
+def test_unfreeze_2_trains_only_the_last_two_groups(finetuned, pretrained_state):
+    changed_params, changed_stats = _changes(finetuned, pretrained_state)
     assert changed_params == {7, 8}, "every unfrozen group trains"
+    assert changed_stats == set(), "batchnorm='eval': every BatchNorm keeps its ImageNet statistics"
+    assert any(k.startswith("_bn1.") for k in _changed_keys(finetuned, pretrained_state)), "BN scale/shift train"
+
+
+def test_batchnorm_train_updates_unfrozen_statistics(pretrained_state):
+    clf = FineTuneClassifier(
+        unfreeze=2, freeze_epochs=1, epochs=1, lr=1e-2, augment=None, cache=False, batchnorm="train", **SMALL
+    ).fit(X16, Y16)
+    changed_params, changed_stats = _changes(clf, pretrained_state)
+    assert changed_params == {7, 8}
     assert changed_stats == {7, 8}, "unfrozen BatchNorm layers update their statistics"
+
+
+def _changed_keys(clf, pretrained_state):
+    return [k for k, v in clf.model_[0].state_dict().items() if not torch.equal(v, pretrained_state[k])]
 
 
 @pytest.mark.parametrize("augment", [None, "default"], ids=["embedding-mode", "images"])
@@ -129,7 +150,9 @@ def test_unfreeze_0_leaves_the_backbone_untouched(augment, pretrained_state):
 
 
 def test_unfreeze_all_trains_the_stem(pretrained_state):
-    clf = FineTuneClassifier(unfreeze="all", freeze_epochs=1, epochs=1, lr=1e-2, augment=None, cache=False, **SMALL)
+    clf = FineTuneClassifier(
+        unfreeze="all", freeze_epochs=1, epochs=1, lr=1e-2, augment=None, cache=False, batchnorm="train", **SMALL
+    )
     state = clf.fit(X16, Y16).model_[0].state_dict()
     for key in ("_conv_stem.weight", "_bn0.weight", "_bn0.running_mean", "_bn0.running_var"):
         assert not torch.equal(state[key], pretrained_state[key]), key
@@ -162,6 +185,7 @@ def test_unfreeze_beyond_the_layer_groups_fails_before_training(monkeypatch):
         ({"batch_size": 0}, "batch_size"),
         ({"augment": "strong"}, "augment"),
         ({"lr_decay": 0}, "lr_decay"),
+        ({"batchnorm": "frozen"}, "batchnorm"),
     ],
 )
 def test_bad_parameters_are_reported_at_fit(params, message):
