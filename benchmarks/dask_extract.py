@@ -11,7 +11,10 @@ beforehand:
     ``--partition-size`` images. Each worker builds the network and embeds
     a batch of random images first (``Client.run``), so that no worker
     pays for loading during the measurement; cluster start-up is not timed;
-(c) for reference, one process with W torch threads.
+(c) for reference, one process with W torch threads;
+(d) for reference, W plain processes (no Dask) of one thread each, each
+    embedding its share of the images, started together after warm-up:
+    what the machine gives W independent processes, the ceiling of (b).
 
 The plugin lets each worker keep freed memory for reuse
 (``skorchlite.dask.keep_freed_memory``), and the workers start with
@@ -87,6 +90,37 @@ def timed_single(paths: list[str], threads: int) -> tuple[float, float, np.ndarr
         return time.perf_counter() - start, cpu_seconds() - cpu, embeddings
 
 
+def _plain_worker(paths: list[str], barrier, times) -> None:
+    from skorchlite.dask import keep_freed_memory
+
+    keep_freed_memory()  # as in this process and in the workers
+    torch.set_num_threads(1)
+    warm_up()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        extractor = make_extractor(cache_dir)
+        barrier.wait()
+        start = time.time()
+        extractor.transform(paths)
+        times.put((start, time.time()))
+
+
+def timed_plain_processes(paths: list[str], workers: int) -> float:
+    """Wall seconds of ``workers`` plain processes (no Dask), 1 thread each,
+    each embedding its share of ``paths``, started together after warm-up."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, times = context.Barrier(workers), context.Queue()
+    shares = [paths[i::workers] for i in range(workers)]
+    processes = [context.Process(target=_plain_worker, args=(share, barrier, times)) for share in shares]
+    for process in processes:
+        process.start()
+    spans = [times.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
 def timed_cluster(paths: list[str], workers: int, partition_size: int) -> tuple[float, float, np.ndarray]:
     """Wall seconds, CPU seconds of the worker processes and the embeddings."""
     from distributed import Client, LocalCluster
@@ -139,6 +173,7 @@ def main() -> int:
             ("a", "one process, 1 torch thread", lambda: timed_single(paths, 1)),
             ("b", f"LocalCluster, {w} workers x 1 thread", lambda: timed_cluster(paths, w, args.partition_size)),
             ("c", f"one process, {w} torch threads (reference)", lambda: timed_single(paths, w)),
+            ("d", f"{w} plain processes x 1 thread (no Dask)", lambda: (timed_plain_processes(paths, w), np.nan, None)),
         ):
             before = load()
             seconds, cpu, embeddings = run()
@@ -149,10 +184,15 @@ def main() -> int:
 
     rate = {k: n / seconds for k, (seconds, _, _) in runs.items()}
     efficiency = rate["b"] / (w * rate["a"])
-    print(f"\nbest of {args.repeats}: a {rate['a']:.1f}, b {rate['b']:.1f}, c {rate['c']:.1f} images/s")
+    print(f"\nbest of {args.repeats}: a {rate['a']:.1f}, b {rate['b']:.1f}, c {rate['c']:.1f}, "
+          f"d {rate['d']:.1f} images/s")
     print(f"speedup b/a: {rate['b'] / rate['a']:.2f}x on {w} workers; b/c: {rate['b'] / rate['c']:.2f}x")
     print(f"per-worker efficiency b / ({w} x a): {efficiency:.3f} (target >= 0.8): {verdict(efficiency >= 0.8)}")
     print(f"per-worker rate: {rate['b'] / w:.1f} images/s")
+    # (d) is what this machine gives W independent processes: the ceiling
+    # of (b) here, whatever Dask does.
+    print(f"this machine's ceiling without Dask, d / ({w} x a): {rate['d'] / (w * rate['a']):.3f}; "
+          f"cluster against it, b / d: {rate['b'] / rate['d']:.3f}")
     # Other work on the machine takes cores from (b) more than from (a); CPU
     # time does not depend on it: a / b CPU seconds is the efficiency the
     # workers would reach on otherwise idle cores (start-up and tail aside).
