@@ -151,11 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     best = results[0]
     classes = np.unique(y)
     matrix = confusion_matrix(y, best["predicted"], labels=classes)
-    width = max(len(str(c)) for c in classes) + 2
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
-    print(" " * width + "".join(f"{str(c):>{width}}" for c in classes))
-    for label, row in zip(classes, matrix):
-        print(f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    print(_format_confusion_matrix(classes, matrix))
     if args.report:
         from .report import write_report
 
@@ -165,6 +162,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("\nReport: " + ", ".join(str(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
     return 0
+
+
+def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
+    # Wide enough for the longest label and the largest count, or cells run together.
+    width = max(len(str(cell)) for cell in [*classes, *matrix.ravel()]) + 2
+    lines = [" " * width + "".join(f"{str(c):>{width}}" for c in classes)]
+    lines += [f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row) for label, row in zip(classes, matrix)]
+    return "\n".join(lines)
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -34,6 +34,14 @@ def test_evaluate_prints_counts_scores_and_confusion_matrix(folder, capsys):
     assert "Confusion matrix" in out and "Time:" in out
 
 
+def test_confusion_matrix_columns_stay_apart_with_large_counts():
+    # Digits: one-character labels, three-digit counts ("0176" was printed before).
+    classes, matrix = np.arange(3), np.array([[176, 1, 0], [0, 176, 1000], [2, 3, 169]])
+    rows = [line.split() for line in cli._format_confusion_matrix(classes, matrix).splitlines()]
+    assert rows[0] == ["0", "1", "2"]
+    assert rows[1:] == [[str(c), *map(str, row)] for c, row in zip(classes, matrix)]
+
+
 def test_evaluate_ranks_several_backbones_and_heads(folder, capsys):
     args = ["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", "--head", "knn"]
     assert main([*args, "--backbone", "efficientnet_lite0", "efficientnet_lite1"]) == 0
