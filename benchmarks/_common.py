@@ -29,8 +29,6 @@ def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
     Exits with a message (status 1) when the folder is missing.
     """
-    from sklearn.model_selection import train_test_split
-
     from skorchlite.datasets import load_image_folder
 
     if not data.is_dir():
@@ -39,8 +37,16 @@ def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore", UserWarning)  # BUSI's README.md beside the class folders
         paths, labels = load_image_folder(data)
     X, y = np.asarray(paths, dtype=object), np.asarray(labels)
-    if limit is not None and limit < len(y):
-        X, _, y, _ = train_test_split(X, y, train_size=limit, stratify=y, random_state=0)
+    return (X, y) if limit is None else stratified_subset(X, y, limit)
+
+
+def stratified_subset(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of the samples, classes in their proportions (seed 0); all when ``n >= len(y)``."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(y):
+        return X, y
+    X, _, y, _ = train_test_split(X, y, train_size=n, stratify=y, random_state=0)
     return X, y
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import DEFAULT_DATA, load_busi, machine
+from _common import DEFAULT_DATA, load_busi, machine, stratified_subset
 
 
 def cross_validate(make, X, y, folds: int) -> dict[str, np.ndarray]:
@@ -88,8 +88,9 @@ def hand_written_epoch(X, y, image_size: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def settings(args) -> dict[str, Callable[[], Any]]:
-    """The four settings of the accuracy table, as estimator factories."""
+def settings(args, selection: bool = False) -> dict[str, Callable[[], Any]]:
+    """The four settings of the accuracy table, as estimator factories; with
+    ``selection``, also the candidates that only the selection tries."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -100,7 +101,7 @@ def settings(args) -> dict[str, Callable[[], Any]]:
         return lambda: FineTuneClassifier(**common | params)
 
     tuned = dict(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
-    return {
+    table = {
         "(1) extractor + logistic regression": lambda: make_pipeline(
             PretrainedFeatureExtractor(image_size=args.image_size),
             LogisticRegression(max_iter=3000, class_weight="balanced"),
@@ -108,9 +109,10 @@ def settings(args) -> dict[str, Callable[[], Any]]:
         "(2) fine-tune head only (embeddings)": finetune(unfreeze=0, augment=None, epochs=40, lr=1e-2),
         "(3) fine-tune last 2 groups": finetune(unfreeze=2, **tuned),
         "(4) fine-tune all layers": finetune(unfreeze="all", **tuned),
-        # Candidates of the selection only:
-        "all layers, batchnorm='train'": finetune(unfreeze="all", batchnorm="train", **tuned),
     }
+    if selection:
+        table["all layers, batchnorm='train'"] = finetune(unfreeze="all", batchnorm="train", **tuned)
+    return table
 
 
 def select_table(X, y, args) -> None:
@@ -120,7 +122,7 @@ def select_table(X, y, args) -> None:
     X_train, X_valid, y_train, y_valid = inner_split(X, y)
     print(f"selection: {len(y_train)} training, {len(y_valid)} validation images from fold 0's training set")
     print(f"\n{'candidate':48} {'accuracy':>9} {'balanced acc.':>14} {'fit s':>7}")
-    for name, make in settings(args).items():
+    for name, make in settings(args, selection=True).items():
         start = time.perf_counter()
         predicted = make().fit(list(X_train), list(y_train)).predict(list(X_valid))
         print(
@@ -132,7 +134,7 @@ def select_table(X, y, args) -> None:
 
 def accuracy_table(X, y, args) -> None:
     """Part 1: cross-validated scores of the four settings, and the verdict."""
-    table = dict(list(settings(args).items())[:4])
+    table = settings(args)
     print(f"fine-tuning at {args.image_size} px, {args.freeze_epochs} head epochs + {args.epochs} epochs, "
           f"batch {args.batch_size}, lr {args.lr:g}, class_weight='balanced'; "
           f"{args.folds}-fold StratifiedKFold(shuffle, random_state=0)")
@@ -154,14 +156,10 @@ def accuracy_table(X, y, args) -> None:
 
 def speed_table(X, y, args) -> None:
     """Part 2: seconds per epoch, ours and the hand-written loop, alternated."""
-    from sklearn.model_selection import train_test_split
-
     from skorchlite import FineTuneClassifier
 
-    # A stratified subset: BUSI's files are sorted by class.
-    n = min(len(y), 320)
-    Xs, ys = (X, y) if n == len(y) else train_test_split(X, y, train_size=n, stratify=y, random_state=0)[::2]
-    Xs, ys = list(Xs), list(ys)
+    Xs, ys = stratified_subset(X, y, 320)  # not the first 320: BUSI's files are sorted by class
+    Xs, ys, n = list(Xs), list(ys), len(ys)
 
     def ours() -> float:
         clf = FineTuneClassifier(

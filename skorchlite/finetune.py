@@ -563,9 +563,7 @@ class _Trainer:
     def _run_phase(self, phase: _Phase) -> bool:
         """Train one phase; True when early stopping ends the whole fit."""
         clf, body, head = self.clf, self.model[0], self.model[1]
-        in_eval = set_trainable(body, clf.layer_groups_, phase.n_unfrozen)
-        if clf.batchnorm == "eval":
-            in_eval += [m for m in body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        in_eval = set_trainable(body, clf.layer_groups_, phase.n_unfrozen, batchnorm=clf.batchnorm)
         optimizer = make_optimizer(
             head,
             body,

@@ -41,17 +41,30 @@ def _parameters_of(body: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
     return found
 
 
-def set_trainable(body: nn.Module, layer_groups: Sequence[Sequence[str]], n_unfrozen: int) -> list[nn.Module]:
+def set_trainable(
+    body: nn.Module, layer_groups: Sequence[Sequence[str]], n_unfrozen: int, *, batchnorm: str = "train"
+) -> list[nn.Module]:
     """Unfreeze the last ``n_unfrozen`` layer groups of ``body``; freeze the rest.
 
-    Returns the modules of the frozen groups: they must stay in eval mode
-    while training so that their BatchNorm statistics do not move.
+    Returns the modules that must stay in eval mode while training: those
+    of the frozen groups, so that their BatchNorm statistics do not move,
+    and with ``batchnorm="eval"`` also the BatchNorm layers of the unfrozen
+    groups (their scale and shift still train).
     """
     split = len(layer_groups) - n_unfrozen
     for i, group in enumerate(layer_groups):
         for param in _parameters_of(body, group):
             param.requires_grad_(i >= split)
-    return [m for group in layer_groups[:split] for m in _modules_of(body, group)]
+    in_eval = [m for group in layer_groups[:split] for m in _modules_of(body, group)]
+    if batchnorm == "eval":
+        in_eval += [
+            m
+            for group in layer_groups[split:]
+            for module in _modules_of(body, group)
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+    return in_eval
 
 
 def make_optimizer(

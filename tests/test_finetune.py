@@ -121,7 +121,8 @@ def test_unfreeze_2_trains_only_the_last_two_groups(finetuned, pretrained_state)
     changed_params, changed_stats = _changes(finetuned, pretrained_state)
     assert changed_params == {7, 8}, "every unfrozen group trains"
     assert changed_stats == set(), "batchnorm='eval': every BatchNorm keeps its ImageNet statistics"
-    assert any(k.startswith("_bn1.") for k in _changed_keys(finetuned, pretrained_state)), "BN scale/shift train"
+    bn_scale = finetuned.model_[0].state_dict()["_bn1.weight"]
+    assert not torch.equal(bn_scale, pretrained_state["_bn1.weight"]), "unfrozen BatchNorm scale trains"
 
 
 def test_batchnorm_train_updates_unfrozen_statistics(pretrained_state):
@@ -131,10 +132,6 @@ def test_batchnorm_train_updates_unfrozen_statistics(pretrained_state):
     changed_params, changed_stats = _changes(clf, pretrained_state)
     assert changed_params == {7, 8}
     assert changed_stats == {7, 8}, "unfrozen BatchNorm layers update their statistics"
-
-
-def _changed_keys(clf, pretrained_state):
-    return [k for k, v in clf.model_[0].state_dict().items() if not torch.equal(v, pretrained_state[k])]
 
 
 @pytest.mark.parametrize("augment", [None, "default"], ids=["embedding-mode", "images"])

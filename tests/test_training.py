@@ -105,6 +105,17 @@ def test_set_trainable_returns_the_frozen_modules_and_sets_requires_grad(lite0, 
     assert len({id(p) for p in owned}) == len(owned) == len(list(body.parameters()))
 
 
+def test_set_trainable_batchnorm_eval_adds_the_unfrozen_batchnorm_layers(lite0):
+    body, groups = lite0.model, lite0.layer_groups
+    in_eval = set_trainable(body, groups, 2, batchnorm="eval")
+    frozen = set_trainable(body, groups, 2)
+    added = in_eval[len(frozen) :]
+    assert in_eval[: len(frozen)] == frozen
+    unfrozen = [m for group in groups[7:] for name in group for m in body.get_submodule(name).modules()]
+    expected = [m for m in unfrozen if isinstance(m, nn.BatchNorm2d)]
+    assert expected and len(added) == len(expected) and all(a is b for a, b in zip(added, expected))
+
+
 def test_set_trainable_refreezes(lite0):
     body, groups = lite0.model, lite0.layer_groups
     set_trainable(body, groups, 9)
