@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skorchlite.inspect import adversarial_example, class_visualization, feature_maps, grad_cam
+from skorchlite.inspect import adversarial_example, class_visualization, feature_maps, grad_cam, total_variation
 
 OUT = Path(__file__).resolve().parent / "images"
 
@@ -76,7 +76,10 @@ def main() -> None:
         result = class_visualization(
             "efficientnet_lite0", "goldfish", steps=200, tv_weight=tv_weight, random_state=0, path=OUT / name
         )
-        print(f"goldfish, tv_weight={tv_weight}: p = {result.probability:.3f}")
+        print(
+            f"goldfish, tv_weight={tv_weight}: p = {result.probability:.3f}, "
+            f"total variation {total_variation(result.image):.2f}"
+        )
         written.append(OUT / name)
 
     for target, name in ((None, None), ("golden retriever", "inspect_adversarial.png")):
