@@ -22,7 +22,6 @@ import hashlib
 import importlib
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any

@@ -29,6 +29,14 @@ onto the entry with :func:`os.replace`, which is atomic: a reader sees either
 no entry or a complete one, even when several processes write the same key.
 A read that finds a damaged entry (bad magic, length, checksum or dimension)
 deletes it and reports a miss, so bad data is never returned.
+
+Processes that embed the same new images at once (``n_jobs``, Dask workers)
+share the work through *claims*: before computing an entry a process creates
+``<key>.claim`` (``O_EXCL``, holding its host name and pid); a process that
+finds the claim taken computes other images and then waits for the entry.
+A claim whose process is gone (same host, pid not running) or that is older
+than :data:`CLAIM_TIMEOUT` seconds is taken over, so a killed process delays
+the others but never blocks them.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +71,12 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _ENTRY = re.compile(r"[0-9a-f]{64}\.emb")
 _NAMESPACE = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT = "fingerprint.json"
+
+#: Seconds after which a claim counts as abandoned whoever holds it. A claim
+#: lives from shortly before its image is decoded until its entry is written,
+#: a few batches; this bounds the wait when a process on another host dies.
+CLAIM_TIMEOUT = 600.0
+_POLL_SECONDS = 0.05
 
 
 def default_cache_dir() -> Path:
@@ -298,6 +314,19 @@ class CacheNamespace:
         _check_key(key)
         return self.path / key[:2] / f"{key}.emb"
 
+    def _claim_file(self, key: str) -> Path:
+        return self._entry(key).with_suffix(".claim")
+
+    def _folder_of(self, path: Path) -> None:
+        """Create the entry folder of ``path``, recreating the namespace if it was cleared."""
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            # The namespace was cleared since it was opened: recreate it with
+            # its fingerprint, so clear() and size() still recognise it.
+            self._create()
+            path.parent.mkdir(exist_ok=True)
+
     def get(self, key: str, dim: int | None = None) -> np.ndarray | None:
         """The vector stored under ``key``, or ``None``.
 
@@ -394,11 +423,124 @@ class CacheNamespace:
             raise ValueError(f"vector must be 1-D, got shape {array.shape}.")
         payload = array.tobytes()  # C order, whatever the input's strides
         header = _MAGIC + _DIM.pack(array.size) + hashlib.blake2b(payload, digest_size=_DIGEST_SIZE).digest()
-        try:
-            path.parent.mkdir(exist_ok=True)
-        except FileNotFoundError:
-            # The namespace was cleared since it was opened: recreate it with
-            # its fingerprint, so clear() and size() still recognise it.
-            self._create()
-            path.parent.mkdir(exist_ok=True)
+        self._folder_of(path)
         write_atomic(path, header + payload)
+
+    def claim(self, key: str) -> bool:
+        """Take the right to compute ``key``'s entry.
+
+        Parameters
+        ----------
+        key : str
+            64 lowercase hex characters.
+
+        Returns
+        -------
+        bool
+            ``True`` if this process now holds the claim (release it with
+            :meth:`release` once the entry is written or the work failed);
+            ``False`` if a live process holds it: :meth:`wait` for the entry.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ns = EmbeddingCache(tempfile.mkdtemp()).namespace({"backbone": "resnet18"})
+        >>> ns.claim("ab" * 32), ns.claim("ab" * 32)
+        (True, False)
+        >>> ns.release("ab" * 32)
+        >>> ns.claim("ab" * 32)
+        True
+        """
+        path = self._claim_file(key)
+        self._folder_of(path)
+        owner = f"{socket.gethostname()} {os.getpid()}\n".encode()
+        # Two tries: the second after taking over an abandoned claim.
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not _abandoned(path):
+                    return False
+                # Two processes may take over the same claim; at worst both
+                # compute the entry, and atomic writes keep it whole.
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            with os.fdopen(fd, "wb") as file:
+                file.write(owner)
+            return True
+        return False
+
+    def release(self, key: str) -> None:
+        """Give up a claim taken with :meth:`claim` (missing claims are ignored).
+
+        Parameters
+        ----------
+        key : str
+        """
+        with contextlib.suppress(FileNotFoundError):
+            self._claim_file(key).unlink()
+
+    def wait(self, keys: Sequence[str], dim: int | None = None) -> list[np.ndarray | None]:
+        """Wait for entries that other processes claimed.
+
+        Parameters
+        ----------
+        keys : sequence of str
+        dim : int, optional
+
+        Returns
+        -------
+        list of (ndarray or None)
+            Each key's vector once written; ``None`` for a key whose claim
+            was released or abandoned without an entry: the caller computes it.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ns = EmbeddingCache(tempfile.mkdtemp()).namespace({"backbone": "resnet18"})
+        >>> ns.put("ab" * 32, [1.0])
+        >>> ns.wait(["ab" * 32, "cd" * 32])  # "cd..." is claimed by no one
+        [array([1.], dtype=float32), None]
+        """
+        results: list[np.ndarray | None] = [None] * len(keys)
+        waiting = list(range(len(keys)))
+        while waiting:
+            still = []
+            for i in waiting:
+                results[i] = self.get(keys[i], dim)
+                claim = self._claim_file(keys[i])
+                # Read the entry again after seeing the claim gone: the holder
+                # writes the entry first, then releases.
+                if results[i] is None and claim.exists() and not _abandoned(claim):
+                    still.append(i)
+                elif results[i] is None:
+                    results[i] = self.get(keys[i], dim)
+            if still:
+                time.sleep(_POLL_SECONDS)
+            waiting = still
+        return results
+
+
+def _abandoned(claim: Path) -> bool:
+    """Whether a claim file's holder is gone: its pid is not running on this
+    host, or the claim is older than :data:`CLAIM_TIMEOUT`. A claim that
+    vanished meanwhile counts as abandoned (the caller retries)."""
+    try:
+        age = time.time() - claim.stat().st_mtime
+        host, _, pid = claim.read_text(errors="replace").strip().partition(" ")
+    except FileNotFoundError:
+        return True
+    if age > CLAIM_TIMEOUT:
+        return True
+    # An empty claim is one being written. Signal 0 probes a pid on POSIX only
+    # (on Windows it would send CTRL_C_EVENT), so elsewhere only age counts.
+    if os.name != "posix" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # running, as another user
+        return False
+    return False

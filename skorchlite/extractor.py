@@ -140,7 +140,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         its worker processes, so ``n_jobs`` does not oversubscribe cores).
     cache : bool, str or path-like, default=True
         ``True`` uses :func:`skorchlite.cache.default_cache_dir`; a path
-        chooses the folder; ``False`` disables caching.
+        chooses the folder; ``False`` disables caching. Clones and processes
+        with the same cache embed each distinct image once: processes
+        running at the same time split new images between them.
     verbose : int, default=0
         ``> 0`` shows a progress bar and a summary line per ``transform``.
 
@@ -289,42 +291,80 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 rows_of.setdefault(key, []).append(i)
         # Each distinct image runs through the network once, duplicates share it.
         todo = [rows[0] for rows in rows_of.values()]
-        if todo:
-            self._embed(samples, todo, keys, out, namespace, first_index)
+        computed = self._embed(samples, todo, keys, out, namespace, first_index) if todo else 0
         for rows in rows_of.values():
             out[rows[1:]] = out[rows[0]]
         if self.verbose:
             print(
-                f"[PretrainedFeatureExtractor] {len(samples)} images: {len(todo)} computed, "
+                f"[PretrainedFeatureExtractor] {len(samples)} images: {computed} computed, "
                 f"{len(samples) - sum(map(len, rows_of.values()))} from cache, "
-                f"{time.perf_counter() - start:.1f} s"
+                f"{len(todo) - computed} from other processes, {time.perf_counter() - start:.1f} s"
             )
         return out
 
     def _embed(
         self, samples: list, todo: list[int], keys: list[str], out: np.ndarray, namespace: Any, first_index: int
-    ) -> None:
+    ) -> int:
+        """Fill ``out[todo]``; returns how many rows went through the network.
+
+        With a cache, each row is claimed just before it is decoded: rows
+        that another process claimed are left to it and read from the cache
+        once written (or computed here if that process goes away).
+        """
         device = resolve_device(self.device)
         network = self._network(device)
         transform = self._preprocessing().transform()
         workers = decode_workers(self.num_workers)
         progress = progress_bar(len(todo), self.verbose, "embedding")
+        held: set[int] = set()
+        computed = 0
 
         def prepare(i: int) -> torch.Tensor:
             return transform(load_rgb(samples[i], first_index + i))
 
+        def claimed(rows: list[int], others: list[int]):
+            for row in rows:
+                if namespace is None:
+                    yield row
+                elif not namespace.claim(keys[row]):
+                    others.append(row)
+                elif (vector := namespace.get(keys[row], dim=out.shape[1])) is not None:
+                    # Written by another process between our read and our claim.
+                    namespace.release(keys[row])
+                    out[row] = vector
+                    progress.update(1)
+                else:
+                    held.add(row)
+                    yield row
+
         try:
             with torch.inference_mode():
-                for rows, images in iter_batches(todo, prepare, self.batch_size, workers):
-                    batch = torch.stack(images).to(device, memory_format=torch.channels_last)
-                    vectors = network(batch).float().cpu().numpy()
-                    out[rows] = vectors
-                    if namespace is not None:
-                        for row, vector in zip(rows, vectors):
-                            namespace.put(keys[row], vector)
-                    progress.update(len(rows))
+                while todo:
+                    others: list[int] = []
+                    for rows, images in iter_batches(claimed(todo, others), prepare, self.batch_size, workers):
+                        batch = torch.stack(images).to(device, memory_format=torch.channels_last)
+                        vectors = network(batch).float().cpu().numpy()
+                        out[rows] = vectors
+                        computed += len(rows)
+                        if namespace is not None:
+                            for row, vector in zip(rows, vectors):
+                                namespace.put(keys[row], vector)
+                                namespace.release(keys[row])
+                                held.discard(row)
+                        progress.update(len(rows))
+                    todo = []
+                    if others:
+                        for row, vector in zip(others, namespace.wait([keys[row] for row in others], out.shape[1])):
+                            if vector is None:  # its claim was given up: ours to compute
+                                todo.append(row)
+                            else:
+                                out[row] = vector
+                                progress.update(1)
         finally:
             progress.close()
+            for row in held:  # a failed batch: let other processes compute these
+                namespace.release(keys[row])
+        return computed
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -6,9 +6,12 @@ import hashlib
 import json
 import multiprocessing
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from skorchlite import cache as cache_module
 from skorchlite.cache import CacheNamespace, EmbeddingCache, default_cache_dir, resolve_cache
 
 FINGERPRINT = {"backbone": "resnet18", "weights_sha256": "0" * 64, "layer": None, "pooling": "avg"}
@@ -287,6 +291,81 @@ def test_concurrent_writers_of_same_keys(tmp_path):
         assert vector is not None and vector.tobytes() == vector_of(i).tobytes()
     assert list(tmp_path.rglob(".tmp-*")) == []
     assert EmbeddingCache(tmp_path).size() == (n_keys, n_keys * (28 + 4 * 64))
+
+
+# --- claims: concurrent processes share the work ---------------------------
+
+
+def _claim_path(ns: CacheNamespace, key: str) -> Path:
+    return ns.path / key[:2] / f"{key}.claim"
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_claim_is_exclusive_until_released(ns):
+    key = key_of(0)
+    assert ns.claim(key) is True
+    assert ns.claim(key) is False  # held by a live process: this one
+    assert _claim_path(ns, key).read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+    ns.release(key)
+    assert not _claim_path(ns, key).exists()
+    assert ns.claim(key) is True
+    ns.release(key)
+    ns.release(key)  # releasing twice is harmless
+    assert ns.get(key) is None and EmbeddingCache(ns.path.parent).size() == (0, 0)
+
+
+def test_claim_of_a_dead_process_is_taken_over(ns):
+    key = key_of(0)
+    path = _claim_path(ns, key)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    assert ns.claim(key) is True
+    assert path.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+
+
+def test_claim_from_another_host_is_respected_until_it_times_out(ns):
+    key = key_of(0)
+    path = _claim_path(ns, key)
+    path.parent.mkdir(parents=True)
+    path.write_text("some-other-host 1\n")
+    assert ns.claim(key) is False
+    old = time.time() - cache_module.CLAIM_TIMEOUT - 1
+    os.utime(path, (old, old))
+    assert ns.claim(key) is True
+
+
+def test_wait_returns_entries_written_by_the_claim_holder(ns):
+    written, released, orphan = key_of(0), key_of(1), key_of(2)
+    for key in (written, released):
+        assert ns.claim(key)
+
+    def holder():
+        time.sleep(0.3)
+        ns.put(written, vector_of(0))
+        ns.release(written)
+        ns.release(released)  # gave up without an entry, as after a failed batch
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    start = time.perf_counter()
+    got = ns.wait([written, released, orphan], dim=64)
+    thread.join()
+    assert time.perf_counter() - start >= 0.25  # it waited for the holder
+    np.testing.assert_array_equal(got[0], vector_of(0))
+    assert got[1] is None and got[2] is None  # the caller computes these
+
+
+def test_wait_takes_over_when_the_holder_dies(ns):
+    key = key_of(0)
+    path = _claim_path(ns, key)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    assert ns.wait([key]) == [None]
 
 
 # --- namespaces --------------------------------------------------------------

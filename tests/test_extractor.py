@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
+import socket
+import subprocess
+import sys
 
 import joblib
 import numpy as np
@@ -12,6 +16,7 @@ from conftest import BUSI, requires_busi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from cache_workers import SHARED, count_forward, embed_rows, small_extractor
 from sklearn_checks import RUN, unexplained_checks
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from skorchlite import PretrainedFeatureExtractor
 from skorchlite.cache import resolve_cache
+from skorchlite.images import check_images, content_key
 
 RNG = np.random.default_rng(0)
 # 32 px images keep the tests fast; the backbone resizes them to 224 px.
@@ -279,6 +285,53 @@ def test_n_jobs_processes_share_the_cache_and_do_not_oversubscribe(tmp_path):
     assert _entries(tmp_path) == 20
     threads = joblib.Parallel(n_jobs=2)(joblib.delayed(torch.get_num_threads)() for _ in range(2))
     assert max(threads) * 2 <= max(2, torch.get_num_threads())
+
+
+def test_concurrent_processes_embed_each_image_once(tmp_path):
+    # Both start on a cold cache with 32 images each, 16 of them shared and
+    # visited in opposite orders: without claims both would embed those 16.
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    shares = [list(range(32)), list(range(47, 15, -1))]
+    workers = [ctx.Process(target=embed_rows, args=(str(tmp_path), rows, barrier, results)) for rows in shares]
+    for worker in workers:
+        worker.start()
+    outputs = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert sum(count for _, count, _ in outputs) == len(SHARED)
+    expected = small_extractor(False).transform(SHARED)
+    for rows, _, out in outputs:
+        np.testing.assert_allclose(out, expected[rows], rtol=1e-5, atol=1e-5)
+    assert list(tmp_path.rglob("*.claim")) == []
+
+
+def test_claim_left_by_a_dead_process_does_not_block(tmp_path):
+    extractor = small_extractor(str(tmp_path))
+    namespace = resolve_cache(str(tmp_path)).namespace(extractor.fingerprint_)
+    key = content_key(check_images(SHARED[:1])[0], 0)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    claim = namespace.path / key[:2] / f"{key}.claim"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(f"{socket.gethostname()} {child.pid}\n")
+    count = count_forward(extractor)
+    out = extractor.transform(SHARED[:2])
+    assert count[0] == 2 and not claim.exists()
+    np.testing.assert_allclose(out, small_extractor(False).transform(SHARED[:2]), rtol=1e-5, atol=1e-5)
+
+
+def test_failed_batch_releases_its_claims(tmp_path):
+    cache_dir = tmp_path / "cache"
+    extractor = small_extractor(str(cache_dir))
+    broken = tmp_path / "broken.png"
+    Image.fromarray(SHARED[3]).save(broken)
+    broken.write_bytes(broken.read_bytes()[:200])  # decoding fails, after the claims
+    with pytest.raises(ValueError, match=r"3.*broken\.png"):
+        extractor.transform([*SHARED[:3], broken])
+    assert list(cache_dir.rglob("*.emb")) == [] and list(cache_dir.rglob("*.claim")) == []
+    assert list(cache_dir.rglob("fingerprint.json"))  # claims were taken in this namespace
 
 
 @requires_busi
