@@ -17,7 +17,7 @@ beforehand:
     what the machine gives W independent processes, the ceiling of (b).
 
 The plugin lets each worker keep freed memory for reuse
-(``skorchlite.dask.keep_freed_memory``), and the workers start with
+(``skorchlite.memory.keep_freed_memory``), and the workers start with
 ``MALLOC_ARENA_MAX=1`` (see docs/scaling.md); this process does the same
 before (a) and (c), so that all three run with one allocator setting and
 the ratio measures scaling alone.
@@ -91,7 +91,7 @@ def timed_single(paths: list[str], threads: int) -> tuple[float, float, np.ndarr
 
 
 def _plain_worker(paths: list[str], barrier, times) -> None:
-    from skorchlite.dask import keep_freed_memory
+    from skorchlite.memory import keep_freed_memory
 
     keep_freed_memory()  # as in this process and in the workers
     torch.set_num_threads(1)
@@ -162,7 +162,7 @@ def main() -> int:
           f"partitions of {args.partition_size}")
     for p in paths:  # the page cache holds every file for all runs alike
         Path(p).read_bytes()
-    from skorchlite.dask import keep_freed_memory
+    from skorchlite.memory import keep_freed_memory
 
     print(f"glibc keeps freed memory in this process as in the workers: {keep_freed_memory()}")
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .memory import keep_freed_memory
+
 HEADS = ("logreg", "svm", "knn", "ridge")
 
 
@@ -395,5 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """The ``skorchlite`` program: :func:`main` in a process that keeps
+    freed memory for the next batch (:func:`skorchlite.memory.keep_freed_memory`).
+
+    A program owns its process, so it may tune the allocator where a
+    library called from someone else's code may not.
+    """
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run())
