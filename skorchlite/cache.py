@@ -542,5 +542,5 @@ def _abandoned(claim: Path) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # running, as another user
-        return False
+        pass
     return False

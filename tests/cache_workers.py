@@ -1,14 +1,36 @@
-"""Work for the child processes of the cache tests.
+"""What the cache tests share: claim files and the work of child processes.
 
 A spawned child imports its target by module name; test_extractor imports
-``conftest``, which in a child resolves to the rootdir's conftest.py."""
+``conftest``, which in a child resolves to the rootdir's conftest.py, so the
+children's work lives here."""
 
 from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from skorchlite import PretrainedFeatureExtractor
+from skorchlite.cache import CacheNamespace
+
+def claim_path(namespace: CacheNamespace, key: str) -> Path:
+    """Where the documented layout puts ``key``'s claim."""
+    return namespace.path / key[:2] / f"{key}.claim"
+
+
+def claim_of_a_dead_process(namespace: CacheNamespace, key: str) -> Path:
+    """Leave ``key`` claimed by a process of this host that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = claim_path(namespace, key)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{socket.gethostname()} {child.pid}\n")
+    return path
+
 
 SHARED = np.random.default_rng(1).integers(0, 256, size=(48, 40, 40, 3), dtype=np.uint8)
 

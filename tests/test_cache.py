@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cache_workers import claim_of_a_dead_process, claim_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -296,23 +297,13 @@ def test_concurrent_writers_of_same_keys(tmp_path):
 # --- claims: concurrent processes share the work ---------------------------
 
 
-def _claim_path(ns: CacheNamespace, key: str) -> Path:
-    return ns.path / key[:2] / f"{key}.claim"
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
 def test_claim_is_exclusive_until_released(ns):
     key = key_of(0)
     assert ns.claim(key) is True
     assert ns.claim(key) is False  # held by a live process: this one
-    assert _claim_path(ns, key).read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+    assert claim_path(ns, key).read_text() == f"{socket.gethostname()} {os.getpid()}\n"
     ns.release(key)
-    assert not _claim_path(ns, key).exists()
+    assert not claim_path(ns, key).exists()
     assert ns.claim(key) is True
     ns.release(key)
     ns.release(key)  # releasing twice is harmless
@@ -321,16 +312,14 @@ def test_claim_is_exclusive_until_released(ns):
 
 def test_claim_of_a_dead_process_is_taken_over(ns):
     key = key_of(0)
-    path = _claim_path(ns, key)
-    path.parent.mkdir(parents=True)
-    path.write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    path = claim_of_a_dead_process(ns, key)
     assert ns.claim(key) is True
     assert path.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
 
 
 def test_claim_from_another_host_is_respected_until_it_times_out(ns):
     key = key_of(0)
-    path = _claim_path(ns, key)
+    path = claim_path(ns, key)
     path.parent.mkdir(parents=True)
     path.write_text("some-other-host 1\n")
     assert ns.claim(key) is False
@@ -362,9 +351,7 @@ def test_wait_returns_entries_written_by_the_claim_holder(ns):
 
 def test_wait_takes_over_when_the_holder_dies(ns):
     key = key_of(0)
-    path = _claim_path(ns, key)
-    path.parent.mkdir(parents=True)
-    path.write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    claim_of_a_dead_process(ns, key)
     assert ns.wait([key]) == [None]
 
 

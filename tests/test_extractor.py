@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
-import socket
-import subprocess
-import sys
 
 import joblib
 import numpy as np
@@ -16,7 +13,7 @@ from conftest import BUSI, requires_busi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from cache_workers import SHARED, count_forward, embed_rows, small_extractor
+from cache_workers import SHARED, claim_of_a_dead_process, count_forward, embed_rows, small_extractor
 from sklearn_checks import RUN, unexplained_checks
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -310,12 +307,7 @@ def test_concurrent_processes_embed_each_image_once(tmp_path):
 def test_claim_left_by_a_dead_process_does_not_block(tmp_path):
     extractor = small_extractor(str(tmp_path))
     namespace = resolve_cache(str(tmp_path)).namespace(extractor.fingerprint_)
-    key = content_key(check_images(SHARED[:1])[0], 0)
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    claim = namespace.path / key[:2] / f"{key}.claim"
-    claim.parent.mkdir(parents=True)
-    claim.write_text(f"{socket.gethostname()} {child.pid}\n")
+    claim = claim_of_a_dead_process(namespace, content_key(check_images(SHARED[:1])[0], 0))
     count = count_forward(extractor)
     out = extractor.transform(SHARED[:2])
     assert count[0] == 2 and not claim.exists()
