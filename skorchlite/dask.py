@@ -404,7 +404,7 @@ def _prepare_output(folder: Path) -> None:
 # --------------------------------------------------------------- worker side
 def _embed(extractor: PretrainedFeatureExtractor, samples: list[Path], first_index: int) -> np.ndarray:
     """One partition's embeddings; errors name indices in the whole ``paths``."""
-    return extractor._transform_samples(samples, first_index)
+    return extractor.transform_samples(samples, first_index=first_index)
 
 
 def _embed_to_file(extractor: PretrainedFeatureExtractor, samples: list[Path], first_index: int, path: str) -> int:

@@ -11,20 +11,17 @@ import io
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["Sample", "check_images", "content_key", "decode_workers", "describe", "iter_batches", "load_rgb"]
+__all__ = ["Sample", "check_images", "content_key", "describe", "load_keyed", "load_rgb"]
 
 Sample = Path | Image.Image | np.ndarray
-T = TypeVar("T")
 
 _CHANNELS = (1, 3, 4)
 _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
@@ -123,14 +120,12 @@ def content_key(sample: Sample, index: int) -> str:
     """
     if isinstance(sample, Path):
         return _file_key(sample, index)
-    digest = hashlib.blake2b(digest_size=32)
     if isinstance(sample, Image.Image):
         # The raw bytes alone would miss the palette, transparency and EXIF
         # orientation, all of which change the pixels the network sees.
-        rgb = load_rgb(sample, index)
-        digest.update(f"pil:{rgb.size}:".encode())
-        digest.update(rgb.tobytes())
-    elif isinstance(sample, np.ndarray):
+        return _rgb_key(load_rgb(sample, index))
+    digest = hashlib.blake2b(digest_size=32)
+    if isinstance(sample, np.ndarray):
         digest.update(f"array:{sample.dtype.str}:{sample.shape}:".encode())
         digest.update(np.ascontiguousarray(sample).data)
     else:
@@ -176,12 +171,8 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
     ('RGB', (3, 2), (255, 255, 255))
     """
     if isinstance(sample, Path):
-        data = _read_bytes(sample, index)
-        with _decoding(sample, index):
-            image = Image.open(io.BytesIO(data))
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-    elif isinstance(sample, Image.Image):
+        return _decode_file(_read_bytes(sample, index), sample, index)
+    if isinstance(sample, Image.Image):
         with _decoding(sample, index):
             # Returns a copy, so the caller's image is never modified.
             image = ImageOps.exif_transpose(sample)
@@ -189,49 +180,45 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
         image = Image.fromarray(sample[..., 0] if sample.shape[2:] == (1,) else sample)
     else:
         raise _unsupported(sample, index)
-    _check_size(image.size, sample, index)
-    return _to_rgb(image, sample, index)
+    return _checked_rgb(image, sample, index)
 
 
-def decode_workers(num_workers: int | None) -> int:
-    """Decoding threads: ``num_workers``, or by default as many as torch has
-    threads, which joblib lowers in its workers so that ``n_jobs`` processes
-    do not oversubscribe the cores."""
-    import torch
+def load_keyed(sample: Sample, index: int) -> tuple[str, Image.Image]:
+    """The content key and the RGB image of one sample, from one read.
 
-    return num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    A file is read once and both the key and the pixels come from those
+    bytes, so a file replaced while a job runs can never pair one
+    content's key with another content's pixels.
 
+    Parameters
+    ----------
+    sample : pathlib.Path, PIL image or numpy array
+        One sample from :func:`check_images`.
+    index : int
+        Its position in X, for error messages.
 
-def iter_batches(
-    indices: Iterable[int], prepare: Callable[[int], T], batch_size: int, workers: int
-) -> Iterator[tuple[list[int], list[T]]]:
-    """Run ``prepare(i)`` in threads and yield the results in order, in batches.
-
-    Work runs a bounded window (two batches) ahead of the consumer, so
-    decoding overlaps whatever the consumer does with the previous batch
-    (Pillow releases the GIL while decoding and resizing), and memory stays
-    bounded on long lists. An exception from ``prepare`` is raised when its
-    batch is reached; later work is cancelled.
+    Returns
+    -------
+    key : str
+        As :func:`content_key` computes it for the same content.
+    image : PIL.Image.Image
+        As :func:`load_rgb` returns it.
 
     Examples
     --------
-    >>> [rows for rows, _ in iter_batches(range(5), lambda i: i * i, 2, workers=2)]
-    [[0, 1], [2, 3], [4]]
+    >>> import numpy as np
+    >>> a = np.zeros((4, 4, 3), dtype=np.uint8)
+    >>> key, image = load_keyed(a, 0)
+    >>> key == content_key(a, 0), image.size
+    (True, (4, 4))
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future[T]]] = deque()
-        todo = iter(indices)
-        try:
-            while True:
-                while len(pending) < 2 * batch_size and (i := next(todo, None)) is not None:
-                    pending.append((i, pool.submit(prepare, i)))
-                if not pending:
-                    return
-                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-                yield [i for i, _ in batch], [future.result() for _, future in batch]
-        finally:
-            for _, future in pending:
-                future.cancel()
+    if isinstance(sample, Path):
+        data = _read_bytes(sample, index)
+        return _bytes_key(data), _decode_file(data, sample, index)
+    if isinstance(sample, Image.Image):
+        image = load_rgb(sample, index)
+        return _rgb_key(image), image
+    return content_key(sample, index), load_rgb(sample, index)
 
 
 def describe(sample: Any, index: int) -> str:
@@ -360,15 +347,38 @@ def _file_key(path: Path, index: int) -> str:
         if (key := _KEYS.get(fast)) is not None:
             return key
     hashed_at = time.time_ns()
-    digest = hashlib.blake2b(b"file:", digest_size=32)
-    digest.update(_read_bytes(path, index))
-    key = digest.hexdigest()
+    key = _bytes_key(_read_bytes(path, index))
     if hashed_at - stat.st_mtime_ns > _RACY_NS:
         with _KEYS_LOCK:
             if len(_KEYS) >= _KEYS_MAX:
                 del _KEYS[next(iter(_KEYS))]  # the oldest entry
             _KEYS[fast] = key
     return key
+
+
+def _bytes_key(data: bytes) -> str:
+    digest = hashlib.blake2b(b"file:", digest_size=32)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _rgb_key(rgb: Image.Image) -> str:
+    digest = hashlib.blake2b(f"pil:{rgb.size}:".encode(), digest_size=32)
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def _decode_file(data: bytes, path: Path, index: int) -> Image.Image:
+    with _decoding(path, index):
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+    return _checked_rgb(image, path, index)
+
+
+def _checked_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
+    _check_size(image.size, sample, index)
+    return _to_rgb(image, sample, index)
 
 
 def _read_bytes(path: Path, index: int) -> bytes:

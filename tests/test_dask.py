@@ -94,7 +94,7 @@ def _install_counters(set_attr=setattr) -> None:
     if hasattr(ext, "_test_counts"):
         return
     counts = {"images": 0, "transforms": 0}
-    network, transform = ext._network, ext.PretrainedFeatureExtractor._transform_samples
+    network, transform = ext.inference_network, ext.PretrainedFeatureExtractor.transform_samples
 
     def hook(module, inputs, output):
         counts["images"] += inputs[0].shape[0]
@@ -113,8 +113,8 @@ def _install_counters(set_attr=setattr) -> None:
     counted_network._test_original = network
     set_attr(ext, "_test_counts", counts)
     set_attr(ext, "_test_hooks", hooked)
-    set_attr(ext, "_network", counted_network)
-    set_attr(ext.PretrainedFeatureExtractor, "_transform_samples", counted_transform)
+    set_attr(ext, "inference_network", counted_network)
+    set_attr(ext.PretrainedFeatureExtractor, "transform_samples", counted_transform)
 
 
 def _counts() -> dict:
@@ -126,14 +126,14 @@ def _counts() -> dict:
 def _network_cache_info() -> tuple[int, int]:
     import skorchlite.extractor as ext
 
-    info = getattr(ext._network, "_test_original", ext._network).cache_info()
+    info = getattr(ext.inference_network, "_test_original", ext.inference_network).cache_info()
     return info.hits, info.misses
 
 
 def _network_cache_clear() -> None:
     import skorchlite.extractor as ext
 
-    getattr(ext._network, "_test_original", ext._network).cache_clear()
+    getattr(ext.inference_network, "_test_original", ext.inference_network).cache_clear()
 
 
 def _torch_threads() -> int:

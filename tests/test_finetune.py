@@ -254,7 +254,9 @@ def test_augmentation_is_applied_to_every_training_image_only():
 
     params = dict(unfreeze=1, freeze_epochs=1, epochs=1, lr=1e-2, **{**SMALL, "validation_fraction": 0.25})
     custom = FineTuneClassifier(augment=augment, **params).fit(X16, Y16)
-    assert len(seen) == 2 * 12 and set(seen) == {(32, 32)}  # 12 training images, 2 epochs, not validation
+    # 12 training images, 2 epochs, not validation; each image as kept in memory, its
+    # shorter side at the preprocessing's resize size (73 for image_size=64).
+    assert len(seen) == 2 * 12 and set(seen) == {(73, 73)}
     custom.predict_proba(X16)
     assert len(seen) == 24  # never at prediction
     plain = FineTuneClassifier(augment=None, **params).fit(X16, Y16)

@@ -26,8 +26,9 @@ from PIL import Image
 from torch import nn
 
 from skorchlite.backbones import Backbone, Preprocessing, get_backbone
-from skorchlite.extractor import _Pool, resolve_device
-from skorchlite.images import check_images, decode_workers, iter_batches, load_rgb
+from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
+from skorchlite.images import check_images
+from skorchlite.memory import freed_memory_kept
 
 ACCEPTED = (
     "a backbone name (its ImageNet classes), a fitted FineTuneClassifier, or a fitted Pipeline of "
@@ -49,7 +50,7 @@ class _Net(nn.Module):
         self.body, self.head = body, head
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1))
-        self.embed_node, self.pool = embed_node, _Pool(pooling)
+        self.embed_node, self.pool = embed_node, GlobalPool(pooling)
         self._taps: dict[str | None, nn.Module] = {}
         if embed_node is not None:
             self.trace(None)
@@ -138,14 +139,14 @@ class Explainable:
         self, samples: list, batch_size: int, device: torch.device, workers: int | None = None
     ) -> Iterator[tuple[list[int], list[Image.Image], torch.Tensor]]:
         """(rows, decoded RGB images, [0, 1] pixel batch) in order."""
-        transform = self.preprocessing.transform(normalize=False)
-
-        def prepare(i: int) -> tuple[Image.Image, torch.Tensor]:
-            image = load_rgb(samples[i], i)
-            return image, transform(image)
-
-        for rows, items in iter_batches(range(len(samples)), prepare, batch_size, decode_workers(workers)):
-            yield rows, [image for image, _ in items], torch.stack([p for _, p in items]).to(device)
+        batches = prepared_batches(
+            samples, range(len(samples)), self.preprocessing, batch_size=batch_size,
+            workers=decode_workers(workers), keep_images=True,
+        )
+        with freed_memory_kept():  # while the caller runs the network on each batch
+            for rows, items in batches:
+                pixels = to_input([item.pixels for item in items], self.preprocessing, device, normalize=False)
+                yield rows, [item.image for item in items], pixels
 
 
 def one_image(image: Any) -> list:

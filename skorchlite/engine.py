@@ -1,0 +1,453 @@
+"""The engine: the one code path that moves images through a network.
+
+The extractor, the fine-tuner, :mod:`skorchlite.inspect` and
+:mod:`skorchlite.dask` all come here for the device, the precision, the
+network built for inference (once per process), decoding and preprocessing
+in threads that overlap the forward pass, batching, the decoded images kept
+across fine-tuning epochs, and the allocator policy while the work runs.
+So identical settings give identical tensors, whichever caller asks.
+
+Preprocessing is torchvision's ``ImageClassification`` preset, split at the
+point where threads help: resizing and cropping run on PIL images in the
+decoding threads (Pillow releases the GIL); the crops travel as uint8 and
+are scaled and normalised as one batch, already in channels-last memory.
+The result is bit-identical to the preset applied image by image.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_args
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.transforms import InterpolationMode
+
+from .backbones import Backbone, Preprocessing, get_backbone
+from .images import Sample, load_keyed, load_rgb
+from .memory import freed_memory_kept
+
+__all__ = [
+    "DECODED_MEMORY_BYTES",
+    "PRECISIONS",
+    "GlobalPool",
+    "ImageStore",
+    "Precision",
+    "autocast",
+    "check_precision",
+    "crop_pixels",
+    "decode_workers",
+    "embed",
+    "inference_network",
+    "iter_batches",
+    "prepared_batches",
+    "resolve_device",
+    "to_input",
+]
+
+Precision = Literal["float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+Pooling = Literal["avg", "max", "avg+max"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+#: Decoded, resized images a fine-tuning run keeps in memory across epochs
+#: (at 256 px, about 5,000 RGB images); rows past it are decoded each epoch.
+DECODED_MEMORY_BYTES = 1 << 30
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------ device
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device for a ``device`` parameter.
+
+    ``"auto"`` is CUDA when available, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        For a name torch does not know, or a CUDA device this machine
+        does not have, with what to pass instead.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device torch knows ({err}); use 'auto', 'cpu' or 'cuda'.") from err
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={device!r} but this machine has no usable CUDA GPU; use device='auto' or 'cpu'.")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device={device!r} but this machine has {count} CUDA GPU(s), numbered from 0.")
+    return resolved
+
+
+# --------------------------------------------------------------- precision
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (on the CPU: AVX512_BF16
+    or AMX; elsewhere bfloat16 is emulated, many times slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def check_precision(precision: Any, device: torch.device) -> None:
+    """Raise a ValueError unless ``precision`` is known and fast on ``device``.
+
+    Examples
+    --------
+    >>> check_precision("float32", torch.device("cpu"))
+    >>> check_precision("float16", torch.device("cpu"))
+    Traceback (most recent call last):
+    ...
+    ValueError: precision must be one of ('float32', 'bfloat16'), got 'float16'.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision == "bfloat16" and not native_bfloat16(device):
+        where = "this CPU has neither AVX512_BF16 nor AMX" if device.type == "cpu" else f"{device} lacks it"
+        raise ValueError(
+            f"precision='bfloat16' needs native bfloat16 arithmetic and {where}; emulated bfloat16 is "
+            f"many times slower than float32. Use precision='float32'."
+        )
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Mixed precision for ``precision`` on ``device``: the weights stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+# ------------------------------------------------------------- threading
+def decode_workers(num_workers: int | None) -> int:
+    """Decoding threads: ``num_workers``, or by default as many as torch has
+    threads, which joblib lowers in its workers so that ``n_jobs`` processes
+    do not oversubscribe the cores."""
+    return num_workers or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+def iter_batches(
+    indices: Iterable[int], prepare: Callable[[int], T], batch_size: int, workers: int
+) -> Iterator[tuple[list[int], list[T]]]:
+    """Run ``prepare(i)`` in threads and yield the results in order, in batches.
+
+    Work runs a bounded window (two batches) ahead of the consumer, so
+    decoding overlaps whatever the consumer does with the previous batch,
+    and memory stays bounded on long lists. An exception from ``prepare``
+    is raised when its batch is reached; later work is cancelled.
+
+    Examples
+    --------
+    >>> [rows for rows, _ in iter_batches(range(5), lambda i: i * i, 2, workers=2)]
+    [[0, 1], [2, 3], [4]]
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future[T]]] = deque()
+        todo = iter(indices)
+        try:
+            while True:
+                while len(pending) < 2 * batch_size and (i := next(todo, None)) is not None:
+                    pending.append((i, pool.submit(prepare, i)))
+                if not pending:
+                    return
+                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+                yield [i for i, _ in batch], [future.result() for _, future in batch]
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+# ----------------------------------------------------------- preprocessing
+def resize_short_side(image: Image.Image, preprocessing: Preprocessing) -> Image.Image:
+    """The preset's first step: the shorter side to ``resize_size``."""
+    interpolation = InterpolationMode(preprocessing.interpolation)
+    return F.resize(image, [preprocessing.resize_size], interpolation=interpolation, antialias=True)
+
+
+def crop_pixels(image: Image.Image, preprocessing: Preprocessing, *, resized: bool = False) -> np.ndarray:
+    """The network's view of one RGB image as uint8 pixels (crop, crop, 3).
+
+    Resize (skipped when ``resized``: the image came from
+    :func:`resize_short_side`) and centre crop, as the preset does them.
+    """
+    if not resized:
+        image = resize_short_side(image, preprocessing)
+    return np.asarray(F.center_crop(image, [preprocessing.crop_size]))
+
+
+def to_input(
+    pixels: Sequence[np.ndarray], preprocessing: Preprocessing, device: torch.device, *, normalize: bool = True
+) -> torch.Tensor:
+    """A float32 batch (N, 3, H, W) in channels-last memory from uint8 crops.
+
+    ``normalize=False`` stops at [0, 1] pixels, for networks that normalise
+    inside their own graph (:mod:`skorchlite.inspect`).
+    """
+    batch = torch.from_numpy(np.stack(pixels)).to(device, non_blocking=True)
+    # NHWC seen as NCHW is channels-last memory already; to() keeps it.
+    x = batch.permute(0, 3, 1, 2).to(torch.float32).div(255)
+    if normalize:
+        mean = torch.tensor(preprocessing.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(preprocessing.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        x = x.sub(mean).div(std)
+    return x
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One sample ready for a batch: its content key (when asked for), its
+    uint8 crop, and the decoded RGB image (when asked for)."""
+
+    key: str | None
+    pixels: np.ndarray
+    image: Image.Image | None
+
+
+def prepared_batches(
+    samples: Sequence[Sample],
+    rows: Iterable[int],
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    workers: int,
+    first_index: int = 0,
+    keyed: bool = False,
+    keep_images: bool = False,
+) -> Iterator[tuple[list[int], list[Prepared]]]:
+    """Decode and crop ``samples[row]`` for ``rows`` in threads, in order.
+
+    ``keyed`` also returns each sample's content key, computed from the
+    same bytes as its pixels; ``first_index`` is the position of
+    ``samples[0]`` in the caller's X, for error messages.
+    """
+
+    def prepare(row: int) -> Prepared:
+        index = first_index + row
+        if keyed:
+            key, image = load_keyed(samples[row], index)
+        else:
+            key, image = None, load_rgb(samples[row], index)
+        return Prepared(key, crop_pixels(image, preprocessing), image if keep_images else None)
+
+    yield from iter_batches(rows, prepare, batch_size, workers)
+
+
+# ----------------------------------------------------------- networks
+class GlobalPool(nn.Module):
+    """Global pooling of a feature map (N, C, H, W) or token sequence (N, L, C).
+
+    Parameters
+    ----------
+    pooling : {"avg", "max", "avg+max"}
+        ``"avg+max"`` concatenates both, doubling the width.
+
+    Examples
+    --------
+    >>> GlobalPool("avg+max")(torch.ones(2, 3, 4, 4)).shape
+    torch.Size([2, 6])
+    """
+
+    def __init__(self, pooling: str):
+        super().__init__()
+        self.pooling = pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x
+        dims = (2, 3) if x.ndim == 4 else tuple(range(1, x.ndim - 1))
+        parts = {"avg": [x.mean(dims)], "max": [x.amax(dims)], "avg+max": [x.mean(dims), x.amax(dims)]}
+        return torch.cat(parts[self.pooling], dim=1).flatten(1)
+
+
+class _NodeOutput(nn.Module):
+    def __init__(self, body: nn.Module, pooling: str):
+        super().__init__()
+        self.body, self.pool = body, GlobalPool(pooling)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)["out"])
+
+
+def embedding_module(backbone: Backbone, layer: str | None, pooling: str) -> nn.Module:
+    """``backbone.model`` up to ``layer`` (``None``: the penultimate
+    features), pooled; shares the backbone's weights."""
+    if layer is None and pooling == "avg":
+        return backbone.model
+    if layer is None:
+        layer = backbone.feature_node()
+        if layer is None:
+            raise ValueError(
+                f"pooling={pooling!r} needs a spatial feature map, and backbone {backbone.name!r} pools "
+                f"a class token instead. Use pooling='avg', or name a layer with layer=..."
+            )
+    backbone.check_layer(layer)
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    return _NodeOutput(create_feature_extractor(backbone.model, {layer: "out"}), pooling).eval()
+
+
+def optimize_for_inference(module: nn.Module) -> nn.Module:
+    """A private copy with BatchNorm folded into the preceding convolutions,
+    in channels-last memory: together about 2-3x faster on CPU."""
+    from torch.fx.experimental.optimization import fuse
+
+    # deepcopy of an fx GraphModule comes back in training mode, hence eval().
+    module = copy.deepcopy(module).eval()
+    node_output = isinstance(module, _NodeOutput)
+    target = module.body if node_output else module
+    try:
+        fused = fuse(target, inplace=True, no_trace=node_output)
+    except Exception:  # noqa: BLE001 - a model fx cannot trace runs unfused, still correct
+        fused = target
+    if node_output:
+        module.body = fused
+    else:
+        module = fused
+    return module.eval().to(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=8)
+def inference_network(
+    name: str, weights: Any, sha256: str, layer: str | None, pooling: str, device: torch.device
+) -> nn.Module:
+    """The embedding network of a backbone, optimised, built once per process.
+
+    ``sha256`` keys it to the weights' content, so a replaced weights file
+    is never served stale.
+    """
+    module = embedding_module(get_backbone(name, weights), layer, pooling)
+    return optimize_for_inference(module).to(device)
+
+
+def embed(
+    network: nn.Module,
+    samples: Sequence[Sample],
+    rows: Iterable[int],
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "float32",
+    workers: int,
+    first_index: int = 0,
+) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+    """Run ``network`` over ``samples[row]`` for ``rows``, in order.
+
+    Yields ``(rows, keys, outputs)`` per batch: the content key of each
+    image read from the very bytes that were decoded, and float32 outputs.
+    ``rows`` may be a lazy iterable (the extractor claims rows in the cache
+    just before they are decoded).
+    """
+    with freed_memory_kept(), torch.inference_mode(), autocast(device, precision):
+        batches = prepared_batches(
+            samples, rows, preprocessing, batch_size=batch_size, workers=workers, first_index=first_index, keyed=True
+        )
+        for batch_rows, items in batches:
+            outputs = network(to_input([item.pixels for item in items], preprocessing, device))
+            yield batch_rows, [item.key for item in items], outputs.float().cpu().numpy()  # type: ignore[misc]
+
+
+# --------------------------------------------------- fine-tuning inputs
+class ImageStore:
+    """Network inputs for the rows of a training set, epoch after epoch.
+
+    Each image is decoded once and kept, resized to the preprocessing's
+    ``resize_size``, up to ``max_bytes`` in all (rows past that are decoded
+    again when needed). Evaluation inputs are its centre crops; training
+    inputs pass through an augmentation first.
+
+    Parameters
+    ----------
+    samples : sequence
+        Samples from :func:`skorchlite.images.check_images`.
+    preprocessing : Preprocessing
+    workers : int
+        Decoding and augmentation threads.
+    max_bytes : int, default=DECODED_MEMORY_BYTES
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], preprocessing: Preprocessing, workers: int, max_bytes: int = DECODED_MEMORY_BYTES
+    ):
+        self.samples, self.preprocessing, self.workers, self.max_bytes = samples, preprocessing, workers, max_bytes
+        self._kept: dict[int, Image.Image] = {}
+        self._bytes = 0
+
+    def resized(self, row: int) -> Image.Image:
+        """Row ``row``'s RGB image with its shorter side at ``resize_size``."""
+        image = self._kept.get(row)
+        if image is None:
+            image = resize_short_side(load_rgb(self.samples[row], row), self.preprocessing)
+            size = image.width * image.height * 3
+            if self._bytes + size <= self.max_bytes:  # dict writes are atomic under the GIL
+                self._kept[row] = image
+                self._bytes += size
+        return image
+
+    def batches(
+        self,
+        rows: Sequence[int],
+        batch_size: int,
+        device: torch.device,
+        *,
+        augment: Callable[..., Image.Image] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(rows, normalised channels-last batch)`` in the order of ``rows``.
+
+        An ``augment`` that takes ``(image, seed)`` (the default
+        augmentation) runs in the decoding threads, with ``seeds[k]`` for
+        ``rows[k]``, so the result does not depend on the number of threads.
+        Any other callable takes ``(image)`` and runs in the calling thread,
+        in order, so that its use of torch's global random state is
+        reproducible too.
+        """
+        seeded = getattr(augment, "seeded", False)
+        position = {row: k for k, row in enumerate(rows)}
+
+        def prepare(row: int) -> Any:
+            image = self.resized(row)
+            if seeded:
+                assert augment is not None and seeds is not None
+                return crop_pixels(augment(image, int(seeds[position[row]])), self.preprocessing)
+            return image if augment is not None else crop_pixels(image, self.preprocessing, resized=True)
+
+        with freed_memory_kept():
+            for batch_rows, items in iter_batches(rows, prepare, batch_size, self.workers):
+                if augment is not None and not seeded:
+                    items = [_user_augmented(augment(image), self.preprocessing) for image in items]
+                yield np.asarray(batch_rows), to_input(items, self.preprocessing, device)
+
+
+def _user_augmented(image: Any, preprocessing: Preprocessing) -> np.ndarray:
+    """The crop of what a user's augmentation returned (a PIL image or a
+    (C, H, W) uint8 tensor, as torchvision transforms give)."""
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3:
+            raise TypeError(
+                f"augment returned a {image.dtype} tensor of shape {tuple(image.shape)}; return a PIL image "
+                f"or a (C, H, W) uint8 tensor."
+            )
+        image = F.to_pil_image(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"augment returned {type(image).__name__}; return a PIL image.")
+    return crop_pixels(image.convert("RGB"), preprocessing)
