@@ -692,6 +692,8 @@ class _Trainer:
             record.update(self._validate())
             if len(self.valid) and not math.isfinite(record["valid_loss"]):
                 raise self._diverged(f"validation loss became {record['valid_loss']}", epoch, lr)
+            if not len(self.valid) and not self._outputs_finite():
+                raise self._diverged("network's outputs became non-finite (finite weights too large)", epoch, lr)
             record["lr"] = lr
             record["seconds"] = time.perf_counter() - start
             clf.history_.append(record)
@@ -772,6 +774,13 @@ class _Trainer:
                 raise
             raise self._diverged(f"optimizer step overflowed ({err})", epoch, lr) from err
         self.scaler.update()
+
+    def _outputs_finite(self) -> bool:
+        """Whether the weights now held give finite logits on one training
+        batch: without validation, nothing else evaluates the last step's."""
+        self.model.eval()
+        with torch.inference_mode():
+            return all(bool(logits.isfinite().all()) for _, logits in self.data.logits(self.model, self.train[: self.clf.batch_size]))
 
     def _validate(self) -> dict[str, float]:
         if not len(self.valid):
