@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import numbers
 import os
 import time
@@ -15,12 +16,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 
-from .backbones import get_backbone
+from .backbones import get_backbone, resolve_weights
 from .engine import ImageStore, autocast, check_precision, decode_workers, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import check_images
@@ -145,12 +147,17 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Image-decoding threads; ``None`` follows torch's thread count.
     cache : bool, str or path-like, default=True
         Embedding cache for head-only training (see the extractor).
-    random_state : int or None, default=None
+    random_state : int, RandomState instance or None, default=None
         Seeds shuffling, augmentation, the validation split and the head's
-        initialisation; training on CPU is then reproducible. The global
+        initialisation; with an int, training on CPU is then reproducible
+        (a RandomState gives each fit a new seed drawn from it). The global
         torch random state is left as it was.
     warm_start : bool, default=False
-        Continue from the current weights on the next ``fit``.
+        Continue from the current weights on the next ``fit``. The network
+        must be the one fitted: after a change of ``backbone`` or
+        ``weights``, ``fit`` (and ``partial_fit``, ``predict``) raise until
+        the parameter is set back or a fit with ``warm_start=False`` builds
+        the new network.
     verbose : int, default=0
         1 prints one line per epoch and shows a progress bar on long epochs.
 
@@ -205,7 +212,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         precision: str = "float32",
         num_workers: int | None = None,
         cache: bool | str | os.PathLike = True,
-        random_state: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
         warm_start: bool = False,
         verbose: int = 0,
     ):
@@ -257,9 +264,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if not (unfreeze == "all" or (isinstance(unfreeze, (int, np.integer)) and not isinstance(unfreeze, bool) and unfreeze >= 0)):
             raise ValueError(f"unfreeze must be 'all' or an integer >= 0, got {self.unfreeze!r}.")
         for name, low, high in [
-            ("lr", 0, np.inf),
+            ("lr", 0, math.inf),
             ("lr_decay", 0, 1),
-            ("weight_decay", 0, np.inf),
+            ("weight_decay", 0, math.inf),
             ("momentum", 0, 1),
             ("warmup", 0, 1),
             ("label_smoothing", 0, 1),
@@ -267,8 +274,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ]:
             value = getattr(self, name)
             strict_low = name in ("lr", "lr_decay")
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < low or value > high or (strict_low and value == low):
-                raise ValueError(f"{name} must be a number in {'(' if strict_low else '['}{low}, {high}], got {value!r}.")
+            # Written so that NaN fails too (every comparison with NaN is False).
+            valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not (valid and (low < value if strict_low else low <= value) and value <= high):
+                interval = f"{'(' if strict_low else '['}{low}, {high}{')' if high == math.inf else ']'}"
+                raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.")
         if self.validation_fraction >= 1:
             raise ValueError(f"validation_fraction must be below 1, got {self.validation_fraction!r}.")
         if self.optimizer not in _OPTIMIZERS:
@@ -281,6 +291,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"augment must be 'default', None or a callable transform, got {self.augment!r}.")
         if self.n_iter_no_change is not None and self.validation_fraction == 0:
             raise ValueError("n_iter_no_change needs a validation split: set validation_fraction > 0.")
+        try:
+            check_random_state(self.random_state)
+        except ValueError as err:
+            raise ValueError(
+                f"random_state must be None, an int in [0, 2**32) or a numpy RandomState, got {self.random_state!r}."
+            ) from err
         check_precision(self.precision, resolve_device(self.device))
 
     def _n_unfrozen(self, n_groups: int) -> int:
@@ -302,13 +318,26 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         X : sequence of images
             Paths, PIL images or arrays, as for the extractor.
         y : array-like of shape (n_samples,)
-            Class labels (strings or integers).
+            Class labels, all strings or all numbers.
         sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the samples in the loss.
+            Non-negative weights of the samples in the loss; as in
+            scikit-learn, a weight of 2 counts like the sample appearing
+            twice, at any batch size (the weights, times ``class_weight``,
+            are scaled to mean 1 over the training rows).
 
         Returns
         -------
         self : FineTuneClassifier
+
+        Raises
+        ------
+        FloatingPointError
+            When a loss, gradient or weight becomes infinite or NaN (a too
+            high ``lr``). An error during training (this one, any other, or
+            Ctrl-C, which otherwise ends training with a warning) leaves the
+            weights of the best epoch this fit completed; if it completed
+            none, the estimator is left as it was before ``fit``: unfitted
+            before the first fit, never half-set or non-finite.
         """
         warm = self.warm_start and hasattr(self, "model_")
         return self._fit(X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
@@ -331,15 +360,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """
         return self._fit(X, y, sample_weight, warm=hasattr(self, "model_"), head_warmup=False, epochs=1, classes=classes)
 
-    def _encode_targets(self, y: Any, classes: Any, warm: bool) -> np.ndarray:
-        check_classification_targets(y)
-        y = np.asarray(y)
+    def _encode_targets(self, y: np.ndarray, classes: Any, warm: bool) -> np.ndarray:
         if warm:
             unknown = set(np.unique(y)) - set(self.classes_)
             if unknown:
                 raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {list(self.classes_)}.")
+            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+                raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}.")
         else:
-            labels = np.unique(y if classes is None else np.asarray(classes))
+            labels = np.unique(y if classes is None else _check_labels(classes, "classes"))
             if len(labels) < 2:
                 raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
             unknown = set(np.unique(y)) - set(labels)
@@ -348,51 +377,110 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = labels
         return np.searchsorted(self.classes_, y)
 
+    def _network_key(self) -> dict[str, str]:
+        """What fixes the network's shape and starting weights (not image_size:
+        every backbone here pools globally, so a warm start may continue at
+        another size, as progressive resizing does)."""
+        return {"backbone": self.backbone, "weights_sha256": resolve_weights(self.backbone, self.weights).sha256}
+
+    def _check_network_unchanged(self, action: str) -> None:
+        fitted, now = self._network_key_, self._network_key()
+        if fitted != now:
+            changed = ", ".join(f"{k} ({fitted[k]!r} when fitted, {now[k]!r} now)" for k in fitted if fitted[k] != now[k])
+            raise ValueError(
+                f"{changed} changed since this network was fitted, so it cannot {action}. "
+                f"Set the parameter back, or fit again with warm_start=False (or a clone) to build the new network."
+            )
+
+    def _seed(self) -> int | None:
+        """One seed per fit: an int random_state as given; a RandomState is
+        drawn from, so each fit differs, as in scikit-learn."""
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(self.random_state.randint(np.iinfo(np.int32).max))
+
     def _fit(
         self, X: Any, y: Any, sample_weight: Any, *, warm: bool, head_warmup: bool, epochs: int, classes: Any = None
     ) -> FineTuneClassifier:
-        self._check_params()
-        samples = check_images(X)
-        if len(samples) != len(y):
-            raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
-        target = self._encode_targets(y, classes, warm)
-        weight = _check_sample_weight(sample_weight, np.empty(len(samples)), dtype=np.float32)
-        backbone = get_backbone(self.backbone, self.weights)
-        n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
-        device = resolve_device(self.device)
+        learned = {k: v for k, v in vars(self).items() if k.endswith("_")}
+        trainer = None
+        try:
+            self._check_params()
+            samples = check_images(X)
+            y = _check_labels(y, "y")
+            if len(samples) != len(y):
+                raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
+            if warm:
+                self._check_network_unchanged("continue (warm_start or partial_fit)")
+            target = self._encode_targets(y, classes, warm)
+            sample_weight = _check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
+            backbone = get_backbone(self.backbone, self.weights)
+            n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
+            device = resolve_device(self.device)
+            seed = self._seed()
+            train, valid = self._split(target, seed)
+            weight = self._loss_weights(sample_weight, target, train, valid)
 
-        rng_scope = torch.random.fork_rng(devices=[]) if self.random_state is not None else contextlib.nullcontext()
-        with rng_scope:
-            if self.random_state is not None:
-                torch.manual_seed(self.random_state)
-            if not warm:
-                self._init_model(len(self.classes_))
-                self.history_ = []
-            train, valid = self._split(target)
-            # The backbone stays pristine only while no fit ever unfroze it.
-            pristine = not warm or self._embedding_mode_
-            self._embedding_mode_ = pristine and n_unfrozen == 0 and self.augment is None
-            phases = []
-            if n_unfrozen and head_warmup and self.freeze_epochs:
-                phases.append(_Phase("head", 0, self.freeze_epochs, self.lr))
-            phases.append(_Phase("fine-tune" if n_unfrozen else "head", n_unfrozen, epochs, self.lr / 2 if phases else self.lr))
-            data = _Data(self, samples, target, weight, device)
-            _Trainer(self, data, train, valid, device).run(phases)
+            rng_scope = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+            with rng_scope:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                if not warm:
+                    self._init_model(len(self.classes_))
+                    self.history_ = []
+                # The backbone stays pristine only while no fit ever unfroze it.
+                pristine = not warm or self._embedding_mode_
+                self._embedding_mode_ = pristine and n_unfrozen == 0 and self.augment is None
+                phases = []
+                if n_unfrozen and head_warmup and self.freeze_epochs:
+                    phases.append(_Phase("head", 0, self.freeze_epochs, self.lr))
+                phases.append(_Phase("fine-tune" if n_unfrozen else "head", n_unfrozen, epochs, self.lr / 2 if phases else self.lr))
+                data = _Data(self, samples, target, weight, device)
+                trainer = _Trainer(self, data, train, valid, device)
+                trainer.run(phases)
+        except BaseException:
+            if trainer is None or not trainer.epochs_done:
+                # A fit that trained no epoch leaves the estimator as it was
+                # (unfitted before the first fit), never half-set.
+                for key in [k for k in vars(self) if k.endswith("_")]:
+                    delattr(self, key)
+                vars(self).update(learned)
+            raise
         return self
+
+    def _loss_weights(self, sample_weight: np.ndarray, target: np.ndarray, train: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Per-sample weights of the loss: sample_weight times class_weight,
+        scaled to mean 1 over the training rows (see ``weighted_loss``)."""
+        weight = sample_weight.astype(np.float64)
+        if self.class_weight is not None:
+            # "balanced" counts the training rows: those the loss sees.
+            labels = self.classes_[target[train]]
+            weight = weight * compute_class_weight(self.class_weight, classes=self.classes_, y=labels)[target]
+        for rows, name in [(train, "training"), (valid, "validation")]:
+            if len(rows) and not weight[rows].sum() > 0:
+                raise ValueError(
+                    f"The {len(rows)} {name} rows have zero total weight (sample_weight times class_weight), so "
+                    f"their loss is undefined; give weight to more samples"
+                    + (", or set validation_fraction=0." if name == "validation" else ".")
+                )
+        return (weight / weight[train].mean()).astype(np.float32)
 
     def _init_model(self, n_classes: int) -> None:
         backbone = get_backbone(self.backbone, self.weights, copy_model=True)
         head = nn.Linear(backbone.embedding_dim, n_classes)
         self.model_ = nn.Sequential(backbone.model, head)
         self.layer_groups_ = backbone.layer_groups
+        self._network_key_ = self._network_key()
 
-    def _split(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, target: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
         indices = np.arange(len(target))
         if not self.validation_fraction:
             return indices, indices[:0]
         try:
             return train_test_split(
-                indices, test_size=self.validation_fraction, stratify=target, random_state=self.random_state
+                indices, test_size=self.validation_fraction, stratify=target, random_state=seed
             )
         except ValueError as err:
             raise ValueError(
@@ -413,6 +501,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self, "model_")
+        self._check_network_unchanged("predict")
         samples = check_images(X)
         device = resolve_device(self.device)
         data = _Data(self, samples, None, None, device)
@@ -514,7 +603,12 @@ class _Data:
 
 class _Trainer:
     """The epoch loop of one ``fit``: phases, validation, best weights,
-    early stopping, non-finite losses and Ctrl-C."""
+    early stopping, non-finite values and Ctrl-C.
+
+    Whatever stops training early (an exception, Ctrl-C) leaves the model
+    with the best weights of the epochs this fit completed; when it completed
+    none, with the weights it started from.
+    """
 
     def __init__(self, clf: FineTuneClassifier, data: _Data, train: np.ndarray, valid: np.ndarray, device: torch.device):
         self.clf, self.data, self.train, self.valid, self.device = clf, data, train, valid, device
@@ -522,16 +616,14 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(
             int(torch.randint(0, 2**62, (1,)).item())
         )  # drawn from the (seeded) global stream, so random_state fixes shuffling too
-        if clf.class_weight is None:
-            self.class_weight = None
-        else:
-            labels = clf.classes_[data.target[torch.as_tensor(train)].numpy()]
-            weights = compute_class_weight(clf.class_weight, classes=clf.classes_, y=labels)
-            self.class_weight = torch.as_tensor(weights, dtype=torch.float32, device=device)
+        # The validation loss is the weighted mean over the whole validation set.
+        self.valid_weight = float(data.weight[torch.as_tensor(valid)].sum())
         self.best_loss = np.inf
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.good_state = self._snapshot()
+        self.good_epoch = clf.best_epoch_ if clf.history_ else 0  # the epoch good_state holds
+        self.epochs_done = 0
         self.stale = 0
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
@@ -546,7 +638,9 @@ class _Trainer:
                         break
         except KeyboardInterrupt:
             self._restore()
-            epoch = clf.history_[-1]["epoch"] if clf.history_ else 0
+            if not self.epochs_done:
+                raise  # nothing trained: fit leaves the estimator as it was
+            epoch = clf.history_[-1]["epoch"]
             warnings.warn(
                 f"Training interrupted after epoch {epoch}; the estimator keeps the weights of epoch "
                 f"{clf.best_epoch_} and can predict.",
@@ -554,17 +648,28 @@ class _Trainer:
                 stacklevel=4,
             )
             return
+        except FloatingPointError as err:
+            self._restore()
+            kept = (
+                f"the estimator keeps the weights of epoch {clf.best_epoch_}"
+                if self.epochs_done
+                else "no epoch of this fit completed, so the estimator is left as it was before fit"
+            )
+            raise FloatingPointError(f"{err}; {kept}. Lower lr, or check the images and sample weights.") from err.__cause__
+        except BaseException:
+            self._restore()
+            raise
         self._restore()
 
     def _restore(self) -> None:
         """Hold the best epoch's weights (by validation loss), else the last good ones."""
-        clf = self.clf
         state = self.best_state if self.best_state is not None else self.good_state
         self.model.load_state_dict(state)
-        if self.best_state is not None:
-            clf.best_epoch_ = self.best_epoch  # of this fit: history_ may hold earlier fits' epochs
-        else:
-            clf.best_epoch_ = clf.history_[-1]["epoch"] if clf.history_ else 0
+        # best_epoch is of this fit: history_ may hold earlier fits' epochs.
+        self.clf.best_epoch_ = self.best_epoch if self.best_state is not None else self.good_epoch
+
+    def _diverged(self, what: str, epoch: int, lr: float) -> FloatingPointError:
+        return FloatingPointError(f"The {what} in epoch {epoch} at learning rate {lr:.3g}")
 
     def _run_phase(self, phase: _Phase) -> bool:
         """Train one phase; True when early stopping ends the whole fit."""
@@ -587,12 +692,20 @@ class _Trainer:
             epoch = len(clf.history_) + 1
             start = time.perf_counter()
             train_loss, lr = self._train_epoch(epoch, optimizer, schedule, in_eval, phase.n_unfrozen)
+            # The last step's weights meet no loss of this epoch: check them here.
+            if not _all_finite(t for t in self.model.state_dict().values() if t.is_floating_point()):
+                raise self._diverged("weights became non-finite (inf or NaN)", epoch, lr)
             record = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss}
             record.update(self._validate())
+            if len(self.valid) and not math.isfinite(record["valid_loss"]):
+                raise self._diverged(f"validation loss became {record['valid_loss']}", epoch, lr)
+            if not len(self.valid) and not self._outputs_finite():
+                raise self._diverged("network's outputs became non-finite (finite weights too large)", epoch, lr)
             record["lr"] = lr
             record["seconds"] = time.perf_counter() - start
             clf.history_.append(record)
-            self.good_state = self._snapshot()
+            self.good_state, self.good_epoch = self._snapshot(), epoch
+            self.epochs_done += 1
             if clf.verbose:
                 print(_format_epoch(record), flush=True)
             if len(self.valid):
@@ -639,18 +752,13 @@ class _Trainer:
                 target = data.target[rows].to(self.device)
                 weight = data.weight[rows].to(self.device)
                 with autocast(self.device, clf.precision):
-                    loss = weighted_loss(forward(inputs), target, weight, self.class_weight, clf.label_smoothing)
+                    # Divided by the rows, not the batch's weight sum: see weighted_loss.
+                    loss = weighted_loss(forward(inputs), target, weight, clf.label_smoothing) / len(rows)
                 if not torch.isfinite(loss):
-                    self.model.load_state_dict(self.good_state)
-                    clf.best_epoch_ = clf.history_[-1]["epoch"] if clf.history_ else 0
-                    raise FloatingPointError(
-                        f"The training loss became {loss.item()} in epoch {epoch} at learning rate "
-                        f"{optimizer.param_groups[0]['lr']:.3g}; the estimator keeps the weights from before "
-                        f"that epoch. Lower lr, or check the images and sample weights."
-                    )
+                    raise self._diverged(f"training loss became {loss.item()}", epoch, optimizer.param_groups[0]["lr"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                self._step(optimizer, epoch)
                 last_lr = optimizer.param_groups[0]["lr"]
                 schedule.step()
                 total += loss.item() * len(rows)
@@ -659,6 +767,26 @@ class _Trainer:
         finally:
             progress.close()
         return total / count, last_lr
+
+    def _step(self, optimizer: Any, epoch: int) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not _all_finite(p.grad for p in params):
+            raise self._diverged("gradients became non-finite (inf or NaN)", epoch, lr)
+        try:
+            optimizer.step()
+        except RuntimeError as err:
+            # torch's float32 optimisers refuse a step size beyond float32's range.
+            if "overflow" not in str(err):
+                raise
+            raise self._diverged(f"optimizer step overflowed ({err})", epoch, lr) from err
+
+    def _outputs_finite(self) -> bool:
+        """Whether the weights now held give finite logits on one training
+        batch: without validation, nothing else evaluates the last step's."""
+        self.model.eval()
+        with torch.inference_mode():
+            return all(bool(logits.isfinite().all()) for _, logits in self.data.logits(self.model, self.train[: self.clf.batch_size]))
 
     def _validate(self) -> dict[str, float]:
         if not len(self.valid):
@@ -670,9 +798,33 @@ class _Trainer:
             for rows, logits in data.logits(self.model, self.valid):
                 target = data.target[rows].to(self.device)
                 weight = data.weight[rows].to(self.device)
-                loss += weighted_loss(logits.float(), target, weight, self.class_weight, clf.label_smoothing).item() * len(rows)
+                loss += weighted_loss(logits.float(), target, weight, clf.label_smoothing).item()
                 correct += int((logits.argmax(1) == target).sum())
-        return {"valid_loss": loss / len(self.valid), "valid_accuracy": correct / len(self.valid)}
+        return {"valid_loss": loss / self.valid_weight, "valid_accuracy": correct / len(self.valid)}
+
+
+def _all_finite(tensors: Iterator[torch.Tensor]) -> bool:
+    flags = [t.isfinite().all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True  # one device sync, not one per tensor
+
+
+def _check_labels(y: Any, name: str) -> np.ndarray:
+    """Labels as a 1-D array of one type, as scikit-learn's classifiers take them."""
+    if y is None:
+        raise ValueError(f"FineTuneClassifier requires {name} to be passed, but the target {name} is None.")
+    # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
+    kinds = {}
+    for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
+        if label is None:
+            raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
+        kind = "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
+        kinds.setdefault(kind, i)
+    if len(kinds) > 1:
+        found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())
+        raise TypeError(f"{name} mixes label types: {found}. Labels must be all strings or all numbers.")
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    return y
 
 
 def _format_epoch(record: dict[str, Any]) -> str:

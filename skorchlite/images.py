@@ -45,10 +45,10 @@ def check_images(X: Any) -> list[Sample]:
 
     Parameters
     ----------
-    X : list, tuple, numpy array or pandas Series
+    X : list, tuple, numpy array, pandas Series or one-column DataFrame
         Paths (str or path-like), PIL images, arrays of shape (H, W) or
-        (H, W, C) with C in 1, 3, 4 (mixed freely in a list or object array),
-        or one array of shape (N, H, W) or (N, H, W, C). Arrays are uint8, or
+        (H, W, C) with C in 1, 3, 4 (mixed freely in a list or object array,
+        also of shape (N, 1)), or one array of shape (N, H, W) or (N, H, W, C). Arrays are uint8, or
         float with values in [0, 1] (converted by ``round(x * 255)``).
 
     Returns
@@ -74,8 +74,17 @@ def check_images(X: Any) -> list[Sample]:
     """
     if isinstance(X, (str, os.PathLike)):
         raise TypeError(f"X is a single path ({os.fspath(X)!r}); wrap it in a list: [X].")
-    if hasattr(X, "to_numpy"):  # a pandas Series, without importing pandas
+    if isinstance(X, Image.Image):
+        raise TypeError("X is a single PIL image; wrap it in a list: [X].")
+    if _is_tensor(X):
+        raise TypeError(
+            "X is a torch tensor; pass a numpy array: X.cpu().numpy() for (N, H, W, C), or "
+            "X.permute(0, 2, 3, 1).cpu().numpy() for (N, C, H, W) (uint8, or float in [0, 1])."
+        )
+    if hasattr(X, "to_numpy"):  # a pandas Series or DataFrame, without importing pandas
         X = X.to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]  # one column of paths or images, as ColumnTransformer(..., ["path"]) passes it
     if not isinstance(X, (list, tuple, np.ndarray)) or getattr(X, "ndim", 1) == 0:
         raise TypeError(
             f"X must be a list, tuple, numpy array or pandas Series of images; got {type(X).__name__}."
@@ -261,7 +270,10 @@ def _check_array_container(X: np.ndarray) -> None:
     """Checks of an array X as a whole, before it is split into samples."""
     if X.dtype.kind in "OUS":  # one path, image or array per element
         if X.ndim != 1:
-            raise ValueError(f"X is an array of shape {X.shape}; expected a 1-D sequence of images.")
+            raise ValueError(
+                f"X is an array of shape {X.shape}; expected a 1-D sequence of images (or one column: "
+                f"select the column of images, e.g. df['path'])."
+            )
     elif X.ndim == 1:
         raise ValueError(
             f"X is a 1-D {X.dtype} array of length {len(X)}, not a sequence of images; "
@@ -289,7 +301,17 @@ def _check_sample(sample: Any, index: int) -> Sample:
         return sample
     if isinstance(sample, np.ndarray):
         return _check_array(sample, index)
+    if _is_tensor(sample):
+        raise TypeError(
+            f"{describe(sample, index)}: a torch tensor; pass a numpy array: image.cpu().numpy() for "
+            f"(H, W, C), or image.permute(1, 2, 0).cpu().numpy() for (C, H, W)."
+        )
     raise _unsupported(sample, index)
+
+
+def _is_tensor(obj: Any) -> bool:
+    # By module, so that torch need not be imported here.
+    return type(obj).__module__.split(".")[0] == "torch"
 
 
 def _check_array(array: np.ndarray, index: int) -> np.ndarray:

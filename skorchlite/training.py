@@ -203,15 +203,17 @@ def default_augmentation(preprocessing: Preprocessing) -> DefaultAugmentation:
 
 
 def weighted_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor,
-    class_weight: torch.Tensor | None,
-    label_smoothing: float,
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, label_smoothing: float
 ) -> torch.Tensor:
-    """Cross-entropy averaged with per-sample weights times class weights."""
+    """Sum over the batch of each sample's cross-entropy times its weight.
+
+    The caller divides, by a constant that does not depend on which samples
+    share a batch: training by the number of rows with weights scaled to mean
+    1 over the whole training set, so that a weight of 2 acts as the sample
+    appearing twice at any batch size; validation by the weight sum of the
+    whole validation set. (Dividing by the batch's own weight sum, as
+    PyTorch's weighted mean does, only rebalances samples within a batch, and
+    does nothing at ``batch_size=1``.)
+    """
     losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
-    if class_weight is not None:
-        weight = weight * class_weight[target]
-    # A batch whose weights are all zero contributes nothing (not 0/0 = NaN).
-    return (losses * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+    return (losses * weight).sum()
