@@ -27,10 +27,28 @@ _POOLINGS = ("avg", "max", "avg+max")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else as torch reads it."""
+    """``"auto"`` is CUDA when available, else CPU; anything else as torch
+    reads it, checked to exist here so that a parameter error shows at
+    validation rather than as torch's error in the middle of a fit."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ValueError(f"device={device!r} is not a device torch knows ({first_line}); use 'auto', 'cpu' or 'cuda'.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device={device!r} but {why}; use device='auto' (CUDA when available, else CPU) or 'cpu'.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0; use device='auto' or 'cuda:0'."
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but Apple's MPS is not available here; use device='auto' or 'cpu'.")
+    return resolved
 
 
 class _Pool(nn.Module):
