@@ -438,7 +438,10 @@ def _explain(args: argparse.Namespace) -> int:
     if Path(args.model).is_file():
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
-        model = resolve_model(_load_model(args.model))
+        try:
+            model = resolve_model(_load_model(args.model))
+        except (TypeError, ValueError) as err:
+            raise CommandError(f"{args.model!r}: {err}") from err
     elif args.model in list_backbones():
         model = resolve_model(args.model, args.image_size)
     else:
