@@ -44,7 +44,8 @@ def _check_output_file(path: str, option: str, suffixes: Sequence[str] | None = 
     """Fail before any work when ``path`` cannot be written as asked."""
     out = Path(path)
     if suffixes is not None and out.suffix.lower() not in suffixes:
-        raise CommandError(f"{option} must end in {', '.join(suffixes[:-1])} or {suffixes[-1]}, got {out.name!r}")
+        allowed = suffixes[0] if len(suffixes) == 1 else f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+        raise CommandError(f"{option} must end in {allowed}, got {out.name!r}")
     if out.is_dir():
         raise CommandError(f"{option} {path!r} is a folder; give a file name")
     # A rename onto a device or a FIFO would replace it, not write into it.
