@@ -34,6 +34,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+from .persistence import load_tensors
 
 __all__ = [
     "Backbone",
@@ -418,7 +419,7 @@ def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> Weight
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
     # Training scripts often wrap the weights: {"state_dict": ...} or {"model": ...}.
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -2,21 +2,29 @@
 
 Verbs: ``evaluate`` (the main job), ``embed``, ``finetune``, ``predict``,
 ``explain``, ``backbones``. Errors print one line and exit with status 1 (``--debug``
-shows the traceback).
+shows the traceback); Ctrl-C exits with 130. Every output path is checked
+before any work, and only the paths the user names are written, each
+atomically and only once the work is done.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .files import write_atomic
 from .memory import keep_freed_memory
 
 HEADS = ("logreg", "svm", "knn", "ridge")
@@ -24,6 +32,82 @@ HEADS = ("logreg", "svm", "knn", "ridge")
 
 class CommandError(Exception):
     """A user error the command line reports in one line."""
+
+
+EMBED_FORMATS = (".npy", ".csv", ".parquet")
+# A model file ending in .pt holds data only (FineTuneClassifier.save_weights);
+# any other name is a joblib pickle.
+WEIGHTS_SUFFIX = ".pt"
+
+
+def _check_output_file(path: str, option: str, suffixes: Sequence[str] | None = None) -> Path:
+    """Fail before any work when ``path`` cannot be written as asked."""
+    out = Path(path)
+    if suffixes is not None and out.suffix.lower() not in suffixes:
+        allowed = suffixes[0] if len(suffixes) == 1 else f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+        raise CommandError(f"{option} must end in {allowed}, got {out.name!r}")
+    if out.is_dir():
+        raise CommandError(f"{option} {path!r} is a folder; give a file name")
+    # A rename onto a device or a FIFO would replace it, not write into it.
+    if os.path.lexists(out) and not out.is_file():
+        raise CommandError(f"{option} {path!r} exists and is not a regular file; give another name")
+    _check_writable_folder(out.parent, option, path)
+    return out
+
+
+def _check_output_folder(path: str, option: str) -> Path:
+    """The folder may be missing (it is created after the work), but the
+    nearest existing one above it must be a writable folder."""
+    out = Path(path)
+    existing = out
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing == out and not out.is_dir():
+        raise CommandError(f"{option} {path!r} exists and is not a folder")
+    _check_writable_folder(existing, option, path)
+    return out
+
+
+def _check_writable_folder(folder: Path, option: str, path: str) -> None:
+    folder = folder if str(folder) else Path(".")
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise CommandError(f"{option} {path!r}: {str(folder)!r} is not a folder")
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path!r}: folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"{option} {path!r}: folder {str(folder)!r} is not writable")
+
+
+def _save_bytes(path: Path, write: Any) -> None:
+    """``write(file)`` into memory, then one atomic write: an interrupt or a
+    full disk never leaves a torn file or destroys the previous one."""
+    buffer = io.BytesIO()
+    write(buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Record Ctrl-C, which still raises KeyboardInterrupt: ``fit`` catches
+    it and returns normally, with the epochs done so far (maybe none)."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    # Only where Python's own handler is in place: not in a thread, not
+    # where SIGINT is ignored (a background job).
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    previous = signal.signal(signal.SIGINT, handler) if install else None
+    try:
+        yield seen
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +164,7 @@ def _class_table(y: np.ndarray) -> str:
     return str(summarize(y))
 
 
-def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, cv: Any, groups: Any, verbose: int) -> dict:
+def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list, verbose: int) -> dict:
     """Out-of-fold predictions and per-fold scores of ``head`` on frozen
     embeddings (computing them once is exact: the extractor learns nothing)."""
     from sklearn.base import clone
@@ -93,7 +177,6 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, cv: Any, gro
     predicted = np.empty(len(y), dtype=y.dtype)
     scores: np.ndarray | None = None
     accuracy, balanced = [], []
-    splits = list(cv.split(features, y, groups))
     with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
         for train, test in splits:
             model = clone(estimator).fit(features[train], y[train])
@@ -115,6 +198,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .extractor import PretrainedFeatureExtractor
 
+    if args.report:
+        _check_output_folder(args.report, "--report")
     X, y = _dataset(args.dir)
     print(_class_table(y))
     if len(np.unique(y)) < 2:
@@ -127,12 +212,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         groups = found.groups
         print(found.summary())
     cv = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(args.cv, shuffle=True, random_state=0)
+    # The folds depend on the labels only: an impossible --cv fails here,
+    # before any image is embedded.
+    splits = list(cv.split(np.zeros((len(y), 1)), y, groups))
     results = []
     for backbone in args.backbone:
         start = time.perf_counter()
         extractor = PretrainedFeatureExtractor(backbone=backbone, image_size=args.image_size, verbose=args.verbose)
         features = extractor.fit_transform(X)
-        result = _cross_validate(features, y, args.head, cv, groups, args.verbose)
+        result = _cross_validate(features, y, args.head, splits, args.verbose)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
         results.append(result)
         print(
@@ -177,15 +265,17 @@ def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
 def _embed(args: argparse.Namespace) -> int:
     from .extractor import PretrainedFeatureExtractor
 
+    out = _check_output_file(args.output, "-o", EMBED_FORMATS)
+    suffix = out.suffix.lower()
+    index = _embed_index(args, out)
+    if suffix == ".parquet":
+        _require_parquet()
     X, y = _load_folder(args.dir)
     features = PretrainedFeatureExtractor(
         backbone=args.backbone, image_size=args.image_size, verbose=args.verbose
     ).fit_transform(X)
-    out = Path(args.output)
-    suffix = out.suffix.lower()
-    if suffix == ".npy":
-        np.save(out, features, allow_pickle=False)
-        index = out.with_suffix(".csv")
+    if index is not None:
+        _save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
         _write_rows(index, ["path", "label"], zip(X, y))
         print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
         return 0
@@ -193,26 +283,59 @@ def _embed(args: argparse.Namespace) -> int:
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist()))
     if suffix == ".csv":
         _write_rows(out, columns, rows)
-    elif suffix == ".parquet":
-        try:
-            import pandas as pd
-
-            pd.DataFrame(list(rows), columns=columns).to_parquet(out)
-        except ImportError as err:
-            raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
     else:
-        raise CommandError(f"output must end in .npy, .csv or .parquet, got {out.name!r}")
+        import pandas as pd
+
+        table = pd.DataFrame(list(rows), columns=columns)
+        _save_bytes(out, table.to_parquet)
     print(f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {out}")
     return 0
+
+
+def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
+    """Where a .npy output's paths and labels go: ``--index``, or a .csv of
+    the same name, which must not exist (the user did not name it)."""
+    if out.suffix.lower() != ".npy":
+        if args.index is not None:
+            raise CommandError(f"--index is for a .npy output; {out.name} holds the paths and labels itself")
+        return None
+    if args.index is None:
+        index = out.with_suffix(".csv")
+        if os.path.lexists(index):
+            raise CommandError(
+                f"{str(index)!r} exists: a .npy output's paths and labels go to a .csv of the same name; "
+                f"replace it with --index {index}, or give --index another .csv"
+            )
+    else:
+        index = Path(args.index)
+    if index.resolve() == out.resolve():
+        raise CommandError("--index and -o name the same file")
+    return _check_output_file(str(index), "--index", (".csv",))
+
+
+def _require_parquet() -> None:
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as err:
+        raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
 
 
 def _write_rows(path: Path, header: list[str], rows: Any) -> None:
     import csv
 
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
+
+
+def _at_least_two(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 folds, got {number}")
+    return number
 
 
 def _unfreeze(value: str) -> int | str:
@@ -220,10 +343,10 @@ def _unfreeze(value: str) -> int | str:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import joblib
-
     from .finetune import FineTuneClassifier
 
+    output = _check_output_file(args.output, "-o")
+    report = _check_output_folder(args.report, "--report") if args.report else None
     X, y = _load_folder(args.dir)
     print(_class_table(y))
     clf = FineTuneClassifier(
@@ -241,24 +364,48 @@ def _finetune(args: argparse.Namespace) -> int:
         verbose=max(args.verbose, 1),
     )
     start = time.perf_counter()
-    clf.fit(X, y)
-    joblib.dump(clf, args.output)
-    print(f"Trained {len(clf.history_)} epochs in {time.perf_counter() - start:.1f} s; best epoch {clf.best_epoch_}; "
-          f"saved to {args.output}")
-    if args.report:
+    with _noting_interrupts() as interrupted:
+        clf.fit(X, y)
+    seconds = time.perf_counter() - start
+    epochs = len(clf.history_)
+    if interrupted and not (args.keep_partial and epochs):
+        why = "no epoch was complete" if args.keep_partial else "--keep-partial keeps the best complete epoch"
+        print(f"Interrupted after {epochs} epochs; nothing written ({why}).", file=sys.stderr)
+        return 130
+    if output.suffix.lower() == WEIGHTS_SUFFIX:
+        clf.save_weights(output)
+    else:
+        import joblib
+
+        _save_bytes(output, lambda f: joblib.dump(clf, f))
+    print(f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
+          f"best epoch {clf.best_epoch_}; saved to {output}")
+    if report is not None:
         from .report import plot_learning_curves
 
-        print(f"Learning curves: {plot_learning_curves(clf.history_, Path(args.report) / 'learning_curves.png')}")
-    return 0
+        report.mkdir(parents=True, exist_ok=True)
+        print(f"Learning curves: {plot_learning_curves(clf.history_, report / 'learning_curves.png')}")
+    return 130 if interrupted else 0
 
 
 def _load_model(path: str) -> Any:
-    import joblib
-
+    """A saved model, or one clear line naming the file and the cause."""
     model_path = Path(path)
     if not model_path.is_file():
         raise CommandError(f"model file {str(model_path)!r} does not exist")
-    return joblib.load(model_path)
+    if model_path.suffix.lower() == WEIGHTS_SUFFIX:
+        from .finetune import FineTuneClassifier
+
+        return FineTuneClassifier.load_weights(model_path)
+    import joblib
+
+    try:
+        return joblib.load(model_path)
+    except Exception as err:  # unpickling arbitrary bytes can raise anything
+        raise CommandError(
+            f"{str(model_path)!r} is not a model file: expected a FineTuneClassifier or fitted pipeline saved "
+            f"by skorchlite finetune or joblib.dump ({type(err).__name__}: {err})"
+        ) from err
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -288,13 +435,14 @@ def _explain(args: argparse.Namespace) -> int:
     from .inspect._model import resolve_model
     from .inspect.gradcam import grad_cam
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".png":
-        raise CommandError(f"output must end in .png, got {output.name!r}")
+    output = _check_output_file(args.output, "-o", (".png",))
     if Path(args.model).is_file():
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
-        model = resolve_model(_load_model(args.model))
+        try:
+            model = resolve_model(_load_model(args.model))
+        except (TypeError, ValueError) as err:
+            raise CommandError(f"{args.model!r}: {err}") from err
     elif args.model in list_backbones():
         model = resolve_model(args.model, args.image_size)
     else:
@@ -337,20 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dir", nargs="?", help="one sub-folder per class (default: scikit-learn's digits)")
     evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
     evaluate.add_argument("--head", choices=HEADS, default="logreg")
-    evaluate.add_argument("--cv", type=int, default=5, help="stratified folds (default 5)")
+    evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=int, default=None)
     evaluate.add_argument("--group-duplicates", action="store_true", help="keep duplicate images in one fold")
     evaluate.add_argument("--report", metavar="OUT_DIR", help="write confusion matrix, ROC/PR and error PNGs")
 
     embed = verb("embed", _embed, "write the embeddings of an image folder to .npy, .csv or .parquet")
     embed.add_argument("dir")
-    embed.add_argument("-o", "--output", required=True)
+    embed.add_argument("-o", "--output", required=True, help="features file: .npy, .csv or .parquet")
+    embed.add_argument("--index", help="for .npy: the .csv of paths and labels (default: same name; never replaced)")
     embed.add_argument("--backbone", default="efficientnet_lite0")
     embed.add_argument("--image-size", type=int, default=None)
 
     finetune = verb("finetune", _finetune, "fine-tune a backbone on an image folder and save the model")
     finetune.add_argument("dir")
-    finetune.add_argument("-o", "--output", required=True, help="model file (.joblib)")
+    finetune.add_argument(
+        "-o", "--output", required=True, help="model file: .pt holds data only (safe to share), else a joblib pickle"
+    )
     finetune.add_argument("--backbone", default="efficientnet_lite0")
     finetune.add_argument("--unfreeze", type=_unfreeze, default=2, help="layer groups to train, or 'all'")
     finetune.add_argument("--epochs", type=int, default=10)
@@ -363,14 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
     finetune.add_argument("--random-state", type=int, default=0)
     finetune.add_argument("--report", metavar="OUT_DIR", help="write the learning curves PNG")
+    finetune.add_argument(
+        "--keep-partial", action="store_true", help="on Ctrl-C, still save the best complete epoch (exit status 130)"
+    )
 
     predict = verb("predict", _predict, "predict the class of images with a saved model")
-    predict.add_argument("model")
+    predict.add_argument("model", help="model file (.joblib, .pt)")
     predict.add_argument("images", nargs="+")
     predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
 
     explain = verb("explain", _explain, "Grad-CAM of a saved model (or a backbone's ImageNet classes) on one image")
-    explain.add_argument("model", help="model file (.joblib) or a backbone name for its ImageNet classes")
+    explain.add_argument("model", help="model file (.joblib, .pt) or a backbone name for its ImageNet classes")
     explain.add_argument("image")
     explain.add_argument("-o", "--output", required=True, help="overlay PNG")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
@@ -386,7 +540,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args: Any = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        # The reader is gone (``skorchlite backbones | head``): stop quietly,
+        # as a Unix tool killed by SIGPIPE does.
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
@@ -395,6 +556,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"skorchlite {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, or the interpreter's last flush at exit
+    reports the broken pipe again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def run() -> int:

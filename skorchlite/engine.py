@@ -88,14 +88,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a device torch knows ({err}); use 'auto', 'cpu' or 'cuda'.") from err
+    except (RuntimeError, TypeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"device={device!r} is not a device torch knows ({first_line}); use 'auto', 'cpu' or 'cuda'."
+        ) from None
     if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device={device!r} but this machine has no usable CUDA GPU; use device='auto' or 'cpu'.")
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(f"device={device!r} but this machine has {count} CUDA GPU(s), numbered from 0.")
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device={device!r} but {why}; use device='auto' (CUDA when available, else CPU) or 'cpu'.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0; use device='auto' or 'cuda:0'."
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but Apple's MPS is not available here; use device='auto' or 'cpu'.")
     return resolved
 
 

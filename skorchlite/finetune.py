@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from .engine import ImageStore, autocast, check_precision, decode_workers, resol
 from .extractor import PretrainedFeatureExtractor
 from .images import check_images
 from .memory import freed_memory_kept
+from .persistence import load_model_state, save_model_state
 from .progress import progress_bar
 from .training import (
     default_augmentation,
@@ -172,6 +174,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         seconds.
     best_epoch_ : int
         Epoch whose weights the model holds.
+
+    Notes
+    -----
+    A model saved with ``joblib.dump`` or ``pickle`` (as ``skorchlite
+    finetune -o model.joblib`` does) is an ordinary pickle: loading it runs
+    whatever code it holds, so never load one from an untrusted source. To
+    share a model, use :meth:`save_weights` and :meth:`load_weights`: the
+    parameters, classes and weights as data only, read with
+    ``torch.load(weights_only=True)``.
 
     Examples
     --------
@@ -542,6 +553,75 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         tags.requires_fit = True
         return tags
+
+    # ------------------------------------------------------------ sharing
+    def save_weights(self, path: str | os.PathLike) -> Path:
+        """Save the parameters, classes and network weights as data only.
+
+        Unlike a pickle (``joblib.dump``), the file holds no code: it is a
+        ``torch.save`` archive of plain values and tensors, which
+        :meth:`load_weights` reads with ``torch.load(weights_only=True)``.
+        Share a model this way.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file (``.pt`` by convention), replaced atomically.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+
+        Raises
+        ------
+        ValueError
+            When a parameter is not plain data (a callable ``augment``, say).
+        """
+        check_is_fitted(self, "model_")
+        fitted = {
+            "classes_": self.classes_,
+            "model_": self.model_.state_dict(),
+            "history_": self.history_,
+            "best_epoch_": self.best_epoch_,
+            "embedding_mode_": self._embedding_mode_,
+        }
+        return save_model_state(path, type(self).__name__, self.get_params(deep=False), fitted)
+
+    @classmethod
+    def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
+        """A fitted classifier from a file of :meth:`save_weights`.
+
+        Nothing in the file is executed. The backbone's pretrained weights
+        must be available, as for fitting (the network is rebuilt, then its
+        weights are replaced by the file's).
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        FineTuneClassifier
+
+        Raises
+        ------
+        ValueError
+            When the file is not such a file or does not fit the network.
+        """
+        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names())
+        clf = cls(**params)
+        clf._check_params()
+        clf.classes_ = fitted["classes_"]
+        clf._init_model(len(clf.classes_))
+        try:
+            clf.model_.load_state_dict(fitted["model_"])
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first_line = str(err).strip().splitlines()[0]
+            raise ValueError(f"The weights in {str(path)!r} do not fit backbone {clf.backbone!r}: {first_line}") from None
+        clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
+        clf._embedding_mode_ = bool(fitted["embedding_mode_"])
+        return clf
 
 
 class _Data:
