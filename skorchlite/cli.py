@@ -89,7 +89,8 @@ def _save_bytes(path: Path, write: Any) -> None:
 @contextlib.contextmanager
 def _noting_interrupts() -> Iterator[list[int]]:
     """Record Ctrl-C, which still raises KeyboardInterrupt: ``fit`` catches
-    it and returns normally, with the epochs done so far (maybe none)."""
+    it and returns normally with the epochs done so far, or re-raises it
+    when no epoch was complete."""
     seen: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -365,9 +366,13 @@ def _finetune(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     with _noting_interrupts() as interrupted:
-        clf.fit(X, y)
+        try:
+            clf.fit(X, y)
+        except KeyboardInterrupt:
+            if not interrupted:
+                raise
     seconds = time.perf_counter() - start
-    epochs = len(clf.history_)
+    epochs = len(getattr(clf, "history_", []))
     if interrupted and not (args.keep_partial and epochs):
         why = "no epoch was complete" if args.keep_partial else "--keep-partial keeps the best complete epoch"
         print(f"Interrupted after {epochs} epochs; nothing written ({why}).", file=sys.stderr)
