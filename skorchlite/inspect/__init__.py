@@ -13,6 +13,7 @@ normalisation inside the graph. PNGs are drawn as by :mod:`skorchlite.report`
 
 from __future__ import annotations
 
+from skorchlite.inspect._model import Explainable, resolve_model
 from skorchlite.inspect.activations import feature_maps
 from skorchlite.inspect.adversarial import AdversarialExample, adversarial_accuracy, adversarial_example
 from skorchlite.inspect.gradcam import GradCAMResult, grad_cam
@@ -21,11 +22,13 @@ from skorchlite.inspect.synthesis import ClassVisualization, class_visualization
 __all__ = [
     "AdversarialExample",
     "ClassVisualization",
+    "Explainable",
     "GradCAMResult",
     "adversarial_accuracy",
     "adversarial_example",
     "class_visualization",
     "feature_maps",
     "grad_cam",
+    "resolve_model",
     "total_variation",
 ]
