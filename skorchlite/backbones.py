@@ -16,15 +16,18 @@ Every file is read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import importlib
 import os
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torchvision
@@ -34,6 +37,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+from .files import ContentMemo, open_regular
 
 __all__ = [
     "Backbone",
@@ -342,18 +346,34 @@ def _default_weights_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# Weights hashes: a file replaced or rewritten in place, even with its size
+# and mtime kept, is hashed again (and so gets a new model and cache namespace).
+_DIGESTS = ContentMemo(maxsize=64)
+
+
+@contextlib.contextmanager
+def _open_weights(path: Path) -> Iterator[BinaryIO]:
+    """A weights file opened for reading; only regular files are read, so a
+    FIFO or device named x.pth is refused instead of blocking or reading
+    forever."""
+    try:
+        with open_regular(path) as file:
+            yield file
+    except OSError as err:
+        what = "does not exist" if isinstance(err, FileNotFoundError) else f"cannot be read: {err.strerror or err}"
+        raise OSError(err.errno, f"Weights file {str(path)!r} {what}.") from err
 
 
 def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+    with _open_weights(path) as file:
+        if (digest := _DIGESTS.get(file)) is not None:
+            return digest
+        hashed_at = time.time_ns()
+        sha = hashlib.sha256()
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            sha.update(chunk)
+        _DIGESTS.put(file, sha.hexdigest(), hashed_at)
+    return sha.hexdigest()
 
 
 def _is_path(weights: Any) -> bool:
@@ -394,8 +414,6 @@ def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> Weight
     _check_name(name)
     if _is_path(weights):
         path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Weights file {str(path)!r} for backbone {name!r} does not exist.")
         digest = _file_sha256(path)
         return WeightsRef(f"file:sha256:{digest}", path, digest)
     if not isinstance(weights, str):
@@ -418,7 +436,8 @@ def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> Weight
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with _open_weights(path) as file:
+        state = torch.load(file, map_location="cpu", weights_only=True)
     # Training scripts often wrap the weights: {"state_dict": ...} or {"model": ...}.
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

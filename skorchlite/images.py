@@ -6,10 +6,10 @@ PIL images, arrays) are checked, hashed and turned into RGB the same way.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .files import ContentMemo, FileTooLargeError, NotRegularFileError, open_regular, read_limited
+
 __all__ = ["Sample", "check_images", "content_key", "decode_workers", "describe", "iter_batches", "load_rgb"]
 
 Sample = Path | Image.Image | np.ndarray
@@ -29,15 +31,15 @@ T = TypeVar("T")
 _CHANNELS = (1, 3, 4)
 _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
 
-# Fast path of content_key: (resolved path, size, mtime, ctime, inode) -> digest.
-_KEYS: dict[tuple[str, int, int, int, int], str] = {}
-_KEYS_LOCK = threading.Lock()
-# Bounds the memory of long-lived processes (about 50 MB at this size).
-_KEYS_MAX = 100_000
-# A file modified within the filesystem's timestamp granularity (2 s on FAT)
-# can change again without its mtime moving ("racy git"), so only files whose
-# mtime is older than this when hashed are remembered.
-_RACY_NS = 2_000_000_000
+# The most bytes one image file may hold: only regular files are read, and
+# this bounds the memory of each read. 1 GiB holds any uncompressed 16-bit
+# RGBA image under Pillow's decompression-bomb warning. Raise it (for
+# files you trust) by assigning skorchlite.images.MAX_FILE_BYTES.
+MAX_FILE_BYTES = 1 << 30
+
+# Fast path of content_key; bounds the memory of long-lived processes
+# (about 50 MB at this size).
+_KEYS = ContentMemo(maxsize=100_000)
 
 
 def check_images(X: Any) -> list[Sample]:
@@ -348,44 +350,46 @@ def _unsupported(sample: Any, index: int) -> TypeError:
 
 
 def _file_key(path: Path, index: int) -> str:
-    try:
-        resolved = path.resolve()
-        stat = resolved.stat()
-    except OSError as err:
-        raise _read_error(path, index, err) from err
-    # ctime cannot be set by users, so a copy that preserves mtime and size
-    # (cp -p, rsync -t, touch -r) still misses the fast path.
-    fast = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-    with _KEYS_LOCK:
-        if (key := _KEYS.get(fast)) is not None:
+    with _reading(path, index), open_regular(path, MAX_FILE_BYTES) as file:
+        # Keyed on the file opened, not on the path: nothing swapped in between.
+        if (key := _KEYS.get(file)) is not None:
             return key
-    hashed_at = time.time_ns()
-    digest = hashlib.blake2b(b"file:", digest_size=32)
-    digest.update(_read_bytes(path, index))
-    key = digest.hexdigest()
-    if hashed_at - stat.st_mtime_ns > _RACY_NS:
-        with _KEYS_LOCK:
-            if len(_KEYS) >= _KEYS_MAX:
-                del _KEYS[next(iter(_KEYS))]  # the oldest entry
-            _KEYS[fast] = key
+        hashed_at = time.time_ns()
+        digest = hashlib.blake2b(b"file:", digest_size=32)
+        digest.update(read_limited(file, MAX_FILE_BYTES))
+        key = digest.hexdigest()
+        _KEYS.put(file, key, hashed_at)
     return key
 
 
 def _read_bytes(path: Path, index: int) -> bytes:
+    with _reading(path, index), open_regular(path, MAX_FILE_BYTES) as file:
+        return read_limited(file, MAX_FILE_BYTES)
+
+
+@contextmanager
+def _reading(path: Path, index: int) -> Iterator[None]:
+    """Turn the errors of reading a file into ValueErrors that name the sample."""
     try:
-        return path.read_bytes()
+        yield
     except OSError as err:
-        raise _read_error(path, index, err) from err
+        raise ValueError(f"{describe(path, index)}: {_read_cause(err)}.") from err
 
 
-def _read_error(path: Path, index: int, err: OSError) -> ValueError:
+def _read_cause(err: OSError) -> str:
     if isinstance(err, FileNotFoundError):
-        cause = "the file does not exist"
-    elif isinstance(err, IsADirectoryError) or path.is_dir():
-        cause = "this is a directory, not an image file"
-    else:
-        cause = f"the file cannot be read ({err})"
-    return ValueError(f"{describe(path, index)}: {cause}.")
+        return "the file does not exist"
+    if isinstance(err, IsADirectoryError):
+        return "this is a directory, not an image file"
+    if isinstance(err, FileTooLargeError):
+        return f"{err.strerror} (skorchlite.images.MAX_FILE_BYTES); raise that limit for files you trust"
+    if isinstance(err, NotRegularFileError) or err.errno == errno.EINVAL:
+        return err.strerror
+    if err.errno == errno.ELOOP:
+        return "the path is a loop of symbolic links"
+    if err.errno == errno.ENAMETOOLONG:
+        return "the path, or a name in it, is too long for the filesystem"
+    return f"the file cannot be read ({err})"
 
 
 @contextmanager
