@@ -5,6 +5,17 @@ blindly, and extreme aspect ratios exhausting memory at the resize."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 
 from conftest import PHOTOS
 from skorchlite import PretrainedFeatureExtractor
+from skorchlite.backbones import resolve_weights
 from skorchlite.inspect import class_visualization, grad_cam
 
 RNG = np.random.default_rng(0)
@@ -65,3 +77,135 @@ def test_issue13_point2_class_visualization_of_the_first_class_climbs(cat_or_cof
     pipe, _ = cat_or_coffee
     result = class_visualization(pipe, "cat", steps=3, tv_weight=0, lr=0.5, random_state=0)
     assert result.probability > result.probabilities[0] + 0.1
+
+
+# ------------------------------------------------- point 7: replaced weights
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced by rename"])
+def test_issue13_point7_a_weights_file_replaced_with_its_size_and_mtime_is_rehashed(tmp_path, how):
+    """The memo was keyed on (path, size, mtime): the old hash, hence the
+    old model and cache namespace, were served."""
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"a" * 64)
+    old = time.time_ns() - 3600 * 10**9  # an old file, which the memo keeps
+    os.utime(path, ns=(old, old))
+    first = resolve_weights("efficientnet_lite0", path)
+    assert resolve_weights("efficientnet_lite0", path) == first
+    time.sleep(0.05)  # past the kernel's coarse ctime tick
+    if how == "rewritten in place":
+        with open(path, "r+b") as f:
+            f.write(b"b" * 64)
+    else:
+        (tmp_path / "new.pth").write_bytes(b"b" * 64)
+        os.replace(tmp_path / "new.pth", path)
+    os.utime(path, ns=(old, old))  # as cp -p, rsync -t or touch -r would
+    second = resolve_weights("efficientnet_lite0", path)
+    assert second.sha256 == hashlib.sha256(b"b" * 64).hexdigest() != first.sha256
+    assert second.id != first.id
+
+
+# ------------------------------------------------- point 8: only regular files
+def returns_within(call, seconds: float = 10, unblock=None):
+    """call(), failing (not hanging the suite) when it blocks for longer."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # re-raised below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if unblock is not None:
+            unblock()
+        pytest.fail(f"blocked for over {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def release(fifo: Path):
+    """Let a reader blocked on ``fifo`` go: open its writing end, and close it."""
+    def unblock():
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    return unblock
+
+
+# Run in a child with a memory limit, so a regression (reading /dev/zero
+# until MemoryError, or a FIFO forever) fails instead of harming the suite.
+_READ_EACH = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from skorchlite import images
+images.MAX_FILE_BYTES = int(sys.argv[1])
+out = []
+for i, path in enumerate(json.loads(sys.argv[2])):
+    for read in (images.load_rgb, images.content_key):
+        try:
+            read(images.check_images([path])[0], i)
+            out.append("read")
+        except Exception as err:
+            out.append(f"{type(err).__name__}: {err}")
+print(json.dumps(out))
+"""
+
+
+def read_each(paths: list, max_bytes: int = 1 << 30) -> list[str]:
+    """The outcome of load_rgb, then content_key, of each path (sample i)."""
+    child = subprocess.run(
+        [sys.executable, "-c", _READ_EACH, str(max_bytes), json.dumps([str(p) for p in paths])],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout)
+
+
+def test_issue13_point8_fifos_devices_and_odd_paths_are_clear_errors(tmp_path):
+    """A FIFO blocked forever, /dev/zero read until MemoryError; a symlink
+    loop, a NUL byte or an over-long name gave raw errors without the sample."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "link.jpg").symlink_to(fifo)
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    paths = [fifo, tmp_path / "link.jpg", "/dev/zero", tmp_path / "loop.jpg", f"{tmp_path}/a\0b.jpg",
+             tmp_path / ("n" * 300 + ".jpg"), tmp_path.joinpath(*["d" * 200] * 25, "x.jpg")]  # a name, then a path, too long
+    causes = ["FIFO", "FIFO", "character device", "loop of symbolic links", "NUL byte", "too long", "too long"]
+    outcomes = read_each(paths)
+    for i, (path, cause) in enumerate(zip(paths, causes)):
+        for outcome in outcomes[2 * i : 2 * i + 2]:  # load_rgb, content_key
+            assert outcome.startswith(f"ValueError: sample {i} ({str(path)!r}): "), outcome
+            assert cause in outcome, outcome
+            assert ("only regular files are read" in outcome) == (i < 3), outcome
+
+
+def test_issue13_point8_image_files_over_the_size_cap_are_refused(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    size = path.stat().st_size
+    assert read_each([path], max_bytes=size) == ["read", "read"]
+    for outcome in read_each([path], max_bytes=size - 1):
+        assert outcome.startswith(f"ValueError: sample 0 ({str(path)!r}): the file holds {size} bytes"), outcome
+        assert f"over the limit of {size - 1} bytes (skorchlite.images.MAX_FILE_BYTES)" in outcome
+
+
+def test_issue13_point8_transform_refuses_a_fifo_without_blocking(tmp_path):
+    """What ``skorchlite predict`` and Dask tasks run: a cached transform."""
+    good = tmp_path / "good.png"
+    Image.fromarray(RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(good)
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    extractor = PretrainedFeatureExtractor(image_size=64).fit([good])
+    with pytest.raises(ValueError, match=re.escape(f"sample 1 ({str(fifo)!r}): this is a FIFO")):
+        returns_within(lambda: extractor.transform([good, fifo]), unblock=release(fifo))
+
+
+def test_issue13_point8_weights_that_are_not_regular_files_are_refused(tmp_path):
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    for path, cause in ((fifo, "FIFO"), ("/dev/zero", "character device"), (tmp_path, "directory")):
+        with pytest.raises(OSError, match=f"Weights file {re.escape(repr(str(path)))} cannot be read: .*{cause}"):
+            returns_within(lambda: resolve_weights("efficientnet_lite0", path), unblock=release(fifo))
