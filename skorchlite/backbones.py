@@ -44,8 +44,10 @@ __all__ = [
     "BackboneUnavailableError",
     "Preprocessing",
     "WeightsRef",
+    "check_image_size",
     "get_backbone",
     "list_backbones",
+    "min_image_size",
     "offline_backbones",
     "resolve_weights",
 ]
@@ -163,6 +165,9 @@ class Backbone:
         The evaluation transform of the weights.
     embedding_dim : int
         Width of ``model(x)``.
+    min_image_size : int
+        The smallest input side whose embeddings mean something
+        (:func:`min_image_size`).
     layer_groups : list of tuple of str
         Module names of ``model`` grouped from input to output; fine-tuning
         unfreezes the last N groups.
@@ -175,6 +180,7 @@ class Backbone:
     categories: list[str] | None
     preprocessing: Preprocessing
     embedding_dim: int
+    min_image_size: int
     layer_groups: list[tuple[str, ...]] = field(repr=False)
     _nodes: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -302,6 +308,73 @@ def _check_name(name: str) -> None:
         raise ValueError(
             f"Unknown backbone {name!r}.{hint} skorchlite.backbones.list_backbones() lists all "
             f"{len(list_backbones())}; offline now: {', '.join(offline_backbones())}."
+        )
+
+
+# Measured on photographs: at 32 px and below the last feature map of every
+# EfficientNet-Lite is 1x1, where each depthwise convolution sees only its
+# centre tap (the rest is padding), a regime its batch-norm statistics never
+# saw; the head's batch norm then sends every channel negative and ReLU6
+# makes the whole embedding 0. From 33 px (a 2x2 map) embeddings are sound.
+_LITE_MIN_IMAGE_SIZE = 33
+
+
+def min_image_size(name: str, weights: str | os.PathLike = "DEFAULT") -> int:
+    """The smallest ``image_size`` at which backbone ``name`` gives sound embeddings.
+
+    For EfficientNet-Lite, 33 (measured: below it every embedding of a
+    photograph is all zeros); for torchvision models, the ``min_size`` their
+    weights declare. Nothing is loaded.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str or path-like, default="DEFAULT"
+        A torchvision weights member, or anything else for the default one.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import min_image_size
+    >>> min_image_size("efficientnet_lite0"), min_image_size("inception_v3")
+    (33, 75)
+    """
+    _check_name(name)
+    if name in LITE_CONFIGS:
+        return _LITE_MIN_IMAGE_SIZE
+    member = _torchvision_member(name, weights if isinstance(weights, str) and not _is_path(weights) else "DEFAULT")
+    return max(member.meta.get("min_size", (1, 1)))
+
+
+def check_image_size(name: str, image_size: int | None, weights: str | os.PathLike = "DEFAULT") -> None:
+    """Refuse an ``image_size`` below :func:`min_image_size` of the backbone.
+
+    Raises
+    ------
+    ValueError
+        Naming the backbone, the size given and the minimum.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import check_image_size
+    >>> check_image_size("efficientnet_lite0", 64)
+    >>> check_image_size("efficientnet_lite0", 32)
+    Traceback (most recent call last):
+    ...
+    ValueError: image_size=32 is too small for backbone 'efficientnet_lite0': its smallest input is 33 px...
+    """
+    if image_size is None:
+        return
+    minimum = min_image_size(name, weights)
+    if image_size < minimum:
+        raise ValueError(
+            f"image_size={image_size} is too small for backbone {name!r}: its smallest input is "
+            f"{minimum} px (below that its last feature map collapses and the embeddings carry no "
+            f"information). Use image_size >= {minimum}, or None for the backbone's own size."
         )
 
 
@@ -554,6 +627,7 @@ def _build(name: str, weights: WeightsRef, from_file: bool) -> Backbone:
         categories=None if from_file else known_categories,
         preprocessing=preprocessing,
         embedding_dim=classifier.in_features,
+        min_image_size=min_image_size(name, "DEFAULT" if from_file else weights.id),
         layer_groups=layer_groups,
     )
 

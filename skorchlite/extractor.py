@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import __version__
-from .backbones import Backbone, Preprocessing, get_backbone, resolve_weights
+from .backbones import Backbone, Preprocessing, check_image_size, get_backbone, resolve_weights
 from .cache import resolve_cache
 from .images import check_images, content_key, decode_workers, iter_batches, load_rgb
 from .progress import progress_bar
@@ -202,6 +202,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_image_size(self.backbone, self.image_size, self.weights)
         resolve_device(self.device)
         resolve_cache(self.cache)
 

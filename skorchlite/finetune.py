@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
-from .backbones import get_backbone
+from .backbones import check_image_size, get_backbone
 from .extractor import PretrainedFeatureExtractor, resolve_device
 from .images import check_images, decode_workers, iter_batches, load_rgb
 from .progress import progress_bar
@@ -235,6 +235,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         positive_int("freeze_epochs", 0)
         positive_int("batch_size")
         positive_int("image_size", optional=True)
+        check_image_size(self.backbone, self.image_size, self.weights)
         positive_int("n_iter_no_change", optional=True)
         positive_int("num_workers", optional=True)
         unfreeze = self.unfreeze

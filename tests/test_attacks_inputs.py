@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from conftest import PHOTOS
-from skorchlite import PretrainedFeatureExtractor
-from skorchlite.backbones import resolve_weights
+from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
+from skorchlite.backbones import check_image_size, get_backbone, min_image_size, resolve_weights
+from skorchlite.cli import main
 from skorchlite.inspect import class_visualization, grad_cam
 
 RNG = np.random.default_rng(0)
@@ -209,3 +211,38 @@ def test_issue13_point8_weights_that_are_not_regular_files_are_refused(tmp_path)
     for path, cause in ((fifo, "FIFO"), ("/dev/zero", "character device"), (tmp_path, "directory")):
         with pytest.raises(OSError, match=f"Weights file {re.escape(repr(str(path)))} cannot be read: .*{cause}"):
             returns_within(lambda: resolve_weights("efficientnet_lite0", path), unblock=release(fifo))
+
+
+# ------------------------------------------------- point 3: too small an input
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_issue13_point3_lite_embeddings_are_sound_from_the_minimum_size(name):
+    """At the bound each photograph has its own, mostly non-zero, embedding;
+    one pixel less (what used to be returned silently) is (almost) all zeros."""
+    minimum = min_image_size(name)
+    assert minimum == get_backbone(name).min_image_size == 33
+    photos = [photo(p) for p in PHOTOS]
+    at = PretrainedFeatureExtractor(name, image_size=minimum, cache=False).fit_transform(photos)
+    assert (at != 0).mean(1).min() > 0.2 and np.linalg.matrix_rank(at) == len(photos)
+    backbone = get_backbone(name)  # what image_size=32 computed before it was refused
+    below = backbone.preprocessing.resized(minimum - 1).transform()
+    with torch.inference_mode():
+        assert (backbone.model(torch.stack([below(p) for p in photos])) == 0).float().mean() > 0.99
+
+
+def test_issue13_point3_sizes_below_the_minimum_are_refused_everywhere(tmp_path, capsys):
+    X = RNG.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    message = re.escape("image_size=32 is too small for backbone 'efficientnet_lite0': its smallest input is 33 px")
+    with pytest.raises(ValueError, match=message):
+        PretrainedFeatureExtractor(image_size=32, cache=False).fit(X)
+    with pytest.raises(ValueError, match=message):
+        FineTuneClassifier(image_size=32, epochs=1, cache=False).fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=message):
+        grad_cam("efficientnet_lite0", X[:1], image_size=32)
+    with pytest.raises(ValueError, match=re.escape("image_size=74 is too small for backbone 'inception_v3'")):
+        check_image_size("inception_v3", 74)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.fromarray(X[i]).save(tmp_path / label / f"{i}.png")
+    assert main(["evaluate", str(tmp_path), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
+    assert "its smallest input is 33 px" in capsys.readouterr().err

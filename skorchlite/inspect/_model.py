@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skorchlite.backbones import Backbone, Preprocessing, get_backbone
+from skorchlite.backbones import Backbone, Preprocessing, check_image_size, get_backbone
 from skorchlite.extractor import _Pool, resolve_device
 from skorchlite.images import check_images, decode_workers, iter_batches, load_rgb
 
@@ -200,6 +200,7 @@ def resolve_model(model: Any, image_size: int | None = None, device: str | torch
 
 
 def _from_name(name: str, image_size: int | None) -> Explainable:
+    check_image_size(name, image_size)
     backbone = get_backbone(name)
     if backbone.categories is None:
         raise ValueError(f"Backbone {name!r} has no known class names; pass a fitted model instead.")
