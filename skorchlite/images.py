@@ -37,6 +37,13 @@ _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
 # files you trust) by assigning skorchlite.images.MAX_FILE_BYTES.
 MAX_FILE_BYTES = 1 << 30
 
+# The longest side may be at most this many times the shorter one: the
+# resize to the network's input scales the shorter side up to a few hundred
+# pixels, so the longer one grows by as much (a 2,000,000 x 1 PNG of 2 KB
+# would need ~32 GB). At 100 the resized image of the default preprocessing
+# stays under 7 million pixels; real panoramas and scans are well within it.
+MAX_ASPECT_RATIO = 100
+
 # Fast path of content_key; bounds the memory of long-lived processes
 # (about 50 MB at this size).
 _KEYS = ContentMemo(maxsize=100_000)
@@ -165,9 +172,11 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
     Raises
     ------
     ValueError
-        When the file does not exist, is a directory, is not an image, is
-        truncated or corrupt, has zero size, or exceeds Pillow's
-        decompression-bomb limit.
+        When the file does not exist or is not a regular file (a FIFO, a
+        device; checked on the opened file), holds more than
+        ``MAX_FILE_BYTES``, is not an image, is truncated or corrupt, has
+        zero size, is longer than ``MAX_ASPECT_RATIO`` times its width (or
+        the reverse), or exceeds Pillow's decompression-bomb limit.
 
     Examples
     --------
@@ -181,6 +190,8 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
         data = _read_bytes(sample, index)
         with _decoding(sample, index):
             image = Image.open(io.BytesIO(data))
+        _check_size(image.size, sample, index)  # from the header, before decoding
+        with _decoding(sample, index):
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
     elif isinstance(sample, Image.Image):
@@ -340,6 +351,13 @@ def _check_finite(pixels: np.ndarray, name: str) -> None:
 def _check_size(size: tuple[int, int], sample: Any, index: int) -> None:
     if 0 in size:
         raise ValueError(f"{describe(sample, index)}: the image has zero size ({size[0]}x{size[1]}).")
+    if max(size) > MAX_ASPECT_RATIO * min(size):
+        raise ValueError(
+            f"{describe(sample, index)}: the image is {size[0]}x{size[1]}, longer than "
+            f"skorchlite.images.MAX_ASPECT_RATIO = {MAX_ASPECT_RATIO} times its width; resizing its "
+            f"shorter side would make an image too large for memory. Crop it first (or raise that "
+            f"limit for images you trust)."
+        )
 
 
 def _unsupported(sample: Any, index: int) -> TypeError:

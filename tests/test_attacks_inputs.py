@@ -27,6 +27,7 @@ from conftest import PHOTOS
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import check_image_size, get_backbone, min_image_size, resolve_weights
 from skorchlite.cli import main
+from skorchlite.images import load_rgb
 from skorchlite.inspect import class_visualization, grad_cam
 
 RNG = np.random.default_rng(0)
@@ -246,3 +247,31 @@ def test_issue13_point3_sizes_below_the_minimum_are_refused_everywhere(tmp_path,
             Image.fromarray(X[i]).save(tmp_path / label / f"{i}.png")
     assert main(["evaluate", str(tmp_path), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
     assert "its smallest input is 33 px" in capsys.readouterr().err
+
+
+# ------------------------------------------------- point 9: extreme aspect ratios
+def test_issue13_point9_extreme_aspect_ratios_are_refused_before_the_resize(tmp_path):
+    """A 2 KB PNG of 2,000,000 x 1 pixels passed the bomb check, then asked
+    for ~32 GB at the resize (50,000,000 x 1: OverflowError). Refused by the
+    one input layer, so transform, fine-tuning (random resized crops) and
+    inspect all stop before resizing; 100:1 still works."""
+    line = tmp_path / "line.png"
+    Image.new("L", (2_000_000, 1)).save(line, optimize=True)
+    assert line.stat().st_size < 10_000
+    tall = Image.new("RGB", (1, 50_000_000 // 1000))
+    message = "the image is 2000000x1, longer than skorchlite.images.MAX_ASPECT_RATIO = 100"
+    with pytest.raises(ValueError, match=re.escape(f"sample 3 ({str(line)!r}): {message}")):
+        load_rgb(line, 3)  # first: before the fix the calls below would exhaust memory
+    with pytest.raises(ValueError, match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000")):
+        load_rgb(tall, 0)
+    strip = RNG.integers(0, 256, (2, 1000), dtype=np.uint8)  # 500:1
+    with pytest.raises(ValueError, match="sample 1 .*MAX_ASPECT_RATIO"):
+        PretrainedFeatureExtractor(image_size=64, cache=False).fit_transform([np.zeros((40, 40), np.uint8), line])
+    with pytest.raises(ValueError, match="sample 1 .*MAX_ASPECT_RATIO"):
+        FineTuneClassifier(image_size=64, epochs=1, validation_fraction=0, cache=False).fit(
+            [np.zeros((40, 40), np.uint8), strip], [0, 1]
+        )
+    with pytest.raises(ValueError, match="sample 0 .*MAX_ASPECT_RATIO"):
+        grad_cam("efficientnet_lite0", [line], image_size=64)
+    wide = RNG.integers(0, 256, (2, 200, 3), dtype=np.uint8)  # exactly 100:1
+    assert np.isfinite(PretrainedFeatureExtractor(image_size=64, cache=False).fit_transform([wide])).all()
