@@ -2,6 +2,11 @@
 
 Every other module goes through these functions, so that all inputs (paths,
 PIL images, arrays) are checked, hashed and turned into RGB the same way.
+
+Only regular files are read (a FIFO or a device is an error, never a hang).
+Three limits bound what one sample may cost, each raisable for inputs you
+trust: :data:`MAX_FILE_BYTES` (file size), :data:`MAX_ASPECT_RATIO` (longer
+side over shorter) and Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``.
 """
 
 from __future__ import annotations
