@@ -16,15 +16,18 @@ Every file is read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import importlib
 import os
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torchvision
@@ -35,14 +38,17 @@ from torchvision.transforms._presets import ImageClassification
 
 from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
 from .persistence import load_tensors
+from .files import ContentMemo, open_regular
 
 __all__ = [
     "Backbone",
     "BackboneUnavailableError",
     "Preprocessing",
     "WeightsRef",
+    "check_image_size",
     "get_backbone",
     "list_backbones",
+    "min_image_size",
     "offline_backbones",
     "resolve_weights",
 ]
@@ -160,6 +166,9 @@ class Backbone:
         The evaluation transform of the weights.
     embedding_dim : int
         Width of ``model(x)``.
+    min_image_size : int
+        The smallest input side whose embeddings mean something
+        (:func:`min_image_size`).
     layer_groups : list of tuple of str
         Module names of ``model`` grouped from input to output; fine-tuning
         unfreezes the last N groups.
@@ -172,6 +181,7 @@ class Backbone:
     categories: list[str] | None
     preprocessing: Preprocessing
     embedding_dim: int
+    min_image_size: int
     layer_groups: list[tuple[str, ...]] = field(repr=False)
     _nodes: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -302,6 +312,73 @@ def _check_name(name: str) -> None:
         )
 
 
+# Measured on photographs: at 32 px and below the last feature map of every
+# EfficientNet-Lite is 1x1, where each depthwise convolution sees only its
+# centre tap (the rest is padding), a regime its batch-norm statistics never
+# saw; the head's batch norm then sends every channel negative and ReLU6
+# makes the whole embedding 0. From 33 px (a 2x2 map) embeddings are sound.
+_LITE_MIN_IMAGE_SIZE = 33
+
+
+def min_image_size(name: str, weights: str | os.PathLike = "DEFAULT") -> int:
+    """The smallest ``image_size`` at which backbone ``name`` gives sound embeddings.
+
+    For EfficientNet-Lite, 33 (measured: below it every embedding of a
+    photograph is all zeros); for torchvision models, the ``min_size`` their
+    weights declare. Nothing is loaded.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str or path-like, default="DEFAULT"
+        A torchvision weights member, or anything else for the default one.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import min_image_size
+    >>> min_image_size("efficientnet_lite0"), min_image_size("inception_v3")
+    (33, 75)
+    """
+    _check_name(name)
+    if name in LITE_CONFIGS:
+        return _LITE_MIN_IMAGE_SIZE
+    member = _torchvision_member(name, weights if isinstance(weights, str) and not _is_path(weights) else "DEFAULT")
+    return max(member.meta.get("min_size", (1, 1)))
+
+
+def check_image_size(name: str, image_size: int | None, weights: str | os.PathLike = "DEFAULT") -> None:
+    """Refuse an ``image_size`` below :func:`min_image_size` of the backbone.
+
+    Raises
+    ------
+    ValueError
+        Naming the backbone, the size given and the minimum.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import check_image_size
+    >>> check_image_size("efficientnet_lite0", 64)
+    >>> check_image_size("efficientnet_lite0", 32)
+    Traceback (most recent call last):
+    ...
+    ValueError: image_size=32 is too small for backbone 'efficientnet_lite0': its smallest input is 33 px...
+    """
+    if image_size is None:
+        return
+    minimum = min_image_size(name, weights)
+    if image_size < minimum:
+        raise ValueError(
+            f"image_size={image_size} is too small for backbone {name!r}: its smallest input is "
+            f"{minimum} px (below that its last feature map collapses and the embeddings carry no "
+            f"information). Use image_size >= {minimum}, or None for the backbone's own size."
+        )
+
+
 def _lite_weights_path(name: str) -> Path:
     package = _LITE_PACKAGES[name]
     try:
@@ -343,18 +420,34 @@ def _default_weights_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# Weights hashes: a file replaced or rewritten in place, even with its size
+# and mtime kept, is hashed again (and so gets a new model and cache namespace).
+_DIGESTS = ContentMemo(maxsize=64)
+
+
+@contextlib.contextmanager
+def _open_weights(path: Path) -> Iterator[BinaryIO]:
+    """A weights file opened for reading; only regular files are read, so a
+    FIFO or device named x.pth is refused instead of blocking or reading
+    forever."""
+    try:
+        with open_regular(path) as file:
+            yield file
+    except OSError as err:
+        what = "does not exist" if isinstance(err, FileNotFoundError) else f"cannot be read: {err.strerror or err}"
+        raise OSError(err.errno, f"Weights file {str(path)!r} {what}.") from err
 
 
 def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+    with _open_weights(path) as file:
+        if (digest := _DIGESTS.get(file)) is not None:
+            return digest
+        hashed_at = time.time_ns()
+        sha = hashlib.sha256()
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            sha.update(chunk)
+        _DIGESTS.put(file, sha.hexdigest(), hashed_at)
+    return sha.hexdigest()
 
 
 def _is_path(weights: Any) -> bool:
@@ -395,8 +488,6 @@ def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> Weight
     _check_name(name)
     if _is_path(weights):
         path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Weights file {str(path)!r} for backbone {name!r} does not exist.")
         digest = _file_sha256(path)
         return WeightsRef(f"file:sha256:{digest}", path, digest)
     if not isinstance(weights, str):
@@ -419,7 +510,8 @@ def resolve_weights(name: str, weights: str | os.PathLike = "DEFAULT") -> Weight
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = load_tensors(path)
+    with _open_weights(path) as file:
+        state = load_tensors(path, file=file)
     # Training scripts often wrap the weights: {"state_dict": ...} or {"model": ...}.
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -536,6 +628,7 @@ def _build(name: str, weights: WeightsRef, from_file: bool) -> Backbone:
         categories=None if from_file else known_categories,
         preprocessing=preprocessing,
         embedding_dim=classifier.in_features,
+        min_image_size=min_image_size(name, "DEFAULT" if from_file else weights.id),
         layer_groups=layer_groups,
     )
 

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import __version__
-from .backbones import Preprocessing, get_backbone
+from .backbones import Preprocessing, check_image_size, get_backbone
 from .cache import resolve_cache
 from .engine import POOLINGS, check_precision, decode_workers, embed, inference_network, resolve_device
 from .images import Sample, check_images, content_key
@@ -133,6 +133,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_image_size(self.backbone, self.image_size, self.weights)
         check_precision(self.precision, resolve_device(self.device))
         resolve_cache(self.cache)
 

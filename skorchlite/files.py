@@ -1,19 +1,34 @@
-"""Atomic file writes: the one way skorchlite writes a file that others read.
+"""Atomic file writes, and the one safe way skorchlite reads a user's file.
 
 Cache entries, report PNGs and Dask shards all go through
 :func:`write_atomic`, so a reader (another process, a worker, a user's
 image viewer) sees either the old file or the complete new one, never a
 torn one, and every file gets the permissions the user's umask asks for.
+
+Images and weights files are read through :func:`open_regular`, which
+refuses FIFOs, devices and sockets without ever blocking on them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_atomic"]
+__all__ = [
+    "ContentMemo",
+    "FileTooLargeError",
+    "NotRegularFileError",
+    "open_regular",
+    "read_limited",
+    "write_atomic",
+]
 
 # Read once: os.umask can only be read by setting it.
 _UMASK = os.umask(0o022)
@@ -56,3 +71,172 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class NotRegularFileError(OSError):
+    """The path names a FIFO, a device or a socket, not a regular file."""
+
+
+class FileTooLargeError(OSError):
+    """The file holds more bytes than the reader accepts."""
+
+
+# Never wait for a FIFO's writer, never make a terminal ours.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None) -> BinaryIO:
+    """Open ``path`` for reading when it is a regular file (symlinks followed).
+
+    The checks are made on the opened descriptor, not on the path
+    beforehand, so a FIFO or device swapped in between cannot block the
+    reader or feed it endless bytes: FIFOs are opened without waiting for a
+    writer and refused.
+
+    Parameters
+    ----------
+    path : str or path-like
+    max_bytes : int or None, default=None
+        Refuse a file larger than this; read it with :func:`read_limited`
+        to refuse one that grows past it while being read.
+
+    Returns
+    -------
+    file object
+        Binary, buffered, blocking; the caller closes it.
+
+    Raises
+    ------
+    NotRegularFileError
+        For a FIFO, a device or a socket.
+    IsADirectoryError
+        For a directory.
+    FileTooLargeError
+        For a file of more than ``max_bytes`` bytes.
+    OSError
+        As :func:`os.open` raises it (missing file, symlink loop, name too
+        long...), and for a path holding a NUL byte.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> open_regular(tempfile.gettempdir())
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: [Errno 21] this is a directory, not a regular file: ...
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except ValueError as err:  # os.open's "embedded null byte"
+        raise OSError(errno.EINVAL, "the path contains a NUL byte", os.fspath(path)) from err
+    try:
+        st = os.fstat(fd)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "this is a directory, not a regular file", os.fspath(path))
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise NotRegularFileError(errno.EINVAL, f"this is {kind}; only regular files are read", os.fspath(path))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise FileTooLargeError(errno.EFBIG, _too_large(str(st.st_size), max_bytes), os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_limited(file: BinaryIO, max_bytes: int | None = None) -> bytes:
+    """The rest of ``file``, refusing more than ``max_bytes`` bytes: with
+    :func:`open_regular`'s size check, this also stops a file that grows
+    while it is read.
+
+    Raises
+    ------
+    FileTooLargeError
+        When the file holds more than ``max_bytes`` bytes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> path.write_bytes(b"12345")
+    5
+    >>> with open_regular(path) as file:
+    ...     read_limited(file, max_bytes=4)
+    Traceback (most recent call last):
+    ...
+    skorchlite.files.FileTooLargeError: [Errno 27] the file holds more bytes, over the limit of 4 bytes
+    >>> with open_regular(path, max_bytes=5) as file:
+    ...     read_limited(file, max_bytes=5)
+    b'12345'
+    """
+    if max_bytes is None:
+        return file.read()
+    data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLargeError(errno.EFBIG, _too_large("more", max_bytes))
+    return data
+
+
+def _too_large(size: str, max_bytes: int) -> str:
+    return f"the file holds {size} bytes, over the limit of {max_bytes} bytes"
+
+
+class ContentMemo:
+    """Digests of files, remembered by what identifies a file's content.
+
+    The key is the opened file's device, inode, size, mtime and ctime:
+    replacing a file (a new inode) or rewriting it (a new ctime, which
+    users cannot set, unlike mtime with ``cp -p``, ``rsync -t`` or
+    ``touch -r``) misses, even when size and mtime are kept. A file whose
+    mtime is within 2 s of the hashing is not remembered: it can change
+    again without its mtime moving (2 s granularity on FAT; "racy git").
+
+    Parameters
+    ----------
+    maxsize : int
+        Entries kept; the oldest goes first.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> memo = ContentMemo(maxsize=8)
+    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> _ = path.write_bytes(b"data")
+    >>> os.utime(path, ns=(0, 0))  # an old file
+    >>> with open_regular(path) as file:
+    ...     memo.get(file) is None, memo.put(file, "digest"), memo.get(file)
+    (True, None, 'digest')
+    """
+
+    RACY_NS = 2_000_000_000
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._values: dict[tuple[int, ...], str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(file: BinaryIO) -> tuple[int, ...]:
+        st = os.fstat(file.fileno())
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def get(self, file: BinaryIO) -> str | None:
+        """The digest remembered for the open ``file``, or ``None``."""
+        with self._lock:
+            return self._values.get(self._key(file))
+
+    def put(self, file: BinaryIO, digest: str, hashed_at: int | None = None) -> None:
+        """Remember ``digest`` for ``file``, whose hashing started at
+        ``hashed_at`` (:func:`time.time_ns`; default now)."""
+        key = self._key(file)
+        if (time.time_ns() if hashed_at is None else hashed_at) - key[3] <= self.RACY_NS:
+            return
+        with self._lock:
+            if len(self._values) >= self.maxsize:
+                del self._values[next(iter(self._values))]  # the oldest entry
+            self._values[key] = digest

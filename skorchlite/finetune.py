@@ -23,7 +23,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 
-from .backbones import get_backbone, resolve_weights
+from .backbones import check_image_size, get_backbone, resolve_weights
 from .engine import ImageStore, autocast, check_precision, decode_workers, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import check_images
@@ -269,6 +269,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         positive_int("freeze_epochs", 0)
         positive_int("batch_size")
         positive_int("image_size", optional=True)
+        check_image_size(self.backbone, self.image_size, self.weights)
         positive_int("n_iter_no_change", optional=True)
         positive_int("num_workers", optional=True)
         unfreeze = self.unfreeze

@@ -2,14 +2,19 @@
 
 Every other module goes through these functions, so that all inputs (paths,
 PIL images, arrays) are checked, hashed and turned into RGB the same way.
+
+Only regular files are read (a FIFO or a device is an error, never a hang).
+Three limits bound what one sample may cost, each raisable for inputs you
+trust: :data:`MAX_FILE_BYTES` (file size), :data:`MAX_ASPECT_RATIO` (longer
+side over shorter) and Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .files import ContentMemo, FileTooLargeError, NotRegularFileError, open_regular, read_limited
+
 __all__ = ["Sample", "check_images", "content_key", "describe", "load_keyed", "load_rgb"]
 
 Sample = Path | Image.Image | np.ndarray
@@ -26,15 +33,22 @@ Sample = Path | Image.Image | np.ndarray
 _CHANNELS = (1, 3, 4)
 _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
 
-# Fast path of content_key: (resolved path, size, mtime, ctime, inode) -> digest.
-_KEYS: dict[tuple[str, int, int, int, int], str] = {}
-_KEYS_LOCK = threading.Lock()
-# Bounds the memory of long-lived processes (about 50 MB at this size).
-_KEYS_MAX = 100_000
-# A file modified within the filesystem's timestamp granularity (2 s on FAT)
-# can change again without its mtime moving ("racy git"), so only files whose
-# mtime is older than this when hashed are remembered.
-_RACY_NS = 2_000_000_000
+# The most bytes one image file may hold: only regular files are read, and
+# this bounds the memory of each read. 1 GiB holds any uncompressed 16-bit
+# RGBA image under Pillow's decompression-bomb warning. Raise it (for
+# files you trust) by assigning skorchlite.images.MAX_FILE_BYTES.
+MAX_FILE_BYTES = 1 << 30
+
+# The longest side may be at most this many times the shorter one: the
+# resize to the network's input scales the shorter side up to a few hundred
+# pixels, so the longer one grows by as much (a 2,000,000 x 1 PNG of 2 KB
+# would need ~32 GB). At 100 the resized image of the default preprocessing
+# stays under 7 million pixels; real panoramas and scans are well within it.
+MAX_ASPECT_RATIO = 100
+
+# Fast path of content_key; bounds the memory of long-lived processes
+# (about 50 MB at this size).
+_KEYS = ContentMemo(maxsize=100_000)
 
 
 def check_images(X: Any) -> list[Sample]:
@@ -167,9 +181,11 @@ def load_rgb(sample: Sample, index: int) -> Image.Image:
     Raises
     ------
     ValueError
-        When the file does not exist, is a directory, is not an image, is
-        truncated or corrupt, has zero size, or exceeds Pillow's
-        decompression-bomb limit.
+        When the file does not exist or is not a regular file (a FIFO, a
+        device; checked on the opened file), holds more than
+        ``MAX_FILE_BYTES``, is not an image, is truncated or corrupt, has
+        zero size, is longer than ``MAX_ASPECT_RATIO`` times its width (or
+        the reverse), or exceeds Pillow's decompression-bomb limit.
 
     Examples
     --------
@@ -347,6 +363,13 @@ def _check_finite(pixels: np.ndarray, name: str) -> None:
 def _check_size(size: tuple[int, int], sample: Any, index: int) -> None:
     if 0 in size:
         raise ValueError(f"{describe(sample, index)}: the image has zero size ({size[0]}x{size[1]}).")
+    if max(size) > MAX_ASPECT_RATIO * min(size):
+        raise ValueError(
+            f"{describe(sample, index)}: the image is {size[0]}x{size[1]}, longer than "
+            f"skorchlite.images.MAX_ASPECT_RATIO = {MAX_ASPECT_RATIO} times its width; resizing its "
+            f"shorter side would make an image too large for memory. Crop it first (or raise that "
+            f"limit for images you trust)."
+        )
 
 
 def _unsupported(sample: Any, index: int) -> TypeError:
@@ -357,24 +380,13 @@ def _unsupported(sample: Any, index: int) -> TypeError:
 
 
 def _file_key(path: Path, index: int) -> str:
-    try:
-        resolved = path.resolve()
-        stat = resolved.stat()
-    except OSError as err:
-        raise _read_error(path, index, err) from err
-    # ctime cannot be set by users, so a copy that preserves mtime and size
-    # (cp -p, rsync -t, touch -r) still misses the fast path.
-    fast = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-    with _KEYS_LOCK:
-        if (key := _KEYS.get(fast)) is not None:
+    with _reading(path, index), open_regular(path, MAX_FILE_BYTES) as file:
+        # Keyed on the file opened, not on the path: nothing swapped in between.
+        if (key := _KEYS.get(file)) is not None:
             return key
-    hashed_at = time.time_ns()
-    key = _bytes_key(_read_bytes(path, index))
-    if hashed_at - stat.st_mtime_ns > _RACY_NS:
-        with _KEYS_LOCK:
-            if len(_KEYS) >= _KEYS_MAX:
-                del _KEYS[next(iter(_KEYS))]  # the oldest entry
-            _KEYS[fast] = key
+        hashed_at = time.time_ns()
+        key = _bytes_key(read_limited(file, MAX_FILE_BYTES))
+        _KEYS.put(file, key, hashed_at)
     return key
 
 
@@ -393,6 +405,8 @@ def _rgb_key(rgb: Image.Image) -> str:
 def _decode_file(data: bytes, path: Path, index: int) -> Image.Image:
     with _decoding(path, index):
         image = Image.open(io.BytesIO(data))
+    _check_size(image.size, path, index)  # from the header, before decoding
+    with _decoding(path, index):
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
     return _checked_rgb(image, path, index)
@@ -404,20 +418,33 @@ def _checked_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
 
 
 def _read_bytes(path: Path, index: int) -> bytes:
+    with _reading(path, index), open_regular(path, MAX_FILE_BYTES) as file:
+        return read_limited(file, MAX_FILE_BYTES)
+
+
+@contextmanager
+def _reading(path: Path, index: int) -> Iterator[None]:
+    """Turn the errors of reading a file into ValueErrors that name the sample."""
     try:
-        return path.read_bytes()
+        yield
     except OSError as err:
-        raise _read_error(path, index, err) from err
+        raise ValueError(f"{describe(path, index)}: {_read_cause(err)}.") from err
 
 
-def _read_error(path: Path, index: int, err: OSError) -> ValueError:
+def _read_cause(err: OSError) -> str:
     if isinstance(err, FileNotFoundError):
-        cause = "the file does not exist"
-    elif isinstance(err, IsADirectoryError) or path.is_dir():
-        cause = "this is a directory, not an image file"
-    else:
-        cause = f"the file cannot be read ({err})"
-    return ValueError(f"{describe(path, index)}: {cause}.")
+        return "the file does not exist"
+    if isinstance(err, IsADirectoryError):
+        return "this is a directory, not an image file"
+    if isinstance(err, FileTooLargeError):
+        return f"{err.strerror} (skorchlite.images.MAX_FILE_BYTES); raise that limit for files you trust"
+    if isinstance(err, NotRegularFileError) or err.errno == errno.EINVAL:
+        return err.strerror
+    if err.errno == errno.ELOOP:
+        return "the path is a loop of symbolic links"
+    if err.errno == errno.ENAMETOOLONG:
+        return "the path, or a name in it, is too long for the filesystem"
+    return f"the file cannot be read ({err})"
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ _FORMAT_VERSION = 1
 _PLAIN = (type(None), bool, int, float, str)
 
 
-def load_tensors(path: str | os.PathLike, what: str = "Weights file") -> Any:
+def load_tensors(path: str | os.PathLike, what: str = "Weights file", *, file: BinaryIO | None = None) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with one clear
     error naming the file when it is not a file of tensors and plain values.
 
@@ -37,6 +37,8 @@ def load_tensors(path: str | os.PathLike, what: str = "Weights file") -> Any:
     path : str or path-like
     what : str, default="Weights file"
         How the error names the file.
+    file : binary file, default=None
+        ``path`` already opened (e.g. by :func:`skorchlite.files.open_regular`).
 
     Returns
     -------
@@ -51,7 +53,7 @@ def load_tensors(path: str | os.PathLike, what: str = "Weights file") -> Any:
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path if file is None else file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message advises weights_only=False, which would run
         # whatever code the file holds: not advice to pass on.

@@ -348,7 +348,7 @@ def test_grid_search_of_the_fine_tuner_on_the_cluster(client, tmp_path):
     X = np.concatenate([rng.integers(0, 80, (8, 32, 32, 3)), rng.integers(170, 256, (8, 32, 32, 3))]).astype(np.uint8)
     y = np.array(["dark"] * 8 + ["bright"] * 8)
     clf = FineTuneClassifier(
-        epochs=1, image_size=32, batch_size=8, validation_fraction=0, augment=None, device="cpu",
+        epochs=1, image_size=40, batch_size=8, validation_fraction=0, augment=None, device="cpu",
         cache=str(tmp_path / "shared-cache"), random_state=0,
     )
     search = GridSearchCV(clf, {"unfreeze": [0, 1]}, cv=2, n_jobs=-1)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skorchlite.backbones import Backbone, Preprocessing, get_backbone
+from skorchlite.backbones import Backbone, Preprocessing, check_image_size, get_backbone
 from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
 from skorchlite.images import check_images
 from skorchlite.memory import freed_memory_kept
@@ -201,6 +201,7 @@ def resolve_model(model: Any, image_size: int | None = None, device: str | torch
 
 
 def _from_name(name: str, image_size: int | None) -> Explainable:
+    check_image_size(name, image_size)
     backbone = get_backbone(name)
     if backbone.categories is None:
         raise ValueError(f"Backbone {name!r} has no known class names; pass a fitted model instead.")
@@ -278,7 +279,7 @@ def _from_pipeline(pipeline: Any) -> Explainable:
 def _linear_head(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Linear:
     """Scalers and the linear classifier folded into one ``nn.Linear``
     whose outputs are the decision values, one per class (two classes:
-    ``(0, d)``, whose softmax is ``sigmoid(d)``)."""
+    ``(-d/2, d/2)``, whose softmax is ``sigmoid(d)``)."""
     coef = classifier.coef_
     coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
     intercept = np.broadcast_to(np.asarray(classifier.intercept_, dtype=np.float64), coef.shape[:1]).copy()
@@ -289,7 +290,9 @@ def _linear_head(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Line
         coef = coef / scale
         intercept = intercept - coef @ mean
     if coef.ndim == 2 and coef.shape[0] == 1:
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        # Symmetric, not (0, d): a constant logit has no gradient, which would
+        # leave Grad-CAM and class visualisation of the first class blank.
+        coef, intercept = np.vstack([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
     if coef.ndim != 2 or coef.shape != (len(classifier.classes_), width) or not _decides_like(
         classifier, scalers, coef, intercept
     ):
