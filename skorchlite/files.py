@@ -41,8 +41,12 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     # file; cache entries are checksummed, so a damaged one is a miss.
     fd, tmp = _temporary(path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # a write may be short, then fail: a full disk
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
