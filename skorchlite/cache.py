@@ -43,11 +43,13 @@ share the work through *claims*: before computing an entry a process creates
 releases the claim; the file names its host, pid and process start time for
 humans. A process that finds the claim taken computes other images and then
 waits for the entry, logging what it waits for after :data:`WAIT_NOTICE`
-seconds. A claim counts as abandoned, and is taken over, when nobody holds
-its lock (the kernel drops the lock of a process that died however it died,
-and a recycled pid holds no lock), when it is empty or unreadable (after
-:data:`_CLAIM_GRACE` seconds, the time a claim takes to be written), or when
-it is older than :data:`CLAIM_TIMEOUT`. Where the filesystem offers no locks,
+seconds. A claim counts as abandoned, and is taken over, when it is
+of this host and nobody holds its lock (the kernel drops the lock of a
+process that died however it died, and a recycled pid holds no lock), when
+it is empty, garbled or unreadable (after :data:`_CLAIM_GRACE` seconds, the
+time a claim takes to be written), or when it is older than
+:data:`CLAIM_TIMEOUT` (the only test for another host's claims, whose locks
+a network filesystem may not share). Where the filesystem offers no locks,
 a claim of this host is abandoned when its pid is gone or now belongs to a
 process started at another time. Claims this process still holds when it
 exits (Ctrl-C included) are removed; Ctrl-C is held back for the few

@@ -71,10 +71,13 @@ def _run(code: str, *args: str, **kwargs) -> subprocess.Popen:
 # --- point 10: claims never block silently ---------------------------------
 
 
-def test_point10_empty_claim_left_by_a_full_disk_is_taken_over(ns):
+def test_point10_empty_claim_left_by_a_full_disk_is_taken_over(ns, monkeypatch):
     key = key_of(0)
-    path = _leave_claim(ns, key, "")
-    assert ns.wait([key]) == [None]  # returns at once: nothing to wait for
+    path = _leave_claim(ns, key, "", age=3.0)
+    monkeypatch.setattr(cache_module, "CLAIM_TIMEOUT", 5.0)  # the old code waited until then
+    start = time.monotonic()
+    assert ns.wait([key]) == [None]
+    assert time.monotonic() - start < 1  # at once: nothing to wait for
     assert ns.claim(key) is True
     assert path.read_text().startswith(f"{socket.gethostname()} {os.getpid()} ")
     ns.release(key)
