@@ -33,6 +33,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,19 +130,31 @@ class TorchThreads(WorkerPlugin):
 
 
 def _renew_executor_threads(worker: Any) -> None:
-    """Replace the worker's task threads if torch already ran in them.
+    """Replace the worker's task threads, which may have run torch already.
 
     torch (OpenMP) reads its thread count into each thread once, at that
     thread's first parallel operation; later ``set_num_threads`` calls from
     other threads do not reach it. Fresh threads read the new count. Tasks
-    running in the old threads finish there.
+    running in the old threads finish there. Only public attributes of the
+    worker are used; should a Dask release change them, tasks keep their
+    threads and a warning says so.
     """
-    old = worker.executors.get("default")
-    if not isinstance(old, ThreadPoolExecutor) or not getattr(old, "_threads", None):
+    try:
+        old = worker.executors.get("default")
+        if not isinstance(old, ThreadPoolExecutor):
+            return
+        # As distributed.Worker makes its default executor.
+        worker.executors["default"] = ThreadPoolExecutor(
+            worker.state.nthreads, thread_name_prefix="Dask-Default-Threads"
+        )
+    except (AttributeError, TypeError, KeyError) as err:
+        warnings.warn(
+            f"TorchThreads could not renew the task threads of worker {getattr(worker, 'name', '?')} ({err!r}); "
+            "threads that already ran torch keep their thread count.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return
-    worker.executors["default"] = ThreadPoolExecutor(
-        old._max_workers, thread_name_prefix=getattr(old, "_thread_name_prefix", "Dask-Default-Threads")
-    )
     old.shutdown(wait=False)
 
 

@@ -302,15 +302,17 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 key = keys[row]
                 if namespace is None or key is None:
                     yield row
-                elif not namespace.claim(key):
+                    continue
+                held[row] = key  # first: a Ctrl-C just after claim() still releases it
+                if not namespace.claim(key):
+                    del held[row]
                     others.append(row)
                 elif (vector := namespace.get(key, dim=out.shape[1])) is not None:
                     # Written by another process between our read and our claim.
-                    namespace.release(key)
+                    namespace.release(held.pop(row))
                     out[row] = vector
                     progress.update(1)
                 else:
-                    held[row] = key
                     yield row
 
         try:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,10 +29,6 @@ __all__ = [
     "read_limited",
     "write_atomic",
 ]
-
-# Read once: os.umask can only be read by setting it.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -58,19 +54,35 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     # No fsync: a crash leaves at worst a stray temp file or a truncated
     # file; cache entries are checksummed, so a damaged one is a miss.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = _temporary(path.parent)
     try:
-        # mkstemp makes owner-only files; a cache shared on a filesystem
-        # (several users, Dask workers) or a report for colleagues needs
-        # the usual umask-based mode.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # a write may be short, then fail: a full disk
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temporary(folder: Path) -> tuple[int, Path]:
+    """A new ``.tmp-*`` file in ``folder``, open for writing.
+
+    Created with mode 0o666 for the kernel to apply the umask (mkstemp makes
+    owner-only files, and a cache shared by several users or Dask workers,
+    or a report for colleagues, needs the usual mode). Reading the umask
+    instead would mean setting it, which races with other threads.
+    """
+    while True:
+        tmp = folder / f".tmp-{secrets.token_hex(8)}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:  # 2**-64 per try
+            continue
 
 
 class NotRegularFileError(OSError):
