@@ -5,7 +5,8 @@ Prints, in one run (EfficientNet-Lite0, 224 px, batches of 32, the CPU):
 - the ceiling our code cannot move: the matrix-multiply rate of the same
   cores (``torch.mm`` of 2048 x 2048 matrices) in float32 and in bfloat16,
   and the network's FLOPs per image (``torch.utils.flop_counter``);
-- (a) the extractor's network alone on pre-decoded tensors;
+- (a) the extractor's network alone on pre-decoded tensors, and (a16) the
+  same under bfloat16 autocast;
 - (b) ``PretrainedFeatureExtractor(cache=<fresh dir>).transform(paths)``
   from files, cold cache (model loaded beforehand), float32, and (b16) the
   same with ``precision="bfloat16"``;
@@ -65,9 +66,9 @@ def flops_per_image(network: torch.nn.Module, size: int) -> float:
     return counter.get_total_flops() / BATCH
 
 
-def network_alone(extractor, paths: list[str]) -> float:
+def network_alone(extractor, paths: list[str], precision: str = "float32") -> float:
     """Seconds of the extractor's network over ``paths``, decoded beforehand."""
-    from skorchlite.engine import crop_pixels, to_input
+    from skorchlite.engine import autocast, crop_pixels, to_input
     from skorchlite.images import load_rgb
     from skorchlite.memory import freed_memory_kept
 
@@ -75,7 +76,7 @@ def network_alone(extractor, paths: list[str]) -> float:
     pixels = [crop_pixels(load_rgb(Path(p), i), preprocessing) for i, p in enumerate(paths)]
     images = to_input(pixels, preprocessing, torch.device("cpu"))
     network = extractor._network(torch.device("cpu"))
-    with freed_memory_kept(), torch.inference_mode():
+    with freed_memory_kept(), torch.inference_mode(), autocast(torch.device("cpu"), precision):
         network(images[:BATCH])
         start = time.perf_counter()
         for i in range(0, len(paths), BATCH):
@@ -182,6 +183,8 @@ def main() -> int:
         ours = extractor(cache_dir)
         flops = flops_per_image(ours._network(torch.device("cpu")), ours._preprocessing().crop_size)
         seconds["a"] = network_alone(ours, paths)
+        if bf16:
+            seconds["a16"] = network_alone(ours, paths, "bfloat16")
         start = time.perf_counter()
         embeddings_b = ours.transform(paths)
         seconds["b"] = time.perf_counter() - start
@@ -198,6 +201,7 @@ def main() -> int:
     rate = {k: n / s for k, s in seconds.items()}
     labels = {
         "a": ("network alone, pre-decoded tensors", "float32"),
+        "a16": ("network alone, pre-decoded tensors, bfloat16", "bfloat16"),
         "b": ("extractor from files, cold cache", "float32"),
         "b16": ("extractor from files, cold cache, bfloat16", "bfloat16"),
         "c": ("hand-written loop (PIL, plain model, no_grad)", "float32"),
