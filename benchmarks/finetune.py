@@ -24,9 +24,13 @@ Prints, in one run:
    per epoch of skorch's NeuralNetClassifier (``pip install skorch``) and of
    a hand-written tutorial loop on the same network and images; target:
    skorch >= 3x slower.
+3. ``--part precision``: held-out accuracy of the same all-layer fine-tuning in
+   float32 and in bfloat16 (autocast, float32 master weights) on one
+   duplicate-aware split.
 
 Run: ``python benchmarks/finetune.py`` (``--quick`` for a smoke run;
-``--part accuracy``, ``--part speed`` or ``--part select`` for one part).
+``--part accuracy``, ``--part speed``, ``--part select`` or ``--part precision``
+for one part).
 On a 2-core CPU the accuracy part takes about an hour at 224 px.
 """
 
@@ -69,7 +73,7 @@ class TutorialImages(torch.utils.data.Dataset):
 
         self.X, self.preprocessing = list(X), preprocessing
         self.labels = {c: i for i, c in enumerate(sorted(set(y)))}
-        self.y = [self.labels[label] for label in y]
+        self.targets = [self.labels[label] for label in y]
         self.augment = v2.Compose([
             v2.RandomResizedCrop(preprocessing.resize_size, scale=(0.5, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -83,7 +87,7 @@ class TutorialImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
-        return self.transform(self.augment(Image.open(self.X[i]).convert("RGB"))), self.y[i]
+        return self.transform(self.augment(Image.open(self.X[i]).convert("RGB"))), self.targets[i]
 
 
 def tutorial_model(n_classes: int) -> torch.nn.Module:
@@ -121,16 +125,19 @@ def skorch_epochs(X, y, image_size: int, batch_size: int, epochs: int) -> list[f
     net = NeuralNetClassifier(
         tutorial_model(len(images.labels)), criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
         lr=5e-4, batch_size=batch_size, max_epochs=epochs, train_split=None, iterator_train__shuffle=True,
-        device="cpu", verbose=0,
+        device="cpu", verbose=0, classes=list(range(len(images.labels))),
     )
     net.fit(images, y=None)
     return [float(row["dur"]) for row in net.history]
 
 
-def bare_step_rate(X, image_size: int, batch_size: int, precision: str, steps: int = 8) -> float:
+def bare_step_rate(
+    X, image_size: int, batch_size: int, precision: str, batchnorm: str, steps: int = 8, compiled: bool = False
+) -> float:
     """Images/s of bare training steps on one pre-decoded batch, with the best
     settings we know: channels-last, freed memory kept, AdamW, every layer
-    trained, BatchNorm statistics kept (as FineTuneClassifier's default)."""
+    trained; BatchNorm in ``batchnorm`` mode; through ``torch.compile`` when
+    ``compiled`` (its compile time printed)."""
     from skorchlite.backbones import get_backbone
     from skorchlite.engine import autocast, crop_pixels, to_input
     from skorchlite.images import load_rgb
@@ -145,19 +152,24 @@ def bare_step_rate(X, image_size: int, batch_size: int, precision: str, steps: i
     target = torch.arange(batch_size) % 3
     model = torch.nn.Sequential(backbone.model, torch.nn.Linear(backbone.embedding_dim, 3))
     model = model.to(memory_format=torch.channels_last).train()
-    for module in set_trainable(model[0], backbone.layer_groups, len(backbone.layer_groups), batchnorm="eval"):
+    for module in set_trainable(model[0], backbone.layer_groups, len(backbone.layer_groups), batchnorm=batchnorm):
         module.eval()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    forward = torch.compile(model) if compiled else model
 
     def step() -> None:
         with autocast(cpu, precision):
-            loss = torch.nn.functional.cross_entropy(model(batch), target)
+            loss = torch.nn.functional.cross_entropy(forward(batch), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     with freed_memory_kept():
-        step(), step()
+        start = time.perf_counter()
+        step()
+        if compiled:
+            print(f"torch.compile of the training step: {time.perf_counter() - start:.1f} s", flush=True)
+        step()
         start = time.perf_counter()
         for _ in range(steps):
             step()
@@ -242,16 +254,27 @@ def speed_table(X, y, args) -> None:
           f"batch {args.batch_size}, {epochs} epochs from files (the first decodes them)")
     precisions = ["float32", "bfloat16"] if native_bfloat16(torch.device("cpu")) else ["float32"]
     ours: dict[str, list[float]] = {}
-    print(f"\n{'':40} {'bare step img/s':>15} {'ours img/s':>10} {'epochs s':>22} {'utilisation':>11}")
+    bare_rates = {
+        (precision, batchnorm): bare_step_rate(Xs, args.image_size, args.batch_size, precision, batchnorm)
+        for precision in precisions
+        for batchnorm in ("eval", "train")
+    }
+    bare_rates["float32", "eval", "compiled"] = bare_step_rate(
+        Xs, args.image_size, args.batch_size, "float32", "eval", compiled=True
+    )
+    best = max(bare_rates, key=bare_rates.get)
+    bare = bare_rates[best]
+    print("bare training step on a pre-decoded batch (precision, BatchNorm mode): "
+          + ", ".join(f"{' '.join(k)} {v:.1f} img/s" for k, v in bare_rates.items()) + f"; ceiling: {' '.join(best)}")
+    print(f"\n{'':40} {'ours img/s':>10} {'epochs s':>22} {'utilisation':>11}")
     for precision in precisions:
-        bare = bare_step_rate(Xs, args.image_size, args.batch_size, precision)
         clf = FineTuneClassifier(
             unfreeze="all", epochs=epochs, freeze_epochs=0, image_size=args.image_size, batch_size=args.batch_size,
             validation_fraction=0, random_state=0, precision=precision,
         ).fit(Xs, ys)
         seconds = ours[precision] = [record["seconds"] for record in clf.history_]
         rate = n * len(seconds) / sum(seconds)
-        print(f"FineTuneClassifier, {precision:21} {bare:15.1f} {rate:10.1f} "
+        print(f"FineTuneClassifier, {precision:21} {rate:10.1f} "
               f"{', '.join(f'{s:.1f}' for s in seconds):>22} {rate / bare:11.2f}  (target >= 0.75: "
               f"{'PASS' if rate / bare >= 0.75 else 'FAIL'})", flush=True)
     skorch = skorch_epochs(Xs, ys, args.image_size, args.batch_size, epochs)
@@ -264,6 +287,37 @@ def speed_table(X, y, args) -> None:
           f"hand-written / skorchlite {hand / mean_ours:.2f}")
 
 
+def precision_table(X, y, args) -> None:
+    """Part 3: held-out accuracy of the same fine-tuning in float32 and bfloat16,
+    on one duplicate-aware split (StratifiedGroupKFold fold 0 of 5, groups
+    from find_duplicates), so that copies never straddle train and test."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from skorchlite import FineTuneClassifier
+    from skorchlite.duplicates import find_duplicates
+    from skorchlite.engine import native_bfloat16
+
+    if not native_bfloat16(torch.device("cpu")):
+        print("\nprecision: this CPU has no native bfloat16; nothing to compare")
+        return
+    groups = find_duplicates(list(X), y).groups
+    train, test = next(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(X, y, groups))
+    print(f"\nprecision: {len(train)} training, {len(test)} held-out images (grouped by duplicates), "
+          f"all layers, {args.freeze_epochs} head + {args.epochs} epochs, lr {args.lr:g}, {args.image_size} px")
+    print(f"{'precision':10} {'accuracy':>9} {'balanced acc.':>14} {'fit s':>7}")
+    for precision in ("float32", "bfloat16"):
+        start = time.perf_counter()
+        clf = FineTuneClassifier(
+            unfreeze="all", epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
+            image_size=args.image_size, batch_size=args.batch_size, class_weight="balanced", random_state=0,
+            precision=precision,
+        ).fit(list(X[train]), list(y[train]))
+        predicted = clf.predict(list(X[test]))
+        print(f"{precision:10} {accuracy_score(y[test], predicted):9.3f} "
+              f"{balanced_accuracy_score(y[test], predicted):14.3f} {time.perf_counter() - start:7.0f}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -274,7 +328,7 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--speed-epochs", type=int, default=3, help="epochs of each run in the speed part")
-    parser.add_argument("--part", choices=("all", "accuracy", "speed", "select"), default="all")
+    parser.add_argument("--part", choices=("all", "accuracy", "speed", "select", "precision"), default="all")
     parser.add_argument("--quick", action="store_true", help="150 images, 2 folds, 1 epoch, 1 repeat")
     args = parser.parse_args()
 
@@ -289,6 +343,8 @@ def main() -> int:
         accuracy_table(X, y, args)
     if args.part in ("all", "speed"):
         speed_table(X, y, args)
+    if args.part in ("all", "precision"):
+        precision_table(X, y, args)
     return 0
 
 

@@ -147,6 +147,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         AVX512_BF16 or AMX, recent GPUs), refused elsewhere.
     num_workers : int or None, default=None
         Image-decoding threads; ``None`` follows torch's thread count.
+    compile : bool, default=False
+        Train through ``torch.compile(model)``. Off by default: on a 2-core
+        CPU it took 42 s to compile EfficientNet-Lite0's training step and
+        then ran at 47.9 images/s against 50.7 eager, so it does not pay
+        for small data there; try it on GPUs and long jobs.
     cache : bool, str or path-like, default=True
         Embedding cache for head-only training (see the extractor).
     random_state : int, RandomState instance or None, default=None
@@ -222,6 +227,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         device: str | torch.device = "auto",
         precision: str = "float32",
         num_workers: int | None = None,
+        compile: bool = False,
         cache: bool | str | os.PathLike = True,
         random_state: int | np.random.RandomState | None = None,
         warm_start: bool = False,
@@ -251,6 +257,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
+        self.compile = compile
         self.cache = cache
         self.random_state = random_state
         self.warm_start = warm_start
@@ -299,6 +306,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"batchnorm must be one of {_BATCHNORM}, got {self.batchnorm!r}.")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}.")
         if not (self.augment is None or self.augment == "default" or callable(self.augment)):
             raise ValueError(f"augment must be 'default', None or a callable transform, got {self.augment!r}.")
         if self.n_iter_no_change is not None and self.validation_fraction == 0:
@@ -701,6 +710,7 @@ class _Trainer:
         self.valid_weight = float(data.weight[torch.as_tensor(valid)].sum())
         self.best_loss = np.inf
         self.best_epoch = 0
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.good_state = self._snapshot()
         self.good_epoch = clf.best_epoch_ if clf.history_ else 0  # the epoch good_state holds
@@ -801,6 +811,11 @@ class _Trainer:
                         return True
         return False
 
+    def _compiled(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.compiled is None:  # once per fit: torch.compile caches its graphs per module
+            self.compiled = torch.compile(self.model)
+        return self.compiled
+
     def _train_epoch(
         self, epoch: int, optimizer: Any, schedule: Any, in_eval: list[nn.Module], n_unfrozen: int
     ) -> tuple[float, float]:
@@ -824,7 +839,7 @@ class _Trainer:
                     features = body(x)
                 return head(features)
         else:
-            forward = self.model
+            forward = self._compiled() if clf.compile else self.model
         total, count, last_lr = 0.0, 0, 0.0
         # A bar only where an epoch is long enough to wait for.
         progress = progress_bar(len(order), clf.verbose, f"epoch {epoch}", min_total=256)

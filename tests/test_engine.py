@@ -228,3 +228,21 @@ def test_the_image_store_keeps_decoded_images_within_its_bound(monkeypatch):
             pass
     assert len(store._kept) == 3 and store._bytes <= store.max_bytes
     assert len(loads) == len(X) + len(X) - 3  # the kept three are decoded once
+
+
+def test_compile_trains_through_torch_compile(monkeypatch):
+    compiled = []
+
+    def fake_compile(model):  # the real one takes ~40 s on 2 cores: the benchmark measures it
+        compiled.append(model)
+        return lambda x: model(x)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    params = dict(unfreeze=1, freeze_epochs=1, epochs=2, augment=None, image_size=64, batch_size=5,
+                  validation_fraction=0, cache=False, random_state=0)
+    clf = FineTuneClassifier(compile=True, **params).fit(X, [0, 1] * 5)
+    assert len(compiled) == 1 and compiled[0] is clf.model_
+    np.testing.assert_allclose(clf.predict_proba(X), FineTuneClassifier(**params).fit(X, [0, 1] * 5).predict_proba(X),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        FineTuneClassifier(compile="yes").fit(X, [0, 1] * 5)
