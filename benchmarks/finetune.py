@@ -37,7 +37,9 @@ On a 2-core CPU the accuracy part takes about an hour at 224 px.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -155,6 +157,8 @@ def bare_step_rate(
     for module in set_trainable(model[0], backbone.layer_groups, len(backbone.layer_groups), batchnorm=batchnorm):
         module.eval()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if compiled:  # a cold compile, as on a new machine: not from torch's on-disk cache of earlier runs
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     forward = torch.compile(model) if compiled else model
 
     def step() -> None:

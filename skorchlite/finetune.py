@@ -148,10 +148,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     num_workers : int or None, default=None
         Image-decoding threads; ``None`` follows torch's thread count.
     compile : bool, default=False
-        Train through ``torch.compile(model)``. Off by default: on a 2-core
-        CPU it took 42 s to compile EfficientNet-Lite0's training step and
-        then ran at 47.9 images/s against 50.7 eager, so it does not pay
-        for small data there; try it on GPUs and long jobs.
+        Train through ``torch.compile(model)``. Off by default: on the
+        2-core development CPU the compiled training step of
+        EfficientNet-Lite0 ran slower than the eager one, after its compile
+        time (``docs/benchmarks.md``); try it on GPUs and long jobs.
     cache : bool, str or path-like, default=True
         Embedding cache for head-only training (see the extractor).
     random_state : int, RandomState instance or None, default=None

@@ -263,7 +263,7 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     for step in middle:
         check_is_fitted(step)
     backbone = get_backbone(extractor.backbone, extractor.weights)
-    preprocessing = extractor._preprocessing()
+    preprocessing = backbone.preprocessing.resized(extractor.image_size)
     embed_node = extractor.layer
     if embed_node is None and extractor.pooling != "avg":
         embed_node = backbone.feature_node()
