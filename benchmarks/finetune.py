@@ -134,17 +134,19 @@ def skorch_epochs(X, y, image_size: int, batch_size: int, epochs: int) -> list[f
 
 
 def bare_step_rate(
-    X, image_size: int, batch_size: int, precision: str, batchnorm: str, steps: int = 8, compiled: bool = False
+    X, image_size: int, batch_size: int, precision: str, batchnorm: str, steps: int = 8, *,
+    folded: bool = False, compiled: bool = False,
 ) -> float:
     """Images/s of bare training steps on one pre-decoded batch, with the best
     settings we know: channels-last, freed memory kept, AdamW, every layer
-    trained; BatchNorm in ``batchnorm`` mode; through ``torch.compile`` when
-    ``compiled`` (its compile time printed)."""
+    trained; BatchNorm in ``batchnorm`` mode, folded into the convolutions
+    when ``folded``; through ``torch.compile`` when ``compiled`` (its
+    compile time printed)."""
     from skorchlite.backbones import get_backbone
     from skorchlite.engine import autocast, crop_pixels, to_input
     from skorchlite.images import load_rgb
     from skorchlite.memory import freed_memory_kept
-    from skorchlite.training import set_trainable
+    from skorchlite.training import fold_frozen_batchnorm, set_trainable
 
     backbone = get_backbone("efficientnet_lite0", copy_model=True)
     preprocessing = backbone.preprocessing.resized(image_size)
@@ -159,7 +161,8 @@ def bare_step_rate(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     if compiled:  # a cold compile, as on a new machine: not from torch's on-disk cache of earlier runs
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
-    forward = torch.compile(model) if compiled else model
+    forward = fold_frozen_batchnorm(model) if folded else model
+    forward = torch.compile(forward) if compiled else forward
 
     def step() -> None:
         with autocast(cpu, precision):
@@ -263,8 +266,12 @@ def speed_table(X, y, args) -> None:
         for precision in precisions
         for batchnorm in ("eval", "train")
     }
-    bare_rates["float32", "eval", "compiled"] = bare_step_rate(
-        Xs, args.image_size, args.batch_size, "float32", "eval", compiled=True
+    for precision in precisions:
+        bare_rates[precision, "eval", "folded"] = bare_step_rate(
+            Xs, args.image_size, args.batch_size, precision, "eval", folded=True
+        )
+    bare_rates["float32", "eval", "folded", "compiled"] = bare_step_rate(
+        Xs, args.image_size, args.batch_size, "float32", "eval", folded=True, compiled=True
     )
     best = max(bare_rates, key=bare_rates.get)
     bare = bare_rates[best]

@@ -32,6 +32,7 @@ from .persistence import load_model_state, save_model_state
 from .progress import progress_bar
 from .training import (
     default_augmentation,
+    fold_frozen_batchnorm,
     make_optimizer,
     make_schedule,
     set_trainable,
@@ -710,7 +711,7 @@ class _Trainer:
         self.valid_weight = float(data.weight[torch.as_tensor(valid)].sum())
         self.best_loss = np.inf
         self.best_epoch = 0
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.network: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.good_state = self._snapshot()
         self.good_epoch = clf.best_epoch_ if clf.history_ else 0  # the epoch good_state holds
@@ -811,10 +812,15 @@ class _Trainer:
                         return True
         return False
 
-    def _compiled(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.compiled is None:  # once per fit: torch.compile caches its graphs per module
-            self.compiled = torch.compile(self.model)
-        return self.compiled
+    def _training_network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network of the training steps, built once per fit: the model
+        with frozen-statistics BatchNorm folded into its convolutions
+        (sharing its parameters), compiled when asked."""
+        if self.network is None:
+            self.network = fold_frozen_batchnorm(self.model)
+            if self.clf.compile:
+                self.network = torch.compile(self.network)
+        return self.network
 
     def _train_epoch(
         self, epoch: int, optimizer: Any, schedule: Any, in_eval: list[nn.Module], n_unfrozen: int
@@ -839,7 +845,7 @@ class _Trainer:
                     features = body(x)
                 return head(features)
         else:
-            forward = self._compiled() if clf.compile else self.model
+            forward = self._training_network()
         total, count, last_lr = 0.0, 0, 0.0
         # A bar only where an epoch is long enough to wait for.
         progress = progress_bar(len(order), clf.verbose, f"epoch {epoch}", min_total=256)

@@ -18,6 +18,7 @@ from .backbones import Preprocessing
 
 __all__ = [
     "DefaultAugmentation",
+    "fold_frozen_batchnorm",
     "default_augmentation",
     "make_optimizer",
     "make_schedule",
@@ -128,6 +129,80 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str | None, total_step
         return cosine(1.0, 1 / 25 / 1e4 if kind == "onecycle" else 0.0, progress)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _ConvBatchNorm(nn.Module):
+    """A convolution and the BatchNorm after it, run as one convolution while
+    the BatchNorm normalises with its running statistics (eval mode): its
+    scale and shift fold into the convolution's weight and bias at each call,
+    so gradients still reach all four tensors. In train mode, the two run as
+    they are."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d):
+        super().__init__()
+        self.conv, self.norm = conv, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self.conv, self.norm
+        if norm.training or norm.running_var is None or norm.running_mean is None:
+            return norm(conv(x))
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias
+        return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
+
+
+def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
+    """A view of ``model`` for training steps in which each convolution
+    followed by a BatchNorm runs as one convolution while that BatchNorm is
+    in eval mode (``batchnorm="eval"``, frozen groups).
+
+    The view shares every parameter and buffer with ``model``; nothing is
+    copied, and ``model`` itself is unchanged. Normalising activations
+    costs about a fifth of a CPU training step of EfficientNet-Lite0, and
+    folding scales the weights instead. A model torch.fx cannot trace is
+    returned as it is.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> torch.allclose(fold_frozen_batchnorm(net)(x), net(x), atol=1e-6)
+    True
+    """
+    try:
+        graph_module = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - an untraceable model trains unfolded, still correct
+        return model
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and type(modules.get(source.target)) is nn.Conv2d
+            and len(source.users) == 1
+        ):
+            continue
+        name = f"conv_batchnorm_{folded}"
+        graph_module.add_submodule(name, _ConvBatchNorm(modules[source.target], modules[node.target]))
+        with graph_module.graph.inserting_after(node):
+            replacement = graph_module.graph.call_module(name, source.args, source.kwargs)
+        node.replace_all_uses_with(replacement)
+        graph_module.graph.erase_node(node)
+        graph_module.graph.erase_node(source)
+        folded += 1
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return graph_module
 
 
 @dataclass(frozen=True)

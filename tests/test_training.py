@@ -215,3 +215,31 @@ def test_default_augmentation_crops_follow_torchvisions_rules():
             assert 0 <= left < right <= width and 0 <= top < bottom <= height
             if (width, height) == (100, 100):  # the random branch: scale and ratio bounds hold
                 assert 0.5 * 0.9 <= w * h / 1e4 <= 1.0 and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+
+
+# ------------------------------------------------------------- folded BatchNorm
+@pytest.mark.parametrize("batchnorm", ["eval", "train"])
+def test_folded_batchnorm_view_gives_the_same_outputs_and_gradients(batchnorm):
+    from skorchlite.training import fold_frozen_batchnorm
+
+    backbone = get_backbone("efficientnet_lite0", copy_model=True)
+    body = backbone.model
+    set_trainable(body, backbone.layer_groups, len(backbone.layer_groups), batchnorm=batchnorm)
+    body.train()
+    for module in set_trainable(body, backbone.layer_groups, len(backbone.layer_groups), batchnorm=batchnorm):
+        module.eval()
+    view = fold_frozen_batchnorm(body)
+    folded = [m for m in view.modules() if type(m).__name__ == "_ConvBatchNorm"]
+    assert len(folded) == 49  # every conv -> BatchNorm pair of EfficientNet-Lite0
+    assert {id(p) for p in view.parameters()} == {id(p) for p in body.parameters()}  # shared, not copied
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for network in (body, view):
+        body.zero_grad()
+        torch.manual_seed(0)
+        out = network(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in body.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads[1][1], grads[0][1]):  # float rounding differs, relative to each gradient's scale
+        assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-7
