@@ -59,8 +59,14 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     Training follows fastai's ``fine_tune``: with ``unfreeze`` other than 0,
     the head first trains alone for ``freeze_epochs`` at ``lr``; then the
     last ``unfreeze`` layer groups of the backbone are unfrozen and train
-    with the head for ``epochs`` at ``lr / 2``, each group towards the input
-    at ``lr_decay`` times the rate of the group above it.
+    with the head for ``epochs``, each group towards the input at
+    ``lr_decay`` times the rate of the group above it. The head's rate in
+    that phase is ``lr / 2`` when a head phase ran before it, else ``lr``
+    (``freeze_epochs=0``, ``warm_start``, ``partial_fit`` and ``unfreeze=0``
+    train at ``lr`` throughout). Unlike fastai, whose unfrozen phase runs
+    its own one-cycle from ``lr / 5`` and whose head phase rises over 99 %
+    of its steps, both phases here follow ``schedule`` with the same
+    ``warmup``.
 
     BatchNorm rule (as Keras's transfer-learning guide): the layers of
     frozen groups stay in inference mode during training, so their running

@@ -110,8 +110,10 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str | None, total_step
     """Per-step learning-rate multiplier of each phase.
 
     ``"onecycle"`` rises from 1/25 of the rate to the rate along a cosine
-    over the warm-up fraction, then falls along a cosine to nearly zero
-    (Smith's one-cycle, as fastai runs it); ``"cosine"`` warms up linearly
+    over the warm-up fraction, then falls along a cosine to 1/25 of 1e-4 of
+    the rate (Smith's one-cycle with fastai's cosine annealing and
+    ``div=25``, ``div_final=1e4``; fastai's own ``pct_start`` and phase
+    rates differ, see :class:`~skorchlite.FineTuneClassifier`); ``"cosine"`` warms up linearly
     from zero, then decays along a cosine to zero; ``None`` is constant.
     """
     warmup_steps = warmup * total_steps

@@ -94,8 +94,9 @@ def class_visualization(
 ) -> ClassVisualization:
     """Optimise an image from noise until the network sees ``class_index`` in it.
 
-    Gradient ascent on the log-probability of the class (Simonyan et al.,
-    2014), minus ``tv_weight`` times the image's total variation
+    Gradient ascent on the class's logit, its score before the softmax
+    (Simonyan et al., 2014, who found the logit gives clearer images than
+    the probability, which can rise by lowering the other classes), minus ``tv_weight`` times the image's total variation
     (:func:`total_variation`), which keeps the image smooth instead of
     adversarial high-frequency noise. Pixels are parametrised as
     ``sigmoid(z)``, so they stay in [0, 1], and Adam updates ``z``. Each
@@ -113,7 +114,7 @@ def class_visualization(
         (``"tabby"``), for a fitted model one of its ``classes_``.
     steps : int, default=100
         Optimisation steps.
-    tv_weight : float, default=0.5
+    tv_weight : float, default=1000.0
         Weight of the total-variation penalty; 0 turns it off.
     lr : float, default=0.1
         Adam's learning rate on the sigmoid's input.
