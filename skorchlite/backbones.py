@@ -641,7 +641,10 @@ def _imagenet_categories() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _cached_backbone(name: str, weights: WeightsRef, from_file: bool) -> Backbone:
-    return _build(name, weights, from_file)
+    # Building draws initial weights from torch's global generator before the
+    # stored ones replace them: the caller's random stream stays as it was.
+    with torch.random.fork_rng(devices=[]):
+        return _build(name, weights, from_file)
 
 
 def get_backbone(name: str, weights: str | os.PathLike = "DEFAULT", *, copy_model: bool = False) -> Backbone:

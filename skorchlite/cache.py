@@ -84,13 +84,15 @@ except ImportError:  # Windows: no flock, claims are judged by age alone
 
 import numpy as np
 
-from .files import write_atomic
+from .files import FileTooLargeError, NotRegularFileError, open_regular, read_limited, write_atomic
 
 __all__ = ["CacheNamespace", "CacheWarning", "EmbeddingCache", "default_cache_dir", "resolve_cache"]
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"SKLEMB1\n"
+# The widest vector an entry may hold (a read of an entry never asks for more).
+MAX_DIM = 1 << 22
 _DIM = struct.Struct("<I")
 _DIGEST_SIZE = 16
 _HEADER_SIZE = len(_MAGIC) + _DIM.size + _DIGEST_SIZE
@@ -439,9 +441,16 @@ class CacheNamespace:
         array([0.5, 1.5], dtype=float32)
         """
         path = self._entry(key)
+        # Only a regular file of at most an entry's size is read: a FIFO or
+        # a link to /dev/zero at an entry's path is a miss, not a hang.
+        limit = _HEADER_SIZE + 4 * (dim if dim is not None else MAX_DIM)
         try:
-            data = path.read_bytes()
+            with open_regular(path, limit) as file:
+                data = read_limited(file, limit)
         except FileNotFoundError:
+            return None
+        except (NotRegularFileError, FileTooLargeError, IsADirectoryError) as err:
+            logger.warning("Cache entry %s is not a stored vector (%s); computing instead", path, err.strerror)
             return None
         except OSError as err:
             self._unusable(err, "read")

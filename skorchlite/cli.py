@@ -272,18 +272,26 @@ def _embed(args: argparse.Namespace) -> int:
     if suffix == ".parquet":
         _require_parquet()
     X, y = _load_folder(args.dir)
+    if suffix == ".parquet":
+        for path in X:
+            if not _encodable(path):
+                raise CommandError(
+                    f"{path!r} is not valid UTF-8, which .parquet requires of its strings; rename the file, or "
+                    "write .npy or .csv (which keep the name's bytes)"
+                )
     features = PretrainedFeatureExtractor(
         backbone=args.backbone, image_size=args.image_size, verbose=args.verbose
     ).fit_transform(X)
     if index is not None:
+        listing = _rows_bytes(["path", "label"], zip(X, y))  # before any write: both files, or neither
         _save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
-        _write_rows(index, ["path", "label"], zip(X, y))
+        write_atomic(index, listing)
         print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
         return 0
     columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist()))
     if suffix == ".csv":
-        _write_rows(out, columns, rows)
+        write_atomic(out, _rows_bytes(columns, rows))
     else:
         import pandas as pd
 
@@ -322,14 +330,24 @@ def _require_parquet() -> None:
         raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
 
 
-def _write_rows(path: Path, header: list[str], rows: Any) -> None:
+def _rows_bytes(header: list[str], rows: Any) -> bytes:
+    """CSV of ``rows``, UTF-8; a file name that is not valid UTF-8 keeps its
+    own bytes (as the filesystem holds them), as ``os.fsencode`` writes it."""
     import csv
 
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)
     writer.writerows(rows)
-    write_atomic(path, text.getvalue().encode())
+    return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _at_least_two(value: str) -> int:

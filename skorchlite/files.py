@@ -188,10 +188,18 @@ def read_limited(file: BinaryIO, max_bytes: int | None = None) -> bytes:
     """
     if max_bytes is None:
         return file.read()
-    data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FileTooLargeError(errno.EFBIG, _too_large("more", max_bytes))
-    return data
+    # In chunks, not read(max_bytes + 1): that reserves the whole limit up
+    # front, which fails under an address-space limit for any small file.
+    chunks, total = [], 0
+    while chunk := file.read(min(_CHUNK, max_bytes + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise FileTooLargeError(errno.EFBIG, _too_large("more", max_bytes))
+    return b"".join(chunks)
+
+
+_CHUNK = 1 << 20
 
 
 def _too_large(size: str, max_bytes: int) -> str:

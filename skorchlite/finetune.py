@@ -386,7 +386,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FineTuneClassifier
         """
-        return self._fit(X, y, sample_weight, warm=hasattr(self, "model_"), head_warmup=False, epochs=1, classes=classes)
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: one call sees only its own rows. "
+                "Compute the weights over all your labels with sklearn.utils.class_weight.compute_class_weight "
+                "and pass them as a dict."
+            )
+        return self._fit(
+            X, y, sample_weight, warm=hasattr(self, "model_"), head_warmup=False, epochs=1, classes=classes, partial=True
+        )
 
     def _encode_targets(self, y: np.ndarray, classes: Any, warm: bool) -> np.ndarray:
         if warm:
@@ -430,7 +438,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return int(self.random_state.randint(np.iinfo(np.int32).max))
 
     def _fit(
-        self, X: Any, y: Any, sample_weight: Any, *, warm: bool, head_warmup: bool, epochs: int, classes: Any = None
+        self, X: Any, y: Any, sample_weight: Any, *, warm: bool, head_warmup: bool, epochs: int, classes: Any = None,
+        partial: bool = False,
     ) -> FineTuneClassifier:
         learned = {k: v for k, v in vars(self).items() if k.endswith("_")}
         trainer = None
@@ -449,7 +458,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             device = resolve_device(self.device)
             seed = self._seed()
             train, valid = self._split(target, seed)
-            weight = self._loss_weights(sample_weight, target, train, valid)
+            weight = self._loss_weights(sample_weight, target, train, valid, continuing=partial and warm)
 
             rng_scope = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
             with rng_scope:
@@ -478,14 +487,28 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
-    def _loss_weights(self, sample_weight: np.ndarray, target: np.ndarray, train: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _loss_weights(
+        self, sample_weight: np.ndarray, target: np.ndarray, train: np.ndarray, valid: np.ndarray, continuing: bool
+    ) -> np.ndarray:
         """Per-sample weights of the loss: sample_weight times class_weight,
-        scaled to mean 1 over the training rows (see ``weighted_loss``)."""
+        scaled to mean 1 over the training rows (see ``weighted_loss``).
+
+        The scale is that of the first ``fit``/``partial_fit`` call when
+        ``continuing`` a ``partial_fit`` series, so that a later chunk's
+        weights count as much as they say against the earlier ones.
+        """
         weight = sample_weight.astype(np.float64)
         if self.class_weight is not None:
             # "balanced" counts the training rows: those the loss sees.
             labels = self.classes_[target[train]]
-            weight = weight * compute_class_weight(self.class_weight, classes=self.classes_, y=labels)[target]
+            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
+            bad = [c for c, w in zip(self.classes_, per_class) if not (np.isfinite(w) and w >= 0)]
+            if bad:
+                raise ValueError(
+                    f"class_weight must give every class a finite weight >= 0; class {bad[0]!r} gets "
+                    f"{per_class[list(self.classes_).index(bad[0])]!r}."
+                )
+            weight = weight * per_class[target]
         for rows, name in [(train, "training"), (valid, "validation")]:
             if len(rows) and not weight[rows].sum() > 0:
                 raise ValueError(
@@ -493,7 +516,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"their loss is undefined; give weight to more samples"
                     + (", or set validation_fraction=0." if name == "validation" else ".")
                 )
-        return (weight / weight[train].mean()).astype(np.float32)
+        if not continuing:
+            self.weight_scale_ = float(weight[train].mean())
+        return (weight / self.weight_scale_).astype(np.float32)
 
     def _init_model(self, n_classes: int) -> None:
         backbone = get_backbone(self.backbone, self.weights, copy_model=True)

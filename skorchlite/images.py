@@ -30,6 +30,8 @@ __all__ = ["Sample", "check_images", "content_key", "describe", "load_keyed", "l
 
 Sample = Path | Image.Image | np.ndarray
 
+_EXTERNAL_FORMATS = frozenset({"EPS"})
+_POSTSCRIPT_SIGNATURES = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # text, and DOS EPS binary
 _CHANNELS = (1, 3, 4)
 _UNSUPPORTED_DTYPE = "convert it to uint8 (0-255) or to float in [0, 1]"
 
@@ -402,9 +404,21 @@ def _rgb_key(rgb: Image.Image) -> str:
     return digest.hexdigest()
 
 
+def _raster_formats() -> list[str]:
+    """Pillow's readers that decode in this process: EPS (and its PostScript)
+    would run Ghostscript, an external program, on the file's contents."""
+    Image.init()
+    return [name for name in Image.OPEN if name not in _EXTERNAL_FORMATS]
+
+
 def _decode_file(data: bytes, path: Path, index: int) -> Image.Image:
+    if data.startswith(_POSTSCRIPT_SIGNATURES):
+        raise ValueError(
+            f"{describe(path, index)}: a PostScript/EPS file; these are refused, since decoding them runs "
+            "Ghostscript, an external program, on the file's contents. Convert it to PNG first."
+        )
     with _decoding(path, index):
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_raster_formats())
     _check_size(image.size, path, index)  # from the header, before decoding
     with _decoding(path, index):
         image.load()
@@ -463,6 +477,8 @@ def _decoding(sample: Sample, index: int) -> Iterator[None]:
         raise ValueError(f"{name}: this is not an image Pillow can read.") from err
     except (OSError, SyntaxError, EOFError, ValueError) as err:
         raise ValueError(f"{name}: the image is truncated or corrupt ({err}).") from err
+    except Exception as err:  # noqa: BLE001 - a plugin's own failure, still this sample's
+        raise ValueError(f"{name}: Pillow failed to decode it ({type(err).__name__}: {err}).") from err
 
 
 def _to_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
@@ -484,14 +500,23 @@ def _to_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
 
 def _deep_to_uint8(image: Image.Image, sample: Sample, index: int) -> np.ndarray:
     """8-bit grey pixels of a 16/32-bit integer ('I;16', 'I') or float ('F') image."""
-    pixels = np.asarray(image)
+    # One private copy, then in place: large deep images stay at a few
+    # bytes per pixel instead of several int64 temporaries.
+    pixels = np.array(image)
     if image.mode == "F":
         _check_finite(pixels, describe(sample, index))
         # Floats at most 1 are [0, 1] intensities; anything else is 0-255.
         if pixels.max() <= 1:
-            pixels = pixels * 255.0
-        return np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
+            pixels *= 255
+        np.clip(pixels, 0, 255, out=pixels)
+        return np.rint(pixels, out=pixels).astype(np.uint8)
     # Scaled, not clipped, so the full 16-bit range maps onto 0-255; exact
-    # integer rounding of x * 255 / 65535 (no ties: 65535 is odd).
-    wide = np.clip(pixels.astype(np.int64), 0, 65535)
-    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    # integer rounding of x * 255 / 65535 (no ties: 65535 is odd; the
+    # largest intermediate, 65535 * 255 + 32767, fits in 32 bits).
+    if pixels.dtype.kind == "i":
+        np.clip(pixels, 0, 65535, out=pixels)
+    wide = pixels.astype(np.uint32)
+    wide *= 255
+    wide += 32767
+    wide //= 65535
+    return wide.astype(np.uint8)
