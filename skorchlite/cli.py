@@ -322,7 +322,7 @@ def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The verb's options, defaults included, as the page lists them."""
-    return {key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug")}
+    return {key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug", "command", "verbose")}
 
 
 def _counts(y: np.ndarray) -> dict[Any, int]:

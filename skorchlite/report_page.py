@@ -39,7 +39,7 @@ _JPEG_QUALITY = 82
 # How much of an overlay is heatmap: as skorchlite.inspect.grad_cam draws it.
 _HEATMAP_ALPHA = 0.45
 # Duplicate groups shown with their images; the rest are only counted.
-MAX_DUPLICATE_GROUPS = 60
+MAX_DUPLICATE_GROUPS = 200
 _LIBRARIES = ("skorchlite", "torch", "torchvision", "scikit-learn", "numpy", "pillow", "matplotlib")
 
 
@@ -301,8 +301,10 @@ def _headline(balanced: list, accuracy: list, folds: Sequence[Mapping[str, Any]]
         f"<p>Mean ± standard deviation over {len(folds)} cross-validation folds; every image was predicted "
         f"once, by a model that did not see it. Balanced accuracy is the mean recall of the classes, so a "
         f"rare class counts as much as a common one.</p>"
+        f"<p>Each fold's balanced accuracy: {', '.join(f'{b:.3f}' for b in balanced)}; "
+        f"accuracy: {', '.join(f'{a:.3f}' for a in accuracy)}.</p>"
         f"<p>{_duplicates_sentence(duplicates, n)}</p>"
-        f"<details><summary>Each fold's scores</summary>{table}</details>"
+        f"<details><summary>The folds' sizes and scores as a table</summary>{table}</details>"
     )
 
 
@@ -417,6 +419,8 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
         + (f"Shown: all {shown}, " if shown == n_wrong else f"Shown: the {shown} {ranked}, ")
         + ("highest probability of the wrong class first. " if errors.confidence is not None else "")
         + f"{_e(errors.note)}</p>"
+        + ('<p class="legend">Grad-CAM scale: <span class="jet"></span> no evidence → most evidence</p>'
+           if errors.overlays is not None else "")
     )
     cards = []
     for k, uri in enumerate(errors.thumbnails):
@@ -430,7 +434,9 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
             pictures += (
                 f'<img src="{errors.overlays[k]}" alt="{_e(f"Grad-CAM of {y_pred[i]} on image {i}, {name}")}">'
             )
-        probability = "" if errors.confidence is None else f" <span class=\"p\">{errors.confidence[k]:.2f}</span>"
+        probability = "" if errors.confidence is None else (
+            f' <span class="p" title="probability the model gave to the wrong class">p = {errors.confidence[k]:.2f}</span>'
+        )
         cards.append(
             f'<figure class="card"><div class="pair">{pictures}</div><figcaption>'
             f'true <strong>{_e(y_true[i])}</strong> → predicted <strong class="wrong">{_e(y_pred[i])}</strong>'
@@ -468,12 +474,13 @@ def _duplicates(duplicates: Any, X: Any) -> str:
         disagree = labels is not None and len({labels[i] for i in group}) > 1
         span = f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f} to {high:.3f}"
         head = (
-            f'<h3 class="{"conflict" if disagree else ""}">Group {gid}: {len(group)} images, {kind} copies '
-            f"(similarity {span}){' — labels disagree' if disagree else ''}</h3>"
+            f'<h3>Group {gid}: {len(group)} {kind} copies{" — labels disagree" if disagree else ""}</h3>'
+            f'<p class="name">cosine similarity {span}</p>'
         )
         members = []
         for i in group.tolist():
-            label = "" if labels is None else f"<strong>{_e(labels[i])}</strong><br>"
+            label = "" if labels is None else f'<strong class="{"wrong" if disagree else ""}">{_e(labels[i])}</strong><br>'
+
             picture = ""
             if samples is not None:
                 uri = _jpeg_uri(_thumbnail(load_rgb(samples[i], i), DUPLICATE_THUMBNAIL))
@@ -483,12 +490,14 @@ def _duplicates(duplicates: Any, X: Any) -> str:
                 f'<figure class="dup">{picture}<figcaption>{label}'
                 f'<span class="name" title="{_e(name)}">{_e(_short_name(name))}</span></figcaption></figure>'
             )
-        parts.append(f'<div class="group">{head}<div class="members">{"".join(members)}</div></div>')
+        parts.append(
+            f'<div class="group{" conflict" if disagree else ""}">{head}<div class="members">{"".join(members)}</div></div>'
+        )
     more = ""
     if len(ordered) > MAX_DUPLICATE_GROUPS:
         more = f"<p>And {len(ordered) - MAX_DUPLICATE_GROUPS} more groups (printed in full by the command).</p>"
-    order = "<p>Groups whose labels disagree come first: one of their labels is wrong.</p>" if conflicting else ""
-    return summary + order + "".join(parts) + more
+    order = "<p>Groups whose labels disagree come first: either a label is wrong or the images are not copies.</p>" if conflicting else ""
+    return summary + order + f'<div class="groups">{"".join(parts)}</div>' + more
 
 
 def _group_kinds(duplicates: Any) -> dict[int, tuple[str, float, float]]:
@@ -561,10 +570,14 @@ figcaption{font-size:.9em;color:#333}
 .card{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;background:#fcfcfc}
 .pair{display:flex;gap:4px}.pair img{width:50%;height:auto;object-fit:contain;background:#000}
 .wrong{color:#b00020}.p{background:#b00020;color:#fff;border-radius:3px;padding:0 4px;font-size:.85em}
-.name{color:#666;font-size:.85em;word-break:break-all}
-.group{border-left:4px solid #ccc;padding-left:10px;margin:10px 0}.group h3.conflict{color:#b00020}
-.group:has(h3.conflict){border-left-color:#b00020}
-.members{display:flex;flex-wrap:wrap;gap:8px}.dup{margin:0;width:130px}.dup img{max-width:120px;height:auto}
+.name{color:#666;font-size:.85em;overflow-wrap:anywhere;margin:0}
+.groups{display:flex;flex-wrap:wrap;gap:12px}
+.group{border:1px solid #ddd;border-left:4px solid #999;border-radius:4px;padding:4px 8px}
+.group h3{margin:2px 0;font-size:.95em}.group.conflict{border-left-color:#b00020;background:#fff5f5}
+.group.conflict h3{color:#b00020}
+.members{display:flex;flex-wrap:wrap;gap:6px;max-width:600px}.dup{margin:0;width:112px}.dup img{width:110px;height:auto}
+.legend{font-size:.9em}.jet{display:inline-block;width:160px;height:12px;vertical-align:middle;
+background:linear-gradient(to right,#00007f,#0000ff,#00ffff,#7fff7f,#ffff00,#ff0000,#7f0000)}
 .columns{display:flex;flex-wrap:wrap;gap:40px}code{background:#f4f4f4;padding:1px 4px;word-break:break-all}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}dt{font-weight:600}dd{margin:0}
 details{margin:8px 0}summary{cursor:pointer;color:#0b4f8a}
