@@ -488,7 +488,7 @@ def _duplicates(duplicates: Any, X: Any) -> str:
             name = duplicates.names[i]
             members.append(
                 f'<figure class="dup">{picture}<figcaption>{label}'
-                f'<span class="name" title="{_e(name)}">{_e(_short_name(name))}</span></figcaption></figure>'
+                f'<span class="name" title="{_e(name)}">{_e(Path(name).name)}</span></figcaption></figure>'
             )
         parts.append(
             f'<div class="group{" conflict" if disagree else ""}">{head}<div class="members">{"".join(members)}</div></div>'
@@ -569,7 +569,7 @@ figcaption{font-size:.9em;color:#333}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:14px}
 .card{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;background:#fcfcfc}
 .pair{display:flex;gap:4px}.pair img{width:50%;height:auto;object-fit:contain;background:#000}
-.wrong{color:#b00020}.p{background:#b00020;color:#fff;border-radius:3px;padding:0 4px;font-size:.85em}
+.wrong{color:#b00020}.p{background:#b00020;color:#fff;border-radius:3px;padding:0 4px;font-size:.85em;white-space:nowrap}
 .name{color:#666;font-size:.85em;overflow-wrap:anywhere;margin:0}
 .groups{display:flex;flex-wrap:wrap;gap:12px}
 .group{border:1px solid #ddd;border-left:4px solid #999;border-radius:4px;padding:4px 8px}
