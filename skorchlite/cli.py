@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import io
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -176,11 +177,14 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list
     estimator = _head(head)
     classes = np.unique(y)
     predicted = np.empty(len(y), dtype=y.dtype)
+    fold = np.empty(len(y), dtype=np.int64)
     scores: np.ndarray | None = None
-    accuracy, balanced = [], []
+    accuracy, balanced, models = [], [], []
     with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
-        for train, test in splits:
+        for k, (train, test) in enumerate(splits):
             model = clone(estimator).fit(features[train], y[train])
+            models.append(model)  # the report explains each error with the model that made it
+            fold[test] = k
             predicted[test] = model.predict(features[test])
             # Probabilities only: a ridge head's decision values are not
             # probabilities, and the report would print them as such.
@@ -190,7 +194,10 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list
             accuracy.append(accuracy_score(y[test], predicted[test]))
             balanced.append(balanced_accuracy_score(y[test], predicted[test]))
             bar.update()
-    return {"predicted": predicted, "scores": scores, "accuracy": np.array(accuracy), "balanced": np.array(balanced)}
+    return {
+        "predicted": predicted, "scores": scores, "accuracy": np.array(accuracy), "balanced": np.array(balanced),
+        "fold": fold, "models": models,
+    }
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -198,6 +205,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     from .extractor import PretrainedFeatureExtractor
+    from .report_page import format_score
 
     if args.report:
         _check_output_folder(args.report, "--report")
@@ -205,7 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(_class_table(y))
     if len(np.unique(y)) < 2:
         raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
-    groups = None
+    groups = found = None
     if args.group_duplicates:
         from .duplicates import find_duplicates
 
@@ -223,11 +231,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         features = extractor.fit_transform(X)
         result = _cross_validate(features, y, args.head, splits, args.verbose)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
+        result["extractor"] = extractor
         results.append(result)
         print(
             f"{backbone} + {args.head}, {args.cv}-fold CV{' (duplicate groups kept together)' if groups is not None else ''}: "
-            f"accuracy {result['accuracy'].mean():.3f} ± {result['accuracy'].std():.3f}, "
-            f"balanced accuracy {result['balanced'].mean():.3f} ± {result['balanced'].std():.3f} "
+            f"accuracy {format_score(result['accuracy'])}, balanced accuracy {format_score(result['balanced'])} "
             f"({result['seconds']:.1f} s)"
         )
     results.sort(key=lambda r: -r["balanced"].mean())
@@ -236,8 +244,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"{'rank':>4}  {'backbone':24} {'balanced acc.':>15} {'accuracy':>15} {'seconds':>8}")
         for rank, r in enumerate(results, 1):
             print(
-                f"{rank:>4}  {r['backbone']:24} {r['balanced'].mean():.3f} ± {r['balanced'].std():.3f}   "
-                f"{r['accuracy'].mean():.3f} ± {r['accuracy'].std():.3f} {r['seconds']:8.1f}"
+                f"{rank:>4}  {r['backbone']:24} {format_score(r['balanced'])}   "
+                f"{format_score(r['accuracy'])} {r['seconds']:8.1f}"
             )
     best = results[0]
     classes = np.unique(y)
@@ -245,14 +253,91 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
     print(_format_confusion_matrix(classes, matrix))
     if args.report:
-        from .report import write_report
-
-        written = write_report(
-            args.report, y, best["predicted"], proba=best["scores"], classes=classes, X=X if args.dir else None
-        )
+        written = _evaluation_report(args, X, y, classes, splits, found, results)
         print("\nReport: " + ", ".join(str(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
     return 0
+
+
+def _evaluation_report(
+    args: argparse.Namespace, X: Any, y: np.ndarray, classes: np.ndarray, splits: list, found: Any, results: list
+) -> list[Path]:
+    """The PNGs and the page ``index.html`` of the best backbone, written last."""
+    from .report import report_figures
+    from .report_page import RunInfo, error_gallery, evaluation_page
+
+    best = results[0]
+    proba = best["scores"]
+    pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
+    explain, note = _fold_explainer(X, best, args.head)
+    if args.verbose:
+        print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
+    errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
+    run = RunInfo(
+        command=shlex.join(["skorchlite", *args.argv]),
+        parameters={**_options(args), "head estimator": repr(_head(args.head))},
+        fingerprint=best["extractor"].fingerprint_,
+        folder=None if args.dir is None else str(Path(args.dir).resolve()),
+        class_counts=_counts(y),
+    )
+    names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
+    folds = [
+        {"n": len(test), "balanced": b, "accuracy": a}
+        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"])
+    ]
+    page = evaluation_page(
+        run, title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
+        y_true=y, y_pred=best["predicted"], proba=proba, classes=classes, folds=folds, pngs=pngs,
+        names=names, errors=errors, duplicates=found, X=X, ranking=results,
+    )
+    return _write_report_folder(Path(args.report), pngs, page)
+
+
+def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
+    """Grad-CAM of each error with the fold model that made it, or None and why not."""
+    from sklearn.pipeline import Pipeline
+
+    from .inspect import grad_cam, resolve_model
+
+    try:
+        models = [resolve_model(Pipeline([("features", result["extractor"]), ("head", m)])) for m in result["models"]]
+    except TypeError:
+        return None, f"No Grad-CAM: it needs a linear head (--head logreg or ridge), and {head} is not one."
+
+    def explain(rows: list[int], targets: list) -> list[np.ndarray]:
+        heatmaps: dict[int, np.ndarray] = {}
+        for k, model in enumerate(models):
+            mine = [(row, target) for row, target in zip(rows, targets) if result["fold"][row] == k]
+            if mine:
+                cam = grad_cam(model, [X[row] for row, _ in mine], [target for _, target in mine])
+                heatmaps.update(zip((row for row, _ in mine), cam.heatmaps))
+        return [heatmaps[row] for row in rows]
+
+    note = (
+        "Right of each image: its Grad-CAM for the predicted class, from the fold's model that made the "
+        "prediction (red: where the evidence for that class lies)."
+    )
+    return explain, note
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The verb's options, defaults included, as the page lists them."""
+    return {key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug", "command", "verbose")}
+
+
+def _counts(y: np.ndarray) -> dict[Any, int]:
+    labels, counts = np.unique(y, return_counts=True)
+    return {label: int(n) for label, n in zip(labels.tolist(), counts.tolist())}
+
+
+def _write_report_folder(folder: Path, pngs: dict[str, bytes], page: str) -> list[Path]:
+    """Each PNG, then the page, every file atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in [*pngs.items(), ("index.html", page.encode("utf-8"))]:
+        write_atomic(folder / name, data)
+        written.append(folder / name)
+    return written
 
 
 def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
@@ -404,11 +489,31 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
           f"best epoch {clf.best_epoch_}; saved to {output}")
     if report is not None:
-        from .report import plot_learning_curves
-
-        report.mkdir(parents=True, exist_ok=True)
-        print(f"Learning curves: {plot_learning_curves(clf.history_, report / 'learning_curves.png')}")
+        written = _finetune_report(args, report, clf, y, output, seconds, bool(interrupted))
+        print("Report: " + ", ".join(str(p) for p in written))
     return 130 if interrupted else 0
+
+
+def _finetune_report(
+    args: argparse.Namespace, report: Path, clf: Any, y: np.ndarray, output: Path, seconds: float, interrupted: bool
+) -> list[Path]:
+    from .backbones import get_backbone
+    from .report import report_figures
+    from .report_page import RunInfo, finetune_page
+
+    pngs = report_figures(history=clf.history_)
+    run = RunInfo(
+        command=shlex.join(["skorchlite", *args.argv]),
+        parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
+        fingerprint=get_backbone(clf.backbone, clf.weights).fingerprint(),
+        folder=str(Path(args.dir).resolve()),
+        class_counts=_counts(y),
+    )
+    page = finetune_page(
+        run, history=clf.history_, best_epoch=clf.best_epoch_, pngs=pngs, model_path=str(output),
+        seconds=seconds, interrupted=interrupted,
+    )
+    return _write_report_folder(report, pngs, page)
 
 
 def _load_model(path: str) -> Any:
@@ -511,7 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=int, default=None)
     evaluate.add_argument("--group-duplicates", action="store_true", help="keep duplicate images in one fold")
-    evaluate.add_argument("--report", metavar="OUT_DIR", help="write confusion matrix, ROC/PR and error PNGs")
+    evaluate.add_argument(
+        "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs"
+    )
 
     embed = verb("embed", _embed, "write the embeddings of an image folder to .npy, .csv or .parquet")
     embed.add_argument("dir")
@@ -536,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--n-iter-no-change", type=int, default=None)
     finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
     finetune.add_argument("--random-state", type=int, default=0)
-    finetune.add_argument("--report", metavar="OUT_DIR", help="write the learning curves PNG")
+    finetune.add_argument("--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the learning curves PNG")
     finetune.add_argument(
         "--keep-partial", action="store_true", help="on Ctrl-C, still save the best complete epoch (exit status 130)"
     )
@@ -561,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args: Any = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, as the report shows it
     try:
         status = args.run(args)
         sys.stdout.flush()  # here, so that a closed pipe is caught below

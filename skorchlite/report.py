@@ -43,6 +43,8 @@ __all__ = [
     "plot_learning_curves",
     "plot_misclassified",
     "plot_roc_pr",
+    "rank_misclassified",
+    "report_figures",
     "write_report",
 ]
 
@@ -113,9 +115,7 @@ def plot_confusion_matrix(
     'cm.png'
     >>> tmp.cleanup()
     """
-    fig = _new_figure(FIGSIZES["confusion_matrix"])
-    _draw_confusion_matrix(fig, y_true, y_pred, labels)
-    return _save(fig, path)
+    return _save(_confusion_matrix_figure(y_true, y_pred, labels), path)
 
 
 def plot_roc_pr(
@@ -170,11 +170,7 @@ def plot_roc_pr(
     'roc.png'
     >>> tmp.cleanup()
     """
-    y_true = _labels(y_true, "y_true")
-    proba, classes = _check_proba(proba, classes, y_true)
-    fig = _new_figure(FIGSIZES["roc_pr"])
-    _draw_roc_pr(fig, y_true, proba, classes)
-    return _save(fig, path)
+    return _save(_roc_pr_figure(y_true, proba, classes), path)
 
 
 def plot_learning_curves(history: Any, path: str | os.PathLike) -> Path:
@@ -225,10 +221,7 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> Path:
     'curves.png'
     >>> tmp.cleanup()
     """
-    records = _history_records(history)
-    fig = _new_figure(FIGSIZES["learning_curves"])
-    _draw_learning_curves(fig, records)
-    return _save(fig, path)
+    return _save(_learning_curves_figure(history), path)
 
 
 def plot_misclassified(
@@ -293,31 +286,119 @@ def plot_misclassified(
     'errors.png'
     >>> tmp.cleanup()
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer; got {n!r}.")
+    return _save(_misclassified_figure(X, y_true, y_pred, proba, classes, n), path)
+
+
+def rank_misclassified(
+    y_true: Sequence[Any] | np.ndarray,
+    y_pred: Sequence[Any] | np.ndarray,
+    proba: Sequence[Sequence[float]] | np.ndarray | None = None,
+    classes: Sequence[Any] | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The misclassified samples, most confident first, as
+    :func:`plot_misclassified` shows them.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    proba : array-like of shape (n_samples, n_classes), optional
+        Predicted probabilities; without them the errors keep the order of
+        the samples.
+    classes : array-like of shape (n_classes,), optional
+        The class of each column of ``proba``; by default the sorted labels
+        of ``y_true`` and ``y_pred``.
+
+    Returns
+    -------
+    indices : ndarray of int
+        The rows whose prediction is wrong, ranked.
+    confidence : ndarray of float or None
+        The probability each gave to its predicted class (``None`` without
+        ``proba``).
+
+    Raises
+    ------
+    ValueError
+        When the inputs differ in length or a predicted label is not in
+        ``classes``.
+
+    Examples
+    --------
+    >>> rank_misclassified(["a", "a", "b"], ["b", "b", "b"], [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8]], ["a", "b"])
+    (array([1, 0]), array([0.9, 0.6]))
+    """
     y_true = _labels(y_true, "y_true")
     y_pred = _labels(y_pred, "y_pred")
     check_consistent_length(y_true, y_pred)
-    samples = check_images(X)
-    if len(samples) != len(y_true):
-        raise ValueError(f"X has {len(samples)} images but y_true has {len(y_true)} labels.")
     wrong = np.flatnonzero(y_true != y_pred)
-    confidence = None
+    if proba is None:
+        return wrong, None
+    proba, classes = _check_proba(proba, classes, np.concatenate([y_true, y_pred]), len(y_true))
+    column = {label: j for j, label in enumerate(classes.tolist())}
+    missing = sorted({str(label) for label in y_pred[wrong].tolist() if label not in column})
+    if missing:
+        raise ValueError(f"predicted labels {missing} are not in classes {classes.tolist()}.")
+    confidence = np.array([proba[i, column[label]] for i, label in zip(wrong, y_pred[wrong].tolist())])
+    # Stable sort: equally confident errors keep the order of X.
+    order = np.argsort(-confidence, kind="stable")
+    return wrong[order], confidence[order]
+
+
+def report_figures(
+    y_true: Sequence[Any] | np.ndarray | None = None,
+    y_pred: Sequence[Any] | np.ndarray | None = None,
+    proba: Sequence[Sequence[float]] | np.ndarray | None = None,
+    classes: Sequence[Any] | np.ndarray | None = None,
+    X: Any = None,
+    history: Any = None,
+) -> dict[str, bytes]:
+    """Every plot the inputs allow, as PNG bytes by file name.
+
+    What :func:`write_report` writes, rendered in memory (once, so that a
+    page can inline the very bytes of the files). The parameters are
+    :func:`write_report`'s, except that the labels may be left out to draw
+    the learning curves alone.
+
+    Returns
+    -------
+    dict of str to bytes
+        ``"confusion_matrix.png"`` with labels, then ``"roc_pr.png"``,
+        ``"learning_curves.png"`` and ``"misclassified.png"`` as the inputs
+        allow, in this order.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed.
+
+    Examples
+    --------
+    >>> pngs = report_figures(["cat", "dog", "dog"], ["cat", "dog", "cat"])
+    >>> list(pngs), pngs["confusion_matrix.png"][:4]
+    (['confusion_matrix.png'], b'\\x89PNG')
+    """
+    _import_matplotlib()
+    if (y_true is None) != (y_pred is None):
+        raise ValueError("give both y_true and y_pred, or neither.")
+    labels = None if classes is None else _labels(classes, "classes")
+    figures = {}
+    if y_true is None:
+        if proba is not None or X is not None:
+            raise ValueError("proba and X need y_true and y_pred.")
+    else:
+        figures["confusion_matrix.png"] = _confusion_matrix_figure(y_true, y_pred, labels)
     if proba is not None:
-        proba, classes = _check_proba(proba, classes, np.concatenate([y_true, y_pred]), len(y_true))
-        column = {label: j for j, label in enumerate(classes.tolist())}
-        missing = sorted({str(label) for label in y_pred[wrong].tolist() if label not in column})
-        if missing:
-            raise ValueError(f"predicted labels {missing} are not in classes {classes.tolist()}.")
-        confidence = np.array([proba[i, column[label]] for i, label in zip(wrong, y_pred[wrong].tolist())])
-        # Stable sort: equally confident errors keep the order of X.
-        order = np.argsort(-confidence, kind="stable")
-        wrong, confidence = wrong[order], confidence[order]
-    fig = _new_figure(FIGSIZES["misclassified"])
-    shown = wrong[:n]
-    thumbnails = [_thumbnail(samples[i], int(i)) for i in shown]
-    _draw_misclassified(fig, thumbnails, shown, y_true, y_pred, confidence, len(wrong))
-    return _save(fig, path)
+        y_all = np.concatenate([_labels(y_true, "y_true"), _labels(y_pred, "y_pred")])
+        proba, labels = _check_proba(proba, labels, y_all, len(y_all) // 2)
+        figures["roc_pr.png"] = _roc_pr_figure(y_true, proba, labels)
+    if history is not None and _history_records(history, allow_empty=True):
+        figures["learning_curves.png"] = _learning_curves_figure(history)
+    if X is not None:
+        figures["misclassified.png"] = _misclassified_figure(X, y_true, y_pred, proba, labels, 12)
+    # Rendered one at a time as they are built would hold no less memory:
+    # figures are small next to the images they come from.
+    return {name: _png(fig) for name, fig in figures.items()}
 
 
 def write_report(
@@ -376,19 +457,13 @@ def write_report(
     ['confusion_matrix.png', 'roc_pr.png']
     >>> tmp.cleanup()
     """
-    _import_matplotlib()  # fail before creating anything
+    pngs = report_figures(y_true, y_pred, proba, classes, X, history)  # fails before creating anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = None if classes is None else _labels(classes, "classes")
-    paths = [plot_confusion_matrix(y_true, y_pred, out / "confusion_matrix.png", labels=labels)]
-    if proba is not None:
-        y_all = np.concatenate([_labels(y_true, "y_true"), _labels(y_pred, "y_pred")])
-        proba, labels = _check_proba(proba, labels, y_all, len(y_all) // 2)
-        paths.append(plot_roc_pr(y_true, proba, labels, out / "roc_pr.png"))
-    if history is not None and _history_records(history, allow_empty=True):
-        paths.append(plot_learning_curves(history, out / "learning_curves.png"))
-    if X is not None:
-        paths.append(plot_misclassified(X, y_true, y_pred, proba, labels, out / "misclassified.png"))
+    paths = []
+    for name, data in pngs.items():
+        write_atomic(out / name, data)
+        paths.append(out / name)
     return paths
 
 
@@ -418,19 +493,24 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Render at exactly figsize * DPI pixels and write an RGB PNG atomically.
+    """Write the figure's PNG (:func:`_png`) atomically."""
+    path = Path(path)
+    write_atomic(path, _png(fig))
+    return path
+
+
+def _png(fig: Figure) -> bytes:
+    """Render at exactly figsize * DPI pixels as an RGB PNG.
 
     The canvas is rendered and encoded by Pillow rather than ``savefig``,
     whose size follows the user's rcParams (``savefig.bbox = "tight"``).
     """
-    path = Path(path)
     fig.canvas.draw()
     pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 # -- inputs --------------------------------------------------------------------
@@ -497,6 +577,47 @@ def _thumbnail(sample: Any, index: int) -> Image.Image:
     image = load_rgb(sample, index)
     image.thumbnail((_THUMBNAIL, _THUMBNAIL))
     return image
+
+
+# -- figures -------------------------------------------------------------------
+
+
+def _confusion_matrix_figure(y_true: Any, y_pred: Any, labels: Any) -> Figure:
+    fig = _new_figure(FIGSIZES["confusion_matrix"])
+    _draw_confusion_matrix(fig, y_true, y_pred, labels)
+    return fig
+
+
+def _roc_pr_figure(y_true: Any, proba: Any, classes: Any) -> Figure:
+    y_true = _labels(y_true, "y_true")
+    proba, classes = _check_proba(proba, classes, y_true)
+    fig = _new_figure(FIGSIZES["roc_pr"])
+    _draw_roc_pr(fig, y_true, proba, classes)
+    return fig
+
+
+def _learning_curves_figure(history: Any) -> Figure:
+    records = _history_records(history)
+    fig = _new_figure(FIGSIZES["learning_curves"])
+    _draw_learning_curves(fig, records)
+    return fig
+
+
+def _misclassified_figure(X: Any, y_true: Any, y_pred: Any, proba: Any, classes: Any, n: int) -> Figure:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}.")
+    y_true = _labels(y_true, "y_true")
+    y_pred = _labels(y_pred, "y_pred")
+    check_consistent_length(y_true, y_pred)
+    samples = check_images(X)
+    if len(samples) != len(y_true):
+        raise ValueError(f"X has {len(samples)} images but y_true has {len(y_true)} labels.")
+    wrong, confidence = rank_misclassified(y_true, y_pred, proba, classes)
+    fig = _new_figure(FIGSIZES["misclassified"])
+    shown = wrong[:n]
+    thumbnails = [_thumbnail(samples[i], int(i)) for i in shown]
+    _draw_misclassified(fig, thumbnails, shown, y_true, y_pred, confidence, len(wrong))
+    return fig
 
 
 # -- drawing -------------------------------------------------------------------
