@@ -50,6 +50,21 @@ def stratified_subset(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray,
     return X, y
 
 
+def duplicate_groups(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A group id per image: copies found by ``find_duplicates`` share one,
+    so that grouped folds never put a copy on both sides of a split."""
+    from skorchlite.duplicates import find_duplicates
+
+    return find_duplicates(list(X), y).groups
+
+
+def grouped_folds(folds: int = 5):
+    """The benchmarks' duplicate-aware folds: StratifiedGroupKFold(shuffle, seed 0)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return StratifiedGroupKFold(folds, shuffle=True, random_state=0)
+
+
 def machine() -> str:
     """Platform, CPU model, cores, torch version and threads, on one line."""
     try:
