@@ -33,6 +33,13 @@ _IMAGE_SIZE = 64
 # Similarities are computed this many matrix elements at a time (64 MB of
 # float32), so memory stays bounded however many images there are.
 _BLOCK_ELEMENTS = 1 << 24
+# The pixel check: each image squashed (whole, aspect ignored) to this many
+# pixels a side in grey, then compared as _THUMB_SIDE thumbnails...
+_PIXEL_SIZE = 64
+_THUMB_SIDE = 16
+# ... against the thumbnails of the other's border crops: these fractions
+# cut from (left, right), and from (top, bottom), up to 10 % in all.
+_CUTS = [(a / 30, b / 30) for a in range(4) for b in range(4 - a)]
 
 
 class Pair(NamedTuple):
@@ -260,7 +267,8 @@ def find_duplicates(
 
         extractor = PretrainedFeatureExtractor(image_size=_IMAGE_SIZE)
     vectors = np.asarray(clone(extractor).fit_transform(X), dtype=np.float32)
-    pairs = sorted(_exact_pairs(keys) + [p for p in _near_pairs(vectors, threshold) if keys[p.i] != keys[p.j]])
+    near = _merge(_near_pairs(vectors, threshold), _pixel_pairs(samples, threshold))
+    pairs = sorted(_exact_pairs(keys) + [p for p in near if keys[p.i] != keys[p.j]])
     edges = np.array([(p.i, p.j) for p in pairs], dtype=np.int64).reshape(-1, 2)
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     # Components are numbered by their first sample, the order the report uses.
@@ -293,6 +301,79 @@ def _near_pairs(vectors: np.ndarray, threshold: float) -> list[Pair]:
         similarity = np.minimum(block[i, j], 1.0)  # float32 rounding can pass 1
         pairs += [Pair(int(a) + start, int(b) + start, float(s), "near") for a, b, s in zip(i, j, similarity)]
     return pairs
+
+
+def _merge(*found: list[Pair]) -> list[Pair]:
+    """The pairs found by any detector, each once, at its highest similarity."""
+    best: dict[tuple[int, int], Pair] = {}
+    for pair in (p for pairs in found for p in pairs):
+        if (pair.i, pair.j) not in best or pair.similarity > best[pair.i, pair.j].similarity:
+            best[pair.i, pair.j] = pair
+    return list(best.values())
+
+
+def _pixel_pairs(samples: list[Any], threshold: float) -> list[Pair]:
+    """Pairs whose grey thumbnails correlate at ``threshold`` or more once
+    one is cropped to line up with the other (a copy cut at the border)."""
+    grey = _grey_squares(samples)
+    whole = _unit_rows(_thumbnails(grey, [(0.0, 0.0)]))[:, 0]
+    n = len(grey)
+    rows = max(1, _BLOCK_ELEMENTS // (n * len(_CUTS) ** 2))
+    found = []
+    for start in range(0, n, rows):
+        crops = _unit_rows(_thumbnails(grey[start : start + rows], _CUTS))
+        # Best alignment of each crop of these rows with every whole image
+        # (one 2-D product: numpy's batched matmul is many times slower).
+        block = (crops.reshape(-1, crops.shape[-1]) @ whole.T).reshape(len(crops), -1, n).max(axis=1)
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -1
+        a, b = np.nonzero(block >= threshold)
+        found += [_pair(int(i) + start, int(j), float(block[i, j])) for i, j in zip(a, b)]
+    return found
+
+
+def _pair(a: int, b: int, similarity: float) -> Pair:
+    return Pair(min(a, b), max(a, b), min(similarity, 1.0), "near")
+
+
+def _grey_squares(samples: list[Any]) -> np.ndarray:
+    """Every sample decoded by the engine, squashed whole to a square, in grey (n, side, side)."""
+    from .backbones import Preprocessing
+    from .engine import decode_workers, prepared_batches
+
+    squash = Preprocessing(_PIXEL_SIZE, _PIXEL_SIZE, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    batches = prepared_batches(samples, range(len(samples)), squash, batch_size=64, workers=decode_workers(None), squash=True)
+    grey = np.empty((len(samples), _PIXEL_SIZE, _PIXEL_SIZE), dtype=np.float32)
+    for rows, items in batches:
+        # ITU-R 601 luma, as Pillow's convert("L"): an RGB copy of a grey image matches it.
+        grey[rows] = np.stack([item.pixels for item in items]) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return grey
+
+
+def _thumbnails(grey: np.ndarray, cuts: list[tuple[float, float]]) -> np.ndarray:
+    """Box-filtered thumbnails of each image's border crops (n, len(cuts) ** 2, side * side)."""
+    side, thumb = grey.shape[-1], _THUMB_SIDE
+    # Each crop box as a (thumb, side) matrix that area-averages its pixels.
+    weights = np.stack([_box_weights(side, thumb, side * low, side * (1 - high)) for low, high in cuts])
+    # weights @ image @ weights.T for every (top/bottom, left/right) cut: two
+    # batched matrix products (numpy's einsum is ten times slower here).
+    rows = np.matmul(weights[None], grey[:, None])  # (n, cuts, thumb, side)
+    out = np.matmul(rows[:, :, None], weights.transpose(0, 2, 1)[None, None])  # (n, cuts, cuts, thumb, thumb)
+    return out.reshape(len(grey), len(cuts) ** 2, thumb * thumb)
+
+
+def _box_weights(side: int, thumb: int, low: float, high: float) -> np.ndarray:
+    """(thumb, side) weights averaging pixels [low, high) of a line into ``thumb`` equal cells."""
+    edges = low + (high - low) * np.arange(thumb + 1) / thumb
+    pixel = np.arange(side)
+    # Overlap of each cell [edges[k], edges[k+1]) with each pixel [p, p+1).
+    overlap = np.clip(np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel), 0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _unit_rows(thumbs: np.ndarray) -> np.ndarray:
+    """Zero mean and unit norm along the last axis; a flat image stays zero, similar to nothing."""
+    centred = thumbs - thumbs.mean(axis=-1, keepdims=True)
+    return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
 
 
 def _plural(n: int, noun: str) -> str:
