@@ -222,3 +222,38 @@ def test_squash_keeps_the_whole_image_at_any_aspect_ratio():
     # Antialiased: the bright quarter is the first column, bleeding a little into the second.
     assert squashed.shape == (4, 4, 3) and (squashed[:, 0] > 200).all() and (squashed[:, 2:] == 0).all()
     assert (crop_pixels(Image.fromarray(wide), square)[:, 0] < 64).all()  # the centre crop loses it
+
+
+# ------------------------------------------ issue 14 point 1: the CLI default
+@pytest.fixture
+def folder_with_a_copy(tmp_path):
+    """Two classes of four distinct images; class a also holds a cut, resized JPEG copy of its first."""
+    for label, seeds in {"a": range(10, 14), "b": range(20, 24)}.items():
+        (tmp_path / label).mkdir()
+        for seed in seeds:
+            smooth_field(seed).convert("RGB").save(tmp_path / label / f"{seed}.png")
+    smooth_field(10).crop((4, 6, 156, 160)).resize((150, 130)).convert("RGB").save(tmp_path / "a" / "copy.jpg", quality=80)
+    return tmp_path
+
+
+@pytest.mark.parametrize("flag", [[], ["--group-duplicates"]])
+def test_cli_evaluate_groups_duplicates_by_default(folder_with_a_copy, capsys, flag):
+    """Issue 14 point 1: `skorchlite evaluate` groups duplicates unless told
+    not to, says how many images it grouped; --group-duplicates still works."""
+    from skorchlite.cli import main
+
+    assert main(["evaluate", str(folder_with_a_copy), "--cv", "2", "--image-size", "64", "--verbose", "0", *flag]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 9 images grouped with their duplicates" in out
+    assert "2-fold CV (duplicate groups kept together)" in out
+
+
+def test_cli_evaluate_no_group_duplicates_splits_images_independently(folder_with_a_copy, capsys):
+    """Issue 14 point 1: --no-group-duplicates turns the grouping off, and says so."""
+    from skorchlite.cli import main
+
+    args = ["evaluate", str(folder_with_a_copy), "--cv", "2", "--image-size", "64", "--verbose", "0"]
+    assert main([*args, "--no-group-duplicates"]) == 0
+    out = capsys.readouterr().out
+    assert "Duplicates not grouped (--no-group-duplicates)" in out
+    assert "grouped with their duplicates" not in out and "kept together" not in out
