@@ -44,7 +44,7 @@ from PIL import Image
 
 # The perturbations live with the tests, which check the same copies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from perturbations import PERTURBATIONS, pixel_correlation, write_copies  # noqa: E402
+from perturbations import PERTURBATIONS, pixel_correlation, write_copies
 
 # Similarities below this are not listed: the separation table starts here.
 LOW = 0.8

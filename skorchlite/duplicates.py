@@ -228,12 +228,14 @@ def find_duplicates(
         Similarity, in (0, 1], at and above which two images are near
         duplicates.
     extractor : scikit-learn transformer, default=None
-        Optionally, a second detector for copies no border cut lines up
-        (mirrored, rotated): images whose vectors (``extractor``, cloned and
-        fitted, maps ``X`` to one per image) have cosine similarity
-        ``>= threshold`` are near duplicates too, e.g.
-        ``PretrainedFeatureExtractor(image_size=64)``. Where both detectors
-        pair two images, the higher similarity is reported.
+        Optionally, a second detector: ``extractor`` (cloned, fitted) maps
+        ``X`` to one vector per image, and images whose vectors have cosine
+        similarity ``>= threshold`` are near duplicates too; where both
+        detectors pair two images, the higher similarity is reported. With
+        ``PretrainedFeatureExtractor(image_size=64)`` it adds no pair on
+        BUSI that the pixel check misses (measured), and like the pixel
+        check it misses mirrored or rotated copies (cosine 0.53 to 0.91 on
+        ten BUSI images): it is for an embedding made for copy detection.
 
     Returns
     -------
