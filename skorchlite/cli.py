@@ -219,7 +219,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         found = find_duplicates(X, y)
         groups = found.groups
+        grouped = sum(map(len, found.duplicate_groups()))
         print(found.summary())
+        print(
+            f"{grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
+            "(--no-group-duplicates to split them at random)."
+        )
+    else:
+        print("Duplicates not grouped (--no-group-duplicates): copies may sit on both sides of a fold.")
     cv = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(args.cv, shuffle=True, random_state=0)
     # The folds depend on the labels only: an impossible --cv fails here,
     # before any image is embedded.
@@ -615,7 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--head", choices=HEADS, default="logreg")
     evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=int, default=None)
-    evaluate.add_argument("--group-duplicates", action="store_true", help="keep duplicate images in one fold")
+    evaluate.add_argument(
+        "--group-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep duplicate images (find_duplicates) in one fold; on unless --no-group-duplicates",
+    )
     evaluate.add_argument(
         "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs"
     )

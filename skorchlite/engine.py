@@ -191,12 +191,21 @@ def resize_short_side(image: Image.Image, preprocessing: Preprocessing) -> Image
     return F.resize(image, [preprocessing.resize_size], interpolation=interpolation, antialias=True)
 
 
-def crop_pixels(image: Image.Image, preprocessing: Preprocessing, *, resized: bool = False) -> np.ndarray:
+def crop_pixels(
+    image: Image.Image, preprocessing: Preprocessing, *, resized: bool = False, squash: bool = False
+) -> np.ndarray:
     """The network's view of one RGB image as uint8 pixels (crop, crop, 3).
 
     Resize (skipped when ``resized``: the image came from
     :func:`resize_short_side`) and centre crop, as the preset does them.
+    ``squash`` instead resizes the whole image to the crop's square,
+    ignoring its aspect ratio, so that nothing near the border is lost
+    (:func:`skorchlite.duplicates.find_duplicates` compares whole images).
     """
+    if squash:
+        interpolation = InterpolationMode(preprocessing.interpolation)
+        side = [preprocessing.crop_size] * 2
+        return np.asarray(F.resize(image, side, interpolation=interpolation, antialias=True))
     if not resized:
         image = resize_short_side(image, preprocessing)
     return np.asarray(F.center_crop(image, [preprocessing.crop_size]))
@@ -241,12 +250,14 @@ def prepared_batches(
     first_index: int = 0,
     keyed: bool = False,
     keep_images: bool = False,
+    squash: bool = False,
 ) -> Iterator[tuple[list[int], list[Prepared]]]:
     """Decode and crop ``samples[row]`` for ``rows`` in threads, in order.
 
     ``keyed`` also returns each sample's content key, computed from the
     same bytes as its pixels; ``first_index`` is the position of
-    ``samples[0]`` in the caller's X, for error messages.
+    ``samples[0]`` in the caller's X, for error messages; ``squash`` is
+    :func:`crop_pixels`'s.
     """
 
     def prepare(row: int) -> Prepared:
@@ -255,7 +266,7 @@ def prepared_batches(
             key, image = load_keyed(samples[row], index)
         else:
             key, image = None, load_rgb(samples[row], index)
-        return Prepared(key, crop_pixels(image, preprocessing), image if keep_images else None)
+        return Prepared(key, crop_pixels(image, preprocessing, squash=squash), image if keep_images else None)
 
     yield from iter_batches(rows, prepare, batch_size, workers)
 
