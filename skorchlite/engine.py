@@ -233,11 +233,13 @@ def to_input(
 @dataclass(frozen=True)
 class Prepared:
     """One sample ready for a batch: its content key (when asked for), its
-    uint8 crop, and the decoded RGB image (when asked for)."""
+    uint8 crop, the decoded RGB image (when asked for) and that image's
+    ``(width, height)``."""
 
     key: str | None
     pixels: np.ndarray
     image: Image.Image | None
+    size: tuple[int, int]
 
 
 def prepared_batches(
@@ -266,7 +268,8 @@ def prepared_batches(
             key, image = load_keyed(samples[row], index)
         else:
             key, image = None, load_rgb(samples[row], index)
-        return Prepared(key, crop_pixels(image, preprocessing, squash=squash), image if keep_images else None)
+        pixels = crop_pixels(image, preprocessing, squash=squash)
+        return Prepared(key, pixels, image if keep_images else None, image.size)
 
     yield from iter_batches(rows, prepare, batch_size, workers)
 

@@ -257,3 +257,15 @@ def test_cli_evaluate_no_group_duplicates_splits_images_independently(folder_wit
     out = capsys.readouterr().out
     assert "Duplicates not grouped (--no-group-duplicates)" in out
     assert "grouped with their duplicates" not in out and "kept together" not in out
+
+
+def test_images_too_small_to_compare_pair_only_when_exact():
+    """8x8 digits are distinct samples; at that size thumbnails cannot tell copies from look-alikes."""
+    from sklearn.datasets import load_digits
+
+    from skorchlite.duplicates import MIN_NEAR_SIDE
+
+    digits = (load_digits().images[:200] * (255 / 16)).astype(np.uint8)
+    assert min(digits.shape[1:]) < MIN_NEAR_SIDE
+    found = find_duplicates(np.concatenate([digits, digits[:1]]))
+    assert [(p.i, p.j, p.kind) for p in found.pairs] == [(0, 200, "exact")]
