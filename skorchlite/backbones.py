@@ -247,6 +247,7 @@ class Backbone:
         Derived from :attr:`layer_groups`: a *stage output* is the last node
         of a group that comes before the last feature map.
 
+        - ``"penultimate"``: the penultimate features (as ``None``).
         - ``"mid"``: one mid-level stage output (EfficientNet-Lite0:
           ``_blocks.10.add``, the end of the 112-channel stage; ResNets:
           the end of ``layer3``).
@@ -313,10 +314,8 @@ class Backbone:
                 resolved.append(node_of(self.check_layer(item), names))
         repeated = sorted({str(node) for node in resolved if resolved.count(node) > 1})
         if repeated:
-            raise ValueError(
-                f"layer={layer!r} names {', '.join(repeated)} more than once (None is the penultimate "
-                f"features); list each layer once."
-            )
+            what = ", ".join("None (the penultimate features)" if r == "None" else r for r in repeated)
+            raise ValueError(f"layer={layer!r} names {what} more than once; list each layer once.")
         return tuple(resolved)
 
     def embedding_nodes(self, layer: Any, pooling: str) -> tuple[str, ...]:
@@ -379,10 +378,10 @@ def _layer_shortcuts(name: str, nodes: list[str], groups: list[tuple[str, ...]])
         if ends and nodes.index(ends[-1]) < nodes.index(last) and ends[-1] not in stages:
             stages.append(ends[-1])
     if not stages:
-        return {}
+        return {"penultimate": (None,)}
     index = next((i for family, i in _MID_STAGE.items() if name.startswith(family)), -3)
     mid = stages[max(index, -len(stages))]
-    return {"mid": (mid,), "stages": (*stages[-3:], None)}
+    return {"penultimate": (None,), "mid": (mid,), "stages": (*stages[-3:], None)}
 
 
 def _fingerprint(name: str, weights: WeightsRef, preprocessing: Preprocessing) -> dict[str, Any]:
