@@ -503,3 +503,7 @@ def test_issue_14_3_grad_cam_explains_a_multi_layer_pipeline():
         result = grad_cam(pipe, list(X[:2]))
         np.testing.assert_allclose(result.predicted_probability, pipe.predict_proba(X[:2]).max(1), rtol=1e-4)
         assert result.layer == cam_layer and result.heatmaps[0].shape == (32, 32)
+    # A module name for a node the head reads: one node, tapped once (torchvision
+    # would silently return only one of two names for it).
+    aliased = grad_cam(pipe, list(X[:1]), layer="_blocks.10")
+    np.testing.assert_allclose(aliased.heatmaps[0], result.heatmaps[0], rtol=1e-4, atol=1e-5)
