@@ -298,7 +298,7 @@ class Backbone:
         """
         items = layer if isinstance(layer, (list, tuple)) else [layer]
         if not items:
-            raise ValueError("layer is an empty list; give at least one node name, or None for the penultimate features.")
+            raise ValueError("layer is an empty list; name at least one node, or None for the penultimate features.")
         names, shortcuts = self.layer_names(), self.layer_shortcuts()
         resolved: list[str | None] = []
         for item in items:
