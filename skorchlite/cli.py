@@ -29,6 +29,10 @@ from .files import write_atomic
 from .memory import keep_freed_memory
 
 HEADS = ("logreg", "svm", "knn", "ridge")
+LAYER_HELP = (
+    "layer(s) to embed, pooled and concatenated: node names or shortcuts such as mid, stages, penultimate "
+    "(default; skorchlite backbones --layers NAME lists them)"
+)
 
 
 class CommandError(Exception):
@@ -234,7 +238,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = []
     for backbone in args.backbone:
         start = time.perf_counter()
-        extractor = PretrainedFeatureExtractor(backbone=backbone, image_size=args.image_size, verbose=args.verbose)
+        extractor = PretrainedFeatureExtractor(
+            backbone=backbone, layer=_layer(args.layer), image_size=args.image_size, verbose=args.verbose
+        )
         features = extractor.fit_transform(X)
         result = _cross_validate(features, y, args.head, splits, args.verbose)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
@@ -372,7 +378,7 @@ def _embed(args: argparse.Namespace) -> int:
                     "write .npy or .csv (which keep the name's bytes)"
                 )
     features = PretrainedFeatureExtractor(
-        backbone=args.backbone, image_size=args.image_size, verbose=args.verbose
+        backbone=args.backbone, layer=_layer(args.layer), image_size=args.image_size, verbose=args.verbose
     ).fit_transform(X)
     if index is not None:
         listing = _rows_bytes(["path", "label"], zip(X, y))  # before any write: both files, or neither
@@ -593,9 +599,23 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backbones(args: argparse.Namespace) -> int:
-    from .backbones import list_backbones, offline_backbones
+def _layer(names: list[str] | None) -> str | list[str] | None:
+    """The extractor's ``layer`` for ``--layer NAME...``."""
+    return names[0] if names is not None and len(names) == 1 else names
 
+
+def _backbones(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones, list_layers, offline_backbones
+
+    if args.layers is not None:
+        nodes, shortcuts = list_layers(args.layers)
+        print(f"Shortcuts of {args.layers} (--layer NAME, or layer=NAME in Python):")
+        for shortcut, members in shortcuts.items():
+            print(f"  {shortcut:12} {', '.join('(penultimate features)' if m is None else m for m in members)}")
+        print(f"Nodes ({len(nodes)}), from input to output (any of them, or several, as --layer A B ...):")
+        for node in nodes:
+            print(f"  {node}")
+        return 0
     offline = set(offline_backbones())
     names = list_backbones()
     for name in names:
@@ -622,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--head", choices=HEADS, default="logreg")
     evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=int, default=None)
+    evaluate.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
     evaluate.add_argument(
         "--group-duplicates",
         action=argparse.BooleanOptionalAction,
@@ -638,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--index", help="for .npy: the .csv of paths and labels (default: same name; never replaced)")
     embed.add_argument("--backbone", default="efficientnet_lite0")
     embed.add_argument("--image-size", type=int, default=None)
+    embed.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
 
     finetune = verb("finetune", _finetune, "fine-tune a backbone on an image folder and save the model")
     finetune.add_argument("dir")
@@ -675,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backbones = verb("backbones", _backbones, "list backbones and whether their weights are on this machine")
     backbones.add_argument("--offline", action="store_true", help="only those that work offline")
+    backbones.add_argument("--layers", metavar="NAME", help="list the layer names and shortcuts of backbone NAME")
     return parser
 
 

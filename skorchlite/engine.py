@@ -50,6 +50,7 @@ __all__ = [
     "embed",
     "inference_network",
     "iter_batches",
+    "output_widths",
     "prepared_batches",
     "resolve_device",
     "to_input",
@@ -302,30 +303,45 @@ class GlobalPool(nn.Module):
 
 
 class _NodeOutput(nn.Module):
-    def __init__(self, body: nn.Module, pooling: str):
+    """A traced body's outputs at ``nodes``, each pooled, concatenated in order."""
+
+    def __init__(self, body: nn.Module, nodes: Sequence[str], pooling: str):
         super().__init__()
-        self.body, self.pool = body, GlobalPool(pooling)
+        self.body, self.nodes, self.pool = body, tuple(nodes), GlobalPool(pooling)
+
+    def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.body(x)
+        return [self.pool(outputs[node]) for node in self.nodes]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x)["out"])
+        parts = self.pooled(x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def embedding_module(backbone: Backbone, layer: str | None, pooling: str) -> nn.Module:
-    """``backbone.model`` up to ``layer`` (``None``: the penultimate
-    features), pooled; shares the backbone's weights."""
-    if layer is None and pooling == "avg":
+def embedding_module(backbone: Backbone, layer: Any, pooling: str) -> nn.Module:
+    """``backbone.model`` up to ``layer``, pooled; shares the backbone's weights.
+
+    ``layer`` is anything :meth:`~skorchlite.backbones.Backbone.resolve_layers`
+    takes (``None``: the penultimate features). Several layers come from one
+    traced network, one forward pass, their pooled outputs concatenated in
+    the order given.
+    """
+    if backbone.resolve_layers(layer) == (None,) and pooling == "avg":
         return backbone.model
-    if layer is None:
-        layer = backbone.feature_node()
-        if layer is None:
-            raise ValueError(
-                f"pooling={pooling!r} needs a spatial feature map, and backbone {backbone.name!r} pools "
-                f"a class token instead. Use pooling='avg', or name a layer with layer=..."
-            )
-    backbone.check_layer(layer)
+    nodes = backbone.embedding_nodes(layer, pooling)
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    return _NodeOutput(create_feature_extractor(backbone.model, {layer: "out"}), pooling).eval()
+    body = create_feature_extractor(backbone.model, {node: node for node in nodes})
+    return _NodeOutput(body, nodes, pooling).eval()
+
+
+def output_widths(network: nn.Module, image_size: int) -> tuple[int, ...]:
+    """Width of each layer's pooled output in an :func:`inference_network`
+    (one entry for a single layer), from one image of zeros on the CPU."""
+    x = torch.zeros(1, 3, image_size, image_size)
+    with torch.inference_mode():
+        parts = network.pooled(x) if isinstance(network, _NodeOutput) else [network(x)]
+    return tuple(int(part.shape[1]) for part in parts)
 
 
 def optimize_for_inference(module: nn.Module) -> nn.Module:
@@ -350,12 +366,13 @@ def optimize_for_inference(module: nn.Module) -> nn.Module:
 
 @functools.lru_cache(maxsize=8)
 def inference_network(
-    name: str, weights: Any, sha256: str, layer: str | None, pooling: str, device: torch.device
+    name: str, weights: Any, sha256: str, layer: str | tuple[str | None, ...] | None, pooling: str, device: torch.device
 ) -> nn.Module:
     """The embedding network of a backbone, optimised, built once per process.
 
     ``sha256`` keys it to the weights' content, so a replaced weights file
-    is never served stale.
+    is never served stale. Several layers come as a tuple (the arguments key
+    a cache, so they must be hashable).
     """
     module = embedding_module(get_backbone(name, weights), layer, pooling)
     return optimize_for_inference(module).to(device)

@@ -17,7 +17,7 @@ from torch import nn
 from . import __version__
 from .backbones import Preprocessing, check_image_size, get_backbone
 from .cache import resolve_cache
-from .engine import POOLINGS, check_precision, decode_workers, embed, inference_network, resolve_device
+from .engine import POOLINGS, check_precision, decode_workers, embed, inference_network, output_widths, resolve_device
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
 
@@ -40,10 +40,15 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     weights : str or path-like, default="DEFAULT"
         ``"DEFAULT"``, a torchvision weights member such as ``"IMAGENET1K_V2"``,
         or a path to a state-dict file for the named architecture.
-    layer : str or None, default=None
+    layer : str, list of str or None, or None, default=None
         ``None`` gives the penultimate pooled features (the classifier's
-        input). A node name (see ``torchvision.models.feature_extraction.
-        get_graph_node_names``) gives that node's output, pooled globally.
+        input). A node name (see :func:`skorchlite.backbones.list_layers`,
+        or ``skorchlite backbones --layers NAME``) gives that node's output,
+        pooled globally. A shortcut of the backbone (``"mid"``: one
+        mid-level stage; ``"stages"``: the last three stages and the
+        penultimate features) or a list of names (``None`` in it: the
+        penultimate features) gives each layer's pooled output,
+        concatenated in that order, from one forward pass.
     pooling : {"avg", "max", "avg+max"}, default="avg"
         Global pooling of a spatial feature map; ``"avg+max"`` concatenates
         both, doubling the width.
@@ -82,6 +87,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         run when the current parameters no longer give it.
     n_features_out_ : int
         Width of the embedding.
+    layers_ : list of str or None
+        The node names ``layer`` stands for, in column order (``None``:
+        the penultimate features).
+    layer_widths_ : list of int
+        Columns from each of ``layers_``.
 
     See Also
     --------
@@ -125,8 +135,6 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _check_params(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
-        if self.layer is not None and not isinstance(self.layer, str):
-            raise TypeError(f"layer must be None or a node name (str), got {self.layer!r}.")
         for name in ("image_size", "batch_size", "num_workers"):
             value = getattr(self, name)
             if value is None and name != "batch_size":
@@ -151,22 +159,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self : PretrainedFeatureExtractor
         """
         self._check_params()
+        self.layers_ = list(self._layers())
         self.fingerprint_ = self._fingerprint()
-        if self.layer is None and self.pooling == "avg":
-            self.n_features_out_ = get_backbone(self.backbone, self.weights).embedding_dim
+        if self.layers_ == [None] and self.pooling == "avg":
+            widths: tuple[int, ...] = (get_backbone(self.backbone, self.weights).embedding_dim,)
         else:
-            module = self._network(torch.device("cpu"))
-            size = self._preprocessing().crop_size
-            with torch.inference_mode():
-                self.n_features_out_ = int(module(torch.zeros(1, 3, size, size)).shape[1])
+            widths = output_widths(self._network(torch.device("cpu")), self._preprocessing().crop_size)
+        self.layer_widths_ = list(widths)
+        self.n_features_out_ = sum(widths)
         return self
+
+    def _layers(self) -> tuple[str | None, ...]:
+        return get_backbone(self.backbone, self.weights).resolve_layers(self.layer)
 
     def _fingerprint(self) -> dict[str, Any]:
         """What the current parameters make of an image (see ``fingerprint_``)."""
         return {
             **get_backbone(self.backbone, self.weights).fingerprint(),
             "preprocessing": asdict(self._preprocessing()),
-            "layer": self.layer,
+            # Resolved names: a shortcut redefined later never meets its old vectors.
+            "layer": layers[0] if len(layers := self._layers()) == 1 else list(layers),
             "pooling": self.pooling,
             "dtype": self.precision,
             "skorchlite": __version__,
@@ -192,11 +204,41 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def _network(self, device: torch.device) -> nn.Module:
         sha256 = get_backbone(self.backbone, self.weights).weights.sha256
-        return inference_network(self.backbone, self.weights, sha256, self.layer, self.pooling, device)
+        return inference_network(self.backbone, self.weights, sha256, self._layers(), self.pooling, device)
 
     @property
     def _n_features_out(self) -> int:
         return self.n_features_out_
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns.
+
+        ``pretrainedfeatureextractor0``, ``...1``... for one layer; for
+        several, each name says its layer:
+        ``pretrainedfeatureextractor_{node}_{i}`` (``penultimate`` for
+        ``None``), ``i`` counting that layer's columns.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored; images have no input feature names.
+
+        Returns
+        -------
+        ndarray of str objects, shape (n_features_out_,)
+        """
+        names = super().get_feature_names_out(input_features)
+        if len(self.layers_) == 1:
+            return names
+        prefix = type(self).__name__.lower()
+        return np.asarray(
+            [
+                f"{prefix}_{'penultimate' if layer is None else layer}_{i}"
+                for layer, width in zip(self.layers_, self.layer_widths_)
+                for i in range(width)
+            ],
+            dtype=object,
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed images.

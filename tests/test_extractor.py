@@ -344,3 +344,166 @@ def test_image_size_changes_the_crop_and_the_cache_key(tmp_path, reference):
     assert small.fingerprint_["preprocessing"]["resize_size"] == 73  # 64 * 256 / 224
     out = small.transform(IMAGES)
     assert out.shape == (6, 1280) and not np.allclose(out, reference)
+
+
+# ------------------------------------------- issue 14.3: several layers
+SMALL = IMAGES[:3]
+MID, LATE = "_blocks.10.add", "_blocks.14.add"
+
+
+def _small(layer, cache=False, **params):
+    return PretrainedFeatureExtractor(layer=layer, image_size=64, cache=cache, **params)
+
+
+def test_issue_14_3_a_layer_list_is_the_concatenation_of_single_layers():
+    # avg+max: None is the last feature map, pooled both ways, as on its own.
+    multi = _small([MID, LATE, None], pooling="avg+max").fit()
+    singles = [_small(layer, pooling="avg+max").fit() for layer in (MID, LATE, None)]
+    np.testing.assert_allclose(
+        multi.transform(SMALL), np.hstack([s.transform(SMALL) for s in singles]), rtol=1e-5, atol=1e-6
+    )
+    assert multi.layers_ == [MID, LATE, None]
+    assert multi.layer_widths_ == [2 * 112, 2 * 192, 2 * 1280]
+    assert multi.n_features_out_ == sum(s.n_features_out_ for s in singles)
+
+
+def test_issue_14_3_the_order_given_is_the_column_order():
+    # avg: None in a list is the network's own output, as the default extractor gives it.
+    forward, backward = _small([MID, None]).fit(), _small([None, MID]).fit()
+    a, b = forward.transform(SMALL), backward.transform(SMALL)
+    np.testing.assert_allclose(a, np.hstack([b[:, 1280:], b[:, :1280]]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a[:, 112:], _small(None).fit_transform(SMALL), rtol=1e-5, atol=1e-6)
+
+
+def test_issue_14_3_feature_names_say_which_layer_each_column_came_from():
+    extractor = _small([MID, None]).fit()
+    names = extractor.get_feature_names_out()
+    assert len(names) == extractor.n_features_out_ == len(set(names)) == 112 + 1280
+    assert list(names[:2]) == [f"pretrainedfeatureextractor_{MID}_0", f"pretrainedfeatureextractor_{MID}_1"]
+    assert names[111] == f"pretrainedfeatureextractor_{MID}_111"
+    assert names[112] == "pretrainedfeatureextractor_penultimate_0" and names[-1].endswith("penultimate_1279")
+    # One layer keeps scikit-learn's plain names.
+    assert _small(MID).fit().get_feature_names_out()[0] == "pretrainedfeatureextractor0"
+    pd = pytest.importorskip("pandas")
+    frame = extractor.set_output(transform="pandas").transform(SMALL[:1])
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
+
+
+def test_issue_14_3_shortcuts_resolve_to_stage_outputs_and_are_listed():
+    from skorchlite.backbones import get_backbone, list_layers
+
+    backbone = get_backbone("efficientnet_lite0")
+    nodes = backbone.layer_names()
+    # Stage outputs: the last node inside the last block of each stage group.
+    ends = [[n for n in nodes if n.startswith(group[-1] + ".")][-1] for group in backbone.layer_groups[1:-1]]
+    assert ends[-3:] == [MID, LATE, "_blocks.15._bn2"]
+    shortcuts = backbone.layer_shortcuts()
+    assert shortcuts == {"penultimate": (None,), "mid": (MID,), "stages": (*ends[-3:], None)}
+    assert list_layers("efficientnet_lite0") == (nodes, shortcuts)
+    stages = _small("stages").fit()
+    assert stages.layers_ == [*ends[-3:], None] and stages.n_features_out_ == 112 + 192 + 320 + 1280
+    assert _small("mid").fit().n_features_out_ == 112
+    # Shortcuts expand inside lists; "penultimate" is the default itself.
+    assert backbone.resolve_layers(["mid", "_blocks.14", "penultimate"]) == (MID, LATE, None)
+    assert _small("penultimate").fit().fingerprint_ == _small(None).fit().fingerprint_
+
+
+def test_issue_14_3_torchvision_shortcuts_need_no_weights():
+    from skorchlite.backbones import list_layers, offline_backbones
+
+    assert "resnet18" not in offline_backbones()  # the architecture alone is built
+    nodes, shortcuts = list_layers("resnet18")
+    assert shortcuts["mid"] == ("layer3.1.relu_1",) and shortcuts["mid"][0] in nodes
+    assert shortcuts["stages"] == ("layer1.1.relu_1", "layer2.1.relu_1", "layer3.1.relu_1", None)
+
+
+def test_issue_14_3_cli_lists_nodes_and_shortcuts(capsys):
+    from skorchlite import cli
+
+    assert cli.main(["backbones", "--layers", "efficientnet_lite0"]) == 0
+    out = capsys.readouterr().out
+    assert f"stages       {MID}, {LATE}, _blocks.15._bn2, (penultimate features)" in out
+    assert "\n  _blocks.10.add\n" in out and "Nodes (144)" in out
+    assert cli.main(["backbones", "--layers", "efficientnet_lite9"]) == 1
+    assert "Unknown backbone 'efficientnet_lite9'. Did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "layer, error, message",
+    [
+        ([MID, "_blocks.99"], ValueError, r"no layer '_blocks.99'; did you mean '_blocks.9.*Shortcuts: penultimate, mid, "
+         r"stages.*Available layers"),
+        ("stage", ValueError, r"no layer 'stage'; did you mean 'stages'"),
+        ([], ValueError, "empty list"),
+        ([MID, "_blocks.10"], ValueError, r"names _blocks.10.add more than once"),
+        (["stages", None], ValueError, r"names None \(the penultimate features\) more than once"),
+        ([MID, 3], TypeError, r"layer must be None, a node or shortcut name \(str\), or a list of them"),
+        ({MID}, TypeError, "layer must be"),
+    ],
+)
+def test_issue_14_3_bad_layer_lists_are_refused_at_fit(layer, error, message):
+    with pytest.raises(error, match=message):
+        _small(layer).fit()
+
+
+def test_issue_14_3_fingerprint_records_resolved_nodes_in_order(tmp_path):
+    def recorded(layer):
+        return _small(layer).fit().fingerprint_["layer"]
+
+    assert recorded(None) is None and recorded([None]) is None
+    assert recorded("_blocks.10") == recorded([MID]) == recorded("mid") == MID
+    assert recorded([MID, None]) == [MID, None] != recorded([None, MID]) == [None, MID]
+    assert recorded("stages") == [MID, LATE, "_blocks.15._bn2", None]
+    assert recorded([MID, LATE]) != recorded([MID]) != recorded(None)
+    # Different lists never share cached vectors.
+    for layer in ([MID, None], [None, MID], [MID]):
+        _small(layer, cache=str(tmp_path)).fit_transform(SMALL[:1])
+    assert _entries(tmp_path) == 3
+
+
+def test_issue_14_3_a_redefined_shortcut_never_meets_its_old_vectors(tmp_path, monkeypatch):
+    from skorchlite import backbones
+
+    before = _small("mid", cache=str(tmp_path)).fit()
+    old = before.transform(SMALL[:1])
+    monkeypatch.setitem(backbones._MID_STAGE, "efficientnet_lite", -2)  # "mid" now means _blocks.14.add
+    after = _small("mid", cache=str(tmp_path)).fit()
+    assert after.fingerprint_["layer"] == LATE and after.n_features_out_ == 192
+    assert after.transform(SMALL[:1]).shape == (1, 192) and old.shape == (1, 112)
+    with pytest.raises(ValueError, match="changed since fit"):
+        before.transform(SMALL[:1])
+
+
+def test_issue_14_3_clone_set_params_and_grid_search_take_lists(tmp_path):
+    layer = [MID, None]
+    extractor = _small(layer, cache=str(tmp_path))
+    copy = clone(extractor)
+    assert copy.get_params()["layer"] == layer and copy.layer is not layer  # deep-copied, as sklearn does
+    fitted = clone(extractor).fit()
+    fitted.set_params(layer=[None, MID])
+    with pytest.raises(ValueError, match="changed since fit"):
+        fitted.transform(SMALL)
+    assert fitted.fit().layers_ == [None, MID]
+    X, y = _toy_data()
+    pipe = Pipeline([("features", extractor), ("clf", LogisticRegression(max_iter=500))])
+    search = GridSearchCV(pipe, {"features__layer": [None, "mid", [MID, None]]}, cv=2).fit(X, y)
+    assert search.best_score_ > 0.9 and len(search.cv_results_["params"]) == 3
+    assert _entries(tmp_path) == 3 * len(X)  # each image once per layer setting, across folds
+
+
+def test_issue_14_3_grad_cam_explains_a_multi_layer_pipeline():
+    from sklearn.preprocessing import StandardScaler
+
+    from skorchlite.inspect import grad_cam
+
+    X, y = _toy_data()
+    for layer, cam_layer in [([MID, None], "_head_act"), ([None, MID], MID)]:
+        pipe = Pipeline([("features", _small(layer)), ("scale", StandardScaler()),
+                         ("clf", LogisticRegression(max_iter=500))]).fit(X, y)
+        result = grad_cam(pipe, list(X[:2]))
+        np.testing.assert_allclose(result.predicted_probability, pipe.predict_proba(X[:2]).max(1), rtol=1e-4)
+        assert result.layer == cam_layer and result.heatmaps[0].shape == (32, 32)
+    # A module name for a node the head reads: one node, tapped once (torchvision
+    # would silently return only one of two names for it).
+    aliased = grad_cam(pipe, list(X[:1]), layer="_blocks.10")
+    np.testing.assert_allclose(aliased.heatmaps[0], result.heatmaps[0], rtol=1e-4, atol=1e-5)

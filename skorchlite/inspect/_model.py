@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skorchlite.backbones import Backbone, Preprocessing, check_image_size, get_backbone
+from skorchlite.backbones import Backbone, Preprocessing, check_image_size, get_backbone, node_of
 from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
 from skorchlite.images import check_images
 from skorchlite.memory import freed_memory_kept
@@ -40,24 +40,24 @@ ACCEPTED = (
 class _Net(nn.Module):
     """[0, 1] pixels -> logits: normalisation, backbone body, linear head.
 
-    ``embed_node`` names the body's node whose (pooled) output feeds the
-    head; ``None`` is the body's own output.
+    ``embed_nodes`` name the body's nodes whose pooled outputs, concatenated
+    in order, feed the head; ``None`` is the body's own output.
     """
 
     def __init__(self, body: nn.Module, head: nn.Module, preprocessing: Preprocessing,
-                 embed_node: str | None = None, pooling: str = "avg"):
+                 embed_nodes: Sequence[str] | None = None, pooling: str = "avg"):
         super().__init__()
         self.body, self.head = body, head
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1))
-        self.embed_node, self.pool = embed_node, GlobalPool(pooling)
-        self._taps: dict[str | None, nn.Module] = {}
-        if embed_node is not None:
+        self.embed_nodes, self.pool = (tuple(embed_nodes) if embed_nodes else None), GlobalPool(pooling)
+        self._taps: dict[str | None, tuple[nn.Module, tuple[str, ...], str | None]] = {}
+        if self.embed_nodes is not None:
             self.trace(None)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.embed_node is None:
+        if self.embed_nodes is None:
             return self.head(self.body((x - self.mean) / self.std))
         return self.tap(x, None)[1]
 
@@ -71,17 +71,24 @@ class _Net(nn.Module):
         if layer not in self._taps:
             from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-            out = self.embed_node or get_graph_node_names(self.body)[1][-1]
-            nodes = {out: "out"} if layer in (None, out) else {layer: "tap", out: "out"}
+            names = get_graph_node_names(self.body)[1]
+            outputs = self.embed_nodes or (names[-1],)
+            # By node, not by the name given: torchvision silently returns one
+            # of two names for the same node (a module and its last node).
+            tap = None if layer is None else node_of(layer, names)
+            nodes = {node: node for node in (*outputs, *([tap] if tap is not None else []))}
             # Shares the body's modules and weights, wherever they are.
-            self._taps[layer] = create_feature_extractor(self.body, nodes).eval()
-        return self._taps[layer]
+            self._taps[layer] = (create_feature_extractor(self.body, nodes).eval(), outputs, tap)
+        return self._taps[layer][0]
 
     def tap(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(output of node ``layer``, logits) in one forward pass."""
-        outputs = self.trace(layer)((x - self.mean) / self.std)
-        logits = self.head(self.pool(outputs["out"]))
-        return (None if layer is None else outputs.get("tap", outputs["out"])), logits
+        graph = self.trace(layer)
+        _, outputs, tap = self._taps[layer]
+        values = graph((x - self.mean) / self.std)
+        parts = [self.pool(values[node]) for node in outputs]
+        logits = self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+        return (None if tap is None else values[tap]), logits
 
 
 @dataclass
@@ -264,15 +271,15 @@ def _from_pipeline(pipeline: Any) -> Explainable:
         check_is_fitted(step)
     backbone = get_backbone(extractor.backbone, extractor.weights)
     preprocessing = backbone.preprocessing.resized(extractor.image_size)
-    embed_node = extractor.layer
-    if embed_node is None and extractor.pooling != "avg":
-        embed_node = backbone.feature_node()
-    if embed_node is not None:
-        backbone.check_layer(embed_node)
+    layers = backbone.resolve_layers(extractor.layer)
+    plain = layers == (None,) and extractor.pooling == "avg"
+    embed_nodes = None if plain else backbone.embedding_nodes(layers, extractor.pooling)
     head = _linear_head(middle, final, extractor.n_features_out_)
-    net = _Net(backbone.model, head, preprocessing, embed_node, extractor.pooling)
+    net = _Net(backbone.model, head, preprocessing, embed_nodes, extractor.pooling)
     name = f"{type(final).__name__} on {extractor.backbone}"
-    cam_layer = extractor.layer or backbone.feature_node()
+    # The deepest layer given, by default; the penultimate features stand
+    # for the last feature map, which they pool.
+    cam_layer = layers[-1] or backbone.feature_node()
     return Explainable(net, preprocessing, np.asarray(final.classes_), backbone, name, False, cam_layer)
 
 
