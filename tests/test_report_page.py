@@ -88,7 +88,7 @@ def test_evaluate_report_page_in_a_browser(folder, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     balanced = re.search(r"balanced accuracy (\d\.\d{3} ± \d\.\d{3})", printed).group(1)
-    accuracy = re.search(r"CV: accuracy (\d\.\d{3} ± \d\.\d{3})", printed).group(1)
+    accuracy = re.search(r"-fold CV[^:\n]*: accuracy (\d\.\d{3} ± \d\.\d{3})", printed).group(1)
     page = out / "index.html"
     for name in ("confusion_matrix.png", "roc_pr.png", "misclassified.png", "index.html"):
         assert (out / name).is_file()
