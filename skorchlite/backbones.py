@@ -29,6 +29,7 @@ import copy
 import functools
 import hashlib
 import importlib
+import numbers
 import os
 import threading
 import time
@@ -64,6 +65,7 @@ __all__ = [
     "check_image_size",
     "check_preprocessing",
     "describe_backbone",
+    "estimator_backbone",
     "get_backbone",
     "list_backbones",
     "load_checkpoint",
@@ -908,34 +910,35 @@ def get_backbone(
         backbone = _BUILT.get((name, weights)) or _cached_backbone(name, weights)
     else:
         backbone = _cached_backbone(name, resolve_weights(name, weights, seed=seed))
-    _BUILT.put(backbone)
     return copy.deepcopy(backbone) if copy_model else backbone
 
 
 class _Recent:
-    """The backbones built most recently, by ``(name, weights)``: how an
-    engine that holds only a backbone's name and ``WeightsRef`` finds a
-    module backbone again."""
+    """A small least-recently-used map of built backbones."""
 
     def __init__(self, maxsize: int):
         self.maxsize, self._items = maxsize, OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, WeightsRef]) -> Backbone | None:
+    def get(self, key: Any) -> Backbone | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
             return self._items.get(key)
 
-    def put(self, backbone: Backbone) -> None:
+    def put(self, key: Any, backbone: Backbone) -> None:
         with self._lock:
-            self._items[(backbone.name, backbone.weights)] = backbone
-            self._items.move_to_end((backbone.name, backbone.weights))
+            self._items[key] = backbone
+            self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
 
 
+# By (name, weights): how an engine that holds only a backbone's name and
+# WeightsRef finds a module backbone again.
 _BUILT = _Recent(maxsize=16)
+# Modules adopted, by class, state-dict hash, groups and preprocessing.
+_ADOPTED = _Recent(maxsize=4)
 
 
 # ------------------------------------------------------ bring your own
@@ -998,13 +1001,20 @@ def _module_name(module: nn.Module) -> str:
     return f"module:{type(module).__module__}.{type(module).__qualname__}"
 
 
-@functools.lru_cache(maxsize=4)
-def _adopted(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing) -> Backbone:
+def _adopt(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing) -> Backbone:
     name, digest, groups = key
     model = copy.deepcopy(module).eval().requires_grad_(False)
     size = preprocessing.crop_size
-    with torch.no_grad():
-        out = model(torch.zeros(1, len(preprocessing.mean), size, size))
+    shape = (1, len(preprocessing.mean), size, size)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape))
+    except Exception as err:  # noqa: BLE001 - any failure of the user's forward: say where it came from
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"The backbone {name} fails on an input of shape {shape} (preprocessing {preprocessing.crop_size} px): "
+            f"{first_line}. Pass preprocessing= with the input size it takes, or a module that takes images."
+        ) from err
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
         what = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
         raise ValueError(
@@ -1105,8 +1115,11 @@ def resolve_backbone(
     if isinstance(backbone, nn.Module):
         pre = IMAGENET_PREPROCESSING if preprocessing is None else check_preprocessing(preprocessing)
         key = (_module_name(backbone), state_dict_sha256(backbone), _check_groups(layer_groups, backbone))
-        result = _adopted(key, backbone, pre)
-        _BUILT.put(result)
+        result = _ADOPTED.get((key, pre))
+        if result is None:
+            result = _adopt(key, backbone, pre)
+            _ADOPTED.put((key, pre), result)
+        _BUILT.put((result.name, result.weights), result)
         return copy.deepcopy(result) if copy_model else result
     if isinstance(backbone, tuple):
         if len(backbone) != 2 or not isinstance(backbone[0], str) or not _is_path(backbone[1]):
@@ -1145,3 +1158,23 @@ def imagenet_predict(backbone: Backbone, batch: torch.Tensor, k: int = 5) -> lis
         [(backbone.categories[i], float(p)) for p, i in zip(values, indices)]
         for values, indices in zip(top.values.tolist(), top.indices.tolist())
     ]
+
+
+def estimator_backbone(estimator: Any, *, copy_model: bool = False) -> Backbone:
+    """The :class:`Backbone` an estimator's parameters give.
+
+    Reads ``backbone``, ``weights``, ``preprocessing`` and, where the
+    estimator has them, ``layer_groups`` and ``random_state`` (an int seeds
+    a random initialisation, ``weights=None``; otherwise the seed is 0, so
+    every estimator without one starts from the same random weights).
+    """
+    random_state = getattr(estimator, "random_state", None)
+    seed = int(random_state) if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) else 0
+    return resolve_backbone(
+        estimator.backbone,
+        estimator.weights,
+        preprocessing=getattr(estimator, "preprocessing", None),
+        layer_groups=getattr(estimator, "layer_groups", None),
+        seed=seed,
+        copy_model=copy_model,
+    )
