@@ -232,3 +232,29 @@ def test_point4_finetune_transform_gives_the_fine_tuned_features():
     assert not np.allclose(features, pretrained, atol=1e-4)  # the unfrozen group changed them
     pipe = make_pipeline(clone(clf), LogisticRegression(max_iter=200)).fit(X, Y)
     assert pipe.predict(X).shape == (12,)
+
+
+# ------------------------------------------------------------------ 5. CLI
+def test_point5_cli_lists_every_source_with_its_offline_names(capsys):
+    from skorchlite.cli import main
+
+    assert main(["backbones", "--offline"]) == 0
+    out = capsys.readouterr().out
+    for source in backbones.SOURCES:
+        assert f"{source.title}: {len(backbones.offline_backbones(source))} of {len(source.names())} offline now" in out
+    assert "  efficientnet_lite0 " in out and "resnet50" not in out and "nn.Module" in out
+
+
+def test_point2_cli_labels_a_random_init_run_loudly(tmp_path, capsys):
+    from PIL import Image
+
+    from skorchlite.cli import main
+
+    for label, images in (("dark", DARK), ("bright", BRIGHT)):
+        (tmp_path / label).mkdir()
+        for i, pixels in enumerate(images):
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    args = ["evaluate", str(tmp_path), "--cv", "2", "--image-size", "64", "--verbose", "0", "--weights", "random-init"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM INITIALISATION" in out and "efficientnet_lite0 [random-init] + logreg" in out
