@@ -334,6 +334,13 @@ class BackboneSource(ABC):
         architecture is known to differ."""
         return _HEADS.get(name) or _last_linear(model)
 
+    def split_head(self, name: str, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
+        """Remove the classifier: ``(headless model, classifier, embedding width)``."""
+        head = self.head_name(name, model)
+        classifier = model.get_submodule(head)
+        _set_submodule(model, head, nn.Identity())
+        return model, classifier, classifier.in_features
+
     def layer_groups(self, name: str, model: nn.Module) -> list[tuple[str, ...]]:
         """Module names of the headless ``model`` from input to output."""
         return _GROUPS[name](model) if name in _GROUPS else _top_level_groups(model)
@@ -629,7 +636,7 @@ def check_image_size(name: Any, image_size: int | None, weights: str | os.PathLi
     """
     if image_size is None or isinstance(name, nn.Module):
         return
-    if isinstance(name, tuple) and len(name) == 2:
+    if isinstance(name, (tuple, list)) and len(name) == 2:
         name, weights = name
     minimum = min_image_size(name, weights)
     if image_size < minimum:
@@ -740,7 +747,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
     """
     source = source_of(name)
     if weights is None:
-        return WeightsRef(f"{RANDOM_INIT}:seed={int(seed)}", None, state_dict_sha256(_random_model(name, int(seed))))
+        return WeightsRef(f"{RANDOM_INIT}:seed={int(seed)}", None, _random_model(name, int(seed))[1])
     if _is_path(weights):
         path = Path(weights).expanduser()
         digest = _file_sha256(path)
@@ -818,12 +825,14 @@ _BUILD_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=2)
-def _random_model(name: str, seed: int) -> nn.Module:
-    """The architecture as torch's generator seeded with ``seed`` draws it;
-    the caller's random stream stays as it was."""
+def _random_model(name: str, seed: int) -> tuple[nn.Module, str]:
+    """The architecture as torch's generator seeded with ``seed`` draws it,
+    and its state dict's hash (kept: the model is only ever copied, never
+    changed); the caller's random stream stays as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return source_of(name).architecture(name).eval()
+        model = source_of(name).architecture(name).eval()
+    return model, state_dict_sha256(model)
 
 
 def _build(name: str, weights: WeightsRef) -> Backbone:
@@ -831,16 +840,14 @@ def _build(name: str, weights: WeightsRef) -> Backbone:
     random_init = weights.id.startswith(RANDOM_INIT + ":")
     from_file = weights.id.startswith("file:")
     if random_init:
-        model = copy.deepcopy(_random_model(name, int(weights.id.rsplit("=", 1)[1])))
+        model = copy.deepcopy(_random_model(name, int(weights.id.rsplit("=", 1)[1]))[0])
     elif from_file:
         model = source.architecture(name)
         load_checkpoint(model, weights.path, name, optional=source.head_name(name, model))
     else:
         model = source.pretrained(name, weights.id, weights.path)
     member = "DEFAULT" if random_init or from_file else weights.id
-    head = source.head_name(name, model)
-    classifier = model.get_submodule(head)
-    _set_submodule(model, head, nn.Identity())
+    model, classifier, embedding_dim = source.split_head(name, model)
     model.eval().requires_grad_(False)
     classifier.eval().requires_grad_(False)
     return Backbone(
@@ -850,7 +857,7 @@ def _build(name: str, weights: WeightsRef) -> Backbone:
         classifier=classifier,
         categories=None if random_init or from_file else source.categories(name, weights.id),
         preprocessing=source.preprocessing(name, member),
-        embedding_dim=classifier.in_features,
+        embedding_dim=embedding_dim,
         min_image_size=source.min_image_size(name, member),
         layer_groups=source.layer_groups(name, model),
     )
@@ -1063,7 +1070,7 @@ def describe_backbone(backbone: Any) -> str:
     """A short name for any ``backbone=`` value (never a module's repr)."""
     if isinstance(backbone, nn.Module):
         return f"module {type(backbone).__name__}"
-    if isinstance(backbone, tuple):
+    if isinstance(backbone, (tuple, list)):
         return f"({backbone[0]!r}, {str(backbone[1])!r})" if len(backbone) == 2 else f"tuple of {len(backbone)}"
     return repr(backbone) if isinstance(backbone, str) else type(backbone).__name__
 
@@ -1121,7 +1128,7 @@ def resolve_backbone(
             _ADOPTED.put((key, pre), result)
         _BUILT.put((result.name, result.weights), result)
         return copy.deepcopy(result) if copy_model else result
-    if isinstance(backbone, tuple):
+    if isinstance(backbone, (tuple, list)):  # a list: the pair as save_weights stores it
         if len(backbone) != 2 or not isinstance(backbone[0], str) or not _is_path(backbone[1]):
             raise ValueError(
                 f"A backbone pair is (architecture name, checkpoint path), got {describe_backbone(backbone)}."

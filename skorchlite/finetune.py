@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -675,6 +676,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             When a parameter is not plain data (a callable ``augment``, say).
         """
         check_is_fitted(self, "model_")
+        if isinstance(self.backbone, nn.Module):
+            raise ValueError(
+                f"backbone is a module ({type(self.backbone).__name__}), which a data-only file cannot hold; "
+                "pickle the estimator (joblib.dump) instead, or save the module's state dict and pass "
+                "backbone=(architecture name, checkpoint path)."
+            )
+        params = self.get_params(deep=False)
+        if isinstance(self.preprocessing, Preprocessing):
+            params["preprocessing"] = asdict(self.preprocessing)
         fitted = {
             "classes_": self.classes_,
             "model_": self.model_.state_dict(),
@@ -682,7 +692,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             "best_epoch_": self.best_epoch_,
             "embedding_mode_": self._embedding_mode_,
         }
-        return save_model_state(path, type(self).__name__, self.get_params(deep=False), fitted)
+        return save_model_state(path, type(self).__name__, params, fitted)
 
     @classmethod
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:

@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torchvision
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -108,7 +109,8 @@ def test_point2_random_init_is_labelled_hashed_and_seeded():
     bb = get_backbone("resnet18", None)
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is untouched
     assert bb.weights.id == "random-init:seed=0" and bb.weights.path is None and bb.categories is None
-    assert bb.weights.sha256 == state_dict_sha256(backbones._random_model("resnet18", 0))
+    torch.manual_seed(0)
+    assert bb.weights.sha256 == state_dict_sha256(torchvision.models.resnet18())  # the initial state, head included
     again = get_backbone("resnet18", None, seed=0)
     other = get_backbone("resnet18", None, seed=1)
     assert torch.equal(again.model.conv1.weight, bb.model.conv1.weight)
@@ -258,3 +260,17 @@ def test_point2_cli_labels_a_random_init_run_loudly(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "RANDOM INITIALISATION" in out and "efficientnet_lite0 [random-init] + logreg" in out
+
+
+def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path):
+    state = torch.load(resolve_weights("efficientnet_lite0").path, weights_only=True)
+    torch.save(state, tmp_path / "ckpt.pth")
+    params = dict(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, random_state=0, cache=False)
+    clf = FineTuneClassifier(backbone=("efficientnet_lite0", str(tmp_path / "ckpt.pth")),
+                             preprocessing=Preprocessing(64, 73, "bilinear", (0.5,) * 3, (0.5,) * 3), **params).fit(X, Y)
+    loaded = FineTuneClassifier.load_weights(clf.save_weights(tmp_path / "clf.pt"))
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+    module_clf = FineTuneClassifier(backbone=tiny_net(), preprocessing=TINY, **params).fit(X, Y)
+    with pytest.raises(ValueError, match="module \\(TinyNet\\).*joblib.dump") as info:
+        module_clf.save_weights(tmp_path / "module.pt")
+    assert len(str(info.value)) < 300
