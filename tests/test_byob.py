@@ -4,6 +4,7 @@ a fine-tuned network, the CLI's listing. Each test names its issue point."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 
 import numpy as np
@@ -20,6 +21,7 @@ import skorchlite.backbones as backbones
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import (
     BackboneSource,
+    BackboneUnavailableError,
     LiteSource,
     Preprocessing,
     TorchvisionSource,
@@ -274,3 +276,39 @@ def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path)
     with pytest.raises(ValueError, match="module \\(TinyNet\\).*joblib.dump") as info:
         module_clf.save_weights(tmp_path / "module.pt")
     assert len(str(info.value)) < 300
+
+
+# ----------------------------------------------------------------- 6. timm
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="optional extra: pip install 'skorchlite[timm]'")
+def test_point6_timm_weights_only_from_the_local_hf_cache(tmp_path, monkeypatch):
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    name = "mobilenetv3_small_050.lamb_in1k"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(BackboneUnavailableError, match=f"huggingface-cli download timm/{name}"):
+        get_backbone(f"timm/{name}")
+    # RANDOM weights written by this test into the cache's layout: they test
+    # the loading mechanics and are not pretrained weights.
+    torch.manual_seed(0)
+    random_weights = timm.create_model(name, pretrained=False).eval()
+    repo = tmp_path / "hf" / f"models--timm--{name}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(random_weights.state_dict(), repo / "snapshots" / ("0" * 40) / "model.safetensors")
+
+    bb = get_backbone(f"timm/{name}")
+    assert f"timm/{name}" in backbones.offline_backbones()
+    assert bb.weights.id == f"timm/{name}@hf:timm/{name}/model.safetensors"
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert (bb.preprocessing.crop_size, bb.preprocessing.mean, bb.preprocessing.interpolation) == (
+        cfg.input_size[-1], tuple(cfg.mean), cfg.interpolation)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = random_weights.forward_head(random_weights.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(bb.model(x), expected)
+    out = PretrainedFeatureExtractor(backbone=f"timm/{name}", image_size=64, cache=False).fit_transform(X[:2])
+    assert out.shape == (2, bb.embedding_dim)
+    assert get_backbone(f"timm/{name}", None).weights.id == "random-init:seed=0"
