@@ -238,11 +238,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = []
     for backbone in args.backbone:
         start = time.perf_counter()
+        _announce_weights(backbone, args.weights)
         extractor = PretrainedFeatureExtractor(
-            backbone=backbone, layer=_layer(args.layer), image_size=args.image_size, verbose=args.verbose
+            backbone=backbone, weights=args.weights, layer=_layer(args.layer), image_size=args.image_size,
+            verbose=args.verbose
         )
         features = extractor.fit_transform(X)
         result = _cross_validate(features, y, args.head, splits, args.verbose)
+        backbone = _label(backbone, args.weights)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
         result["extractor"] = extractor
         results.append(result)
@@ -377,8 +380,10 @@ def _embed(args: argparse.Namespace) -> int:
                     f"{path!r} is not valid UTF-8, which .parquet requires of its strings; rename the file, or "
                     "write .npy or .csv (which keep the name's bytes)"
                 )
+    _announce_weights(args.backbone, args.weights)
     features = PretrainedFeatureExtractor(
-        backbone=args.backbone, layer=_layer(args.layer), image_size=args.image_size, verbose=args.verbose
+        backbone=args.backbone, weights=args.weights, layer=_layer(args.layer), image_size=args.image_size,
+        verbose=args.verbose
     ).fit_transform(X)
     if index is not None:
         listing = _rows_bytes(["path", "label"], zip(X, y))  # before any write: both files, or neither
@@ -466,8 +471,10 @@ def _finetune(args: argparse.Namespace) -> int:
     report = _check_output_folder(args.report, "--report") if args.report else None
     X, y = _load_folder(args.dir)
     print(_class_table(y))
+    _announce_weights(args.backbone, args.weights)
     clf = FineTuneClassifier(
         backbone=args.backbone,
+        weights=args.weights,
         unfreeze=args.unfreeze,
         epochs=args.epochs,
         freeze_epochs=args.freeze_epochs,
@@ -510,7 +517,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _finetune_report(
     args: argparse.Namespace, report: Path, clf: Any, y: np.ndarray, output: Path, seconds: float, interrupted: bool
 ) -> list[Path]:
-    from .backbones import get_backbone
+    from .backbones import estimator_backbone
     from .report import report_figures
     from .report_page import RunInfo, finetune_page
 
@@ -518,7 +525,7 @@ def _finetune_report(
     run = RunInfo(
         command=shlex.join(["skorchlite", *args.argv]),
         parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
-        fingerprint=get_backbone(clf.backbone, clf.weights).fingerprint(),
+        fingerprint=estimator_backbone(clf).fingerprint(),
         folder=str(Path(args.dir).resolve()),
         class_counts=_counts(y),
     )
@@ -605,7 +612,7 @@ def _layer(names: list[str] | None) -> str | list[str] | None:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    from .backbones import list_backbones, list_layers, offline_backbones
+    from .backbones import SOURCES, list_layers, offline_backbones
 
     if args.layers is not None:
         nodes, shortcuts = list_layers(args.layers)
@@ -616,13 +623,41 @@ def _backbones(args: argparse.Namespace) -> int:
         for node in nodes:
             print(f"  {node}")
         return 0
-    offline = set(offline_backbones())
-    names = list_backbones()
-    for name in names:
-        if not args.offline or name in offline:
-            print(f"{name:28} {'offline: weights here' if name in offline else 'weights not on this machine'}")
-    print(f"{len(offline)} of {len(names)} backbones work offline here.")
+    total = offline_count = 0
+    for source in SOURCES:
+        names = sorted(source.names())
+        offline = set(offline_backbones(source))
+        total, offline_count = total + len(names), offline_count + len(offline)
+        print(f"{source.title}: {len(offline)} of {len(names)} offline now")
+        for name in names:
+            if not args.offline or name in offline:
+                print(f"  {name:26} {'offline: weights here' if name in offline else 'weights not on this machine'}")
+    print(
+        "Also, from Python: any torch.nn.Module, an (architecture, checkpoint path) pair, and "
+        f"weights=None ({RANDOM_INIT_LABEL}) for any name above; see docs/backbones.md."
+    )
+    print(f"{offline_count} of {total} backbones work offline here.")
     return 0
+
+
+RANDOM_INIT_LABEL = "random initialisation, not pretrained"
+WEIGHTS_HELP = "DEFAULT, a weights member, a checkpoint path, or random-init (a baseline without pretraining)"
+
+
+def _weights(value: str) -> str | None:
+    """``--weights``: ``random-init`` (or ``none``) is ``weights=None``."""
+    return None if value.lower() in ("random-init", "none") else value
+
+
+def _announce_weights(backbone: str, weights: str | None) -> None:
+    """Say loudly when a run starts from random weights: its scores measure
+    the architecture alone, never a pretrained backbone."""
+    if weights is None:
+        print(f"NOTE: backbone {backbone} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained.")
+
+
+def _label(backbone: str, weights: str | None) -> str:
+    return f"{backbone} [random-init]" if weights is None else backbone
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -639,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verb("evaluate", _evaluate, "cross-validate pretrained backbones + a classifier head on an image folder")
     evaluate.add_argument("dir", nargs="?", help="one sub-folder per class (default: scikit-learn's digits)")
     evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
+    evaluate.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     evaluate.add_argument("--head", choices=HEADS, default="logreg")
     evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=int, default=None)
@@ -658,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", required=True, help="features file: .npy, .csv or .parquet")
     embed.add_argument("--index", help="for .npy: the .csv of paths and labels (default: same name; never replaced)")
     embed.add_argument("--backbone", default="efficientnet_lite0")
+    embed.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     embed.add_argument("--image-size", type=int, default=None)
     embed.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
 
@@ -667,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="model file: .pt holds data only (safe to share), else a joblib pickle"
     )
     finetune.add_argument("--backbone", default="efficientnet_lite0")
+    finetune.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     finetune.add_argument("--unfreeze", type=_unfreeze, default=2, help="layer groups to train, or 'all'")
     finetune.add_argument("--epochs", type=int, default=10)
     finetune.add_argument("--freeze-epochs", type=int, default=1)
@@ -695,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="feature map (default: the last before pooling)")
     explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
 
-    backbones = verb("backbones", _backbones, "list backbones and whether their weights are on this machine")
+    backbones = verb("backbones", _backbones, "list every source's backbones and whether their weights are on this machine")
     backbones.add_argument("--offline", action="store_true", help="only those that work offline")
     backbones.add_argument("--layers", metavar="NAME", help="list the layer names and shortcuts of backbone NAME")
     return parser

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import __version__
-from .backbones import Preprocessing, check_image_size, get_backbone
+from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
 from .cache import resolve_cache
 from .engine import POOLINGS, check_precision, decode_workers, embed, inference_network, output_widths, resolve_device
 from .images import Sample, check_images, content_key
@@ -35,11 +35,22 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     Parameters
     ----------
-    backbone : str, default="efficientnet_lite0"
-        A name from :func:`skorchlite.backbones.list_backbones`.
-    weights : str or path-like, default="DEFAULT"
+    backbone : str, (str, path) or torch.nn.Module, default="efficientnet_lite0"
+        A name from :func:`skorchlite.backbones.list_backbones`; an
+        ``(architecture name, checkpoint path)`` pair; or any module, whose
+        output (vectors, or a feature map that is average-pooled) is the
+        embedding. A module travels inside the estimator (clones, pickles)
+        and is keyed by the hash of its state dict, so changed weights never
+        meet stale cached embeddings. See :func:`skorchlite.backbones.resolve_backbone`.
+    weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"``, a torchvision weights member such as ``"IMAGENET1K_V2"``,
-        or a path to a state-dict file for the named architecture.
+        a path to a state-dict file for the named architecture, or ``None``
+        for a random initialisation (seed 0; ``fingerprint_["weights"]`` is
+        ``"random-init:seed=0"``), a baseline for what pretraining buys.
+    preprocessing : Preprocessing, dict or None, default=None
+        The evaluation transform: ``None`` keeps the backbone's own
+        (ImageNet's for a module); a dict takes ``size``, ``mean``, ``std``,
+        ``interpolation`` (:func:`skorchlite.backbones.check_preprocessing`).
     layer : str, list of str or None, or None, default=None
         ``None`` gives the penultimate pooled features (the classifier's
         input). A node name (see :func:`skorchlite.backbones.list_layers`,
@@ -109,7 +120,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
-        weights: str | os.PathLike = "DEFAULT",
+        weights: str | os.PathLike | None = "DEFAULT",
+        preprocessing: Preprocessing | dict[str, Any] | None = None,
         layer: str | None = None,
         pooling: str = "avg",
         image_size: int | None = None,
@@ -122,6 +134,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     ):
         self.backbone = backbone
         self.weights = weights
+        self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
         self.image_size = image_size
@@ -162,7 +175,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.layers_ = list(self._layers())
         self.fingerprint_ = self._fingerprint()
         if self.layers_ == [None] and self.pooling == "avg":
-            widths: tuple[int, ...] = (get_backbone(self.backbone, self.weights).embedding_dim,)
+            widths: tuple[int, ...] = (self._backbone().embedding_dim,)
         else:
             widths = output_widths(self._network(torch.device("cpu")), self._preprocessing().crop_size)
         self.layer_widths_ = list(widths)
@@ -170,12 +183,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return self
 
     def _layers(self) -> tuple[str | None, ...]:
-        return get_backbone(self.backbone, self.weights).resolve_layers(self.layer)
+        return self._backbone().resolve_layers(self.layer)
 
     def _fingerprint(self) -> dict[str, Any]:
         """What the current parameters make of an image (see ``fingerprint_``)."""
         return {
-            **get_backbone(self.backbone, self.weights).fingerprint(),
+            **self._backbone().fingerprint(),
             "preprocessing": asdict(self._preprocessing()),
             # Resolved names: a shortcut redefined later never meets its old vectors.
             "layer": layers[0] if len(layers := self._layers()) == 1 else list(layers),
@@ -199,12 +212,18 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 "before transform."
             )
 
+    def _backbone(self) -> Backbone:
+        return estimator_backbone(self)
+
     def _preprocessing(self) -> Preprocessing:
-        return get_backbone(self.backbone, self.weights).preprocessing.resized(self.image_size)
+        return self._backbone().preprocessing.resized(self.image_size)
 
     def _network(self, device: torch.device) -> nn.Module:
-        sha256 = get_backbone(self.backbone, self.weights).weights.sha256
-        return inference_network(self.backbone, self.weights, sha256, self._layers(), self.pooling, device)
+        # Keyed by the resolved name and weights (a module's: its state
+        # dict's hash), never by the module object.
+        backbone = self._backbone()
+        weights = backbone.weights
+        return inference_network(backbone.name, weights, weights.sha256, self._layers(), self.pooling, device)
 
     @property
     def _n_features_out(self) -> int:

@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
+from sklearn.utils import TransformerTags, check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 
-from .backbones import check_image_size, get_backbone, resolve_weights
-from .engine import ImageStore, autocast, check_precision, decode_workers, resolve_device
+from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
+from .engine import ImageStore, autocast, check_precision, decode_workers, embed, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import check_images
 from .memory import freed_memory_kept
@@ -87,10 +88,20 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, default="efficientnet_lite0"
-        A name from :func:`skorchlite.backbones.list_backbones`.
-    weights : str or path-like, default="DEFAULT"
-        Weights of the backbone, as for the extractor.
+    backbone : str, (str, path) or torch.nn.Module, default="efficientnet_lite0"
+        A name from :func:`skorchlite.backbones.list_backbones`, an
+        ``(architecture name, checkpoint path)`` pair, or any module, as for
+        the extractor. A module is copied: fitting never changes it.
+    weights : str, path-like or None, default="DEFAULT"
+        Weights of the backbone, as for the extractor; ``None`` is a random
+        initialisation drawn from ``random_state`` when it is an int (else
+        seed 0).
+    preprocessing : Preprocessing, dict or None, default=None
+        The backbone's evaluation transform, as for the extractor.
+    layer_groups : list of lists of str, or None, default=None
+        Module names of the backbone from input to output, the units that
+        ``unfreeze`` counts; ``None`` keeps the registry's groups (a
+        module's: its top-level children that hold parameters).
     unfreeze : int or "all", default=2
         Number of layer groups to train, counted from the output; 0 trains
         the head only.
@@ -211,7 +222,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
-        weights: str | os.PathLike = "DEFAULT",
+        weights: str | os.PathLike | None = "DEFAULT",
+        preprocessing: Preprocessing | dict[str, Any] | None = None,
+        layer_groups: Any = None,
         unfreeze: int | str = 2,
         epochs: int = 10,
         freeze_epochs: int = 1,
@@ -242,6 +255,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.backbone = backbone
         self.weights = weights
+        self.preprocessing = preprocessing
+        self.layer_groups = layer_groups
         self.unfreeze = unfreeze
         self.epochs = epochs
         self.freeze_epochs = freeze_epochs
@@ -332,7 +347,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return n_groups
         if self.unfreeze > n_groups:
             raise ValueError(
-                f"unfreeze={self.unfreeze} but backbone {self.backbone!r} has {n_groups} layer groups; "
+                f"unfreeze={self.unfreeze} but backbone {describe_backbone(self.backbone)} has {n_groups} layer groups; "
                 f"use at most {n_groups} or 'all'."
             )
         return int(self.unfreeze)
@@ -417,7 +432,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """What fixes the network's shape and starting weights (not image_size:
         every backbone here pools globally, so a warm start may continue at
         another size, as progressive resizing does)."""
-        return {"backbone": self.backbone, "weights_sha256": resolve_weights(self.backbone, self.weights).sha256}
+        backbone = self._backbone()
+        return {"backbone": backbone.name, "weights_sha256": backbone.weights.sha256}
+
+    def _backbone(self, copy_model: bool = False) -> Backbone:
+        return estimator_backbone(self, copy_model=copy_model)
 
     def _check_network_unchanged(self, action: str) -> None:
         fitted, now = self._network_key_, self._network_key()
@@ -453,7 +472,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 self._check_network_unchanged("continue (warm_start or partial_fit)")
             target = self._encode_targets(y, classes, warm)
             sample_weight = _check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
-            backbone = get_backbone(self.backbone, self.weights)
+            backbone = self._backbone()
             n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
             device = resolve_device(self.device)
             seed = self._seed()
@@ -521,7 +540,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return (weight / self.weight_scale_).astype(np.float32)
 
     def _init_model(self, n_classes: int) -> None:
-        backbone = get_backbone(self.backbone, self.weights, copy_model=True)
+        backbone = self._backbone(copy_model=True)
         head = nn.Linear(backbone.embedding_dim, n_classes)
         self.model_ = nn.Sequential(backbone.model, head)
         self.layer_groups_ = backbone.layer_groups
@@ -579,6 +598,41 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[proba.argmax(1)]
 
+    def transform(self, X: Any) -> np.ndarray:
+        """The fine-tuned network's penultimate features (the head's input).
+
+        So a fine-tuned backbone can feed any scikit-learn estimator,
+        :func:`skorchlite.find_duplicates` or a plot, also as a step of a
+        Pipeline. Runs the engine's ``embed`` with the body in eval mode.
+
+        Parameters
+        ----------
+        X : sequence of images
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), dtype float32
+        """
+        check_is_fitted(self, "model_")
+        self._check_network_unchanged("transform")
+        samples = check_images(X)
+        device = resolve_device(self.device)
+        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()
+        out = np.empty((len(samples), self.model_[1].in_features), dtype=np.float32)
+        batches = embed(
+            body,
+            samples,
+            range(len(samples)),
+            self._backbone().preprocessing.resized(self.image_size),
+            batch_size=self.batch_size,
+            device=device,
+            precision=self.precision,
+            workers=decode_workers(self.num_workers),
+        )
+        for rows, _, vectors in batches:
+            out[rows] = vectors
+        return out
+
     # ------------------------------------------------------------ persistence
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -593,6 +647,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         tags.classifier_tags.multi_class = True
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])  # transform: the fine-tuned features
         tags.requires_fit = True
         return tags
 
@@ -621,6 +676,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             When a parameter is not plain data (a callable ``augment``, say).
         """
         check_is_fitted(self, "model_")
+        if isinstance(self.backbone, nn.Module):
+            raise ValueError(
+                f"backbone is a module ({type(self.backbone).__name__}), which a data-only file cannot hold; "
+                "pickle the estimator (joblib.dump) instead, or save the module's state dict and pass "
+                "backbone=(architecture name, checkpoint path)."
+            )
+        params = self.get_params(deep=False)
+        if isinstance(self.preprocessing, Preprocessing):
+            params["preprocessing"] = asdict(self.preprocessing)
         fitted = {
             "classes_": self.classes_,
             "model_": self.model_.state_dict(),
@@ -628,7 +692,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             "best_epoch_": self.best_epoch_,
             "embedding_mode_": self._embedding_mode_,
         }
-        return save_model_state(path, type(self).__name__, self.get_params(deep=False), fitted)
+        return save_model_state(path, type(self).__name__, params, fitted)
 
     @classmethod
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
@@ -660,7 +724,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             clf.model_.load_state_dict(fitted["model_"])
         except (RuntimeError, TypeError, AttributeError) as err:
             first_line = str(err).strip().splitlines()[0]
-            raise ValueError(f"The weights in {str(path)!r} do not fit backbone {clf.backbone!r}: {first_line}") from None
+            raise ValueError(f"The weights in {str(path)!r} do not fit backbone {describe_backbone(clf.backbone)}: {first_line}") from None
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
         return clf
@@ -674,7 +738,7 @@ class _Data:
         self.clf, self.samples, self.device = clf, samples, device
         self.target = None if target is None else torch.as_tensor(target)
         self.weight = None if weight is None else torch.as_tensor(weight)
-        preprocessing = get_backbone(clf.backbone, clf.weights).preprocessing.resized(clf.image_size)
+        preprocessing = clf._backbone().preprocessing.resized(clf.image_size)
         augment = clf.augment
         self.augment = default_augmentation(preprocessing) if augment == "default" else augment
         self.images = ImageStore(samples, preprocessing, decode_workers(clf.num_workers))
@@ -682,9 +746,14 @@ class _Data:
 
     def embeddings(self) -> torch.Tensor:
         if self._embeddings is None:
+            backbone, weights, preprocessing = self.clf.backbone, self.clf.weights, self.clf.preprocessing
+            if weights is None:  # a random initialisation seeded by random_state, which the extractor lacks
+                resolved = self.clf._backbone()
+                backbone, weights, preprocessing = resolved.model, "DEFAULT", resolved.preprocessing
             extractor = PretrainedFeatureExtractor(
-                backbone=self.clf.backbone,
-                weights=self.clf.weights,
+                backbone=backbone,
+                weights=weights,
+                preprocessing=preprocessing,
                 image_size=self.clf.image_size,
                 batch_size=self.clf.batch_size,
                 device=self.clf.device,

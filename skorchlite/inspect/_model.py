@@ -25,7 +25,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skorchlite.backbones import Backbone, Preprocessing, check_image_size, get_backbone, node_of
+from skorchlite.backbones import (
+    Backbone,
+    Preprocessing,
+    check_image_size,
+    describe_backbone,
+    estimator_backbone,
+    get_backbone,
+    node_of,
+)
 from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
 from skorchlite.images import check_images
 from skorchlite.memory import freed_memory_kept
@@ -226,11 +234,11 @@ def _from_estimator(model: Any) -> Explainable:
 
     if isinstance(model, FineTuneClassifier):
         check_is_fitted(model, "model_")
-        backbone = get_backbone(model.backbone, model.weights)
+        backbone = estimator_backbone(model)
         preprocessing = backbone.preprocessing.resized(model.image_size)
         body, head = model.model_[0], model.model_[1]
         net = _Net(body, head, preprocessing)  # in eval mode, as predict_proba sets it
-        name = f"FineTuneClassifier({model.backbone})"
+        name = f"FineTuneClassifier({describe_backbone(model.backbone)})"
         return Explainable(net, preprocessing, np.asarray(model.classes_), backbone, name, False, backbone.feature_node())
     if isinstance(model, Pipeline):
         return _from_pipeline(model)
@@ -269,14 +277,14 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     check_is_fitted(extractor, "fingerprint_")
     for step in middle:
         check_is_fitted(step)
-    backbone = get_backbone(extractor.backbone, extractor.weights)
+    backbone = estimator_backbone(extractor)
     preprocessing = backbone.preprocessing.resized(extractor.image_size)
     layers = backbone.resolve_layers(extractor.layer)
     plain = layers == (None,) and extractor.pooling == "avg"
     embed_nodes = None if plain else backbone.embedding_nodes(layers, extractor.pooling)
     head = _linear_head(middle, final, extractor.n_features_out_)
     net = _Net(backbone.model, head, preprocessing, embed_nodes, extractor.pooling)
-    name = f"{type(final).__name__} on {extractor.backbone}"
+    name = f"{type(final).__name__} on {describe_backbone(extractor.backbone)}"
     # The deepest layer given, by default; the penultimate features stand
     # for the last feature map, which they pool.
     cam_layer = layers[-1] or backbone.feature_node()
