@@ -302,11 +302,14 @@ def _page_faults_of_a_batch() -> int:
 
     network = PretrainedFeatureExtractor(cache=False).fit()._network(torch.device("cpu"))
     batch = torch.rand(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    faults = []
     with torch.inference_mode():
         network(batch)  # first batch: the heap grows once
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        network(batch)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        for _ in range(3):  # fewest of three: another task on the worker may free memory meanwhile
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            network(batch)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return min(faults)
 
 
 def test_workers_keep_freed_memory_for_the_next_batch(client):
