@@ -231,7 +231,7 @@ def main() -> int:
         "d": ("extractor, warm cache (second transform)", None),
         "e": ("decoding and batching alone, one thread", None),
     }
-    print(f"\nmatrix multiply (torch.mm 2048^2): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in mm.items()))
+    print("\nmatrix multiply (torch.mm 2048^2): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in mm.items()))
     print(f"network: {flops / 1e9:.3f} GFLOP per image (FlopCounterMode)")
     print(f"\n{'':52} {'images/s':>9} {'seconds':>8} {'FLOP utilisation':>17}")
     for k, (label, dtype) in labels.items():
