@@ -11,7 +11,6 @@ backend) is left alone. Every PNG has a fixed size: its figure size
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from sklearn.metrics import (
 )
 from sklearn.utils import check_consistent_length
 
+from .figures import DPI, figure_png, new_figure, require_matplotlib, save_figure
 from .files import write_atomic
 from .images import check_images, load_rgb
 
@@ -49,21 +49,14 @@ __all__ = [
 ]
 
 #: Resolution of every PNG, in pixels per inch.
-DPI = 100
 #: Size in inches (width, height) of each plot; the PNG is this times ``DPI``.
 FIGSIZES: dict[str, tuple[float, float]] = {
     "confusion_matrix": (12.0, 5.5),
     "roc_pr": (12.0, 5.5),
     "learning_curves": (9.0, 8.0),
     "misclassified": (12.0, 10.0),
-    # skorchlite.inspect
-    "grad_cam": (10.0, 4.6),
-    "feature_maps": (10.0, 8.0),
-    "class_visualization": (10.0, 4.6),
-    "adversarial": (12.0, 4.6),
 }
 
-_INSTALL = 'Plots need matplotlib: pip install "skorchlite[report]"'
 # Longest side of the thumbnails in the misclassified grid, in pixels.
 _THUMBNAIL = 256
 # Above this many classes the confusion matrix cells carry no numbers.
@@ -115,7 +108,7 @@ def plot_confusion_matrix(
     'cm.png'
     >>> tmp.cleanup()
     """
-    return _save(_confusion_matrix_figure(y_true, y_pred, labels), path)
+    return save_figure(_confusion_matrix_figure(y_true, y_pred, labels), path)
 
 
 def plot_roc_pr(
@@ -170,7 +163,7 @@ def plot_roc_pr(
     'roc.png'
     >>> tmp.cleanup()
     """
-    return _save(_roc_pr_figure(y_true, proba, classes), path)
+    return save_figure(_roc_pr_figure(y_true, proba, classes), path)
 
 
 def plot_learning_curves(history: Any, path: str | os.PathLike) -> Path:
@@ -221,7 +214,7 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> Path:
     'curves.png'
     >>> tmp.cleanup()
     """
-    return _save(_learning_curves_figure(history), path)
+    return save_figure(_learning_curves_figure(history), path)
 
 
 def plot_misclassified(
@@ -286,7 +279,7 @@ def plot_misclassified(
     'errors.png'
     >>> tmp.cleanup()
     """
-    return _save(_misclassified_figure(X, y_true, y_pred, proba, classes, n), path)
+    return save_figure(_misclassified_figure(X, y_true, y_pred, proba, classes, n), path)
 
 
 def rank_misclassified(
@@ -378,7 +371,7 @@ def report_figures(
     >>> list(pngs), pngs["confusion_matrix.png"][:4]
     (['confusion_matrix.png'], b'\\x89PNG')
     """
-    _import_matplotlib()
+    require_matplotlib()
     if (y_true is None) != (y_pred is None):
         raise ValueError("give both y_true and y_pred, or neither.")
     labels = None if classes is None else _labels(classes, "classes")
@@ -398,7 +391,7 @@ def report_figures(
         figures["misclassified.png"] = _misclassified_figure(X, y_true, y_pred, proba, labels, 12)
     # Rendered one at a time as they are built would hold no less memory:
     # figures are small next to the images they come from.
-    return {name: _png(fig) for name, fig in figures.items()}
+    return {name: figure_png(fig) for name, fig in figures.items()}
 
 
 def write_report(
@@ -465,52 +458,6 @@ def write_report(
         write_atomic(out / name, data)
         paths.append(out / name)
     return paths
-
-
-# -- matplotlib ---------------------------------------------------------------
-
-
-def _import_matplotlib() -> None:
-    try:
-        # The package first: ``matplotlib.figure`` may be cached in
-        # sys.modules even where the package itself is unavailable.
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-    except ImportError as err:
-        raise ImportError(_INSTALL) from err
-
-
-def _new_figure(size: tuple[float, float]) -> Figure:
-    """A figure on its own Agg canvas: no pyplot, no display, no global state."""
-    _import_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=DPI, facecolor="white", layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write the figure's PNG (:func:`_png`) atomically."""
-    path = Path(path)
-    write_atomic(path, _png(fig))
-    return path
-
-
-def _png(fig: Figure) -> bytes:
-    """Render at exactly figsize * DPI pixels as an RGB PNG.
-
-    The canvas is rendered and encoded by Pillow rather than ``savefig``,
-    whose size follows the user's rcParams (``savefig.bbox = "tight"``).
-    """
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # -- inputs --------------------------------------------------------------------
@@ -583,7 +530,7 @@ def _thumbnail(sample: Any, index: int) -> Image.Image:
 
 
 def _confusion_matrix_figure(y_true: Any, y_pred: Any, labels: Any) -> Figure:
-    fig = _new_figure(FIGSIZES["confusion_matrix"])
+    fig = new_figure(FIGSIZES["confusion_matrix"])
     _draw_confusion_matrix(fig, y_true, y_pred, labels)
     return fig
 
@@ -591,14 +538,14 @@ def _confusion_matrix_figure(y_true: Any, y_pred: Any, labels: Any) -> Figure:
 def _roc_pr_figure(y_true: Any, proba: Any, classes: Any) -> Figure:
     y_true = _labels(y_true, "y_true")
     proba, classes = _check_proba(proba, classes, y_true)
-    fig = _new_figure(FIGSIZES["roc_pr"])
+    fig = new_figure(FIGSIZES["roc_pr"])
     _draw_roc_pr(fig, y_true, proba, classes)
     return fig
 
 
 def _learning_curves_figure(history: Any) -> Figure:
     records = _history_records(history)
-    fig = _new_figure(FIGSIZES["learning_curves"])
+    fig = new_figure(FIGSIZES["learning_curves"])
     _draw_learning_curves(fig, records)
     return fig
 
@@ -613,7 +560,7 @@ def _misclassified_figure(X: Any, y_true: Any, y_pred: Any, proba: Any, classes:
     if len(samples) != len(y_true):
         raise ValueError(f"X has {len(samples)} images but y_true has {len(y_true)} labels.")
     wrong, confidence = rank_misclassified(y_true, y_pred, proba, classes)
-    fig = _new_figure(FIGSIZES["misclassified"])
+    fig = new_figure(FIGSIZES["misclassified"])
     shown = wrong[:n]
     thumbnails = [_thumbnail(samples[i], int(i)) for i in shown]
     _draw_misclassified(fig, thumbnails, shown, y_true, y_pred, confidence, len(wrong))

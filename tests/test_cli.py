@@ -103,7 +103,8 @@ def test_explain_writes_a_grad_cam_overlay(folder, tmp_path, capsys):
     import joblib
 
     from skorchlite import FineTuneClassifier
-    from skorchlite.report import DPI, FIGSIZES
+    from skorchlite.figures import DPI
+    from skorchlite.inspect.sizes import FIGSIZES
 
     images = sorted(folder.rglob("*.png"))
     labels = [p.parent.name for p in images]

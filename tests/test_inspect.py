@@ -29,7 +29,8 @@ from skorchlite.inspect import (
     total_variation,
 )
 from skorchlite.inspect._model import resolve_model
-from skorchlite.report import DPI, FIGSIZES
+from skorchlite.figures import DPI
+from skorchlite.inspect.sizes import FIGSIZES
 
 CAT = PHOTOS["chelsea"][0]
 RNG = np.random.default_rng(0)

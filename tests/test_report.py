@@ -58,13 +58,13 @@ def suptitle(fig) -> str:
 def figures(monkeypatch):
     """The figures drawn, captured on their way to being saved."""
     drawn = []
-    save = report._save
+    save = report.save_figure
 
     def capture(fig, path):
         drawn.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(report, "_save", capture)
+    monkeypatch.setattr(report, "save_figure", capture)
     return drawn
 
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from skorchlite.inspect._model import check_int, one_image, output_paths, resolve_model
-from skorchlite.report import FIGSIZES, _new_figure, _save
+from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -92,9 +93,9 @@ def feature_maps(
         if maps.ndim != 3:
             raise ValueError(f"Layer {layer!r} gives an output of shape {maps.shape}; the PNG grid needs (C, h, w).")
         crop = Image.fromarray(np.rint(pixels[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8))
-        fig = _new_figure(FIGSIZES["feature_maps"])
+        fig = new_figure(FIGSIZES["feature_maps"])
         _draw_grid(fig, crop, maps, k, f"{explainable.name}, layer {layer!r}: top {min(k, len(maps))} of {len(maps)} channels by mean activation")
-        _save(fig, destination[0])
+        save_figure(fig, destination[0])
     return maps
 
 

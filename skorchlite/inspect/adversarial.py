@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from skorchlite.images import check_images
 from skorchlite.inspect._model import check_int, check_number, one_image, output_paths, resolve_model
-from skorchlite.report import FIGSIZES, _new_figure, _save
+from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -226,9 +227,9 @@ def adversarial_example(
         method=method,
     )
     if destination is not None:
-        fig = _new_figure(FIGSIZES["adversarial"])
+        fig = new_figure(FIGSIZES["adversarial"])
         _draw(fig, result, explainable.name)
-        _save(fig, destination[0])
+        save_figure(fig, destination[0])
     return result
 
 

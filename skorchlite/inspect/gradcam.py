@@ -13,7 +13,8 @@ from PIL import Image
 
 from skorchlite.images import check_images
 from skorchlite.inspect._model import Explainable, check_int, output_paths, resolve_model
-from skorchlite.report import FIGSIZES, _new_figure, _save
+from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -155,9 +156,9 @@ def grad_cam(
                     f"Grad-CAM of {classes[c]} (p = {proba[i, c]:.2f}); predicted "
                     f"{classes[proba[i].argmax()]} (p = {proba[i].max():.2f})"
                 )
-                fig = _new_figure(FIGSIZES["grad_cam"])
+                fig = new_figure(FIGSIZES["grad_cam"])
                 draw_overlay(fig, image, heatmap, title)
-                _save(fig, destinations[i])
+                save_figure(fig, destinations[i])
     chosen_all = np.asarray(targets)
     predicted = proba.argmax(1)
     return GradCAMResult(

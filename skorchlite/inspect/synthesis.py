@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from skorchlite.inspect._model import check_int, check_number, output_paths, resolve_model
-from skorchlite.report import FIGSIZES, _new_figure, _save
+from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -184,9 +185,9 @@ def class_visualization(
     label = explainable.classes[target]
     result = ClassVisualization(image=image, probabilities=trace, probability=probability, target=label)
     if destination is not None:
-        fig = _new_figure(FIGSIZES["class_visualization"])
+        fig = new_figure(FIGSIZES["class_visualization"])
         _draw(fig, result, f"{explainable.name}: {label}, tv_weight={tv_weight:g}")
-        _save(fig, destination[0])
+        save_figure(fig, destination[0])
     return result
 
 
