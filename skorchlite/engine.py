@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -431,6 +432,7 @@ class ImageStore:
         self.samples, self.preprocessing, self.workers, self.max_bytes = samples, preprocessing, workers, max_bytes
         self._kept: dict[int, Image.Image] = {}
         self._bytes = 0
+        self._lock = threading.Lock()  # decoding threads add rows at once: the bound holds for all
 
     def resized(self, row: int) -> Image.Image:
         """Row ``row``'s RGB image with its shorter side at ``resize_size``."""
@@ -438,9 +440,10 @@ class ImageStore:
         if image is None:
             image = resize_short_side(load_rgb(self.samples[row], row), self.preprocessing)
             size = image.width * image.height * 3
-            if self._bytes + size <= self.max_bytes:  # dict writes are atomic under the GIL
-                self._kept[row] = image
-                self._bytes += size
+            with self._lock:
+                if self._bytes + size <= self.max_bytes:
+                    self._kept[row] = image
+                    self._bytes += size
         return image
 
     def batches(
