@@ -123,11 +123,10 @@ def timed_plain_processes(paths: list[str], workers: int) -> float:
 
 def timed_cluster(paths: list[str], workers: int, partition_size: int) -> tuple[float, float, np.ndarray]:
     """Wall seconds, CPU seconds of the worker processes and the embeddings."""
+    import dask
     from distributed import Client, LocalCluster
 
     from skorchlite.dask import TorchThreads, extract
-
-    import dask
 
     # As docs/scaling.md recommends: one malloc arena per worker process, so
     # that the task thread's activations reuse freed memory as (a)'s do.
@@ -158,8 +157,10 @@ def main() -> int:
     paths = [str(p) for p in X]
     n, w = len(paths), args.workers
     print(f"machine: {machine()}")
-    print(f"BUSI: {n} images, {BACKBONE}, batch {BATCH}, CPU, cold cache; {w} workers x 1 thread, "
-          f"partitions of {args.partition_size}")
+    print(
+        f"BUSI: {n} images, {BACKBONE}, batch {BATCH}, CPU, cold cache; {w} workers x 1 thread, "
+        f"partitions of {args.partition_size}"
+    )
     for p in paths:  # the page cache holds every file for all runs alike
         Path(p).read_bytes()
     from skorchlite.memory import keep_freed_memory
@@ -168,7 +169,7 @@ def main() -> int:
 
     runs: dict[str, list] = {}
     print(f"\n{'':50} {'images/s':>9} {'seconds':>8} {'CPU s':>7}   machine")
-    for repeat in range(args.repeats):
+    for _repeat in range(args.repeats):
         for key, label, run in (
             ("a", "one process, 1 torch thread", lambda: timed_single(paths, 1)),
             ("b", f"LocalCluster, {w} workers x 1 thread", lambda: timed_cluster(paths, w, args.partition_size)),
@@ -184,15 +185,18 @@ def main() -> int:
 
     rate = {k: n / seconds for k, (seconds, _, _) in runs.items()}
     efficiency = rate["b"] / (w * rate["a"])
-    print(f"\nbest of {args.repeats}: a {rate['a']:.1f}, b {rate['b']:.1f}, c {rate['c']:.1f}, "
-          f"d {rate['d']:.1f} images/s")
+    print(
+        f"\nbest of {args.repeats}: a {rate['a']:.1f}, b {rate['b']:.1f}, c {rate['c']:.1f}, d {rate['d']:.1f} images/s"
+    )
     print(f"speedup b/a: {rate['b'] / rate['a']:.2f}x on {w} workers; b/c: {rate['b'] / rate['c']:.2f}x")
     print(f"per-worker efficiency b / ({w} x a): {efficiency:.3f} (target >= 0.8): {verdict(efficiency >= 0.8)}")
     print(f"per-worker rate: {rate['b'] / w:.1f} images/s")
     # (d) is what this machine gives W independent processes: the ceiling
     # of (b) here, whatever Dask does.
-    print(f"this machine's ceiling without Dask, d / ({w} x a): {rate['d'] / (w * rate['a']):.3f}; "
-          f"cluster against it, b / d: {rate['b'] / rate['d']:.3f}")
+    print(
+        f"this machine's ceiling without Dask, d / ({w} x a): {rate['d'] / (w * rate['a']):.3f}; "
+        f"cluster against it, b / d: {rate['b'] / rate['d']:.3f}"
+    )
     # Other work on the machine takes cores from (b) more than from (a); CPU
     # time does not depend on it: a / b CPU seconds is the efficiency the
     # workers would reach on otherwise idle cores (start-up and tail aside).
@@ -201,8 +205,10 @@ def main() -> int:
     a, b = runs["a"][2], runs["b"][2]
     diff = float(np.abs(a - b).max())
     relative = diff / float(np.abs(a).max())
-    print(f"agreement (a) vs (b): max abs diff {diff:.2e}, {relative:.2e} of max |a| (target < 1e-4): "
-          f"{verdict(relative < 1e-4)}")
+    print(
+        f"agreement (a) vs (b): max abs diff {diff:.2e}, {relative:.2e} of max |a| (target < 1e-4): "
+        f"{verdict(relative < 1e-4)}"
+    )
     return 0
 
 

@@ -119,7 +119,9 @@ def main() -> None:
     hashed = copy_distance <= d_star
 
     print(f"\n{len(sources)} sources x {len(PERTURBATIONS)} perturbations = {len(copies)} copies")
-    print(f"{'kind':20} {'recall':>7} {'pHash':>7} {'embedding':>9}   similarity to original: min, 5th pct; embedding: min")
+    print(
+        f"{'kind':20} {'recall':>7} {'pHash':>7} {'embedding':>9}   similarity to original: min, 5th pct; embedding: min"
+    )
     for kind in PERTURBATIONS:
         mask = kinds == kind
         low, p5 = np.min(similarity[mask]), np.quantile(similarity[mask], 0.05)
@@ -139,7 +141,7 @@ def main() -> None:
 
     false_aligned = false_pairs(different, ours)
     false_plain = false_pairs(upper & (plain < 0.9), ours)
-    top = max((scores.get((i, j), 0.0) for i, j in zip(*np.nonzero(different))), default=0.0)
+    top = max((scores.get((i, j), 0.0) for i, j in zip(*np.nonzero(different), strict=True)), default=0.0)
     print(f"\nclearly different pairs of BUSI (aligned correlation < 0.9): {different.sum()}")
     print(f"  highest similarity among them: {top:.3f} (threshold {DEFAULT_THRESHOLD:g})")
     print(f"  highest embedding cosine among them: {(unit[:n] @ unit[:n].T)[different].max():.3f}")

@@ -95,7 +95,9 @@ def decoding_alone(extractor, paths: list[str]) -> float:
     preprocessing = extractor._preprocessing()
     samples = check_images(paths)
     start = time.perf_counter()
-    for _, items in prepared_batches(samples, range(len(samples)), preprocessing, batch_size=BATCH, workers=1, keyed=True):
+    for _, items in prepared_batches(
+        samples, range(len(samples)), preprocessing, batch_size=BATCH, workers=1, keyed=True
+    ):
         to_input([item.pixels for item in items], preprocessing, torch.device("cpu"))
     return time.perf_counter() - start
 
@@ -148,15 +150,18 @@ def memory_part() -> int:
         peaks = {}
         for n in sizes:
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", PEAK_RSS, folder, str(n)], check=True,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-c", PEAK_RSS, folder, str(n)], check=True, capture_output=True, text=True
+            )
             before, peak, output = map(int, done.stdout.split())
             peaks[n] = (peak, output)
             print(f"{n:8d} {before:14d} {peak:8d} {output:10d} {time.perf_counter() - start:8.1f}")
     (small, small_out), (large, large_out) = peaks[sizes[0]], peaks[sizes[1]]
     growth = large - small - (large_out - small_out)
-    print(f"\npeak growth from {sizes[0]} to {sizes[1]} images beyond the output arrays: {growth} MB "
-          f"(target <= 150): {verdict(growth <= 150)}")
+    print(
+        f"\npeak growth from {sizes[0]} to {sizes[1]} images beyond the output arrays: {growth} MB "
+        f"(target <= 150): {verdict(growth <= 150)}"
+    )
     return 0
 
 
@@ -181,8 +186,9 @@ def main() -> int:
     bf16 = native_bfloat16(torch.device("cpu"))
 
     def extractor(cache_dir: str, precision: str = "float32"):
-        return PretrainedFeatureExtractor(BACKBONE, batch_size=BATCH, device="cpu", cache=cache_dir,
-                                          precision=precision).fit(paths)
+        return PretrainedFeatureExtractor(
+            BACKBONE, batch_size=BATCH, device="cpu", cache=cache_dir, precision=precision
+        ).fit(paths)
 
     # Loads the weights, builds the folded network (kept per process) and lets
     # oneDNN prepare its kernels for full batches, so that no measurement below
@@ -242,21 +248,28 @@ def main() -> int:
     checks = [("(b) FLOP utilisation, float32 >= 0.50", rate["b"] * flops / mm["float32"], 0.50)]
     if bf16:
         checks.append(("(b16) FLOP utilisation, bfloat16 >= 0.35", rate["b16"] * flops / mm["bfloat16"], 0.35))
-    checks += [("b/c >= 4", rate["b"] / rate["c"], 4), ("d/b >= 50", rate["d"] / rate["b"], 50),
-               ("b/a (share of the network alone)", rate["b"] / rate["a"], 0)]
+    checks += [
+        ("b/c >= 4", rate["b"] / rate["c"], 4),
+        ("d/b >= 50", rate["d"] / rate["b"], 50),
+        ("b/a (share of the network alone)", rate["b"] / rate["a"], 0),
+    ]
     for label, value, target in checks:
         print(f"{label:40} {value:9.3f}  {verdict(value >= target) if target else ''}")
     if bf16:
         # Two cores shared by decoding (one core's seconds per image) and the
         # network (both cores): the most (b16) can reach here.
         ceiling = 2 / (2 / rate["a16"] + 1 / rate["e"])
-        print(f"(b16) ceiling on {torch.get_num_threads()} cores: {ceiling:.0f} images/s, utilisation "
-              f"{ceiling * flops / mm['bfloat16']:.2f}")
+        print(
+            f"(b16) ceiling on {torch.get_num_threads()} cores: {ceiling:.0f} images/s, utilisation "
+            f"{ceiling * flops / mm['bfloat16']:.2f}"
+        )
 
     diff = float(np.abs(embeddings_b - embeddings_c).max())
     relative = diff / float(np.abs(embeddings_c).max())
-    print(f"\nagreement (b) vs (c): max abs diff {diff:.2e}, {relative:.2e} of max |c| "
-          f"(target < 1e-3): {verdict(relative < 1e-3)}")
+    print(
+        f"\nagreement (b) vs (c): max abs diff {diff:.2e}, {relative:.2e} of max |c| "
+        f"(target < 1e-3): {verdict(relative < 1e-3)}"
+    )
     if bf16:
         a, b = embeddings_b, embeddings_b16
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

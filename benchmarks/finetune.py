@@ -55,7 +55,8 @@ from _common import DEFAULT_DATA, duplicate_groups, grouped_folds, load_busi, ma
 
 def cross_validate(make, X, y, folds: int, groups: np.ndarray | None) -> dict[str, np.ndarray]:
     """Scores over duplicate-aware folds (``groups``), or plain stratified ones (``None``)."""
-    from sklearn.model_selection import StratifiedKFold, cross_validate as sk_cross_validate
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import cross_validate as sk_cross_validate
 
     cv = grouped_folds(folds) if groups is not None else StratifiedKFold(folds, shuffle=True, random_state=0)
     scores = sk_cross_validate(make(), X, y, cv=cv, groups=groups, scoring=["accuracy", "balanced_accuracy"])
@@ -84,11 +85,13 @@ class TutorialImages(torch.utils.data.Dataset):
         self.X, self.preprocessing = list(X), preprocessing
         self.labels = {c: i for i, c in enumerate(sorted(set(y)))}
         self.targets = [self.labels[label] for label in y]
-        self.augment = v2.Compose([
-            v2.RandomResizedCrop(preprocessing.resize_size, scale=(0.5, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
-        ])
+        self.augment = v2.Compose(
+            [
+                v2.RandomResizedCrop(preprocessing.resize_size, scale=(0.5, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
+            ]
+        )
         self.transform = preprocessing.transform()
 
     def __len__(self):
@@ -133,17 +136,32 @@ def skorch_epochs(X, y, image_size: int, batch_size: int, epochs: int) -> list[f
 
     images = TutorialImages(X, y, get_backbone("efficientnet_lite0").preprocessing.resized(image_size))
     net = NeuralNetClassifier(
-        tutorial_model(len(images.labels)), criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
-        lr=5e-4, batch_size=batch_size, max_epochs=epochs, train_split=None, iterator_train__shuffle=True,
-        device="cpu", verbose=0, classes=list(range(len(images.labels))),
+        tutorial_model(len(images.labels)),
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.AdamW,
+        lr=5e-4,
+        batch_size=batch_size,
+        max_epochs=epochs,
+        train_split=None,
+        iterator_train__shuffle=True,
+        device="cpu",
+        verbose=0,
+        classes=list(range(len(images.labels))),
     )
     net.fit(images, y=None)
     return [float(row["dur"]) for row in net.history]
 
 
 def bare_step_rate(
-    X, image_size: int, batch_size: int, precision: str, batchnorm: str, steps: int = 8, *,
-    folded: bool = False, compiled: bool = False,
+    X,
+    image_size: int,
+    batch_size: int,
+    precision: str,
+    batchnorm: str,
+    steps: int = 8,
+    *,
+    folded: bool = False,
+    compiled: bool = False,
 ) -> float:
     """Images/s of bare training steps on one pre-decoded batch, with the best
     settings we know: channels-last, freed memory kept, AdamW, every layer
@@ -240,16 +258,21 @@ def accuracy_table(X, y, args) -> None:
     table = settings(args)
     groups = duplicate_groups(X, y)
     grouped = int(sum(np.bincount(groups)[groups] > 1))
-    print(f"fine-tuning at {args.image_size} px, {args.freeze_epochs} head epochs + {args.epochs} epochs, "
-          f"batch {args.batch_size}, lr {args.lr:g}, class_weight='balanced'; "
-          f"{args.folds}-fold StratifiedGroupKFold(shuffle, random_state=0) on find_duplicates groups "
-          f"({grouped} of {len(y)} images in groups of copies)")
+    print(
+        f"fine-tuning at {args.image_size} px, {args.freeze_epochs} head epochs + {args.epochs} epochs, "
+        f"batch {args.batch_size}, lr {args.lr:g}, class_weight='balanced'; "
+        f"{args.folds}-fold StratifiedGroupKFold(shuffle, random_state=0) on find_duplicates groups "
+        f"({grouped} of {len(y)} images in groups of copies)"
+    )
     results = {}
     print(f"\n{'setting':48} {'accuracy':>15} {'balanced acc.':>15} {'fit s':>7}")
     ungrouped = cross_validate(table[next(iter(table))], X, y, args.folds, None)
-    print(f"{'(1), ungrouped StratifiedKFold (leaks copies)':48} {ungrouped['accuracy'].mean():.3f} ± "
-          f"{ungrouped['accuracy'].std():.3f}   {ungrouped['balanced_accuracy'].mean():.3f} ± "
-          f"{ungrouped['balanced_accuracy'].std():.3f} {ungrouped['seconds']:7.0f}", flush=True)
+    print(
+        f"{'(1), ungrouped StratifiedKFold (leaks copies)':48} {ungrouped['accuracy'].mean():.3f} ± "
+        f"{ungrouped['accuracy'].std():.3f}   {ungrouped['balanced_accuracy'].mean():.3f} ± "
+        f"{ungrouped['balanced_accuracy'].std():.3f} {ungrouped['seconds']:7.0f}",
+        flush=True,
+    )
     for name, make in table.items():
         r = results[name] = cross_validate(make, X, y, args.folds, groups)
         print(
@@ -260,8 +283,10 @@ def accuracy_table(X, y, args) -> None:
     baseline = results[next(iter(table))]["balanced_accuracy"].mean()
     best_name = max(list(table)[1:], key=lambda n: results[n]["balanced_accuracy"].mean())
     gain = results[best_name]["balanced_accuracy"].mean() - baseline
-    print(f"\nbest fine-tuned: {best_name}: {100 * gain:+.1f} points of balanced accuracy over (1) "
-          f"(target >= +3.0): {'PASS' if gain >= 0.03 else 'FAIL'}")
+    print(
+        f"\nbest fine-tuned: {best_name}: {100 * gain:+.1f} points of balanced accuracy over (1) "
+        f"(target >= +3.0): {'PASS' if gain >= 0.03 else 'FAIL'}"
+    )
 
 
 def speed_table(X, y, args) -> None:
@@ -272,8 +297,10 @@ def speed_table(X, y, args) -> None:
     Xs, ys = stratified_subset(X, y, 320)  # not the first 320: BUSI's files are sorted by class
     Xs, ys, n = list(Xs), list(ys), len(ys)
     epochs = args.speed_epochs
-    print(f"\ntraining speed: {n} images, all layers, default augmentation, {args.image_size} px, "
-          f"batch {args.batch_size}, {epochs} epochs from files (the first decodes them)")
+    print(
+        f"\ntraining speed: {n} images, all layers, default augmentation, {args.image_size} px, "
+        f"batch {args.batch_size}, {epochs} epochs from files (the first decodes them)"
+    )
     precisions = ["float32", "bfloat16"] if native_bfloat16(torch.device("cpu")) else ["float32"]
     ours: dict[str, list[float]] = {}
     bare_rates = {
@@ -290,27 +317,43 @@ def speed_table(X, y, args) -> None:
     )
     best = max(bare_rates, key=bare_rates.get)
     bare = bare_rates[best]
-    print("bare training step on a pre-decoded batch (precision, BatchNorm mode): "
-          + ", ".join(f"{' '.join(k)} {v:.1f} img/s" for k, v in bare_rates.items()) + f"; ceiling: {' '.join(best)}")
+    print(
+        "bare training step on a pre-decoded batch (precision, BatchNorm mode): "
+        + ", ".join(f"{' '.join(k)} {v:.1f} img/s" for k, v in bare_rates.items())
+        + f"; ceiling: {' '.join(best)}"
+    )
     print(f"\n{'':40} {'ours img/s':>10} {'epochs s':>22} {'utilisation':>11}")
     for precision in precisions:
         clf = FineTuneClassifier(
-            unfreeze="all", epochs=epochs, freeze_epochs=0, image_size=args.image_size, batch_size=args.batch_size,
-            validation_fraction=0, random_state=0, precision=precision,
+            unfreeze="all",
+            epochs=epochs,
+            freeze_epochs=0,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            validation_fraction=0,
+            random_state=0,
+            precision=precision,
         ).fit(Xs, ys)
         seconds = ours[precision] = [record["seconds"] for record in clf.history_]
         rate = n * len(seconds) / sum(seconds)
-        print(f"FineTuneClassifier, {precision:21} {rate:10.1f} "
-              f"{', '.join(f'{s:.1f}' for s in seconds):>22} {rate / bare:11.2f}  (target >= 0.75: "
-              f"{'PASS' if rate / bare >= 0.75 else 'FAIL'})", flush=True)
+        print(
+            f"FineTuneClassifier, {precision:21} {rate:10.1f} "
+            f"{', '.join(f'{s:.1f}' for s in seconds):>22} {rate / bare:11.2f}  (target >= 0.75: "
+            f"{'PASS' if rate / bare >= 0.75 else 'FAIL'})",
+            flush=True,
+        )
     skorch = skorch_epochs(Xs, ys, args.image_size, args.batch_size, epochs)
     hand = hand_written_epoch(Xs, ys, args.image_size, args.batch_size)
     mean_ours = float(np.mean(ours["float32"]))
-    print(f"\nseconds per epoch (float32): skorchlite {mean_ours:.1f}, skorch NeuralNetClassifier "
-          f"{np.mean(skorch):.1f} (epochs {', '.join(f'{s:.1f}' for s in skorch)}), hand-written loop {hand:.1f}")
+    print(
+        f"\nseconds per epoch (float32): skorchlite {mean_ours:.1f}, skorch NeuralNetClassifier "
+        f"{np.mean(skorch):.1f} (epochs {', '.join(f'{s:.1f}' for s in skorch)}), hand-written loop {hand:.1f}"
+    )
     ratio = float(np.mean(skorch)) / mean_ours
-    print(f"skorch / skorchlite {ratio:.2f} (target >= 3): {'PASS' if ratio >= 3 else 'FAIL'}; "
-          f"hand-written / skorchlite {hand / mean_ours:.2f}")
+    print(
+        f"skorch / skorchlite {ratio:.2f} (target >= 3): {'PASS' if ratio >= 3 else 'FAIL'}; "
+        f"hand-written / skorchlite {hand / mean_ours:.2f}"
+    )
 
 
 def precision_table(X, y, args) -> None:
@@ -326,19 +369,30 @@ def precision_table(X, y, args) -> None:
         print("\nprecision: this CPU has no native bfloat16; nothing to compare")
         return
     train, test = next(grouped_folds(5).split(X, y, duplicate_groups(X, y)))
-    print(f"\nprecision: {len(train)} training, {len(test)} held-out images (grouped by duplicates), "
-          f"all layers, {args.freeze_epochs} head + {args.epochs} epochs, lr {args.lr:g}, {args.image_size} px")
+    print(
+        f"\nprecision: {len(train)} training, {len(test)} held-out images (grouped by duplicates), "
+        f"all layers, {args.freeze_epochs} head + {args.epochs} epochs, lr {args.lr:g}, {args.image_size} px"
+    )
     print(f"{'precision':10} {'accuracy':>9} {'balanced acc.':>14} {'fit s':>7}")
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
         clf = FineTuneClassifier(
-            unfreeze="all", epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
-            image_size=args.image_size, batch_size=args.batch_size, class_weight="balanced", random_state=0,
+            unfreeze="all",
+            epochs=args.epochs,
+            freeze_epochs=args.freeze_epochs,
+            lr=args.lr,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            class_weight="balanced",
+            random_state=0,
             precision=precision,
         ).fit(list(X[train]), list(y[train]))
         predicted = clf.predict(list(X[test]))
-        print(f"{precision:10} {accuracy_score(y[test], predicted):9.3f} "
-              f"{balanced_accuracy_score(y[test], predicted):14.3f} {time.perf_counter() - start:7.0f}", flush=True)
+        print(
+            f"{precision:10} {accuracy_score(y[test], predicted):9.3f} "
+            f"{balanced_accuracy_score(y[test], predicted):14.3f} {time.perf_counter() - start:7.0f}",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -359,7 +413,7 @@ def main() -> int:
     if args.quick:
         args.folds, args.epochs, args.freeze_epochs, args.speed_epochs = 2, 1, 1, 2
     print(f"machine: {machine()}")
-    print(f"BUSI: {len(y)} images, classes {dict(zip(*np.unique(y, return_counts=True)))}")
+    print(f"BUSI: {len(y)} images, classes {dict(zip(*np.unique(y, return_counts=True), strict=True))}")
     if args.part == "select":
         select_table(X, y, args)
     if args.part in ("all", "accuracy"):

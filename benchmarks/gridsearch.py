@@ -41,8 +41,8 @@ import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
 from _common import busi_arguments, load_busi, machine, verdict
+from threadpoolctl import threadpool_info, threadpool_limits
 
 GRID = {"clf__C": np.logspace(-3, 2, 6)}
 FOLDS = 5
@@ -81,16 +81,22 @@ def pipeline(cache):
 
     from skorchlite import PretrainedFeatureExtractor
 
-    return Pipeline([
-        ("features", PretrainedFeatureExtractor(device="cpu", cache=cache)),
-        ("clf", LogisticRegression(max_iter=2000)),
-    ])
+    return Pipeline(
+        [
+            ("features", PretrainedFeatureExtractor(device="cpu", cache=cache)),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ]
+    )
 
 
 def main() -> int:
     parser = busi_arguments(__doc__, quick=150)
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="numpy/scipy BLAS threads during the searches; 0: their default (default: %(default)s)")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="numpy/scipy BLAS threads during the searches; 0: their default (default: %(default)s)",
+    )
     args = parser.parse_args()
 
     from skorchlite import PretrainedFeatureExtractor
@@ -100,7 +106,7 @@ def main() -> int:
     # Also reads and hashes every file once (the process keeps the hashes), so
     # that the two runs start alike: neither pays for a cold page cache.
     distinct = len({content_key(s, i) for i, s in enumerate(check_images(X))})
-    classes = ", ".join(f"{c} {k}" for c, k in zip(*np.unique(y, return_counts=True)))
+    classes = ", ".join(f"{c} {k}" for c, k in zip(*np.unique(y, return_counts=True), strict=True))
     print(f"machine: {machine()}")
     print(f"BUSI: N = {len(y)} images ({distinct} distinct; {classes})")
     print(f"GridSearchCV(cv={FOLDS}, n_jobs=1), C in {np.round(GRID['clf__C'], 3).tolist()}, efficientnet_lite0, CPU")
@@ -113,8 +119,10 @@ def main() -> int:
 
     default_blas = max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
     blas = args.blas_threads or default_blas
-    print(f"BLAS threads (numpy, scipy) during the searches: {blas} (their default: {default_blas}); "
-          f"torch threads: {torch.get_num_threads()}")
+    print(
+        f"BLAS threads (numpy, scipy) during the searches: {blas} (their default: {default_blas}); "
+        f"torch threads: {torch.get_num_threads()}"
+    )
     with threadpool_limits(blas, user_api="blas"):
         with tempfile.TemporaryDirectory() as cache_dir:
             seconds_cached, cached = timed_search(pipeline(cache_dir), GRID, X, y)
@@ -132,10 +140,14 @@ def main() -> int:
     print(f"{'(3) LogisticRegression alone on the embeddings of (1)':52} {seconds_floor:8.1f} {0:23d}")
     print(f"{f'    the same with BLAS default threads ({default_blas})':52} {seconds_default:8.1f} {0:23d}")
     speedup = seconds_uncached / seconds_cached
-    print(f"\nspeedup (2)/(1): {speedup:.1f}x (target >= 10): {verdict(speedup >= 10)}; "
-          f"at most (2)/(3) = {seconds_uncached / seconds_floor:.1f}x with (1) as fast as its classifier")
-    print(f"images through the network in (1): {passes_cached}, distinct images: {distinct}: "
-          f"{verdict(passes_cached == distinct)}")
+    print(
+        f"\nspeedup (2)/(1): {speedup:.1f}x (target >= 10): {verdict(speedup >= 10)}; "
+        f"at most (2)/(3) = {seconds_uncached / seconds_floor:.1f}x with (1) as fast as its classifier"
+    )
+    print(
+        f"images through the network in (1): {passes_cached}, distinct images: {distinct}: "
+        f"{verdict(passes_cached == distinct)}"
+    )
     searches = (cached, uncached, floor)
     scores = [search.cv_results_["mean_test_score"] for search in searches]
     same = len({search.best_index_ for search in searches}) == 1 and all(np.allclose(scores[0], s) for s in scores)

@@ -64,7 +64,9 @@ def scores(features: np.ndarray, y: np.ndarray, splits: list) -> tuple[np.ndarra
 def main() -> None:
     parser = busi_arguments(__doc__, quick=200)
     parser.add_argument(
-        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "skorchlite-bench-layers",
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "skorchlite-bench-layers",
         help="embedding cache folder (default: %(default)s)",
     )
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         folds = [fold for splits in (grouped, ungrouped) for fold in scores(features, y, splits)]
         cells = [f"{fold.mean():.3f} ± {fold.std():.3f}" for fold in folds]
-        row = " ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS))
+        row = " ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS, strict=True))
         print(f"{label:34} {features.shape[1]:>5} {row} {seconds:6.1f}")
     print("grouped: StratifiedGroupKFold on find_duplicates groups (no copy of a test image is trained on);")
     print("UNGROUPED: StratifiedKFold, shown only to make the inflation from near-duplicates visible.")

@@ -69,7 +69,9 @@ def main() -> None:
     for target in ("tabby", "espresso"):
         result = grad_cam("efficientnet_lite0", [both], target, path=OUT / f"inspect_grad_cam_{target}.png")
         heatmap = result.heatmaps[0]
-        print(f"coffee | cat, Grad-CAM of {target}: {heatmap[:, 128:].sum() / heatmap.sum():.0%} of it on the right half")
+        print(
+            f"coffee | cat, Grad-CAM of {target}: {heatmap[:, 128:].sum() / heatmap.sum():.0%} of it on the right half"
+        )
         written += result.paths
 
     for tv_weight, name in ((1000, "inspect_class_goldfish.png"), (0, "inspect_class_goldfish_no_tv.png")):
@@ -83,9 +85,7 @@ def main() -> None:
         written.append(OUT / name)
 
     for target, name in ((None, None), ("golden retriever", "inspect_adversarial.png")):
-        result = adversarial_example(
-            "efficientnet_lite0", cat, target, eps=2 / 255, steps=20, path=name and OUT / name
-        )
+        result = adversarial_example("efficientnet_lite0", cat, target, eps=2 / 255, steps=20, path=name and OUT / name)
         print(
             f"PGD eps=2/255 {'untargeted' if target is None else 'to ' + target}: {result.original_label} "
             f"({result.original_probability:.3f}) -> {result.label} ({result.probability:.3f}), "

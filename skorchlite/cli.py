@@ -199,8 +199,12 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list
             balanced.append(balanced_accuracy_score(y[test], predicted[test]))
             bar.update()
     return {
-        "predicted": predicted, "scores": scores, "accuracy": np.array(accuracy), "balanced": np.array(balanced),
-        "fold": fold, "models": models,
+        "predicted": predicted,
+        "scores": scores,
+        "accuracy": np.array(accuracy),
+        "balanced": np.array(balanced),
+        "fold": fold,
+        "models": models,
     }
 
 
@@ -240,8 +244,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         _announce_weights(backbone, args.weights)
         extractor = PretrainedFeatureExtractor(
-            backbone=backbone, weights=args.weights, layer=_layer(args.layer), image_size=args.image_size,
-            verbose=args.verbose
+            backbone=backbone,
+            weights=args.weights,
+            layer=_layer(args.layer),
+            image_size=args.image_size,
+            verbose=args.verbose,
         )
         features = extractor.fit_transform(X)
         result = _cross_validate(features, y, args.head, splits, args.verbose)
@@ -299,12 +306,22 @@ def _evaluation_report(
     names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
     folds = [
         {"n": len(test), "balanced": b, "accuracy": a}
-        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"])
+        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
     ]
     page = evaluation_page(
-        run, title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
-        y_true=y, y_pred=best["predicted"], proba=proba, classes=classes, folds=folds, pngs=pngs,
-        names=names, errors=errors, duplicates=found, X=X, ranking=results,
+        run,
+        title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
+        y_true=y,
+        y_pred=best["predicted"],
+        proba=proba,
+        classes=classes,
+        folds=folds,
+        pngs=pngs,
+        names=names,
+        errors=errors,
+        duplicates=found,
+        X=X,
+        ranking=results,
     )
     return _write_report_folder(Path(args.report), pngs, page)
 
@@ -323,10 +340,10 @@ def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
     def explain(rows: list[int], targets: list) -> list[np.ndarray]:
         heatmaps: dict[int, np.ndarray] = {}
         for k, model in enumerate(models):
-            mine = [(row, target) for row, target in zip(rows, targets) if result["fold"][row] == k]
+            mine = [(row, target) for row, target in zip(rows, targets, strict=True) if result["fold"][row] == k]
             if mine:
                 cam = grad_cam(model, [X[row] for row, _ in mine], [target for _, target in mine])
-                heatmaps.update(zip((row for row, _ in mine), cam.heatmaps))
+                heatmaps.update(zip((row for row, _ in mine), cam.heatmaps, strict=True))
         return [heatmaps[row] for row in rows]
 
     note = (
@@ -338,12 +355,14 @@ def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The verb's options, defaults included, as the page lists them."""
-    return {key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug", "command", "verbose")}
+    return {
+        key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug", "command", "verbose")
+    }
 
 
 def _counts(y: np.ndarray) -> dict[Any, int]:
     labels, counts = np.unique(y, return_counts=True)
-    return {label: int(n) for label, n in zip(labels.tolist(), counts.tolist())}
+    return {label: int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)}
 
 
 def _write_report_folder(folder: Path, pngs: dict[str, bytes], page: str) -> list[Path]:
@@ -360,7 +379,10 @@ def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
     # Wide enough for the longest label and the largest count, or cells run together.
     width = max(len(str(cell)) for cell in [*classes, *matrix.ravel()]) + 2
     lines = [" " * width + "".join(f"{str(c):>{width}}" for c in classes)]
-    lines += [f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row) for label, row in zip(classes, matrix)]
+    lines += [
+        f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row)
+        for label, row in zip(classes, matrix, strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -382,17 +404,20 @@ def _embed(args: argparse.Namespace) -> int:
                 )
     _announce_weights(args.backbone, args.weights)
     features = PretrainedFeatureExtractor(
-        backbone=args.backbone, weights=args.weights, layer=_layer(args.layer), image_size=args.image_size,
-        verbose=args.verbose
+        backbone=args.backbone,
+        weights=args.weights,
+        layer=_layer(args.layer),
+        image_size=args.image_size,
+        verbose=args.verbose,
     ).fit_transform(X)
     if index is not None:
-        listing = _rows_bytes(["path", "label"], zip(X, y))  # before any write: both files, or neither
+        listing = _rows_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
         _save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
         write_atomic(index, listing)
         print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
         return 0
     columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
-    rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist()))
+    rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
     if suffix == ".csv":
         write_atomic(out, _rows_bytes(columns, rows))
     else:
@@ -506,8 +531,10 @@ def _finetune(args: argparse.Namespace) -> int:
         import joblib
 
         _save_bytes(output, lambda f: joblib.dump(clf, f))
-    print(f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
-          f"best epoch {clf.best_epoch_}; saved to {output}")
+    print(
+        f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
+        f"best epoch {clf.best_epoch_}; saved to {output}"
+    )
     if report is not None:
         written = _finetune_report(args, report, clf, y, output, seconds, bool(interrupted))
         print("Report: " + ", ".join(str(p) for p in written))
@@ -530,8 +557,13 @@ def _finetune_report(
         class_counts=_counts(y),
     )
     page = finetune_page(
-        run, history=clf.history_, best_epoch=clf.best_epoch_, pngs=pngs, model_path=str(output),
-        seconds=seconds, interrupted=interrupted,
+        run,
+        history=clf.history_,
+        best_epoch=clf.best_epoch_,
+        pngs=pngs,
+        model_path=str(output),
+        seconds=seconds,
+        interrupted=interrupted,
     )
     return _write_report_folder(report, pngs, page)
 
@@ -569,11 +601,11 @@ def _predict(args: argparse.Namespace) -> int:
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(["path", "class", "probability", *(f"p_{c}" for c in classes)])
-        for path, k, row in zip(args.images, best, proba):
+        for path, k, row in zip(args.images, best, proba, strict=True):
             writer.writerow([path, classes[k], f"{row[k]:.4f}", *(f"{p:.4f}" for p in row)])
         return 0
     width = max(len(p) for p in args.images)
-    for path, k, row in zip(args.images, best, proba):
+    for path, k, row in zip(args.images, best, proba, strict=True):
         print(f"{path:{width}}  {classes[k]}  {row[k]:.3f}")
     return 0
 
@@ -686,7 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep duplicate images (find_duplicates) in one fold; on unless --no-group-duplicates",
     )
     evaluate.add_argument(
-        "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs"
+        "--report",
+        metavar="OUT_DIR",
+        help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs",
     )
 
     embed = verb("embed", _embed, "write the embeddings of an image folder to .npy, .csv or .parquet")
@@ -715,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--n-iter-no-change", type=int, default=None)
     finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
     finetune.add_argument("--random-state", type=int, default=0)
-    finetune.add_argument("--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the learning curves PNG")
+    finetune.add_argument(
+        "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the learning curves PNG"
+    )
     finetune.add_argument(
         "--keep-partial", action="store_true", help="on Ctrl-C, still save the best complete epoch (exit status 130)"
     )
@@ -733,7 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="feature map (default: the last before pooling)")
     explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
 
-    backbones = verb("backbones", _backbones, "list every source's backbones and whether their weights are on this machine")
+    backbones = verb(
+        "backbones", _backbones, "list every source's backbones and whether their weights are on this machine"
+    )
     backbones.add_argument("--offline", action="store_true", help="only those that work offline")
     backbones.add_argument("--layers", metavar="NAME", help="list the layer names and shortcuts of backbone NAME")
     return parser

@@ -46,9 +46,7 @@ try:
     from distributed import Client, WorkerPlugin, as_completed, get_client
     from distributed.threadpoolexecutor import ThreadPoolExecutor
 except ImportError as err:
-    raise ImportError(
-        'skorchlite.dask needs Dask\'s distributed scheduler: pip install "skorchlite[dask]"'
-    ) from err
+    raise ImportError('skorchlite.dask needs Dask\'s distributed scheduler: pip install "skorchlite[dask]"') from err
 
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -114,7 +112,9 @@ class TorchThreads(WorkerPlugin):
     name = "skorchlite-torch-threads"
 
     def __init__(self, threads: int | None = None, keep_memory: bool = True):
-        if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1):
+        if threads is not None and (
+            not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1
+        ):
             raise ValueError(f"threads must be None or a positive integer, got {threads!r}.")
         self.threads = None if threads is None else int(threads)
         self.keep_memory = bool(keep_memory)
@@ -304,7 +304,9 @@ def read_shards(directory: str | os.PathLike) -> da.Array:
     if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
         raise ValueError(f"{directory / MANIFEST} is not a {_FORMAT} manifest of version {_VERSION}.")
     dim, shards = int(manifest["n_features"]), manifest["shards"]
-    if [s["start"] for s in shards] != [0, *(s["stop"] for s in shards[:-1])] or shards[-1]["stop"] != manifest["n_images"]:
+    if [s["start"] for s in shards] != [0, *(s["stop"] for s in shards[:-1])] or shards[-1]["stop"] != manifest[
+        "n_images"
+    ]:
         raise ValueError(f"{directory / MANIFEST}: the shards do not cover rows 0 to {manifest['n_images']} in order.")
     name = "skorchlite-shards-" + tokenize(str(directory.resolve()), manifest)
     graph = {
@@ -339,7 +341,11 @@ def _fitted(extractor: PretrainedFeatureExtractor) -> PretrainedFeatureExtractor
 
 
 def _to_array(
-    client: Client, extractor: PretrainedFeatureExtractor, samples: list[Path], bounds: list[tuple[int, int]], retries: int
+    client: Client,
+    extractor: PretrainedFeatureExtractor,
+    samples: list[Path],
+    bounds: list[tuple[int, int]],
+    retries: int,
 ) -> da.Array:
     # One graph layer of one task per partition: a layer per partition (as
     # concatenating from_delayed arrays gives) makes the scheduler crawl.
@@ -392,7 +398,7 @@ def _to_shards(
         "dtype": "float32",
         "partition_size": partition_size,
         "fingerprint": extractor.fingerprint_,
-        "shards": [{"file": f, "start": a, "stop": b} for f, (a, b) in zip(files, bounds)],
+        "shards": [{"file": f, "start": a, "stop": b} for f, (a, b) in zip(files, bounds, strict=True)],
     }
     write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return read_shards(folder)

@@ -162,14 +162,18 @@ class ClassCounts(dict):
         rows.append(["total", *_count_cells(self.totals, self.totals)])
         widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
         return "\n".join(
-            "  ".join([row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:]))])
+            "  ".join(
+                [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
+            )
             for row in [header, *rows]
         )
 
 
 def _count_cells(counts: Sequence[int], totals: Sequence[int]) -> list[str]:
     """Count and share-of-part cells; a share of an empty part is '-'."""
-    return [cell for n, total in zip(counts, totals) for cell in (str(n), f"{n / total:.1%}" if total else "-")]
+    return [
+        cell for n, total in zip(counts, totals, strict=True) for cell in (str(n), f"{n / total:.1%}" if total else "-")
+    ]
 
 
 def summarize(labels: Any) -> ClassCounts:
@@ -205,7 +209,7 @@ def summarize(labels: Any) -> ClassCounts:
     """
     labels = _check_labels(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    return ClassCounts(dict(zip(classes.tolist(), ([n] for n in counts))), parts=("count",))
+    return ClassCounts(dict(zip(classes.tolist(), ([n] for n in counts), strict=True)), parts=("count",))
 
 
 def train_val_test_split(
@@ -326,7 +330,13 @@ def train_val_test_split(
     shuffled = rng.permutation(n_samples)
     parts = [shuffled[part_of[shuffled] == k] for k in range(3)]
     counts = ClassCounts(
-        dict(zip(classes.tolist(), zip(*(np.bincount(class_of[p], minlength=len(classes)) for p in parts)))),
+        dict(
+            zip(
+                classes.tolist(),
+                zip(*(np.bincount(class_of[p], minlength=len(classes)) for p in parts), strict=True),
+                strict=True,
+            )
+        ),
         parts=("train", "val", "test"),
     )
     X_parts = [_safe_indexing(X, p) for p in parts]
@@ -346,9 +356,7 @@ def _check_sizes(sizes: Sequence[float]) -> np.ndarray:
         or np.any(fractions < 0)
         or not math.isclose(fractions.sum(), 1, abs_tol=1e-6)
     ):
-        raise ValueError(
-            f"sizes must be three non-negative fractions (train, val, test) summing to 1, got {sizes!r}."
-        )
+        raise ValueError(f"sizes must be three non-negative fractions (train, val, test) summing to 1, got {sizes!r}.")
     return fractions / fractions.sum()
 
 

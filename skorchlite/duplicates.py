@@ -113,7 +113,7 @@ class Duplicates:
         """
         order = np.argsort(self.groups, kind="stable")
         _, starts, sizes = np.unique(self.groups[order], return_index=True, return_counts=True)
-        return [order[start : start + size] for start, size in zip(starts, sizes) if size > 1]
+        return [order[start : start + size] for start, size in zip(starts, sizes, strict=True) if size > 1]
 
     def summary(self) -> str:
         """One line: how many duplicate groups of each kind, and label conflicts.
@@ -177,9 +177,7 @@ class Duplicates:
         return "exact" if all(p.kind == "exact" for p in self._pairs_of[self.groups[group[0]]]) else "near"
 
 
-def find_duplicates(
-    X: Any, y: Any = None, threshold: float = DEFAULT_THRESHOLD, extractor: Any = None
-) -> Duplicates:
+def find_duplicates(X: Any, y: Any = None, threshold: float = DEFAULT_THRESHOLD, extractor: Any = None) -> Duplicates:
     """Find exact and near-duplicate images, and group them transitively.
 
     Exact duplicates share a :func:`skorchlite.images.content_key`: for
@@ -314,7 +312,9 @@ def _near_pairs(vectors: np.ndarray, threshold: float) -> list[Pair]:
         block = unit[start : start + rows] @ unit[start:].T
         i, j = np.nonzero(np.triu(block >= threshold, k=1))
         similarity = np.minimum(block[i, j], 1.0)  # float32 rounding can pass 1
-        pairs += [Pair(int(a) + start, int(b) + start, float(s), "near") for a, b, s in zip(i, j, similarity)]
+        pairs += [
+            Pair(int(a) + start, int(b) + start, float(s), "near") for a, b, s in zip(i, j, similarity, strict=True)
+        ]
     return pairs
 
 
@@ -344,7 +344,7 @@ def _pixel_pairs(samples: list[Any], threshold: float) -> list[Pair]:
         block = (crops.reshape(-1, crops.shape[-1]) @ whole.T).reshape(len(crops), -1, n).max(axis=1)
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -1
         a, b = np.nonzero(block >= threshold)
-        found += [_pair(int(i) + start, int(j), float(block[i, j])) for i, j in zip(a, b)]
+        found += [_pair(int(i) + start, int(j), float(block[i, j])) for i, j in zip(a, b, strict=True)]
     # Each pair comes once from each side's crops: keep the better alignment.
     return _merge(found)
 
@@ -361,7 +361,9 @@ def _grey_squares(samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     from .engine import decode_workers, prepared_batches
 
     squash = Preprocessing(_PIXEL_SIZE, _PIXEL_SIZE, "bilinear", (0.0,) * 3, (1.0,) * 3)
-    batches = prepared_batches(samples, range(len(samples)), squash, batch_size=64, workers=decode_workers(None), squash=True)
+    batches = prepared_batches(
+        samples, range(len(samples)), squash, batch_size=64, workers=decode_workers(None), squash=True
+    )
     grey = np.empty((len(samples), _PIXEL_SIZE, _PIXEL_SIZE), dtype=np.float32)
     large = np.empty(len(samples), dtype=bool)
     for rows, items in batches:

@@ -69,7 +69,7 @@ class _SamePadConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -164,5 +164,5 @@ class EfficientNetLite(nn.Module):
     def layer_groups(self) -> list[tuple[str, ...]]:
         """Module names grouped from input to output: stem, seven stages, head."""
         starts = [0, *self.stage_ends[:-1]]
-        stages = [tuple(f"_blocks.{b}" for b in range(s, e)) for s, e in zip(starts, self.stage_ends)]
+        stages = [tuple(f"_blocks.{b}" for b in range(s, e)) for s, e in zip(starts, self.stage_ends, strict=True)]
         return [("_conv_stem", "_bn0", "_stem_act"), *stages, ("_conv_head", "_bn1", "_head_act")]

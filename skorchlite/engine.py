@@ -98,7 +98,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device={device!r} but {why}; use device='auto' (CUDA when available, else CPU) or 'cpu'.")
+            raise ValueError(
+                f"device={device!r} but {why}; use device='auto' (CUDA when available, else CPU) or 'cpu'."
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(
                 f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
@@ -427,7 +429,11 @@ class ImageStore:
     """
 
     def __init__(
-        self, samples: Sequence[Sample], preprocessing: Preprocessing, workers: int, max_bytes: int = DECODED_MEMORY_BYTES
+        self,
+        samples: Sequence[Sample],
+        preprocessing: Preprocessing,
+        workers: int,
+        max_bytes: int = DECODED_MEMORY_BYTES,
     ):
         self.samples, self.preprocessing, self.workers, self.max_bytes = samples, preprocessing, workers, max_bytes
         self._kept: dict[int, Image.Image] = {}

@@ -208,8 +208,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 if now.get(key) != self.fingerprint_.get(key)
             )
             raise ValueError(
-                f"The extractor's parameters or weights changed since fit ({changed}); call fit again "
-                "before transform."
+                f"The extractor's parameters or weights changed since fit ({changed}); call fit again before transform."
             )
 
     def _backbone(self) -> Backbone:
@@ -253,7 +252,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return np.asarray(
             [
                 f"{prefix}_{'penultimate' if layer is None else layer}_{i}"
-                for layer, width in zip(self.layers_, self.layer_widths_)
+                for layer, width in zip(self.layers_, self.layer_widths_, strict=True)
                 for i in range(width)
             ],
             dtype=object,
@@ -309,7 +308,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         cached = namespace.get_many(keys, dim=dim) if namespace is not None else [None] * len(keys)
         out = np.empty((len(samples), dim), dtype=np.float32)
         rows_of: dict[str, list[int]] = {}
-        for i, (key, vector) in enumerate(zip(keys, cached)):
+        for i, (key, vector) in enumerate(zip(keys, cached, strict=True)):
             if vector is not None:
                 out[i] = vector
             else:
@@ -393,7 +392,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 for rows, decoded_keys, vectors in batches:
                     out[rows] = vectors
                     computed += len(rows)
-                    for row, key, vector in zip(rows, decoded_keys, vectors):
+                    for row, key, vector in zip(rows, decoded_keys, vectors, strict=True):
                         if key != keys[row]:
                             keys[row] = None
                         if namespace is not None:
@@ -404,7 +403,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 todo = []
                 if others:
                     waited = namespace.wait([keys[row] for row in others], out.shape[1])
-                    for row, vector in zip(others, waited):
+                    for row, vector in zip(others, waited, strict=True):
                         if vector is None:  # its claim was given up: ours to compute
                             todo.append(row)
                         else:

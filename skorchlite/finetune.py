@@ -302,7 +302,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         positive_int("n_iter_no_change", optional=True)
         positive_int("num_workers", optional=True)
         unfreeze = self.unfreeze
-        if not (unfreeze == "all" or (isinstance(unfreeze, (int, np.integer)) and not isinstance(unfreeze, bool) and unfreeze >= 0)):
+        if not (
+            unfreeze == "all"
+            or (isinstance(unfreeze, (int, np.integer)) and not isinstance(unfreeze, bool) and unfreeze >= 0)
+        ):
             raise ValueError(f"unfreeze must be 'all' or an integer >= 0, got {self.unfreeze!r}.")
         for name, low, high in [
             ("lr", 0, math.inf),
@@ -408,7 +411,14 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 "and pass them as a dict."
             )
         return self._fit(
-            X, y, sample_weight, warm=hasattr(self, "model_"), head_warmup=False, epochs=1, classes=classes, partial=True
+            X,
+            y,
+            sample_weight,
+            warm=hasattr(self, "model_"),
+            head_warmup=False,
+            epochs=1,
+            classes=classes,
+            partial=True,
         )
 
     def _encode_targets(self, y: np.ndarray, classes: Any, warm: bool) -> np.ndarray:
@@ -417,7 +427,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             if unknown:
                 raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {list(self.classes_)}.")
             if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-                raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}.")
+                raise ValueError(
+                    f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}."
+                )
         else:
             labels = np.unique(y if classes is None else _check_labels(classes, "classes"))
             if len(labels) < 2:
@@ -441,7 +453,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _check_network_unchanged(self, action: str) -> None:
         fitted, now = self._network_key_, self._network_key()
         if fitted != now:
-            changed = ", ".join(f"{k} ({fitted[k]!r} when fitted, {now[k]!r} now)" for k in fitted if fitted[k] != now[k])
+            changed = ", ".join(
+                f"{k} ({fitted[k]!r} when fitted, {now[k]!r} now)" for k in fitted if fitted[k] != now[k]
+            )
             raise ValueError(
                 f"{changed} changed since this network was fitted, so it cannot {action}. "
                 f"Set the parameter back, or fit again with warm_start=False (or a clone) to build the new network."
@@ -457,7 +471,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return int(self.random_state.randint(np.iinfo(np.int32).max))
 
     def _fit(
-        self, X: Any, y: Any, sample_weight: Any, *, warm: bool, head_warmup: bool, epochs: int, classes: Any = None,
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any,
+        *,
+        warm: bool,
+        head_warmup: bool,
+        epochs: int,
+        classes: Any = None,
         partial: bool = False,
     ) -> FineTuneClassifier:
         learned = {k: v for k, v in vars(self).items() if k.endswith("_")}
@@ -492,7 +514,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 phases = []
                 if n_unfrozen and head_warmup and self.freeze_epochs:
                     phases.append(_Phase("head", 0, self.freeze_epochs, self.lr))
-                phases.append(_Phase("fine-tune" if n_unfrozen else "head", n_unfrozen, epochs, self.lr / 2 if phases else self.lr))
+                phases.append(
+                    _Phase(
+                        "fine-tune" if n_unfrozen else "head", n_unfrozen, epochs, self.lr / 2 if phases else self.lr
+                    )
+                )
                 data = _Data(self, samples, target, weight, device)
                 trainer = _Trainer(self, data, train, valid, device)
                 trainer.run(phases)
@@ -521,7 +547,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             # "balanced" counts the training rows: those the loss sees.
             labels = self.classes_[target[train]]
             per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
-            bad = [c for c, w in zip(self.classes_, per_class) if not (np.isfinite(w) and w >= 0)]
+            bad = [c for c, w in zip(self.classes_, per_class, strict=True) if not (np.isfinite(w) and w >= 0)]
             if bad:
                 raise ValueError(
                     f"class_weight must give every class a finite weight >= 0; class {bad[0]!r} gets "
@@ -551,9 +577,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if not self.validation_fraction:
             return indices, indices[:0]
         try:
-            return train_test_split(
-                indices, test_size=self.validation_fraction, stratify=target, random_state=seed
-            )
+            return train_test_split(indices, test_size=self.validation_fraction, stratify=target, random_state=seed)
         except ValueError as err:
             raise ValueError(
                 f"Cannot hold out a stratified validation_fraction={self.validation_fraction} ({err}); "
@@ -724,7 +748,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             clf.model_.load_state_dict(fitted["model_"])
         except (RuntimeError, TypeError, AttributeError) as err:
             first_line = str(err).strip().splitlines()[0]
-            raise ValueError(f"The weights in {str(path)!r} do not fit backbone {describe_backbone(clf.backbone)}: {first_line}") from None
+            raise ValueError(
+                f"The weights in {str(path)!r} do not fit backbone {describe_backbone(clf.backbone)}: {first_line}"
+            ) from None
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
         return clf
@@ -780,7 +806,9 @@ class _Data:
         augment = self.augment if train else None
         yield from self.images.batches(indices.tolist(), size, self.device, augment=augment, seeds=seeds)
 
-    def logits(self, model: nn.Sequential, indices: np.ndarray, tta: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def logits(
+        self, model: nn.Sequential, indices: np.ndarray, tta: bool = False
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         if self.clf._embedding_mode_ and not tta:
             for rows, features in self.batches(indices, train=False, embeddings=True):
                 yield rows, model[1](features)
@@ -801,7 +829,9 @@ class _Trainer:
     none, with the weights it started from.
     """
 
-    def __init__(self, clf: FineTuneClassifier, data: _Data, train: np.ndarray, valid: np.ndarray, device: torch.device):
+    def __init__(
+        self, clf: FineTuneClassifier, data: _Data, train: np.ndarray, valid: np.ndarray, device: torch.device
+    ):
         self.clf, self.data, self.train, self.valid, self.device = clf, data, train, valid, device
         self.model: nn.Sequential = clf.model_.to(device, memory_format=torch.channels_last)
         self.generator = torch.Generator().manual_seed(
@@ -847,7 +877,9 @@ class _Trainer:
                 if self.epochs_done
                 else "no epoch of this fit completed, so the estimator is left as it was before fit"
             )
-            raise FloatingPointError(f"{err}; {kept}. Lower lr, or check the images and sample weights.") from err.__cause__
+            raise FloatingPointError(
+                f"{err}; {kept}. Lower lr, or check the images and sample weights."
+            ) from err.__cause__
         except BaseException:
             self._restore()
             raise
@@ -988,7 +1020,10 @@ class _Trainer:
         batch: without validation, nothing else evaluates the last step's."""
         self.model.eval()
         with torch.inference_mode():
-            return all(bool(logits.isfinite().all()) for _, logits in self.data.logits(self.model, self.train[: self.clf.batch_size]))
+            return all(
+                bool(logits.isfinite().all())
+                for _, logits in self.data.logits(self.model, self.train[: self.clf.batch_size])
+            )
 
     def _validate(self) -> dict[str, float]:
         if not len(self.valid):
@@ -1019,7 +1054,9 @@ def _check_labels(y: Any, name: str) -> np.ndarray:
     for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
         if label is None:
             raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
-        kind = "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
+        kind = (
+            "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
+        )
         kinds.setdefault(kind, i)
     if len(kinds) > 1:
         found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())

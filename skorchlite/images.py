@@ -102,9 +102,7 @@ def check_images(X: Any) -> list[Sample]:
     if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.ndim == 2 and X.shape[1] == 1:
         X = X[:, 0]  # one column of paths or images, as ColumnTransformer(..., ["path"]) passes it
     if not isinstance(X, (list, tuple, np.ndarray)) or getattr(X, "ndim", 1) == 0:
-        raise TypeError(
-            f"X must be a list, tuple, numpy array or pandas Series of images; got {type(X).__name__}."
-        )
+        raise TypeError(f"X must be a list, tuple, numpy array or pandas Series of images; got {type(X).__name__}.")
     if len(X) == 0:
         raise ValueError("X is empty: no images were given.")
     if isinstance(X, np.ndarray):

@@ -332,7 +332,7 @@ def rank_misclassified(
     missing = sorted({str(label) for label in y_pred[wrong].tolist() if label not in column})
     if missing:
         raise ValueError(f"predicted labels {missing} are not in classes {classes.tolist()}.")
-    confidence = np.array([proba[i, column[label]] for i, label in zip(wrong, y_pred[wrong].tolist())])
+    confidence = np.array([proba[i, column[label]] for i, label in zip(wrong, y_pred[wrong].tolist(), strict=True)])
     # Stable sort: equally confident errors keep the order of X.
     order = np.argsort(-confidence, kind="stable")
     return wrong[order], confidence[order]
@@ -671,7 +671,12 @@ def _draw_learning_curves(fig: Figure, records: list[Mapping[str, Any]]) -> None
         loss_ax.plot(epochs, valid_loss, label="valid loss", color="tab:orange", **line)
         best = int(np.nanargmin(valid_loss))
         loss_ax.plot(
-            epochs[best], valid_loss[best], marker="*", markersize=14, color="tab:red", linestyle="none",
+            epochs[best],
+            valid_loss[best],
+            marker="*",
+            markersize=14,
+            color="tab:red",
+            linestyle="none",
             label=f"best valid loss (epoch {epochs[best]:g})",
         )
     loss_ax.set(ylabel="loss", title="Learning curves")
@@ -683,8 +688,13 @@ def _draw_learning_curves(fig: Figure, records: list[Mapping[str, Any]]) -> None
         acc_ax.legend(loc="lower right", fontsize="small")
     else:
         acc_ax.text(
-            0.5, 0.5, "no validation scores (no validation split)", transform=acc_ax.transAxes,
-            ha="center", va="center", color="grey",
+            0.5,
+            0.5,
+            "no validation scores (no validation split)",
+            transform=acc_ax.transAxes,
+            ha="center",
+            va="center",
+            color="grey",
         )
     acc_ax.set_ylabel("valid accuracy")
 
@@ -726,8 +736,13 @@ def _draw_misclassified(
         ax = fig.subplots()
         ax.set_axis_off()
         ax.text(
-            0.5, 0.5, f"No misclassified images:\nall {total} predictions are correct.",
-            transform=ax.transAxes, ha="center", va="center", fontsize=20,
+            0.5,
+            0.5,
+            f"No misclassified images:\nall {total} predictions are correct.",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=20,
         )
         return
     ncols = math.ceil(math.sqrt(len(thumbnails)))

@@ -150,7 +150,7 @@ def error_gallery(
     overlays = None
     if explain is not None and shown:
         heatmaps = explain(shown, [y_pred[i] for i in shown])
-        overlays = [_jpeg_uri(_overlay(image, heatmap)) for image, heatmap in zip(images, heatmaps)]
+        overlays = [_jpeg_uri(_overlay(image, heatmap)) for image, heatmap in zip(images, heatmaps, strict=True)]
     return ErrorGallery(indices, confidence, thumbnails, overlays, note)
 
 
@@ -207,11 +207,18 @@ def evaluation_page(
         ("confusion", "Confusion matrix", _confusion(y_true, y_pred, classes, pngs)),
     ]
     if "roc_pr.png" in pngs:
-        sections.append(("roc-pr", "ROC and precision-recall", _figure(
-            pngs["roc_pr.png"], "roc_pr.png",
-            "ROC curves (left) and precision-recall curves (right), one per class against the rest, "
-            "with each class's area under the curve in the legend.",
-        )))
+        sections.append(
+            (
+                "roc-pr",
+                "ROC and precision-recall",
+                _figure(
+                    pngs["roc_pr.png"],
+                    "roc_pr.png",
+                    "ROC curves (left) and precision-recall curves (right), one per class against the rest, "
+                    "with each class's area under the curve in the legend.",
+                ),
+            )
+        )
     if errors is not None:
         sections.append(("errors", "Misclassified images", _errors(errors, y_true, y_pred, names)))
     sections.append(("duplicates", "Duplicates", _duplicates(duplicates, X)))
@@ -255,7 +262,7 @@ def finetune_page(
         why = "the lowest validation loss"
         scores = (
             f'<p class="big">Chosen epoch <strong id="best-epoch">{_e(best_epoch)}</strong> of {len(history)}: '
-            f'validation loss <strong>{_num(best.get("valid_loss"))}</strong>, validation accuracy '
+            f"validation loss <strong>{_num(best.get('valid_loss'))}</strong>, validation accuracy "
             f'<strong id="valid-accuracy">{_num(best.get("valid_accuracy"))}</strong></p>'
         )
     else:
@@ -271,11 +278,18 @@ def finetune_page(
     )
     sections = [("headline", "Headline", headline)]
     if "learning_curves.png" in pngs:
-        sections.append(("curves", "Learning curves", _figure(
-            pngs["learning_curves.png"], "learning_curves.png",
-            f"Learning curves per epoch: train and validation loss (the chosen epoch {best_epoch} starred), "
-            "validation accuracy, and the learning rate; dashed lines mark a change of phase.",
-        )))
+        sections.append(
+            (
+                "curves",
+                "Learning curves",
+                _figure(
+                    pngs["learning_curves.png"],
+                    "learning_curves.png",
+                    f"Learning curves per epoch: train and validation loss (the chosen epoch {best_epoch} starred), "
+                    "validation accuracy, and the learning rate; dashed lines mark a change of phase.",
+                ),
+            )
+        )
     sections.append(("epochs", "Every epoch", _epochs(history, best_epoch)))
     sections.append(("run", "What was run", _run(run)))
     counts = run.class_counts
@@ -322,7 +336,7 @@ def _duplicates_sentence(duplicates: Any, n: int) -> str:
     return (
         f"Duplicates were grouped (<code>--group-duplicates</code>): {len(groups)} groups of copies hold "
         f"<strong>{touched} of {n} images</strong>; each group was kept within one fold. "
-        f"{_plural(conflicts, 'pair')} of copies have different labels. <a href=\"#duplicates\">See them</a>."
+        f'{_plural(conflicts, "pair")} of copies have different labels. <a href="#duplicates">See them</a>.'
     )
 
 
@@ -336,9 +350,7 @@ def _ranking(ranking: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _per_class(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray) -> str:
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     header = ["class", "precision", "recall", "F1", "support"]
     aucs = aps = None
     if proba is not None:
@@ -382,7 +394,7 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: np.ndarray, pngs
     names = [str(c) for c in classes.tolist()]
     head = "".join(f'<th scope="col">{_e(name)}</th>' for name in names)
     body = []
-    for label, row, total in zip(names, counts, totals):
+    for label, row, total in zip(names, counts, totals, strict=True):
         cells = []
         for j, count in enumerate(row):
             share = count / total if total else 0.0
@@ -395,12 +407,13 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: np.ndarray, pngs
         body.append(f'<tr><th scope="row">{_e(label)}</th>{"".join(cells)}<td class="num">{total}</td></tr>')
     table = (
         f'<table class="confusion"><caption>Rows: true class; columns: predicted class. Each cell: count, '
-        f'and its share of the row (the diagonal is each class\'s recall).</caption>'
+        f"and its share of the row (the diagonal is each class's recall).</caption>"
         f'<thead><tr><th scope="col">true \\ predicted</th>{head}<th scope="col">total</th></tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table>'
+        f"<tbody>{''.join(body)}</tbody></table>"
     )
     figure = _figure(
-        pngs["confusion_matrix.png"], "confusion_matrix.png",
+        pngs["confusion_matrix.png"],
+        "confusion_matrix.png",
         "Confusion matrix: counts on the left, normalised per true class on the right; rows are the true "
         "class, columns the predicted class.",
     )
@@ -419,8 +432,11 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
         + (f"Shown: all {shown}, " if shown == n_wrong else f"Shown: the {shown} {ranked}, ")
         + ("highest probability of the wrong class first. " if errors.confidence is not None else "")
         + f"{_e(errors.note)}</p>"
-        + ('<p class="legend">Grad-CAM scale: <span class="jet"></span> no evidence → most evidence</p>'
-           if errors.overlays is not None else "")
+        + (
+            '<p class="legend">Grad-CAM scale: <span class="jet"></span> no evidence → most evidence</p>'
+            if errors.overlays is not None
+            else ""
+        )
     )
     cards = []
     for k, uri in enumerate(errors.thumbnails):
@@ -431,11 +447,13 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
         )
         pictures = f'<img src="{uri}" alt="{_e(f"Image {i}, {name}: {caption}")}">'
         if errors.overlays is not None:
-            pictures += (
-                f'<img src="{errors.overlays[k]}" alt="{_e(f"Grad-CAM of {y_pred[i]} on image {i}, {name}")}">'
+            pictures += f'<img src="{errors.overlays[k]}" alt="{_e(f"Grad-CAM of {y_pred[i]} on image {i}, {name}")}">'
+        probability = (
+            ""
+            if errors.confidence is None
+            else (
+                f' <span class="p" title="probability the model gave to the wrong class">p = {errors.confidence[k]:.2f}</span>'
             )
-        probability = "" if errors.confidence is None else (
-            f' <span class="p" title="probability the model gave to the wrong class">p = {errors.confidence[k]:.2f}</span>'
         )
         cards.append(
             f'<figure class="card"><div class="pair">{pictures}</div><figcaption>'
@@ -447,7 +465,8 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
         rows = [
             [str(int(i)), names[int(i)], str(y_true[i]), str(y_pred[i])]
             + ([f"{errors.confidence[k]:.2f}"] if errors.confidence is not None else [])
-            for k, i in enumerate(errors.indices) if k >= shown
+            for k, i in enumerate(errors.indices)
+            if k >= shown
         ]
         header = ["#", "image", "true", "predicted"] + (["probability"] if errors.confidence is not None else [])
         rest = f"<details><summary>The other {n_wrong - shown} errors</summary>{_table(header, rows)}</details>"
@@ -456,8 +475,10 @@ def _errors(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray, names:
 
 def _duplicates(duplicates: Any, X: Any) -> str:
     if duplicates is None:
-        return "<p>Not looked for. <code>skorchlite evaluate DIR --group-duplicates</code> finds exact and " \
-               "near copies, keeps each group within one fold, and lists them here.</p>"
+        return (
+            "<p>Not looked for. <code>skorchlite evaluate DIR --group-duplicates</code> finds exact and "
+            "near copies, keeps each group within one fold, and lists them here.</p>"
+        )
     groups = duplicates.duplicate_groups()
     summary = f"<p>{_e(duplicates.summary())}</p>"
     if not groups:
@@ -474,12 +495,14 @@ def _duplicates(duplicates: Any, X: Any) -> str:
         disagree = labels is not None and len({labels[i] for i in group}) > 1
         span = f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f} to {high:.3f}"
         head = (
-            f'<h3>Group {gid}: {len(group)} {kind} copies{" — labels disagree" if disagree else ""}</h3>'
+            f"<h3>Group {gid}: {len(group)} {kind} copies{' — labels disagree' if disagree else ''}</h3>"
             f'<p class="name">cosine similarity {span}</p>'
         )
         members = []
         for i in group.tolist():
-            label = "" if labels is None else f'<strong class="{"wrong" if disagree else ""}">{_e(labels[i])}</strong><br>'
+            label = (
+                "" if labels is None else f'<strong class="{"wrong" if disagree else ""}">{_e(labels[i])}</strong><br>'
+            )
 
             picture = ""
             if samples is not None:
@@ -496,7 +519,11 @@ def _duplicates(duplicates: Any, X: Any) -> str:
     more = ""
     if len(ordered) > MAX_DUPLICATE_GROUPS:
         more = f"<p>And {len(ordered) - MAX_DUPLICATE_GROUPS} more groups (printed in full by the command).</p>"
-    order = "<p>Groups whose labels disagree come first: either a label is wrong or the images are not copies.</p>" if conflicting else ""
+    order = (
+        "<p>Groups whose labels disagree come first: either a label is wrong or the images are not copies.</p>"
+        if conflicting
+        else ""
+    )
     return summary + order + f'<div class="groups">{"".join(parts)}</div>' + more
 
 
@@ -506,8 +533,11 @@ def _group_kinds(duplicates: Any) -> dict[int, tuple[str, float, float]]:
     for pair in duplicates.pairs:
         gid = int(duplicates.groups[pair.i])
         kind, low, high = kinds.get(gid, ("exact", 1.0, 0.0))
-        kinds[gid] = ("exact" if kind == "exact" and pair.kind == "exact" else "near",
-                      min(low, pair.similarity), max(high, pair.similarity))
+        kinds[gid] = (
+            "exact" if kind == "exact" and pair.kind == "exact" else "near",
+            min(low, pair.similarity),
+            max(high, pair.similarity),
+        )
     return kinds
 
 
@@ -586,7 +616,9 @@ details{margin:8px 0}summary{cursor:pointer;color:#0b4f8a}
 
 def _page(heading: str, subtitle: str, date: str, sections: Sequence[tuple[str, str, str]]) -> str:
     nav = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name, _ in sections)
-    body = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>' for anchor, name, content in sections)
+    body = "".join(
+        f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>' for anchor, name, content in sections
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

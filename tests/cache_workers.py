@@ -17,6 +17,7 @@ import torch
 from skorchlite import PretrainedFeatureExtractor
 from skorchlite.cache import CacheNamespace
 
+
 def claim_path(namespace: CacheNamespace, key: str) -> Path:
     """Where the documented layout puts ``key``'s claim."""
     return namespace.path / key[:2] / f"{key}.claim"

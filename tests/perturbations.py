@@ -126,8 +126,10 @@ def pixel_correlation(paths: list[Path], side: int = 32, aligned: bool = False) 
         with Image.open(path) as opened:
             grey = opened.convert("L")
         w, h = grey.size
-        boxes = [(l * w, t * h, w - r * w, h - b * h) for l, r in cuts for t, b in cuts]
-        thumbs = _unit(np.array([np.asarray(grey.resize((side, side), Image.BOX, box=box), np.float32).ravel() for box in boxes]))
+        boxes = [(left * w, t * h, w - r * w, h - b * h) for left, r in cuts for t, b in cuts]
+        thumbs = _unit(
+            np.array([np.asarray(grey.resize((side, side), Image.BOX, box=box), np.float32).ravel() for box in boxes])
+        )
         whole.append(thumbs[0])
         crops.append(thumbs)
     whole = np.array(whole)

@@ -108,7 +108,9 @@ def test_point10_without_locks_pid_and_start_time_identify_the_owner(ns, monkeyp
         host = socket.gethostname()
         _leave_claim(ns, key_of(0), f"{host} {sleeper.pid} {_start_time(sleeper.pid)}\n")
         _leave_claim(ns, key_of(1), f"{host} {sleeper.pid} {int(_start_time(sleeper.pid)) - 1}\n")  # pid reused
-        _leave_claim(ns, key_of(2), f"{host} {os.getpid()} {_start_time(os.getpid())}\n")  # not in this process's records
+        _leave_claim(
+            ns, key_of(2), f"{host} {os.getpid()} {_start_time(os.getpid())}\n"
+        )  # not in this process's records
         assert [ns.claim(key_of(i)) for i in range(3)] == [False, True, True]
     finally:
         sleeper.kill()
@@ -126,9 +128,7 @@ time.sleep(60)
 """
 
 
-def test_point10_live_holder_is_waited_for_with_a_log_line_and_its_death_frees_the_claim(
-    ns, monkeypatch, caplog
-):
+def test_point10_live_holder_is_waited_for_with_a_log_line_and_its_death_frees_the_claim(ns, monkeypatch, caplog):
     key = key_of(0)
     holder = _run(HOLDER, str(ns.path.parent), key, stdout=subprocess.PIPE, text=True)
     try:

@@ -78,7 +78,9 @@ def test_point5_embed_npy_never_overwrites_a_csv_the_user_did_not_name(folder, t
     _one_line_error(capsys, "data.csv", "--index")
     assert precious.read_text() == "the user's own table\n" and not (tmp_path / "data.npy").exists()
     # Named, it is replaced; a distinct name leaves the user's file alone.
-    assert main(["embed", str(folder), "-o", str(tmp_path / "data.npy"), "--index", str(tmp_path / "i.csv"), *FAST]) == 0
+    assert (
+        main(["embed", str(folder), "-o", str(tmp_path / "data.npy"), "--index", str(tmp_path / "i.csv"), *FAST]) == 0
+    )
     assert precious.read_text() == "the user's own table\n"
     assert (tmp_path / "i.csv").read_text().startswith("path,label")
     assert main(["embed", str(folder), "-o", str(tmp_path / "data.npy"), "--index", str(precious), *FAST]) == 0

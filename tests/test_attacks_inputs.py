@@ -131,9 +131,11 @@ def returns_within(call, seconds: float = 10, unblock=None):
 
 def release(fifo: Path):
     """Let a reader blocked on ``fifo`` go: open its writing end, and close it."""
+
     def unblock():
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
     return unblock
 
 
@@ -160,7 +162,10 @@ def read_each(paths: list, max_bytes: int = 1 << 30) -> list[str]:
     """The outcome of load_rgb, then content_key, of each path (sample i)."""
     child = subprocess.run(
         [sys.executable, "-c", _READ_EACH, str(max_bytes), json.dumps([str(p) for p in paths])],
-        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[1],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert child.returncode == 0, child.stderr
@@ -174,11 +179,18 @@ def test_issue13_point8_fifos_devices_and_odd_paths_are_clear_errors(tmp_path):
     os.mkfifo(fifo)
     (tmp_path / "link.jpg").symlink_to(fifo)
     (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
-    paths = [fifo, tmp_path / "link.jpg", "/dev/zero", tmp_path / "loop.jpg", f"{tmp_path}/a\0b.jpg",
-             tmp_path / ("n" * 300 + ".jpg"), tmp_path.joinpath(*["d" * 200] * 25, "x.jpg")]  # a name, then a path, too long
+    paths = [
+        fifo,
+        tmp_path / "link.jpg",
+        "/dev/zero",
+        tmp_path / "loop.jpg",
+        f"{tmp_path}/a\0b.jpg",
+        tmp_path / ("n" * 300 + ".jpg"),
+        tmp_path.joinpath(*["d" * 200] * 25, "x.jpg"),
+    ]  # a name, then a path, too long
     causes = ["FIFO", "FIFO", "character device", "loop of symbolic links", "NUL byte", "too long", "too long"]
     outcomes = read_each(paths)
-    for i, (path, cause) in enumerate(zip(paths, causes)):
+    for i, (path, cause) in enumerate(zip(paths, causes, strict=True)):
         for outcome in outcomes[2 * i : 2 * i + 2]:  # load_rgb, content_key
             assert outcome.startswith(f"ValueError: sample {i} ({str(path)!r}): "), outcome
             assert cause in outcome, outcome
@@ -211,7 +223,7 @@ def test_issue13_point8_weights_that_are_not_regular_files_are_refused(tmp_path)
     os.mkfifo(fifo)
     for path, cause in ((fifo, "FIFO"), ("/dev/zero", "character device"), (tmp_path, "directory")):
         with pytest.raises(OSError, match=f"Weights file {re.escape(repr(str(path)))} cannot be read: .*{cause}"):
-            returns_within(lambda: resolve_weights("efficientnet_lite0", path), unblock=release(fifo))
+            returns_within(lambda path=path: resolve_weights("efficientnet_lite0", path), unblock=release(fifo))
 
 
 # ------------------------------------------------- point 3: too small an input
@@ -262,7 +274,9 @@ def test_issue13_point9_extreme_aspect_ratios_are_refused_before_the_resize(tmp_
     message = "the image is 2000000x1, longer than skorchlite.images.MAX_ASPECT_RATIO = 100"
     with pytest.raises(ValueError, match=re.escape(f"sample 3 ({str(line)!r}): {message}")):
         load_rgb(line, 3)  # first: before the fix the calls below would exhaust memory
-    with pytest.raises(ValueError, match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000")):
+    with pytest.raises(
+        ValueError, match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000")
+    ):
         load_rgb(tall, 0)
     strip = RNG.integers(0, 256, (2, 1000), dtype=np.uint8)  # 500:1
     with pytest.raises(ValueError, match="sample 1 .*MAX_ASPECT_RATIO"):

@@ -113,8 +113,9 @@ def test_partial_write_embed_keeps_names_that_are_not_utf8(tmp_path, capsys):
 
 @pytest.mark.parametrize("class_weight", [{0: -1.0, 1: 2.0}, {0: float("inf"), 1: 1.0}, {0: float("nan"), 1: 1.0}])
 def test_weights_class_weight_must_be_finite_and_non_negative(class_weight):
-    clf = FineTuneClassifier(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, cache=False,
-                             class_weight=class_weight)
+    clf = FineTuneClassifier(
+        unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, cache=False, class_weight=class_weight
+    )
     with pytest.raises(ValueError, match="class_weight must give every class a finite weight >= 0"):
         clf.fit(X, [0, 1, 0, 1])
     assert not hasattr(clf, "model_")
@@ -123,8 +124,19 @@ def test_weights_class_weight_must_be_finite_and_non_negative(class_weight):
 def test_weights_of_partial_fit_chunks_count_against_each_other():
     y = [0, 1, 0, 1]
     # SGD: Adam's steps hardly depend on a uniform scale of the loss, by design.
-    params = dict(unfreeze=0, augment=None, image_size=64, batch_size=2, validation_fraction=0, lr=0.05,
-                  schedule=None, optimizer="sgd", momentum=0.0, cache=False, random_state=0)
+    params = dict(
+        unfreeze=0,
+        augment=None,
+        image_size=64,
+        batch_size=2,
+        validation_fraction=0,
+        lr=0.05,
+        schedule=None,
+        optimizer="sgd",
+        momentum=0.0,
+        cache=False,
+        random_state=0,
+    )
 
     def run(first_weight):
         clf = FineTuneClassifier(**params)

@@ -135,7 +135,9 @@ def test_13_1_zero_total_weight_is_a_clear_error_not_nan(rows):
 
 
 # ------------------------------------------------------------- 4: non-finite
-@pytest.mark.parametrize("name", ["lr", "lr_decay", "weight_decay", "momentum", "warmup", "label_smoothing", "validation_fraction"])
+@pytest.mark.parametrize(
+    "name", ["lr", "lr_decay", "weight_decay", "momentum", "warmup", "label_smoothing", "validation_fraction"]
+)
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 def test_13_4_float_parameters_must_be_finite(name, value):
     """Point 4: inf and NaN were accepted (lr=inf ran; NaN passes every comparison)."""

@@ -9,9 +9,9 @@ import re
 import pytest
 import torch
 import torchvision
-from conftest import PHOTOS
 from torch import nn
 
+from conftest import PHOTOS
 from skorchlite.backbones import (
     BackboneUnavailableError,
     Preprocessing,
@@ -43,7 +43,7 @@ def test_registry_lists_bundled_and_torchvision_models():
 def test_bundled_weights_classify_real_photographs(name):
     backbone = get_backbone(name)
     top5 = imagenet_predict(backbone, _photo_batch(backbone.preprocessing), k=5)
-    for (photo, (_, expected)), ranked in zip(PHOTOS.items(), top5):
+    for (photo, (_, expected)), ranked in zip(PHOTOS.items(), top5, strict=True):
         labels = [label for label, _ in ranked]
         assert expected & set(labels), f"{name} on {photo}: top-5 {labels}"
     # The cat and the espresso are the network's first choice, confidently.
@@ -57,7 +57,7 @@ def _log_likelihood(model: nn.Module, batch: torch.Tensor) -> float:
     with torch.inference_mode():
         probs = model.eval()(batch).softmax(1)
     total = 0.0
-    for row, (_, expected) in zip(probs, PHOTOS.values()):
+    for row, (_, expected) in zip(probs, PHOTOS.values(), strict=True):
         total += math.log(sum(float(row[categories.index(c)]) for c in expected))
     return total / len(PHOTOS)
 

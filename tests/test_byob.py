@@ -125,8 +125,18 @@ def test_point2_random_init_in_the_estimators():
     assert ext.fingerprint_["weights"] == "random-init:seed=0"
     assert ext.fingerprint_["weights_sha256"] != resolve_weights("efficientnet_lite0").sha256
     keys = [
-        FineTuneClassifier(weights=None, random_state=seed, unfreeze=0, augment=None, epochs=1, image_size=64,
-                           validation_fraction=0, cache=False).fit(X, Y)._network_key_
+        FineTuneClassifier(
+            weights=None,
+            random_state=seed,
+            unfreeze=0,
+            augment=None,
+            epochs=1,
+            image_size=64,
+            validation_fraction=0,
+            cache=False,
+        )
+        .fit(X, Y)
+        ._network_key_
         for seed in (3, 3, 4)
     ]
     assert keys[0] == keys[1] != keys[2]
@@ -170,8 +180,16 @@ def test_point3_grid_search_over_a_name_and_a_module():
 def test_point3_finetune_a_module_with_default_and_given_groups():
     net = tiny_net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    params = dict(preprocessing=TINY, unfreeze=1, epochs=1, freeze_epochs=0, validation_fraction=0,
-                  batch_size=6, random_state=0, cache=False)
+    params = dict(
+        preprocessing=TINY,
+        unfreeze=1,
+        epochs=1,
+        freeze_epochs=0,
+        validation_fraction=0,
+        batch_size=6,
+        random_state=0,
+        cache=False,
+    )
     clf = FineTuneClassifier(backbone=net, **params).fit(X, Y)
     assert clf.layer_groups_ == [("body.stem",), ("body.block",)]
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the user's module is untouched
@@ -226,8 +244,16 @@ def test_point3_headless_checkpoint_loads_and_wrong_keys_are_listed(tmp_path):
 
 # ------------------------------------------------- 4. fine-tuned embeddings
 def test_point4_finetune_transform_gives_the_fine_tuned_features():
-    clf = FineTuneClassifier(unfreeze=1, epochs=1, freeze_epochs=0, image_size=64, batch_size=6,
-                             validation_fraction=0, random_state=0, cache=False).fit(X, Y)
+    clf = FineTuneClassifier(
+        unfreeze=1,
+        epochs=1,
+        freeze_epochs=0,
+        image_size=64,
+        batch_size=6,
+        validation_fraction=0,
+        random_state=0,
+        cache=False,
+    ).fit(X, Y)
     features = clf.transform(X)
     assert features.shape == (12, 1280) and features.dtype == np.float32
     logits = clf.model_[1](torch.from_numpy(features))
@@ -268,8 +294,11 @@ def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path)
     state = torch.load(resolve_weights("efficientnet_lite0").path, weights_only=True)
     torch.save(state, tmp_path / "ckpt.pth")
     params = dict(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, random_state=0, cache=False)
-    clf = FineTuneClassifier(backbone=("efficientnet_lite0", str(tmp_path / "ckpt.pth")),
-                             preprocessing=Preprocessing(64, 73, "bilinear", (0.5,) * 3, (0.5,) * 3), **params).fit(X, Y)
+    clf = FineTuneClassifier(
+        backbone=("efficientnet_lite0", str(tmp_path / "ckpt.pth")),
+        preprocessing=Preprocessing(64, 73, "bilinear", (0.5,) * 3, (0.5,) * 3),
+        **params,
+    ).fit(X, Y)
     loaded = FineTuneClassifier.load_weights(clf.save_weights(tmp_path / "clf.pt"))
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-6)
     module_clf = FineTuneClassifier(backbone=tiny_net(), preprocessing=TINY, **params).fit(X, Y)
@@ -304,7 +333,10 @@ def test_point6_timm_weights_only_from_the_local_hf_cache(tmp_path, monkeypatch)
     assert bb.weights.id == f"timm/{name}@hf:timm/{name}/model.safetensors"
     cfg = timm.models.get_pretrained_cfg(name)
     assert (bb.preprocessing.crop_size, bb.preprocessing.mean, bb.preprocessing.interpolation) == (
-        cfg.input_size[-1], tuple(cfg.mean), cfg.interpolation)
+        cfg.input_size[-1],
+        tuple(cfg.mean),
+        cfg.interpolation,
+    )
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = random_weights.forward_head(random_weights.forward_features(x), pre_logits=True)

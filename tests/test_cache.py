@@ -138,7 +138,15 @@ def test_get_many_keeps_order_and_reports_misses(ns):
 
 # Traversal, wrong case, wrong length, non-hex, trailing newline, not a str.
 BAD_KEYS = [
-    "../etc/passwd", "../" + "a" * 61, "A" * 64, "a" * 63, "a" * 65, "g" * 64, "a" * 64 + "\n", "", None,
+    "../etc/passwd",
+    "../" + "a" * 61,
+    "A" * 64,
+    "a" * 63,
+    "a" * 65,
+    "g" * 64,
+    "a" * 64 + "\n",
+    "",
+    None,
 ]
 
 

@@ -39,7 +39,7 @@ def test_confusion_matrix_columns_stay_apart_with_large_counts():
     classes, matrix = np.arange(3), np.array([[176, 1, 0], [0, 176, 1000], [2, 3, 169]])
     rows = [line.split() for line in cli._format_confusion_matrix(classes, matrix).splitlines()]
     assert rows[0] == ["0", "1", "2"]
-    assert rows[1:] == [[str(c), *map(str, row)] for c, row in zip(classes, matrix)]
+    assert rows[1:] == [[str(c), *map(str, row)] for c, row in zip(classes, matrix, strict=True)]
 
 
 def test_evaluate_ranks_several_backbones_and_heads(folder, capsys):

@@ -215,7 +215,12 @@ def test_extract_to_shards_and_the_shared_cache(client, paths, reference, tmp_pa
     before = _total(client, lambda: _counts()["images"])
     cache, out = tmp_path / "shared-cache", tmp_path / "embeddings"
     embeddings = skdask.extract(paths, small(cache), client, partition_size=16, output=out)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "part-00000.npy", "part-00001.npy", "part-00002.npy"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "part-00000.npy",
+        "part-00001.npy",
+        "part-00002.npy",
+    ]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 16), (16, 32), (32, 40)]
     assert manifest["n_features"] == 1280 and manifest["fingerprint"]["preprocessing"]["crop_size"] == 64
@@ -326,7 +331,7 @@ def test_grid_search_of_a_pipeline_on_the_cluster(client, paths, tmp_path, monke
     # And here, where GridSearchCV refits; undone after the test.
     _install_counters(lambda obj, name, value: monkeypatch.setattr(obj, name, value, raising=False))
     skdask.extract(paths, small(cache), client, partition_size=10).compute()  # warms the shared cache
-    images, transforms = (_total(client, lambda: _counts()[k]) for k in ("images", "transforms"))
+    images, transforms = (_total(client, lambda k=k: _counts()[k]) for k in ("images", "transforms"))
     local = _counts()["images"]
     pipeline = Pipeline([("features", small(cache)), ("clf", LogisticRegression(max_iter=500))])
     search = GridSearchCV(pipeline, {"clf__C": [0.01, 1.0]}, cv=3, n_jobs=-1)
@@ -351,8 +356,14 @@ def test_grid_search_of_the_fine_tuner_on_the_cluster(client, tmp_path):
     X = np.concatenate([rng.integers(0, 80, (8, 32, 32, 3)), rng.integers(170, 256, (8, 32, 32, 3))]).astype(np.uint8)
     y = np.array(["dark"] * 8 + ["bright"] * 8)
     clf = FineTuneClassifier(
-        epochs=1, image_size=40, batch_size=8, validation_fraction=0, augment=None, device="cpu",
-        cache=str(tmp_path / "shared-cache"), random_state=0,
+        epochs=1,
+        image_size=40,
+        batch_size=8,
+        validation_fraction=0,
+        augment=None,
+        device="cpu",
+        cache=str(tmp_path / "shared-cache"),
+        random_state=0,
     )
     search = GridSearchCV(clf, {"unfreeze": [0, 1]}, cv=2, n_jobs=-1)
     with joblib.parallel_config(backend="dask"):

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BUSI, requires_busi
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import BUSI, requires_busi
 from skorchlite.datasets import load_image_folder, summarize, train_val_test_split
 
 
@@ -183,7 +183,7 @@ def test_random_state_makes_the_split_reproducible():
     first, _, _ = split(X, y, random_state=3)
     again, _, _ = split(X, y, random_state=np.random.RandomState(3))
     other, _, _ = split(X, y, random_state=4)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[2], other[2])
 
 

@@ -78,7 +78,9 @@ def test_shell_blocks_run(page, stand_in, capsys, monkeypatch):
             # The README's main job on the bundled digits: a subset keeps it quick.
             images, labels = cli._digits()
             keep = np.concatenate([np.flatnonzero(labels == d)[:5] for d in ("0", "1", "2")])
-            monkeypatch.setattr(cli, "_digits", lambda: (images[keep], labels[keep]))
+            monkeypatch.setattr(
+                cli, "_digits", lambda images=images, labels=labels, keep=keep: (images[keep], labels[keep])
+            )
         assert cli.main(args) == 0, f"{command}: {capsys.readouterr().err}"
 
 

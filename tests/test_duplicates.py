@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUSI, PHOTOS, requires_busi
 from perturbations import PERTURBATIONS, pixel_correlation, write_copies
 from PIL import Image
 from sklearn.preprocessing import FunctionTransformer
 
+from conftest import BUSI, PHOTOS, requires_busi
 from skorchlite import duplicates
 from skorchlite.backbones import Preprocessing
 from skorchlite.datasets import train_val_test_split
@@ -117,7 +117,7 @@ def test_blocks_find_the_same_pairs_as_the_full_matrix(monkeypatch):
     similar = np.triu(unit @ unit.T >= 0.97, k=1)
     monkeypatch.setattr(duplicates, "_BLOCK_ELEMENTS", 7 * 60)  # blocks of 7 rows
     found = find_duplicates(distinct_images(60), extractor=fixed_embeddings(vectors))
-    assert {(p.i, p.j) for p in found.pairs} == set(zip(*np.nonzero(similar)))
+    assert {(p.i, p.j) for p in found.pairs} == set(zip(*np.nonzero(similar), strict=True))
     assert len(found.pairs) >= 10
 
 
@@ -152,7 +152,11 @@ def test_distinct_busi_images_do_not_collapse_into_one_group():
     # copies (measured, and seen): malignant (3) to (9), seven frames of one
     # lesion whose 32x32 thumbnails correlate 0.96 to 1.00 aligned, and
     # normal (5) with normal (13). Everything else stays alone.
-    X = [BUSI / label / f"{label} ({number}).png" for label in ("benign", "malignant", "normal") for number in range(1, 21)]
+    X = [
+        BUSI / label / f"{label} ({number}).png"
+        for label in ("benign", "malignant", "normal")
+        for number in range(1, 21)
+    ]
     found = find_duplicates(X)
     assert [[X[i].name for i in group] for group in found.duplicate_groups()] == [
         [f"malignant ({number}).png" for number in range(3, 10)],
@@ -232,7 +236,9 @@ def folder_with_a_copy(tmp_path):
         (tmp_path / label).mkdir()
         for seed in seeds:
             smooth_field(seed).convert("RGB").save(tmp_path / label / f"{seed}.png")
-    smooth_field(10).crop((4, 6, 156, 160)).resize((150, 130)).convert("RGB").save(tmp_path / "a" / "copy.jpg", quality=80)
+    smooth_field(10).crop((4, 6, 156, 160)).resize((150, 130)).convert("RGB").save(
+        tmp_path / "a" / "copy.jpg", quality=80
+    )
     return tmp_path
 
 

@@ -47,9 +47,12 @@ def test_preprocessing_is_bit_identical_to_torchvisions_preset():
         got = to_input([crop_pixels(image, pre) for image in images], pre, torch.device("cpu"))
         assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
-        unnormalised = to_input([crop_pixels(image, pre) for image in images], pre, torch.device("cpu"), normalize=False)
-        torch.testing.assert_close(unnormalised, torch.stack([pre.transform(normalize=False)(i) for i in images]),
-                                   rtol=0, atol=0)
+        unnormalised = to_input(
+            [crop_pixels(image, pre) for image in images], pre, torch.device("cpu"), normalize=False
+        )
+        torch.testing.assert_close(
+            unnormalised, torch.stack([pre.transform(normalize=False)(i) for i in images]), rtol=0, atol=0
+        )
 
 
 def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypatch):
@@ -59,8 +62,13 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
 
     def spy(pixels, preprocessing, device, *, normalize=True):
         out = real(pixels, preprocessing, device, normalize=normalize)
-        seen.setdefault(caller[0], out if normalize else (out - torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
-                        / torch.tensor(preprocessing.std).view(1, -1, 1, 1))
+        seen.setdefault(
+            caller[0],
+            out
+            if normalize
+            else (out - torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
+            / torch.tensor(preprocessing.std).view(1, -1, 1, 1),
+        )
         return out
 
     monkeypatch.setattr(engine, "to_input", spy)
@@ -68,8 +76,17 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
     caller = ["extractor"]
     PretrainedFeatureExtractor(image_size=64, batch_size=10, cache=False).fit().transform(X)
     caller[0] = "fine-tuner"
-    clf = FineTuneClassifier(unfreeze=1, freeze_epochs=0, epochs=1, augment=None, image_size=64, batch_size=10,
-                             validation_fraction=0, cache=False, random_state=0).fit(X, [0, 1] * 5)
+    clf = FineTuneClassifier(
+        unfreeze=1,
+        freeze_epochs=0,
+        epochs=1,
+        augment=None,
+        image_size=64,
+        batch_size=10,
+        validation_fraction=0,
+        cache=False,
+        random_state=0,
+    ).fit(X, [0, 1] * 5)
     seen.pop("fine-tuner")  # training rows come shuffled: compare prediction's batch
     clf.predict_proba(X)
     caller[0] = "inspect"
@@ -81,14 +98,21 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
 
 @pytest.mark.parametrize("batch_size", [1, 3, 10])
 def test_embed_keeps_order_and_does_not_depend_on_batch_size_or_threads(batch_size):
-    network = inference_network("efficientnet_lite0", "DEFAULT", get_backbone("efficientnet_lite0").weights.sha256,
-                                None, "avg", torch.device("cpu"))
+    network = inference_network(
+        "efficientnet_lite0",
+        "DEFAULT",
+        get_backbone("efficientnet_lite0").weights.sha256,
+        None,
+        "avg",
+        torch.device("cpu"),
+    )
     samples = check_images(X)
     rows = [7, 2, 9, 0, 5]
 
     def run(size, workers):
-        out = list(embed(network, samples, iter(rows), PRE, batch_size=size, device=torch.device("cpu"),
-                         workers=workers))
+        out = list(
+            embed(network, samples, iter(rows), PRE, batch_size=size, device=torch.device("cpu"), workers=workers)
+        )
         got_rows = [r for batch_rows, _, _ in out for r in batch_rows]
         keys = [k for _, batch_keys, _ in out for k in batch_keys]
         return got_rows, keys, np.concatenate([v for _, _, v in out])
@@ -153,8 +177,9 @@ def test_a_replaced_representative_does_not_stand_for_its_unchanged_duplicates(t
     np.testing.assert_allclose(out, reference, atol=1e-5)
 
 
-@pytest.mark.parametrize("change", [{"image_size": 96}, {"pooling": "max"}, {"layer": "_blocks.10.add"},
-                                    {"precision": "bfloat16"}])
+@pytest.mark.parametrize(
+    "change", [{"image_size": 96}, {"pooling": "max"}, {"layer": "_blocks.10.add"}, {"precision": "bfloat16"}]
+)
 def test_set_params_after_fit_never_writes_under_the_old_fingerprint(tmp_path, change):
     if change.get("precision") == "bfloat16" and not engine.native_bfloat16(torch.device("cpu")):
         pytest.skip("this CPU has no native bfloat16")
@@ -167,8 +192,9 @@ def test_set_params_after_fit_never_writes_under_the_old_fingerprint(tmp_path, c
     refitted = extractor.fit().transform(X[:2])
     assert refitted.shape[0] == 2
     # The original settings still find their own vectors, untouched.
-    np.testing.assert_array_equal(PretrainedFeatureExtractor(image_size=64, cache=cache).fit().transform(X[:2]),
-                                  reference)
+    np.testing.assert_array_equal(
+        PretrainedFeatureExtractor(image_size=64, cache=cache).fit().transform(X[:2]), reference
+    )
 
 
 def test_bfloat16_is_refused_where_the_hardware_lacks_it(monkeypatch):
@@ -199,8 +225,9 @@ def test_default_augmentation_is_reproducible_across_worker_counts():
 
     def batches(workers):
         store = ImageStore(check_images(X), PRE, workers)
-        return torch.cat([x for _, x in store.batches(store_rows, 4, torch.device("cpu"), augment=augment,
-                                                      seeds=seeds)])
+        return torch.cat(
+            [x for _, x in store.batches(store_rows, 4, torch.device("cpu"), augment=augment, seeds=seeds)]
+        )
 
     one = batches(1)
     torch.testing.assert_close(batches(2), one, rtol=0, atol=0)
@@ -209,8 +236,16 @@ def test_default_augmentation_is_reproducible_across_worker_counts():
 
 
 def test_fine_tuning_with_default_augmentation_repeats_across_num_workers():
-    params = dict(unfreeze=1, freeze_epochs=0, epochs=1, image_size=64, batch_size=5, validation_fraction=0,
-                  cache=False, random_state=0)
+    params = dict(
+        unfreeze=1,
+        freeze_epochs=0,
+        epochs=1,
+        image_size=64,
+        batch_size=5,
+        validation_fraction=0,
+        cache=False,
+        random_state=0,
+    )
     y = [0, 1] * 5
     one = FineTuneClassifier(num_workers=1, **params).fit(X, y).predict_proba(X)
     two = FineTuneClassifier(num_workers=3, **params).fit(X, y).predict_proba(X)
@@ -238,12 +273,22 @@ def test_compile_trains_through_torch_compile(monkeypatch):
         return lambda x: model(x)
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    params = dict(unfreeze=1, freeze_epochs=1, epochs=2, augment=None, image_size=64, batch_size=5,
-                  validation_fraction=0, cache=False, random_state=0)
+    params = dict(
+        unfreeze=1,
+        freeze_epochs=1,
+        epochs=2,
+        augment=None,
+        image_size=64,
+        batch_size=5,
+        validation_fraction=0,
+        cache=False,
+        random_state=0,
+    )
     clf = FineTuneClassifier(compile=True, **params).fit(X, [0, 1] * 5)
     assert len(compiled) == 1  # the training view of clf.model_, which shares its parameters
     assert {id(p) for p in compiled[0].parameters()} == {id(p) for p in clf.model_.parameters()}
-    np.testing.assert_allclose(clf.predict_proba(X), FineTuneClassifier(**params).fit(X, [0, 1] * 5).predict_proba(X),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_proba(X), FineTuneClassifier(**params).fit(X, [0, 1] * 5).predict_proba(X), atol=1e-5
+    )
     with pytest.raises(ValueError, match="compile must be True or False"):
         FineTuneClassifier(compile="yes").fit(X, [0, 1] * 5)

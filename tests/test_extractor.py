@@ -9,17 +9,17 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import BUSI, requires_busi
+from cache_workers import SHARED, claim_of_a_dead_process, count_forward, embed_rows, small_extractor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from cache_workers import SHARED, claim_of_a_dead_process, count_forward, embed_rows, small_extractor
-from sklearn_checks import RUN, unexplained_checks
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
+from sklearn_checks import RUN, unexplained_checks
 
+from conftest import BUSI, requires_busi
 from skorchlite import PretrainedFeatureExtractor
 from skorchlite.cache import resolve_cache
 from skorchlite.images import check_images, content_key
@@ -431,8 +431,12 @@ def test_issue_14_3_cli_lists_nodes_and_shortcuts(capsys):
 @pytest.mark.parametrize(
     "layer, error, message",
     [
-        ([MID, "_blocks.99"], ValueError, r"no layer '_blocks.99'; did you mean '_blocks.9.*Shortcuts: penultimate, mid, "
-         r"stages.*Available layers"),
+        (
+            [MID, "_blocks.99"],
+            ValueError,
+            r"no layer '_blocks.99'; did you mean '_blocks.9.*Shortcuts: penultimate, mid, "
+            r"stages.*Available layers",
+        ),
         ("stage", ValueError, r"no layer 'stage'; did you mean 'stages'"),
         ([], ValueError, "empty list"),
         ([MID, "_blocks.10"], ValueError, r"names _blocks.10.add more than once"),
@@ -498,8 +502,9 @@ def test_issue_14_3_grad_cam_explains_a_multi_layer_pipeline():
 
     X, y = _toy_data()
     for layer, cam_layer in [([MID, None], "_head_act"), ([None, MID], MID)]:
-        pipe = Pipeline([("features", _small(layer)), ("scale", StandardScaler()),
-                         ("clf", LogisticRegression(max_iter=500))]).fit(X, y)
+        pipe = Pipeline(
+            [("features", _small(layer)), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=500))]
+        ).fit(X, y)
         result = grad_cam(pipe, list(X[:2]))
         np.testing.assert_allclose(result.predicted_probability, pipe.predict_proba(X[:2]).max(1), rtol=1e-4)
         assert result.layer == cam_layer and result.heatmaps[0].shape == (32, 32)

@@ -17,7 +17,6 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
-
 from sklearn_checks import RUN, unexplained_checks
 
 import skorchlite.finetune

@@ -19,9 +19,7 @@ from PIL import Image
 from skorchlite import images
 from skorchlite.images import check_images, content_key, describe, load_rgb
 
-PROPERTY = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RNG = np.random.default_rng(0)
 WHITE = [255, 255, 255]
 
@@ -58,9 +56,9 @@ def raises_naming(error: type[Exception], *parts: object):
 
 
 # Small uint8 batches (N, H, W) or (N, H, W, C): C is None for no channel axis.
-batches = st.tuples(
-    st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([None, 1, 3, 4])
-).flatmap(lambda s: hnp.arrays(np.uint8, s[:3] if s[3] is None else s))
+batches = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([None, 1, 3, 4])).flatmap(
+    lambda s: hnp.arrays(np.uint8, s[:3] if s[3] is None else s)
+)
 file_names = st.lists(st.from_regex(r"[a-z0-9 ()_-]{1,12}\.png", fullmatch=True), min_size=1, max_size=5)
 
 
@@ -246,9 +244,7 @@ def test_cmyk_jpeg_is_converted_by_pillow(tmp_path):
     np.testing.assert_allclose(rgb(path), np.full((8, 8, 3), (255, 0, 0)), atol=8)
 
 
-@pytest.mark.parametrize(
-    "orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)]
-)
+@pytest.mark.parametrize("orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path, orientation, stored_as):
     # Upright: 48 wide, 32 high, red top-left quadrant on blue; large flat
     # areas keep JPEG's error small.

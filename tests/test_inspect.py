@@ -20,6 +20,7 @@ from sklearn.svm import SVC, LinearSVC
 from conftest import PHOTOS
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
+from skorchlite.figures import DPI
 from skorchlite.inspect import (
     adversarial_accuracy,
     adversarial_example,
@@ -29,7 +30,6 @@ from skorchlite.inspect import (
     total_variation,
 )
 from skorchlite.inspect._model import resolve_model
-from skorchlite.figures import DPI
 from skorchlite.inspect.sizes import FIGSIZES
 
 CAT = PHOTOS["chelsea"][0]
@@ -63,7 +63,12 @@ def halves(left: str, right: str) -> np.ndarray:
     for name in (left, right):
         image = Image.open(PHOTOS[name][0]).convert("RGB")
         side = min(image.size)
-        box = ((image.width - side) // 2, (image.height - side) // 2, (image.width + side) // 2, (image.height + side) // 2)
+        box = (
+            (image.width - side) // 2,
+            (image.height - side) // 2,
+            (image.width + side) // 2,
+            (image.height + side) // 2,
+        )
         parts.append(np.asarray(image.crop(box).resize((128, 256), Image.BILINEAR)))
     return np.concatenate(parts, axis=1)
 
@@ -187,7 +192,9 @@ def test_feature_maps_are_the_layer_the_extractor_pools(tmp_path):
 
 
 def test_unknown_layers_list_the_available_names(patch_clf):
-    with pytest.raises(ValueError, match=r"no layer '_head'; did you mean '_head_act'.*Available layers \(144\):.*_blocks\.15"):
+    with pytest.raises(
+        ValueError, match=r"no layer '_head'; did you mean '_head_act'.*Available layers \(144\):.*_blocks\.15"
+    ):
         feature_maps(CAT, "efficientnet_lite0", "_head")
     with pytest.raises(ValueError, match=r"no layer 'layer4'.*Available layers.*_conv_stem"):
         grad_cam(patch_clf, patches(1, None), layer="layer4")
@@ -231,7 +238,7 @@ def test_grad_cam_heatmaps_take_each_image_shape(tmp_path):
     ]
     result = grad_cam("efficientnet_lite0", X, image_size=64, batch_size=3)
     preprocessing = get_backbone("efficientnet_lite0").preprocessing.resized(64)
-    for heatmap, shape in zip(result.heatmaps, [(300, 200), (120, 160), (50, 90), (70, 110)]):
+    for heatmap, shape in zip(result.heatmaps, [(300, 200), (120, 160), (50, 90), (70, 110)], strict=True):
         assert heatmap.shape == shape and heatmap.dtype == np.float32
         mask = outside(preprocessing.crop_box(shape[1], shape[0]), shape)
         assert mask.any() and heatmap[mask].max() == 0 and heatmap[~mask].max() == 1
@@ -264,7 +271,9 @@ def test_total_variation_term_smooths_the_image_and_the_class_still_wins():
 
 def test_class_visualization_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
     state = torch.random.get_rng_state()
-    first = class_visualization("efficientnet_lite0", 1, steps=2, random_state=7, image_size=64, path=tmp_path / "c.png")
+    first = class_visualization(
+        "efficientnet_lite0", 1, steps=2, random_state=7, image_size=64, path=tmp_path / "c.png"
+    )
     again = class_visualization("efficientnet_lite0", 1, steps=2, random_state=7, image_size=64)
     other = class_visualization("efficientnet_lite0", 1, steps=2, random_state=8, image_size=64)
     assert torch.equal(state, torch.random.get_rng_state())

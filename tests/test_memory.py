@@ -161,7 +161,8 @@ def test_the_program_tunes_its_allocator_then_runs(monkeypatch):
 
 
 def test_python_dash_m_runs_the_program():
-    done = subprocess.run([sys.executable, "-m", "skorchlite", "backbones", "--offline"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "skorchlite", "backbones", "--offline"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "efficientnet_lite0" in done.stdout

@@ -288,7 +288,7 @@ def test_write_report_writes_every_plot(tmp_path):
     paths = write_report(out, y, pred, proba, CLASSES, X=X, history=history())
     names = ["confusion_matrix", "roc_pr", "learning_curves", "misclassified"]
     assert paths == [out / f"{name}.png" for name in names]
-    for path, name in zip(paths, names):
+    for path, name in zip(paths, names, strict=True):
         read_png(path, name)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
 

@@ -115,8 +115,26 @@ def test_finetune_report_page_in_a_browser(folder, tmp_path, capsys):
     """Issue 16: finetune --report writes the page with the learning curves and the chosen epoch."""
     _browser()
     out, model = tmp_path / "report", tmp_path / "model.pt"
-    args = ["finetune", str(folder), "-o", str(model), "--unfreeze", "1", "--epochs", "2", "--image-size", "64",
-            "--batch-size", "8", "--validation-fraction", "0.25", "--verbose", "0", "--report", str(out)]
+    args = [
+        "finetune",
+        str(folder),
+        "-o",
+        str(model),
+        "--unfreeze",
+        "1",
+        "--epochs",
+        "2",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--validation-fraction",
+        "0.25",
+        "--verbose",
+        "0",
+        "--report",
+        str(out),
+    ]
     assert main(args) == 0
     best = re.search(r"best epoch (\d+)", capsys.readouterr().out).group(1)
     assert (out / "learning_curves.png").is_file()
@@ -131,11 +149,22 @@ def test_page_escapes_every_user_text():
     evil = "<script>alert(1)</script>"
     y = np.array([evil, "b", evil, "b"])
     pred = np.array([evil, evil, "b", "b"])
-    run = RunInfo(command=f"skorchlite evaluate '{evil}'", parameters={"dir": evil}, fingerprint={"backbone": evil},
-                  folder=evil, class_counts={evil: 2, "b": 2})
+    run = RunInfo(
+        command=f"skorchlite evaluate '{evil}'",
+        parameters={"dir": evil},
+        fingerprint={"backbone": evil},
+        folder=evil,
+        class_counts={evil: 2, "b": 2},
+    )
     page = evaluation_page(
-        run, title=evil, y_true=y, y_pred=pred, proba=None, classes=np.array([evil, "b"]),
-        folds=[{"n": 2, "balanced": 0.5, "accuracy": 0.5}] * 2, pngs={"confusion_matrix.png": b"\x89PNG"},
+        run,
+        title=evil,
+        y_true=y,
+        y_pred=pred,
+        proba=None,
+        classes=np.array([evil, "b"]),
+        folds=[{"n": 2, "balanced": 0.5, "accuracy": 0.5}] * 2,
+        pngs={"confusion_matrix.png": b"\x89PNG"},
         names=[evil] * 4,
     )
     assert "<script" not in page and "&lt;script&gt;" in page

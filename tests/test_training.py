@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -96,7 +95,7 @@ def test_set_trainable_returns_the_frozen_modules_and_sets_requires_grad(lite0, 
     frozen = set_trainable(body, groups, n_unfrozen)
     split = 9 - n_unfrozen
     expected = [body.get_submodule(name) for group in groups[:split] for name in group]
-    assert len(frozen) == len(expected) and all(a is b for a, b in zip(frozen, expected))
+    assert len(frozen) == len(expected) and all(a is b for a, b in zip(frozen, expected, strict=True))
     for i, group in enumerate(groups):
         for name in group:
             for param in body.get_submodule(name).parameters():
@@ -114,7 +113,7 @@ def test_set_trainable_batchnorm_eval_adds_the_unfrozen_batchnorm_layers(lite0):
     assert in_eval[: len(frozen)] == frozen
     unfrozen = [m for group in groups[7:] for name in group for m in body.get_submodule(name).modules()]
     expected = [m for m in unfrozen if isinstance(m, nn.BatchNorm2d)]
-    assert expected and len(added) == len(expected) and all(a is b for a, b in zip(added, expected))
+    assert expected and len(added) == len(expected) and all(a is b for a, b in zip(added, expected, strict=True))
 
 
 def test_set_trainable_refreezes(lite0):
@@ -131,9 +130,7 @@ def test_make_optimizer_discriminative_rates_and_no_decay_on_1d_params(lite0, na
     body, groups = lite0.model, lite0.layer_groups
     head = nn.Linear(lite0.embedding_dim, 3)
     set_trainable(body, groups, 2)
-    optimizer = make_optimizer(
-        head, body, groups, 2, name=name, lr=LR, lr_decay=0.5, weight_decay=0.01, momentum=0.9
-    )
+    optimizer = make_optimizer(head, body, groups, 2, name=name, lr=LR, lr_decay=0.5, weight_decay=0.01, momentum=0.9)
     assert isinstance(optimizer, torch.optim.AdamW if name == "adamw" else torch.optim.SGD)
     pg = optimizer.param_groups
 
@@ -241,5 +238,5 @@ def test_folded_batchnorm_view_gives_the_same_outputs_and_gradients(batchnorm):
         out.square().sum().backward()
         grads.append((out.detach(), [p.grad.clone() for p in body.parameters()]))
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
-    for a, b in zip(grads[1][1], grads[0][1]):  # float rounding differs, relative to each gradient's scale
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):  # float rounding differs, relative to each gradient's scale
         assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-7

@@ -52,8 +52,14 @@ class _Net(nn.Module):
     in order, feed the head; ``None`` is the body's own output.
     """
 
-    def __init__(self, body: nn.Module, head: nn.Module, preprocessing: Preprocessing,
-                 embed_nodes: Sequence[str] | None = None, pooling: str = "avg"):
+    def __init__(
+        self,
+        body: nn.Module,
+        head: nn.Module,
+        preprocessing: Preprocessing,
+        embed_nodes: Sequence[str] | None = None,
+        pooling: str = "avg",
+    ):
         super().__init__()
         self.body, self.head = body, head
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
@@ -155,8 +161,12 @@ class Explainable:
     ) -> Iterator[tuple[list[int], list[Image.Image], torch.Tensor]]:
         """(rows, decoded RGB images, [0, 1] pixel batch) in order."""
         batches = prepared_batches(
-            samples, range(len(samples)), self.preprocessing, batch_size=batch_size,
-            workers=decode_workers(workers), keep_images=True,
+            samples,
+            range(len(samples)),
+            self.preprocessing,
+            batch_size=batch_size,
+            workers=decode_workers(workers),
+            keep_images=True,
         )
         with freed_memory_kept():  # while the caller runs the network on each batch
             for rows, items in batches:
@@ -208,8 +218,7 @@ def resolve_model(model: Any, image_size: int | None = None, device: str | torch
     else:
         if image_size is not None:
             raise ValueError(
-                "image_size applies to a backbone name; a fitted model sees images at the size it was "
-                "trained with."
+                "image_size applies to a backbone name; a fitted model sees images at the size it was trained with."
             )
         explainable = _from_estimator(model)
     return explainable.to(device)
@@ -239,7 +248,9 @@ def _from_estimator(model: Any) -> Explainable:
         body, head = model.model_[0], model.model_[1]
         net = _Net(body, head, preprocessing)  # in eval mode, as predict_proba sets it
         name = f"FineTuneClassifier({describe_backbone(model.backbone)})"
-        return Explainable(net, preprocessing, np.asarray(model.classes_), backbone, name, False, backbone.feature_node())
+        return Explainable(
+            net, preprocessing, np.asarray(model.classes_), backbone, name, False, backbone.feature_node()
+        )
     if isinstance(model, Pipeline):
         return _from_pipeline(model)
     raise TypeError(f"model must be {ACCEPTED}; got {type(model).__name__}.")
@@ -308,8 +319,10 @@ def _linear_head(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Line
         # Symmetric, not (0, d): a constant logit has no gradient, which would
         # leave Grad-CAM and class visualisation of the first class blank.
         coef, intercept = np.vstack([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
-    if coef.ndim != 2 or coef.shape != (len(classifier.classes_), width) or not _decides_like(
-        classifier, scalers, coef, intercept
+    if (
+        coef.ndim != 2
+        or coef.shape != (len(classifier.classes_), width)
+        or not _decides_like(classifier, scalers, coef, intercept)
     ):
         raise TypeError(
             f"{type(classifier).__name__} does not compute one linear score per class from the "
@@ -335,7 +348,9 @@ def _decides_like(classifier: Any, scalers: Sequence[Any], coef: np.ndarray, int
     scores = probe @ coef.T + intercept
     if expected.ndim == 1:
         scores = scores[:, 1] - scores[:, 0]
-    return expected.shape == scores.shape and np.allclose(scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    return expected.shape == scores.shape and np.allclose(
+        scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
 
 
 def output_paths(path: str | os.PathLike | None, samples: list, kind: str) -> list[Path] | None:

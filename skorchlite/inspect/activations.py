@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skorchlite.inspect._model import check_int, one_image, output_paths, resolve_model
 from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect._model import check_int, one_image, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +94,13 @@ def feature_maps(
             raise ValueError(f"Layer {layer!r} gives an output of shape {maps.shape}; the PNG grid needs (C, h, w).")
         crop = Image.fromarray(np.rint(pixels[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8))
         fig = new_figure(FIGSIZES["feature_maps"])
-        _draw_grid(fig, crop, maps, k, f"{explainable.name}, layer {layer!r}: top {min(k, len(maps))} of {len(maps)} channels by mean activation")
+        _draw_grid(
+            fig,
+            crop,
+            maps,
+            k,
+            f"{explainable.name}, layer {layer!r}: top {min(k, len(maps))} of {len(maps)} channels by mean activation",
+        )
         save_figure(fig, destination[0])
     return maps
 
@@ -110,7 +116,8 @@ def _draw_grid(fig: Figure, crop: Image.Image, maps: np.ndarray, k: int, title: 
         ax.set_axis_off()
     axes[0].imshow(np.asarray(crop))
     axes[0].set_title("input crop", fontsize="small")
-    for ax, channel in zip(axes[1:], top):
+    # The grid may have more cells than channels; the spare ones stay blank.
+    for ax, channel in zip(axes[1:], top, strict=False):
         ax.imshow(maps[channel], cmap="viridis")
         ax.set_title(f"#{channel} (mean {means[channel]:.2f})", fontsize="small")
     fig.suptitle(title)

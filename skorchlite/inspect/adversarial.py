@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
 from skorchlite.inspect._model import check_int, check_number, one_image, output_paths, resolve_model
-from skorchlite.figures import new_figure, save_figure
 from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,8 +93,15 @@ def _check_attack(eps: Any, steps: Any, step_size: Any, method: Any, quantize: b
 
 
 def _attack(
-    net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targeted: bool,
-    eps: float, steps: int, step_size: float, quantize: bool,
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool,
+    eps: float,
+    steps: int,
+    step_size: float,
+    quantize: bool,
 ) -> torch.Tensor:
     """Projected sign-gradient steps from ``x`` (FGSM is one step of size
     eps): away from ``labels``, or towards them when ``targeted``. The
@@ -312,7 +319,11 @@ def _draw(fig: Figure, result: AdversarialExample, name: str) -> None:
     scale = max(result.eps, 1e-12)
     panels = [
         (original, result.original, f"original: {result.original_label} ({result.original_probability:.2f})"),
-        (noise, 0.5 + result.perturbation / (2 * scale), f"perturbation, x{0.5 / scale:.0f} (eps = {result.eps * 255:.3g}/255)"),
+        (
+            noise,
+            0.5 + result.perturbation / (2 * scale),
+            f"perturbation, x{0.5 / scale:.0f} (eps = {result.eps * 255:.3g}/255)",
+        ),
         (adversarial, result.image, f"adversarial: {result.label} ({result.probability:.2f})"),
     ]
     for ax, pixels, title in panels:

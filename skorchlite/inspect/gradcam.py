@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
 from skorchlite.inspect._model import Explainable, check_int, output_paths, resolve_model
-from skorchlite.figures import new_figure, save_figure
 from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,7 +147,7 @@ def grad_cam(
     for rows, images, pixels in explainable.batches(samples, batch_size, device):
         maps, probs, chosen = _cam_batch(explainable, pixels, layer, [targets[i] for i in rows])
         proba[rows] = probs
-        for i, image, cam, c in zip(rows, images, maps, chosen):
+        for i, image, cam, c in zip(rows, images, maps, chosen, strict=True):
             heatmap = _to_image_grid(cam, explainable.preprocessing.crop_box(*image.size), image.size)
             heatmaps.append(heatmap)
             targets[i] = c
@@ -202,7 +202,9 @@ def _cam_batch(
     activations, logits = explainable.net.tap(pixels, layer)
     if activations is None or activations.ndim != 4:
         shape = None if activations is None else tuple(activations.shape)
-        raise ValueError(f"Layer {layer!r} gives an output of shape {shape}; Grad-CAM needs a spatial map (N, C, H, W).")
+        raise ValueError(
+            f"Layer {layer!r} gives an output of shape {shape}; Grad-CAM needs a spatial map (N, C, H, W)."
+        )
     chosen = [int(logits[j].argmax()) if t is None else t for j, t in enumerate(targets)]
     # Images are independent (eval mode), so one backward of the sum gives each its own gradient.
     score = logits[torch.arange(len(chosen)), torch.as_tensor(chosen, device=logits.device)].sum()
@@ -237,9 +239,11 @@ def _to_image_grid(cam: np.ndarray, box: tuple[float, float, float, float], size
     left, top, right, bottom = box
     width, height = size
     # Separable bilinear resampling: two small matrix products, any image size.
-    heatmap = _interpolation_matrix(height, cam.shape[0], top, bottom) @ cam @ _interpolation_matrix(
-        width, cam.shape[1], left, right
-    ).T
+    heatmap = (
+        _interpolation_matrix(height, cam.shape[0], top, bottom)
+        @ cam
+        @ _interpolation_matrix(width, cam.shape[1], left, right).T
+    )
     peak = heatmap.max()
     return (heatmap / peak if peak > 0 else heatmap).astype(np.float32)
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from skorchlite.inspect._model import check_int, check_number, output_paths, resolve_model
 from skorchlite.figures import new_figure, save_figure
+from skorchlite.inspect._model import check_int, check_number, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
