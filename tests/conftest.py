@@ -33,3 +33,30 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SKORCHLITE_CACHE", str(tmp_path / "skorchlite-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     return tmp_path / "skorchlite-cache"
+
+
+@pytest.fixture(scope="module")
+def inspect_draws():
+    """Restart inspect_helpers.RNG for each tests/test_inspect_*.py file that draws from it."""
+    from inspect_helpers import restart_draws
+
+    restart_draws()
+
+
+@pytest.fixture(scope="session")
+def patch_clf():
+    """Head-only FineTuneClassifier at 224 px: is there a bright square?
+
+    For the tests of skorchlite.inspect (tests/test_inspect_*.py), trained
+    once for all of them; imported here, not above, so that other tests do
+    not load torch for it."""
+    import numpy as np
+    from inspect_helpers import training_set
+
+    from skorchlite import FineTuneClassifier
+
+    X, y = training_set(np.random.default_rng(0))
+    clf = FineTuneClassifier(
+        unfreeze=0, augment=None, epochs=15, lr=1e-2, batch_size=8, validation_fraction=0, random_state=0, cache=False
+    )
+    return clf.fit(X, y)
