@@ -35,7 +35,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     The temporary file (``.tmp-*``) lives in the same folder, so
-    :func:`os.replace` is atomic; it is removed when anything fails.
+    :func:`os.replace` is atomic; it is removed when anything fails, and the
+    first error is raised (not one from closing or removing it after).
 
     Parameters
     ----------
@@ -60,11 +61,16 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             view = memoryview(data)
             while view:  # a write may be short, then fail: a full disk
                 view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        except BaseException:
+            # An error closing (or removing, below) must not replace the
+            # first: a Ctrl-C would become an OSError the cache warns about.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # at worst a stray temp file
             os.unlink(tmp)
         raise
 
