@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PretrainedFeatureExtractor": "extractor",
     "FineTuneClassifier": "finetune",
+    "LayerVotingClassifier": "voting",
     "get_backbone": "backbones",
     "list_backbones": "backbones",
 }

@@ -392,20 +392,26 @@ def embed(
     precision: str = "float32",
     workers: int,
     first_index: int = 0,
+    mirror: bool = False,
 ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
     """Run ``network`` over ``samples[row]`` for ``rows``, in order.
 
     Yields ``(rows, keys, outputs)`` per batch: the content key of each
     image read from the very bytes that were decoded, and float32 outputs.
     ``rows`` may be a lazy iterable (the extractor claims rows in the cache
-    just before they are decoded).
+    just before they are decoded). ``mirror`` averages each output with
+    that of the image flipped left to right (test-time augmentation, at
+    twice the network time).
     """
     with freed_memory_kept(), torch.inference_mode(), autocast(device, precision):
         batches = prepared_batches(
             samples, rows, preprocessing, batch_size=batch_size, workers=workers, first_index=first_index, keyed=True
         )
         for batch_rows, items in batches:
-            outputs = network(to_input([item.pixels for item in items], preprocessing, device))
+            inputs = to_input([item.pixels for item in items], preprocessing, device)
+            outputs = network(inputs)
+            if mirror:
+                outputs = (outputs + network(inputs.flip(3))) / 2
             yield batch_rows, [item.key for item in items], outputs.float().cpu().numpy()  # type: ignore[misc]
 
 

@@ -63,6 +63,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     pooling : {"avg", "max", "avg+max"}, default="avg"
         Global pooling of a spatial feature map; ``"avg+max"`` concatenates
         both, doubling the width.
+    tta : bool, default=False
+        Test-time augmentation: each embedding is the mean of the image's
+        and its left-right mirror image's, at twice the network time. For
+        images whose meaning does not depend on the side (most medical
+        scans, photographs); cached apart from plain embeddings.
     image_size : int or None, default=None
         Side of the square crop the network sees; ``None`` keeps the size
         the weights were trained at (224 for EfficientNet-Lite0). Smaller is
@@ -93,7 +98,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     ----------
     fingerprint_ : dict
         What determines the embeddings: backbone, resolved weights and their
-        SHA-256, preprocessing, layer, pooling, precision (``"dtype"``),
+        SHA-256, preprocessing, layer, pooling, mirror TTA, precision (``"dtype"``),
         library version. It keys the cache; :meth:`transform` refuses to
         run when the current parameters no longer give it.
     n_features_out_ : int
@@ -124,6 +129,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         preprocessing: Preprocessing | dict[str, Any] | None = None,
         layer: str | None = None,
         pooling: str = "avg",
+        tta: bool = False,
         image_size: int | None = None,
         batch_size: int = 32,
         device: str | torch.device = "auto",
@@ -137,6 +143,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
+        self.tta = tta
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = device
@@ -148,6 +155,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _check_params(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        if not isinstance(self.tta, (bool, np.bool_)):
+            raise ValueError(f"tta must be True or False, got {self.tta!r}.")
         for name in ("image_size", "batch_size", "num_workers"):
             value = getattr(self, name)
             if value is None and name != "batch_size":
@@ -193,6 +202,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             # Resolved names: a shortcut redefined later never meets its old vectors.
             "layer": layers[0] if len(layers := self._layers()) == 1 else list(layers),
             "pooling": self.pooling,
+            "tta": "mirror" if self.tta else None,
             "dtype": self.precision,
             "skorchlite": __version__,
         }
@@ -388,6 +398,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                     precision=self.precision,
                     workers=decode_workers(self.num_workers),
                     first_index=first_index,
+                    mirror=self.tta,
                 )
                 for rows, decoded_keys, vectors in batches:
                     out[rows] = vectors

@@ -58,7 +58,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = _temporary(path.parent)
     try:
         try:
-            view = memoryview(data)
+            view = memoryview(data).cast("B")  # bytes, whatever the buffer's item size
             while view:  # a write may be short, then fail: a full disk
                 view = view[os.write(fd, view) :]
         except BaseException:

@@ -1,0 +1,377 @@
+"""Transfer-learning strategies compared honestly: grouped outer folds, every choice on inner folds."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from .backbones import offline_backbones
+from .extractor import PretrainedFeatureExtractor
+from .finetune import FineTuneClassifier
+from .voting import LayerVotingClassifier, default_layer_head
+
+__all__ = ["HEAD_C", "Strategy", "StrategyComparison", "compare_strategies", "default_strategies"]
+
+#: The regularisation strengths every frozen recipe's head chooses from, on inner folds.
+HEAD_C = (0.003, 0.01, 0.03, 0.1)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named recipe: an estimator on images and what inner folds may tune.
+
+    Parameters
+    ----------
+    name : str
+    estimator : estimator
+        Takes the images ``compare_strategies`` gets (paths, arrays).
+    param_grid : dict, default={}
+        Searched by ``GridSearchCV`` on the inner folds of each outer
+        training fold; empty: nothing is tuned, the inner folds only score
+        the recipe for the selection.
+    inner_folds : int or None, default=None
+        Inner grouped folds for this strategy; ``None``: the ``inner_cv``
+        of :func:`compare_strategies`; ``1``: one grouped hold-out fifth
+        (for fine-tuning, whose fits take minutes).
+    """
+
+    name: str
+    estimator: BaseEstimator
+    param_grid: dict[str, list[Any]] = field(default_factory=dict)
+    inner_folds: int | None = None
+
+
+def _frozen(features: Any, head: Any) -> Pipeline:
+    # The head's step is "clf" in every recipe, so one grid key serves them all.
+    return Pipeline([("features", features), ("clf", clone(head))])
+
+
+def _features(extractors: list[PretrainedFeatureExtractor]) -> Any:
+    return extractors[0] if len(extractors) == 1 else FeatureUnion([(e.backbone, e) for e in extractors])
+
+
+def default_strategies(
+    backbones: Sequence[str] | None = None,
+    *,
+    finetune: bool = True,
+    image_size: int | None = None,
+    cache: Any = True,
+    random_state: int = 0,
+) -> list[Strategy]:
+    """The recipes a transfer-learning course teaches, for the given backbones.
+
+    Frozen features with a logistic head: each backbone's penultimate
+    features; the first backbone's ``"stages"`` (several layers) with one
+    head on all their columns; every backbone's penultimate features
+    concatenated; every backbone's ``"stages"`` with one head per layer
+    voting (:class:`~skorchlite.LayerVotingClassifier`), without and with
+    mirror test-time augmentation. With ``finetune``, all layers of the
+    first backbone fine-tuned (default augmentation, balanced class
+    weights, mirror TTA). Each frozen head chooses its ``C`` from
+    :data:`HEAD_C` on inner folds; fine-tuning chooses its label
+    smoothing (0 or 0.1) on a grouped hold-out of its training fold.
+
+    Parameters
+    ----------
+    backbones : sequence of str or None, default=None
+        Registry names; ``None``: every backbone whose weights are here
+        (:func:`skorchlite.backbones.offline_backbones`).
+    finetune : bool, default=True
+        Include fine-tuning (minutes per fold on a CPU; the frozen recipes
+        take seconds once the embeddings are cached).
+    image_size : int or None, default=None
+        For every extractor and for fine-tuning; ``None``: each backbone's own.
+    cache : bool, str or path-like, default=True
+        The extractors' embedding cache.
+    random_state : int, default=0
+        Fine-tuning's seed.
+
+    Returns
+    -------
+    list of Strategy
+
+    Examples
+    --------
+    >>> for strategy in default_strategies(["efficientnet_lite0"], finetune=False):
+    ...     print(strategy.name)
+    efficientnet_lite0 penultimate + logistic
+    efficientnet_lite0 "stages" + logistic
+    efficientnet_lite0 "stages", a head per layer voting
+    efficientnet_lite0 "stages", a head per layer voting, mirror TTA
+    """
+    backbones = list(offline_backbones() if backbones is None else backbones)
+    if not backbones:
+        raise ValueError("default_strategies needs at least one backbone.")
+    options: dict[str, Any] = dict(image_size=image_size, cache=cache)
+    head = default_layer_head()
+    one_head = {"clf__logisticregression__C": list(HEAD_C)}
+    first, named = backbones[0], " + ".join(backbones)
+
+    strategies = [
+        Strategy(
+            f"{name} penultimate + logistic",
+            _frozen(PretrainedFeatureExtractor(backbone=name, **options), head),
+            one_head,
+        )
+        for name in backbones
+    ]
+    stages = PretrainedFeatureExtractor(backbone=first, layer="stages", **options)
+    strategies.append(Strategy(f'{first} "stages" + logistic', _frozen(stages, head), one_head))
+    if len(backbones) > 1:
+        union = _features([PretrainedFeatureExtractor(backbone=name, **options) for name in backbones])
+        strategies.append(Strategy(f"{named} penultimate, concatenated + logistic", _frozen(union, head), one_head))
+    for tta in (False, True):
+        extractors = [
+            PretrainedFeatureExtractor(backbone=name, layer="stages", tta=tta, **options) for name in backbones
+        ]
+        # fit() reads no image: it resolves the backbone and each layer's width.
+        widths = [w for extractor in extractors for w in clone(extractor).fit().layer_widths_]
+        strategies.append(
+            Strategy(
+                f'{named} "stages", a head per layer voting' + (", mirror TTA" if tta else ""),
+                _frozen(_features(extractors), LayerVotingClassifier(widths, clone(head))),
+                {"clf__estimator__logisticregression__C": list(HEAD_C)},
+            )
+        )
+    if finetune:
+        model = FineTuneClassifier(
+            backbone=first,
+            unfreeze="all",
+            freeze_epochs=2,
+            epochs=8,
+            lr=5e-3,
+            class_weight="balanced",
+            tta=True,
+            image_size=image_size,
+            random_state=random_state,
+        )
+        strategies.append(Strategy(f"{first} fine-tuned, all layers", model, {"label_smoothing": [0.0, 0.1]}, 1))
+    return strategies
+
+
+@dataclass
+class StrategyComparison:
+    """What :func:`compare_strategies` measured; ``str()`` is the ranked table.
+
+    Attributes
+    ----------
+    names : list of str
+        The strategies, in the order given.
+    balanced_accuracy, accuracy : ndarray of shape (n_strategies, n_folds)
+        Each strategy's score on each outer test fold.
+    inner_score : ndarray of shape (n_strategies, n_folds)
+        Each strategy's best inner-fold balanced accuracy, from the outer
+        training fold alone: what the selection looked at.
+    seconds : ndarray of shape (n_strategies, n_folds)
+        Inner search, refit and prediction time.
+    best_params : list of list of dict
+        What each strategy's inner search chose, per outer fold.
+    selected : list of str
+        Per outer fold, the strategy with the best inner score.
+    selected_balanced_accuracy, selected_accuracy : ndarray of shape (n_folds,)
+        The outer scores of those choices: the honest estimate of
+        "compare on inner folds, then use the winner".
+    recommended : str
+        The strategy chosen in most outer folds (ties: best mean inner score).
+    n_grouped, n_groups : int
+        Images that share a duplicate group with another, and those groups.
+    """
+
+    names: list[str]
+    balanced_accuracy: np.ndarray
+    accuracy: np.ndarray
+    inner_score: np.ndarray
+    seconds: np.ndarray
+    best_params: list[list[dict[str, Any]]]
+    selected: list[str]
+    selected_balanced_accuracy: np.ndarray
+    selected_accuracy: np.ndarray
+    recommended: str
+    n_grouped: int
+    n_groups: int
+
+    def ranking(self) -> list[int]:
+        """Strategy indices by mean outer balanced accuracy, best first."""
+        return sorted(range(len(self.names)), key=lambda i: -self.balanced_accuracy[i].mean())
+
+    def __str__(self) -> str:
+        width = max(len(name) for name in [*self.names, "chosen on inner folds, per outer fold"])
+        lines = [
+            f"{'strategy':{width}}  {'balanced acc.':>15}  {'accuracy':>15}  {'seconds':>8}",
+        ]
+
+        def row(name: str, balanced: np.ndarray, accuracy: np.ndarray, seconds: str) -> str:
+            return (
+                f"{name:{width}}  {balanced.mean():.3f} ± {balanced.std():.3f}    "
+                f"{accuracy.mean():.3f} ± {accuracy.std():.3f}  {seconds:>8}"
+            )
+
+        for i in self.ranking():
+            lines.append(
+                row(self.names[i], self.balanced_accuracy[i], self.accuracy[i], f"{self.seconds[i].sum():.0f}")
+            )
+        lines.append(
+            row("chosen on inner folds, per outer fold", self.selected_balanced_accuracy, self.selected_accuracy, "")
+        )
+        picks = Counter(self.selected)
+        lines += [
+            "",
+            f"{len(self.names)} strategies, {self.balanced_accuracy.shape[1]} grouped outer folds: "
+            f"{self.n_grouped} images share a group with others ({self.n_groups} groups), never split across folds.",
+            "Each row's score is its own outer test folds'; picking the top row by them would be a choice made on "
+            "the test folds. The honest figure for choosing is the 'chosen on inner folds' row: in each outer fold "
+            "the strategy with the best inner-fold score was taken ("
+            + ", ".join(f"{name}: {count}x" for name, count in picks.most_common())
+            + ").",
+            f"Use: {self.recommended}",
+        ]
+        return "\n".join(lines)
+
+
+def _take(X: Any, rows: np.ndarray) -> Any:
+    return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]
+
+
+def _groups(X: Any, y: np.ndarray, groups: Any) -> np.ndarray:
+    if isinstance(groups, str) and groups == "duplicates":
+        from .duplicates import find_duplicates
+
+        return np.asarray(find_duplicates(X, y).groups)
+    if groups is None:
+        return np.arange(len(y))
+    groups = np.asarray(groups)
+    if len(groups) != len(y):
+        raise ValueError(f"groups has {len(groups)} entries for {len(y)} images.")
+    return groups
+
+
+def _inner_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    # One fold: the first fifth held out, as a 5-fold split would.
+    splitter = StratifiedGroupKFold(5 if folds == 1 else folds, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    return splits[:1] if folds == 1 else splits
+
+
+def compare_strategies(
+    X: Any,
+    y: Any,
+    strategies: Sequence[Strategy] | None = None,
+    *,
+    groups: Any = "duplicates",
+    cv: int = 5,
+    inner_cv: int = 3,
+    random_state: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> StrategyComparison:
+    """Score each strategy on the same duplicate-aware folds, every choice nested.
+
+    The outer folds are ``StratifiedGroupKFold(cv, shuffle=True,
+    random_state)`` on ``groups``, so no copy of a test image is trained
+    on. Within each outer training fold, each strategy's ``param_grid`` is
+    searched on inner grouped folds and the best setting refitted on the
+    whole training fold, then scored on the test fold. The strategy with
+    the best inner score is the fold's choice; the outer scores of those
+    choices estimate what comparing and then using the winner gives on
+    new patients. No choice ever sees a test fold.
+
+    Parameters
+    ----------
+    X : list of paths, or array of images
+    y : array-like of shape (n_samples,)
+    strategies : sequence of Strategy or None, default=None
+        ``None``: :func:`default_strategies` (fine-tuning included).
+    groups : "duplicates", array-like or None, default="duplicates"
+        ``"duplicates"``: the groups of :func:`skorchlite.duplicates.find_duplicates`;
+        an array: a group per image (e.g. patient ids); ``None``: none.
+    cv : int, default=5
+        Outer folds.
+    inner_cv : int, default=3
+        Inner folds, unless a strategy sets its own.
+    random_state : int, default=0
+        Seeds the outer and inner folds.
+    log : callable or None, default=None
+        Called with a line after each strategy in each fold (e.g. ``print``).
+
+    Returns
+    -------
+    StrategyComparison
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skorchlite.strategies import Strategy, compare_strategies
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skorchlite import PretrainedFeatureExtractor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (24, 48, 48, 3), dtype=np.uint8)
+    >>> X[12:] //= 4
+    >>> y = np.repeat(["bright", "dark"], 12)
+    >>> frozen = make_pipeline(PretrainedFeatureExtractor(cache=False), LogisticRegression())
+    >>> result = compare_strategies(X, y, [Strategy("frozen", frozen, {"logisticregression__C": [0.1, 1]})], cv=3)
+    >>> result.recommended, result.balanced_accuracy.shape
+    ('frozen', (1, 3))
+    """
+    y = np.asarray(y)
+    if len(y) != len(X):
+        raise ValueError(f"X has {len(X)} images and y {len(y)} labels.")
+    strategies = list(default_strategies() if strategies is None else strategies)
+    names = [s.name for s in strategies]
+    if not strategies or len(set(names)) != len(names):
+        raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
+    groups = _groups(X, y, groups)
+    sizes = Counter(groups.tolist())
+    outer = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y, groups))
+    shape = (len(strategies), len(outer))
+    balanced, accuracy, inner, seconds = (np.zeros(shape) for _ in range(4))
+    best_params: list[list[dict[str, Any]]] = [[] for _ in strategies]
+    for fold, (train, test) in enumerate(outer):
+        X_train, y_train, X_test, y_test = _take(X, train), y[train], _take(X, test), y[test]
+        for i, strategy in enumerate(strategies):
+            start = time.perf_counter()
+            folds = strategy.inner_folds or inner_cv
+            search = GridSearchCV(
+                clone(strategy.estimator),
+                strategy.param_grid,
+                scoring="balanced_accuracy",
+                cv=_inner_splits(y_train, groups[train], folds, random_state),
+                error_score="raise",
+            ).fit(X_train, y_train)
+            predicted = search.predict(X_test)
+            seconds[i, fold] = time.perf_counter() - start
+            balanced[i, fold] = balanced_accuracy_score(y_test, predicted)
+            accuracy[i, fold] = accuracy_score(y_test, predicted)
+            inner[i, fold] = search.best_score_
+            best_params[i].append(search.best_params_)
+            if log is not None:
+                log(
+                    f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
+                    f"(inner {inner[i, fold]:.3f}, {search.best_params_}), {seconds[i, fold]:.0f} s"
+                )
+    chosen = inner.argmax(axis=0)
+    wins = Counter(chosen.tolist())
+    recommended = max(wins, key=lambda i: (wins[i], inner[i].mean()))
+    columns = np.arange(len(outer))
+    return StrategyComparison(
+        names=names,
+        balanced_accuracy=balanced,
+        accuracy=accuracy,
+        inner_score=inner,
+        seconds=seconds,
+        best_params=best_params,
+        selected=[names[i] for i in chosen],
+        selected_balanced_accuracy=balanced[chosen, columns],
+        selected_accuracy=accuracy[chosen, columns],
+        recommended=names[recommended],
+        n_grouped=sum(n for n in sizes.values() if n > 1),
+        n_groups=sum(1 for n in sizes.values() if n > 1),
+    )

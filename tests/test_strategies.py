@@ -1,0 +1,170 @@
+"""compare_strategies (nested, grouped), LayerVotingClassifier, and the extractor's mirror TTA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skorchlite import LayerVotingClassifier, PretrainedFeatureExtractor
+from skorchlite.strategies import HEAD_C, Strategy, compare_strategies, default_strategies
+
+N = 36
+
+
+def numbered_images(n: int = N) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images whose first pixel spells their row; labels by brightness; groups of three."""
+    rng = np.random.default_rng(0)
+    y = np.array(["bright", "dark"] * (n // 2))
+    X = rng.integers(0, 128, (n, 40, 40, 3), dtype=np.uint8)
+    X[y == "bright"] += 100
+    X[:, 0, 0, 0] = np.arange(n)
+    return X, y, np.arange(n) // 3
+
+
+class RowSpy(ClassifierMixin, BaseEstimator):
+    """Learns each class's mean brightness; every instance logs the rows it
+    was fitted on and the rows it was asked about."""
+
+    log: list = []  # noqa: RUF012 - shared on purpose: clones log into the same list
+
+    def __init__(self, shift: float = 0.0):
+        self.shift = shift
+
+    def fit(self, X, y):
+        self.rows_ = set(X[:, 0, 0, 0].tolist())
+        self.classes_ = np.unique(y)
+        self.means_ = np.array([X[y == c].mean() for c in self.classes_]) + self.shift
+        RowSpy.log.append((self.rows_, self))
+        return self
+
+    def predict(self, X):
+        RowSpy.log.append((self.rows_, set(X[:, 0, 0, 0].tolist())))
+        brightness = X.reshape(len(X), -1).mean(axis=1)
+        return self.classes_[np.abs(brightness[:, None] - self.means_[None]).argmin(axis=1)]
+
+
+def test_no_model_is_ever_scored_on_a_group_it_was_trained_on():
+    X, y, groups = numbered_images()
+    RowSpy.log.clear()
+    result = compare_strategies(X, y, [Strategy("spy", RowSpy(), {"shift": [0.0, 5.0]})], groups=groups, cv=3)
+    asked = [(trained, rows) for trained, rows in RowSpy.log if isinstance(rows, set)]
+    # 3 outer folds x (2 settings x 3 inner folds + the refit's test fold).
+    assert len(asked) == 3 * (2 * 3 + 1)
+    for trained, rows in asked:
+        assert not set(groups[list(trained)]) & set(groups[list(rows)])
+    # The outer test folds partition the images; each was asked about once by a refit model.
+    refit_rows = [rows for trained, rows in asked if len(trained) + len(rows) == N]
+    assert sorted(r for rows in refit_rows for r in rows) == list(range(N))
+    assert result.balanced_accuracy.shape == (1, 3) and result.recommended == "spy"
+
+
+def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
+    X, y, groups = numbered_images()
+    # "blind" predicts one class everywhere: inner folds find it out.
+    strategies = [Strategy("sees", RowSpy()), Strategy("blind", RowSpy(shift=1e6))]
+    result = compare_strategies(X, y, strategies, groups=groups, cv=3)
+    assert result.selected == ["sees"] * 3 and result.recommended == "sees"
+    np.testing.assert_array_equal(result.selected_balanced_accuracy, result.balanced_accuracy[0])
+    assert np.all(result.balanced_accuracy[1] == 0.5)
+    text = str(result)
+    assert text.index("sees") < text.index("blind") and text.splitlines()[-1] == "Use: sees"
+    assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
+
+
+def test_duplicates_are_grouped_by_default_and_counted():
+    X, y, _ = numbered_images(24)
+    X[12:18] = X[0:6]  # six exact copies, also copying their labels
+    y[12:18] = y[0:6]
+    RowSpy.log.clear()
+    result = compare_strategies(X, y, [Strategy("spy", RowSpy())], cv=3, inner_cv=2)
+    assert (result.n_grouped, result.n_groups) == (12, 6)
+    # A copy carries its original's row number: a model never meets one it was trained on.
+    asked = [(trained, rows) for trained, rows in RowSpy.log if isinstance(rows, set)]
+    assert asked and all(not trained & rows for trained, rows in asked)
+
+
+def test_bad_arguments_are_clear():
+    X, y, groups = numbered_images()
+    with pytest.raises(ValueError, match="distinct names"):
+        compare_strategies(X, y, [Strategy("a", RowSpy()), Strategy("a", RowSpy())], groups=groups)
+    with pytest.raises(ValueError, match="groups has 3 entries for 36 images"):
+        compare_strategies(X, y, [Strategy("a", RowSpy())], groups=[0, 1, 2])
+    with pytest.raises(ValueError, match="X has 36 images and y 35 labels"):
+        compare_strategies(X, y[:-1], [Strategy("a", RowSpy())])
+
+
+def test_default_strategies_cover_the_course_and_their_grids_are_parameters():
+    strategies = default_strategies(["efficientnet_lite0"], cache=False)
+    names = [s.name for s in strategies]
+    assert names[0] == "efficientnet_lite0 penultimate + logistic" and names[-1].endswith("fine-tuned, all layers")
+    for strategy in strategies:
+        params = strategy.estimator.get_params()
+        assert set(strategy.param_grid) <= set(params), strategy.name
+    voting = strategies[2].estimator[-1]
+    assert voting.blocks == [112, 192, 320, 1280] and list(strategies[2].param_grid.values())[0] == list(HEAD_C)
+    assert strategies[-1].inner_folds == 1
+
+
+def test_frozen_strategies_on_real_embeddings_run_end_to_end(tmp_path):
+    X, y, groups = numbered_images(24)
+    strategies = default_strategies(["efficientnet_lite0"], finetune=False, image_size=40, cache=tmp_path)
+    result = compare_strategies(X, y, strategies[:1] + strategies[-1:], groups=groups, cv=2, inner_cv=2)
+    assert result.balanced_accuracy.min() > 0.9  # brightness is easy
+    assert set(result.selected) <= set(result.names)
+
+
+# ------------------------------------------------------------ LayerVotingClassifier
+@parametrize_with_checks([LayerVotingClassifier()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_layer_voting_is_the_normalised_product_of_the_blocks_probabilities():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 7))
+    y = (X[:, 0] + X[:, 5] > 0).astype(int)
+    model = LayerVotingClassifier([2, 5]).fit(X, y)
+    a = make_pipeline(StandardScaler(), LogisticRegression(C=0.03, class_weight="balanced", max_iter=3000))
+    b = make_pipeline(StandardScaler(), LogisticRegression(C=0.03, class_weight="balanced", max_iter=3000))
+    product = a.fit(X[:, :2], y).predict_proba(X[:, :2]) * b.fit(X[:, 2:], y).predict_proba(X[:, 2:])
+    np.testing.assert_allclose(model.predict_proba(X), product / product.sum(1, keepdims=True), rtol=1e-10)
+    assert len(model.estimators_) == 2 and model.estimators_[0].n_features_in_ == 2
+
+
+def test_layer_voting_refuses_widths_that_do_not_add_up():
+    X, y = np.zeros((4, 5)), np.array([0, 1, 0, 1])
+    for blocks in ([2, 2], [5, 0], [6, -1]):
+        with pytest.raises(ValueError, match="adding up to the 5 columns"):
+            LayerVotingClassifier(blocks).fit(X, y)
+
+
+def test_layer_voting_without_blocks_is_its_estimator():
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 3, 40)
+    single = LogisticRegression().fit(X, y)
+    np.testing.assert_allclose(
+        LayerVotingClassifier(estimator=LogisticRegression()).fit(X, y).predict_proba(X),
+        single.predict_proba(X),
+        rtol=1e-10,
+    )
+
+
+# ------------------------------------------------------------ mirror TTA
+def test_mirror_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
+    X, _, _ = numbered_images(6)
+    plain = PretrainedFeatureExtractor(image_size=40, cache=False).fit()
+    tta = PretrainedFeatureExtractor(image_size=40, tta=True, cache=tmp_path).fit()
+    expected = (plain.transform(X) + plain.transform(X[:, :, ::-1].copy())) / 2
+    np.testing.assert_allclose(tta.transform(X), expected, rtol=1e-4, atol=1e-4)
+    assert tta.fingerprint_["tta"] == "mirror" and plain.fingerprint_["tta"] is None
+    # Cached apart: a plain extractor on the same cache computes its own vectors.
+    np.testing.assert_allclose(
+        PretrainedFeatureExtractor(image_size=40, cache=tmp_path).fit().transform(X), plain.transform(X), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        PretrainedFeatureExtractor(tta="yes").fit()
