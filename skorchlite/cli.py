@@ -644,7 +644,8 @@ def _layer(names: list[str] | None) -> str | list[str] | None:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    from .backbones import SOURCES, list_layers, offline_backbones
+    from .backbones import list_layers
+    from .backbones.registry import SOURCES, offline_backbones
 
     if args.layers is not None:
         nodes, shortcuts = list_layers(args.layers)

@@ -92,7 +92,8 @@ def test_readme_opens_with_the_two_commands():
 def test_backbone_table_matches_the_registry():
     from torchvision.models import get_model, get_model_weights
 
-    from skorchlite.backbones import _last_linear, get_backbone
+    from skorchlite.backbones import get_backbone
+    from skorchlite.backbones.layers import last_linear
 
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
@@ -108,7 +109,7 @@ def test_backbone_table_matches_the_registry():
             count = sum(p.numel() for p in model.parameters())
         else:
             model = get_model(name, weights=None)
-            head = model.get_submodule(_last_linear(model))
+            head = model.get_submodule(last_linear(model))
             found_dim = head.in_features
             count = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in head.parameters())
             default = get_model_weights(name).DEFAULT
