@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from skorchlite import cli
+from skorchlite.cli import evaluate as cli_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -76,10 +77,10 @@ def test_shell_blocks_run(page, stand_in, capsys, monkeypatch):
         args = words[len(prefix) :]
         if args == ["evaluate"]:
             # The README's main job on the bundled digits: a subset keeps it quick.
-            images, labels = cli._digits()
+            images, labels = cli_evaluate._digits()
             keep = np.concatenate([np.flatnonzero(labels == d)[:5] for d in ("0", "1", "2")])
             monkeypatch.setattr(
-                cli, "_digits", lambda images=images, labels=labels, keep=keep: (images[keep], labels[keep])
+                cli_evaluate, "_digits", lambda images=images, labels=labels, keep=keep: (images[keep], labels[keep])
             )
         assert cli.main(args) == 0, f"{command}: {capsys.readouterr().err}"
 
