@@ -58,7 +58,7 @@ instructions that create or remove a claim and record it.
 
 from __future__ import annotations
 
-# Public constants, importable from here as before and, as before, not in __all__.
+# The "X as X" imports: public constants, importable from here as before and, as before, not in __all__.
 from .claims import CLAIM_TIMEOUT as CLAIM_TIMEOUT
 from .entries import MAX_DIM as MAX_DIM
 from .namespace import WAIT_NOTICE as WAIT_NOTICE
