@@ -113,8 +113,9 @@ class CacheNamespace:
             self._create()
             path.parent.mkdir(exist_ok=True)
 
-    def _unusable(self, err: OSError, action: str) -> None:
-        """Carry on without the cache after ``err``; warn once per namespace and process."""
+    def _unusable(self, err: OSError, action: str, stacklevel: int = 3) -> None:
+        """Carry on without the cache after ``err``; warn once per namespace and process,
+        ``stacklevel`` frames up (3: the caller of the public method that failed)."""
         if action != "read":
             self._writable = False
         with _warned_lock:
@@ -127,7 +128,7 @@ class CacheNamespace:
             f"{err.filename or self.path} ({_reason(err)}). Embeddings are {outcome}, which is slower. "
             "Set SKORCHLITE_CACHE (or cache=) to a writable folder, or pass cache=False to turn the cache off.",
             CacheWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
     def get(self, key: str, dim: int | None = None) -> np.ndarray | None:
@@ -418,5 +419,6 @@ def open_namespace(path: Path, fingerprint: Mapping[str, Any]) -> CacheNamespace
     try:
         namespace._create()
     except OSError as err:
-        namespace._unusable(err, "create")
+        # Attributed, as before this function, to EmbeddingCache.namespace's caller.
+        namespace._unusable(err, "create", stacklevel=4)
     return namespace
