@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 from cache_workers import claim_path
 
-from skorchlite import cache as cache_module
 from skorchlite import files
-from skorchlite.cache import CacheWarning, EmbeddingCache
+from skorchlite.cache import CacheWarning, EmbeddingCache, claims
+from skorchlite.cache import namespace as namespace_module
 
 FINGERPRINT = {"backbone": "resnet18", "layer": None}
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def _run(code: str, *args: str, **kwargs) -> subprocess.Popen:
 def test_point10_empty_claim_left_by_a_full_disk_is_taken_over(ns, monkeypatch):
     key = key_of(0)
     path = _leave_claim(ns, key, "", age=3.0)
-    monkeypatch.setattr(cache_module, "CLAIM_TIMEOUT", 5.0)  # the old code waited until then
+    monkeypatch.setattr(claims, "CLAIM_TIMEOUT", 5.0)  # the old code waited until then
     start = time.monotonic()
     assert ns.wait([key]) == [None]
     assert time.monotonic() - start < 1  # at once: nothing to wait for
@@ -102,7 +102,7 @@ def test_point10_without_locks_pid_and_start_time_identify_the_owner(ns, monkeyp
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(cache_module.fcntl, "flock", no_locks)
+    monkeypatch.setattr(claims.fcntl, "flock", no_locks)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         host = socket.gethostname()
@@ -134,7 +134,7 @@ def test_point10_live_holder_is_waited_for_with_a_log_line_and_its_death_frees_t
     try:
         assert holder.stdout.readline() == "claimed\n"
         assert ns.claim(key) is False
-        monkeypatch.setattr(cache_module, "WAIT_NOTICE", 0.2)
+        monkeypatch.setattr(namespace_module, "WAIT_NOTICE", 0.2)
         threading.Timer(0.6, holder.kill).start()  # SIGKILL: no cleanup of its own
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="skorchlite.cache"):
@@ -224,7 +224,7 @@ def test_point10_ctrl_c_in_transform_leaves_no_claim_that_blocks_the_next_call(t
     with pytest.raises(KeyboardInterrupt):
         extractor.transform(SHARED[:2])
     monkeypatch.setattr(CacheNamespace, "get", real_get)
-    monkeypatch.setattr(cache_module, "CLAIM_TIMEOUT", 5.0)  # bounds the wait the old code made
+    monkeypatch.setattr(claims, "CLAIM_TIMEOUT", 5.0)  # bounds the wait the old code made
     start = time.monotonic()
     extractor.transform(SHARED[:2])
     assert time.monotonic() - start < 3

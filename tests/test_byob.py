@@ -27,6 +27,7 @@ from skorchlite.backbones import (
     TorchvisionSource,
     get_backbone,
     list_backbones,
+    registry,
     resolve_backbone,
     resolve_weights,
     source_of,
@@ -90,7 +91,8 @@ def test_point1_a_new_source_is_one_subclass(tmp_path, monkeypatch):
     path = tmp_path / "toy_random.pth"
     torch.manual_seed(0)
     torch.save(_ToySource(path).architecture("toy_net").state_dict(), path)
-    monkeypatch.setattr(backbones, "SOURCES", [*backbones.SOURCES, _ToySource(path)])
+    # Where the registry's functions look the list up.
+    monkeypatch.setattr(registry, "SOURCES", [*registry.SOURCES, _ToySource(path)])
     assert "toy_net" in list_backbones() and "toy_net" in backbones.offline_backbones()
     bb = get_backbone("toy_net")
     assert bb.embedding_dim == 4 and bb.weights.id == "toy_net.RANDOM_FOR_TESTS"
@@ -199,6 +201,14 @@ def test_point3_finetune_a_module_with_default_and_given_groups():
     assert grouped.layer_groups_ == [("body.stem", "body.block")]
     with pytest.raises(ValueError, match="unknown names \\['nope'\\]"):
         FineTuneClassifier(backbone=net, layer_groups=[["nope"]], **params).fit(X, Y)
+
+
+def test_point3_models_pickled_before_the_package_split_still_load():
+    """Pickles of a module backbone name its pooled wrapper as it was named
+    when skorchlite.backbones was one module."""
+    from skorchlite.backbones.resolve import Pooled
+
+    assert pickle.loads(b"cskorchlite.backbones\n_Pooled\n.") is Pooled
 
 
 def test_point3_bad_backbones_are_named_briefly():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skorchlite import cli
+from skorchlite.cli import evaluate as cli_evaluate
 from skorchlite.cli import main
 
 
@@ -37,7 +37,7 @@ def test_evaluate_prints_counts_scores_and_confusion_matrix(folder, capsys):
 def test_confusion_matrix_columns_stay_apart_with_large_counts():
     # Digits: one-character labels, three-digit counts ("0176" was printed before).
     classes, matrix = np.arange(3), np.array([[176, 1, 0], [0, 176, 1000], [2, 3, 169]])
-    rows = [line.split() for line in cli._format_confusion_matrix(classes, matrix).splitlines()]
+    rows = [line.split() for line in cli_evaluate._format_confusion_matrix(classes, matrix).splitlines()]
     assert rows[0] == ["0", "1", "2"]
     assert rows[1:] == [[str(c), *map(str, row)] for c, row in zip(classes, matrix, strict=True)]
 
@@ -57,10 +57,10 @@ def test_evaluate_heads(folder, capsys, head):
 
 
 def test_evaluate_without_a_folder_uses_the_bundled_digits(monkeypatch, capsys):
-    images, labels = cli._digits()
+    images, labels = cli_evaluate._digits()
     assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 255
     keep = np.concatenate([np.flatnonzero(labels == d)[:6] for d in ("0", "1", "7")])
-    monkeypatch.setattr(cli, "_digits", lambda: (images[keep], labels[keep]))
+    monkeypatch.setattr(cli_evaluate, "_digits", lambda: (images[keep], labels[keep]))
     assert main(["evaluate", "--cv", "2", "--image-size", "64", "--verbose", "0"]) == 0
     assert "scikit-learn's bundled digits" in capsys.readouterr().out
 

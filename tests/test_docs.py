@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from skorchlite import cli
+from skorchlite.cli import evaluate as cli_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -76,10 +77,10 @@ def test_shell_blocks_run(page, stand_in, capsys, monkeypatch):
         args = words[len(prefix) :]
         if args == ["evaluate"]:
             # The README's main job on the bundled digits: a subset keeps it quick.
-            images, labels = cli._digits()
+            images, labels = cli_evaluate._digits()
             keep = np.concatenate([np.flatnonzero(labels == d)[:5] for d in ("0", "1", "2")])
             monkeypatch.setattr(
-                cli, "_digits", lambda images=images, labels=labels, keep=keep: (images[keep], labels[keep])
+                cli_evaluate, "_digits", lambda images=images, labels=labels, keep=keep: (images[keep], labels[keep])
             )
         assert cli.main(args) == 0, f"{command}: {capsys.readouterr().err}"
 
@@ -92,7 +93,8 @@ def test_readme_opens_with_the_two_commands():
 def test_backbone_table_matches_the_registry():
     from torchvision.models import get_model, get_model_weights
 
-    from skorchlite.backbones import _last_linear, get_backbone
+    from skorchlite.backbones import get_backbone
+    from skorchlite.backbones.layers import last_linear
 
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
@@ -108,7 +110,7 @@ def test_backbone_table_matches_the_registry():
             count = sum(p.numel() for p in model.parameters())
         else:
             model = get_model(name, weights=None)
-            head = model.get_submodule(_last_linear(model))
+            head = model.get_submodule(last_linear(model))
             found_dim = head.in_features
             count = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in head.parameters())
             default = get_model_weights(name).DEFAULT

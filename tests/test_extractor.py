@@ -466,11 +466,11 @@ def test_issue_14_3_fingerprint_records_resolved_nodes_in_order(tmp_path):
 
 
 def test_issue_14_3_a_redefined_shortcut_never_meets_its_old_vectors(tmp_path, monkeypatch):
-    from skorchlite import backbones
+    from skorchlite.backbones import layers
 
     before = _small("mid", cache=str(tmp_path)).fit()
     old = before.transform(SMALL[:1])
-    monkeypatch.setitem(backbones._MID_STAGE, "efficientnet_lite", -2)  # "mid" now means _blocks.14.add
+    monkeypatch.setitem(layers._MID_STAGE, "efficientnet_lite", -2)  # "mid" now means _blocks.14.add
     after = _small("mid", cache=str(tmp_path)).fit()
     assert after.fingerprint_["layer"] == LATE and after.n_features_out_ == 192
     assert after.transform(SMALL[:1]).shape == (1, 192) and old.shape == (1, 112)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from skorchlite import cli
+from skorchlite.cli import program
 
 # Page faults of a CPU batch after the first, fewest of three (the heap may
 # still grow once), in a fresh process: the pytest process's allocator may
@@ -154,9 +154,9 @@ def test_blocks_nest_and_keep_the_programs_setting(monkeypatch):
 
 def test_the_program_tunes_its_allocator_then_runs(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("keep") or True)
-    monkeypatch.setattr(cli, "main", lambda argv=None: calls.append("main") or 3)
-    assert cli.run() == 3
+    monkeypatch.setattr(program, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(program, "main", lambda argv=None: calls.append("main") or 3)
+    assert program.run() == 3
     assert calls == ["keep", "main"]
 
 

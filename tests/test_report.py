@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skorchlite import report
 from skorchlite.report import (
     DPI,
     FIGSIZES,
+    drawing,
     plot_confusion_matrix,
     plot_learning_curves,
     plot_misclassified,
     plot_roc_pr,
+    plots,
     write_report,
 )
 
@@ -58,13 +59,13 @@ def suptitle(fig) -> str:
 def figures(monkeypatch):
     """The figures drawn, captured on their way to being saved."""
     drawn = []
-    save = report.save_figure
+    save = plots.save_figure
 
     def capture(fig, path):
         drawn.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(report, "save_figure", capture)
+    monkeypatch.setattr(plots, "save_figure", capture)
     return drawn
 
 
@@ -231,8 +232,8 @@ def test_misclassified_shows_the_most_confident_errors(tmp_path, figures, monkey
         y_pred[i] = "b" if y_true[i] == "a" else "a"
         proba[i] = [p, 1 - p] if y_pred[i] == "a" else [1 - p, p]
     loaded = []
-    load_rgb = report.load_rgb
-    monkeypatch.setattr(report, "load_rgb", lambda sample, i: loaded.append(i) or load_rgb(sample, i))
+    load_rgb = drawing.load_rgb
+    monkeypatch.setattr(drawing, "load_rgb", lambda sample, i: loaded.append(i) or load_rgb(sample, i))
 
     path = plot_misclassified(solid_images(), y_true, y_pred, proba, ["a", "b"], tmp_path / "m.png", n=2)
 
@@ -318,9 +319,9 @@ def test_missing_matplotlib_raises_an_install_hint(tmp_path, monkeypatch):
 
 
 def test_long_titles_wrap_and_shorten():
-    assert report._fit_title("cat", "dog", " (0.93)", 40) == "true: cat / pred: dog (0.93)"
-    assert report._fit_title("malignant", "normal", " (0.93)", 24) == "true: malignant /\npred: normal (0.93)"
-    first, second = report._fit_title("a" * 50, "b" * 50, "", 20).split("\n")
+    assert drawing._fit_title("cat", "dog", " (0.93)", 40) == "true: cat / pred: dog (0.93)"
+    assert drawing._fit_title("malignant", "normal", " (0.93)", 24) == "true: malignant /\npred: normal (0.93)"
+    first, second = drawing._fit_title("a" * 50, "b" * 50, "", 20).split("\n")
     assert first == "true: " + "a" * 11 + "… /" and second == "pred: " + "b" * 13 + "…"
 
 

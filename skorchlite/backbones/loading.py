@@ -1,0 +1,233 @@
+"""Registered backbones loaded: weights resolved to a file and its hash,
+networks built without their classifier and kept per process."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbone import Backbone, BackboneUnavailableError, WeightsRef
+from .layers import shortcuts_of
+from .registry import offline_backbones, source_of
+from .weights import file_sha256, is_weights_path, load_checkpoint, state_dict_sha256
+
+#: The weights id prefix of a randomly initialised backbone.
+RANDOM_INIT = "random-init"
+
+
+def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *, seed: int = 0) -> WeightsRef:
+    """Resolve ``weights`` of backbone ``name`` to an id, a file and its hash.
+
+    Nothing is downloaded.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str, path-like or None, default="DEFAULT"
+        ``"DEFAULT"``, a member of the model's torchvision weights enum
+        (``"IMAGENET1K_V2"`` or ``"ResNet50_Weights.IMAGENET1K_V2"``), the
+        path of a local checkpoint, or ``None`` for a random initialisation
+        (id ``"random-init:seed=<seed>"``, hashed from the initial state dict;
+        the only case that builds the network).
+    seed : int, default=0
+        Seed of torch's generator for ``weights=None``.
+
+    Returns
+    -------
+    WeightsRef
+
+    Raises
+    ------
+    BackboneUnavailableError
+        The weights file is not on this machine.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import resolve_weights
+    >>> resolve_weights("efficientnet_lite0").id
+    'efficientnet_lite0.IMAGENET1K'
+    >>> resolve_weights("efficientnet_lite0", None).id
+    'random-init:seed=0'
+    """
+    source = source_of(name)
+    if weights is None:
+        return WeightsRef(f"{RANDOM_INIT}:seed={int(seed)}", None, _random_model(name, int(seed))[1])
+    if is_weights_path(weights):
+        path = Path(weights).expanduser()
+        digest = file_sha256(path)
+        return WeightsRef(f"file:sha256:{digest}", path, digest)
+    if not isinstance(weights, str):
+        raise TypeError(f"weights must be a string, a path or None, got {type(weights).__name__}: {weights!r}")
+    try:
+        weights_id, path = source.weights_file(name, weights)
+    except BackboneUnavailableError as err:
+        raise BackboneUnavailableError(
+            f"{err} Backbones that work offline now: {', '.join(offline_backbones())}."
+        ) from None
+    return WeightsRef(weights_id, path, file_sha256(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _random_model(name: str, seed: int) -> tuple[nn.Module, str]:
+    """The architecture as torch's generator seeded with ``seed`` draws it,
+    and its state dict's hash (kept: the model is only ever copied, never
+    changed); the caller's random stream stays as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = source_of(name).architecture(name).eval()
+    return model, state_dict_sha256(model)
+
+
+def _build(name: str, weights: WeightsRef) -> Backbone:
+    source = source_of(name)
+    random_init = weights.id.startswith(RANDOM_INIT + ":")
+    from_file = weights.id.startswith("file:")
+    if random_init:
+        model = copy.deepcopy(_random_model(name, int(weights.id.rsplit("=", 1)[1]))[0])
+    elif from_file:
+        model = source.architecture(name)
+        load_checkpoint(model, weights.path, name, optional=source.head_name(name, model))
+    else:
+        model = source.pretrained(name, weights.id, weights.path)
+    member = "DEFAULT" if random_init or from_file else weights.id
+    model, classifier, embedding_dim = source.split_head(name, model)
+    model.eval().requires_grad_(False)
+    classifier.eval().requires_grad_(False)
+    return Backbone(
+        name=name,
+        weights=weights,
+        model=model,
+        classifier=classifier,
+        categories=None if random_init or from_file else source.categories(name, weights.id),
+        preprocessing=source.preprocessing(name, member),
+        embedding_dim=embedding_dim,
+        min_image_size=source.min_image_size(name, member),
+        layer_groups=source.layer_groups(name, model),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_backbone(name: str, weights: WeightsRef) -> Backbone:
+    # Building draws initial weights from torch's global generator before the
+    # stored ones replace them: the caller's random stream stays as it was.
+    with torch.random.fork_rng(devices=[]):
+        return _build(name, weights)
+
+
+def get_backbone(
+    name: str, weights: str | os.PathLike | WeightsRef | None = "DEFAULT", *, copy_model: bool = False, seed: int = 0
+) -> Backbone:
+    """Load a registered backbone with its classifier removed.
+
+    Loaded backbones are kept per process (keyed by the weights' hash), so
+    repeated calls, and every clone of an estimator, share one model.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`, or the name of a backbone that
+        :func:`resolve_backbone` built in this process (with its ``weights``).
+    weights : str, path-like, WeightsRef or None, default="DEFAULT"
+        See :func:`resolve_weights`; or the ``WeightsRef`` of a backbone
+        already built.
+    copy_model : bool, default=False
+        Return a private deep copy (for training); otherwise the shared,
+        frozen, eval-mode instance, which callers must not modify.
+    seed : int, default=0
+        Seed of the random initialisation when ``weights=None``.
+
+    Returns
+    -------
+    Backbone
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skorchlite.backbones import get_backbone
+    >>> bb = get_backbone("efficientnet_lite0")
+    >>> bb.embedding_dim, bb.preprocessing.crop_size, len(bb.layer_groups)
+    (1280, 224, 9)
+    >>> bb.model(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 1280])
+    """
+    if isinstance(weights, WeightsRef):
+        backbone = BUILT.get((name, weights)) or _cached_backbone(name, weights)
+    else:
+        backbone = _cached_backbone(name, resolve_weights(name, weights, seed=seed))
+    return copy.deepcopy(backbone) if copy_model else backbone
+
+
+def list_layers(name: str) -> tuple[list[str], dict[str, tuple[str | None, ...]]]:
+    """Node names and layer shortcuts of backbone ``name``; no weights needed.
+
+    What ``layer=`` of :class:`~skorchlite.PretrainedFeatureExtractor`
+    accepts (``skorchlite backbones --layers NAME`` prints it). The
+    architecture alone is built when the weights are not on this machine.
+
+    Returns
+    -------
+    nodes : list of str
+        :meth:`Backbone.layer_names`.
+    shortcuts : dict
+        :meth:`Backbone.layer_shortcuts`.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import list_layers
+    >>> nodes, shortcuts = list_layers("efficientnet_lite0")
+    >>> nodes[-1], shortcuts["mid"]
+    ('_fc', ('_blocks.10.add',))
+    """
+    try:
+        backbone = get_backbone(name)
+    except BackboneUnavailableError:
+        from torchvision.models.feature_extraction import get_graph_node_names
+
+        source = source_of(name)
+        model, _, _ = source.split_head(name, source.architecture(name))
+        nodes = get_graph_node_names(model.eval())[1]
+        return nodes, shortcuts_of(name, nodes, source.layer_groups(name, model))
+    return backbone.layer_names(), backbone.layer_shortcuts()
+
+
+class Recent:
+    """A small least-recently-used map of built backbones, safe across threads.
+
+    Parameters
+    ----------
+    maxsize : int
+        How many backbones it keeps; the least recently used goes first.
+    """
+
+    def __init__(self, maxsize: int):
+        self.maxsize, self._items = maxsize, OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Backbone | None:
+        """The backbone kept under ``key`` (now the most recent), or ``None``."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: Any, backbone: Backbone) -> None:
+        """Keep ``backbone`` under ``key``, dropping the least recent beyond ``maxsize``."""
+        with self._lock:
+            self._items[key] = backbone
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+
+# By (name, weights): how an engine that holds only a backbone's name and
+# WeightsRef finds a module backbone again (resolve_backbone puts them here).
+BUILT = Recent(maxsize=16)

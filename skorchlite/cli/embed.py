@@ -1,0 +1,114 @@
+"""``skorchlite embed``: the embeddings of an image folder as .npy, .csv or .parquet."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..files import write_atomic
+from .inputs import announce_weights, layer_option, load_folder
+from .output import CommandError, check_output_file, save_bytes
+
+EMBED_FORMATS = (".npy", ".csv", ".parquet")
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    """``skorchlite embed``: write a folder's embeddings with their paths and labels.
+
+    Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
+    and returns the exit status, as every verb does.
+    """
+    from ..extractor import PretrainedFeatureExtractor
+
+    out = check_output_file(args.output, "-o", EMBED_FORMATS)
+    suffix = out.suffix.lower()
+    index = _embed_index(args, out)
+    if suffix == ".parquet":
+        _require_parquet()
+    X, y = load_folder(args.dir)
+    if suffix == ".parquet":
+        for path in X:
+            if not _encodable(path):
+                raise CommandError(
+                    f"{path!r} is not valid UTF-8, which .parquet requires of its strings; rename the file, or "
+                    "write .npy or .csv (which keep the name's bytes)"
+                )
+    announce_weights(args.backbone, args.weights)
+    features = PretrainedFeatureExtractor(
+        backbone=args.backbone,
+        weights=args.weights,
+        layer=layer_option(args.layer),
+        image_size=args.image_size,
+        verbose=args.verbose,
+    ).fit_transform(X)
+    if index is not None:
+        listing = _rows_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
+        save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
+        write_atomic(index, listing)
+        print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
+        return 0
+    columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
+    rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
+    if suffix == ".csv":
+        write_atomic(out, _rows_bytes(columns, rows))
+    else:
+        import pandas as pd
+
+        table = pd.DataFrame(list(rows), columns=columns)
+        save_bytes(out, table.to_parquet)
+    print(f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {out}")
+    return 0
+
+
+def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
+    """Where a .npy output's paths and labels go: ``--index``, or a .csv of
+    the same name, which must not exist (the user did not name it)."""
+    if out.suffix.lower() != ".npy":
+        if args.index is not None:
+            raise CommandError(f"--index is for a .npy output; {out.name} holds the paths and labels itself")
+        return None
+    if args.index is None:
+        index = out.with_suffix(".csv")
+        if os.path.lexists(index):
+            raise CommandError(
+                f"{str(index)!r} exists: a .npy output's paths and labels go to a .csv of the same name; "
+                f"replace it with --index {index}, or give --index another .csv"
+            )
+    else:
+        index = Path(args.index)
+    if index.resolve() == out.resolve():
+        raise CommandError("--index and -o name the same file")
+    return check_output_file(str(index), "--index", (".csv",))
+
+
+def _require_parquet() -> None:
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as err:
+        raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
+
+
+def _rows_bytes(header: list[str], rows: Any) -> bytes:
+    """CSV of ``rows``, UTF-8; a file name that is not valid UTF-8 keeps its
+    own bytes (as the filesystem holds them), as ``os.fsencode`` writes it."""
+    import csv
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,264 @@
+"""``skorchlite evaluate``: cross-validated backbones + heads, and the report of the best."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder
+from .output import CommandError, check_output_folder, write_report_folder
+
+HEADS = ("logreg", "svm", "knn", "ridge")
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as uint8 images (exists on every install)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    return images, digits.target.astype(str)
+
+
+def _dataset(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if folder is not None:
+        return load_folder(folder)
+    X, y = _digits()
+    print(f"No folder given: using scikit-learn's bundled digits ({len(y)} images of 8x8 pixels).")
+    return X, y
+
+
+def _head(name: str) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    # Balanced class weights: small medical data sets are rarely balanced.
+    heads = {
+        "logreg": lambda: LogisticRegression(max_iter=3000, class_weight="balanced"),
+        # Probabilities by calibration, as scikit-learn advises since it
+        # deprecated SVC(probability=True); cv=3 works down to 3 images a class.
+        "svm": lambda: CalibratedClassifierCV(SVC(class_weight="balanced"), ensemble=False, cv=3),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+        "ridge": lambda: RidgeClassifier(class_weight="balanced"),
+    }
+    return make_pipeline(StandardScaler(), heads[name]())
+
+
+def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list, verbose: int) -> dict:
+    """Out-of-fold predictions and per-fold scores of ``head`` on frozen
+    embeddings (computing them once is exact: the extractor learns nothing)."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from ..progress import progress_bar
+
+    estimator = _head(head)
+    classes = np.unique(y)
+    predicted = np.empty(len(y), dtype=y.dtype)
+    fold = np.empty(len(y), dtype=np.int64)
+    scores: np.ndarray | None = None
+    accuracy, balanced, models = [], [], []
+    with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
+        for k, (train, test) in enumerate(splits):
+            model = clone(estimator).fit(features[train], y[train])
+            models.append(model)  # the report explains each error with the model that made it
+            fold[test] = k
+            predicted[test] = model.predict(features[test])
+            # Probabilities only: a ridge head's decision values are not
+            # probabilities, and the report would print them as such.
+            if hasattr(model, "predict_proba"):
+                scores = np.zeros((len(y), len(classes))) if scores is None else scores
+                scores[test] = model.predict_proba(features[test])
+            accuracy.append(accuracy_score(y[test], predicted[test]))
+            balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            bar.update()
+    return {
+        "predicted": predicted,
+        "scores": scores,
+        "accuracy": np.array(accuracy),
+        "balanced": np.array(balanced),
+        "fold": fold,
+        "models": models,
+    }
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """``skorchlite evaluate``: cross-validate each backbone with a head, rank them, report the best.
+
+    Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
+    and returns the exit status, as every verb does.
+    """
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    from ..extractor import PretrainedFeatureExtractor
+    from ..report_page import format_score
+
+    if args.report:
+        check_output_folder(args.report, "--report")
+    X, y = _dataset(args.dir)
+    print(class_table(y))
+    if len(np.unique(y)) < 2:
+        raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
+    groups = found = None
+    if args.group_duplicates:
+        from ..duplicates import find_duplicates
+
+        found = find_duplicates(X, y)
+        groups = found.groups
+        grouped = sum(map(len, found.duplicate_groups()))
+        print(found.summary())
+        print(
+            f"{grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
+            "(--no-group-duplicates to split them at random)."
+        )
+    else:
+        print("Duplicates not grouped (--no-group-duplicates): copies may sit on both sides of a fold.")
+    cv = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(args.cv, shuffle=True, random_state=0)
+    # The folds depend on the labels only: an impossible --cv fails here,
+    # before any image is embedded.
+    splits = list(cv.split(np.zeros((len(y), 1)), y, groups))
+    results = []
+    for backbone in args.backbone:
+        start = time.perf_counter()
+        announce_weights(backbone, args.weights)
+        extractor = PretrainedFeatureExtractor(
+            backbone=backbone,
+            weights=args.weights,
+            layer=layer_option(args.layer),
+            image_size=args.image_size,
+            verbose=args.verbose,
+        )
+        features = extractor.fit_transform(X)
+        result = _cross_validate(features, y, args.head, splits, args.verbose)
+        backbone = _label(backbone, args.weights)
+        result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
+        result["extractor"] = extractor
+        results.append(result)
+        print(
+            f"{backbone} + {args.head}, {args.cv}-fold CV{' (duplicate groups kept together)' if groups is not None else ''}: "
+            f"accuracy {format_score(result['accuracy'])}, balanced accuracy {format_score(result['balanced'])} "
+            f"({result['seconds']:.1f} s)"
+        )
+    results.sort(key=lambda r: -r["balanced"].mean())
+    if len(results) > 1:
+        print("\nRanked by balanced accuracy:")
+        print(f"{'rank':>4}  {'backbone':24} {'balanced acc.':>15} {'accuracy':>15} {'seconds':>8}")
+        for rank, r in enumerate(results, 1):
+            print(
+                f"{rank:>4}  {r['backbone']:24} {format_score(r['balanced'])}   "
+                f"{format_score(r['accuracy'])} {r['seconds']:8.1f}"
+            )
+    best = results[0]
+    classes = np.unique(y)
+    matrix = confusion_matrix(y, best["predicted"], labels=classes)
+    print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
+    print(_format_confusion_matrix(classes, matrix))
+    if args.report:
+        written = _evaluation_report(args, X, y, classes, splits, found, results)
+        print("\nReport: " + ", ".join(str(p) for p in written))
+    print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
+    return 0
+
+
+def _evaluation_report(
+    args: argparse.Namespace, X: Any, y: np.ndarray, classes: np.ndarray, splits: list, found: Any, results: list
+) -> list[Path]:
+    """The PNGs and the page ``index.html`` of the best backbone, written last."""
+    from ..report import report_figures
+    from ..report_page import RunInfo, error_gallery, evaluation_page
+
+    best = results[0]
+    proba = best["scores"]
+    pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
+    explain, note = _fold_explainer(X, best, args.head)
+    if args.verbose:
+        print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
+    errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
+    run = RunInfo(
+        command=shlex.join(["skorchlite", *args.argv]),
+        parameters={**_options(args), "head estimator": repr(_head(args.head))},
+        fingerprint=best["extractor"].fingerprint_,
+        folder=None if args.dir is None else str(Path(args.dir).resolve()),
+        class_counts=class_counts(y),
+    )
+    names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
+    folds = [
+        {"n": len(test), "balanced": b, "accuracy": a}
+        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
+    ]
+    page = evaluation_page(
+        run,
+        title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
+        y_true=y,
+        y_pred=best["predicted"],
+        proba=proba,
+        classes=classes,
+        folds=folds,
+        pngs=pngs,
+        names=names,
+        errors=errors,
+        duplicates=found,
+        X=X,
+        ranking=results,
+    )
+    return write_report_folder(Path(args.report), pngs, page)
+
+
+def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
+    """Grad-CAM of each error with the fold model that made it, or None and why not."""
+    from sklearn.pipeline import Pipeline
+
+    from ..inspect import grad_cam, resolve_model
+
+    try:
+        models = [resolve_model(Pipeline([("features", result["extractor"]), ("head", m)])) for m in result["models"]]
+    except TypeError:
+        return None, f"No Grad-CAM: it needs a linear head (--head logreg or ridge), and {head} is not one."
+
+    def explain(rows: list[int], targets: list) -> list[np.ndarray]:
+        heatmaps: dict[int, np.ndarray] = {}
+        for k, model in enumerate(models):
+            mine = [(row, target) for row, target in zip(rows, targets, strict=True) if result["fold"][row] == k]
+            if mine:
+                cam = grad_cam(model, [X[row] for row, _ in mine], [target for _, target in mine])
+                heatmaps.update(zip((row for row, _ in mine), cam.heatmaps, strict=True))
+        return [heatmaps[row] for row in rows]
+
+    note = (
+        "Right of each image: its Grad-CAM for the predicted class, from the fold's model that made the "
+        "prediction (red: where the evidence for that class lies)."
+    )
+    return explain, note
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The verb's options, defaults included, as the page lists them."""
+    return {
+        key: value for key, value in vars(args).items() if key not in ("run", "argv", "debug", "command", "verbose")
+    }
+
+
+def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
+    # Wide enough for the longest label and the largest count, or cells run together.
+    width = max(len(str(cell)) for cell in [*classes, *matrix.ravel()]) + 2
+    lines = [" " * width + "".join(f"{str(c):>{width}}" for c in classes)]
+    lines += [
+        f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row)
+        for label, row in zip(classes, matrix, strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def _label(backbone: str, weights: str | None) -> str:
+    return f"{backbone} [random-init]" if weights is None else backbone

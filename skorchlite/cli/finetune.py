@@ -1,0 +1,132 @@
+"""``skorchlite finetune``: train a backbone on an image folder, save it, report it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inputs import announce_weights, class_counts, class_table, load_folder
+from .output import check_output_file, check_output_folder, save_bytes, write_report_folder
+
+# A model file ending in .pt holds data only (FineTuneClassifier.save_weights);
+# any other name is a joblib pickle.
+WEIGHTS_SUFFIX = ".pt"
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Record Ctrl-C, which still raises KeyboardInterrupt: ``fit`` catches
+    it and returns normally with the epochs done so far, or re-raises it
+    when no epoch was complete."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    # Only where Python's own handler is in place: not in a thread, not
+    # where SIGINT is ignored (a background job).
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    previous = signal.signal(signal.SIGINT, handler) if install else None
+    try:
+        yield seen
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    """``skorchlite finetune``: fine-tune, save the model, and report on the training.
+
+    Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
+    and returns the exit status, as every verb does.
+    """
+    from ..finetune import FineTuneClassifier
+
+    output = check_output_file(args.output, "-o")
+    report = check_output_folder(args.report, "--report") if args.report else None
+    X, y = load_folder(args.dir)
+    print(class_table(y))
+    announce_weights(args.backbone, args.weights)
+    clf = FineTuneClassifier(
+        backbone=args.backbone,
+        weights=args.weights,
+        unfreeze=args.unfreeze,
+        epochs=args.epochs,
+        freeze_epochs=args.freeze_epochs,
+        lr=args.lr,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        class_weight="balanced" if args.balanced else None,
+        validation_fraction=args.validation_fraction,
+        n_iter_no_change=args.n_iter_no_change,
+        random_state=args.random_state,
+        verbose=max(args.verbose, 1),
+    )
+    start = time.perf_counter()
+    with _noting_interrupts() as interrupted:
+        try:
+            clf.fit(X, y)
+        except KeyboardInterrupt:
+            if not interrupted:
+                raise
+    seconds = time.perf_counter() - start
+    epochs = len(getattr(clf, "history_", []))
+    if interrupted and not (args.keep_partial and epochs):
+        why = "no epoch was complete" if args.keep_partial else "--keep-partial keeps the best complete epoch"
+        print(f"Interrupted after {epochs} epochs; nothing written ({why}).", file=sys.stderr)
+        return 130
+    if output.suffix.lower() == WEIGHTS_SUFFIX:
+        clf.save_weights(output)
+    else:
+        import joblib
+
+        save_bytes(output, lambda f: joblib.dump(clf, f))
+    print(
+        f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
+        f"best epoch {clf.best_epoch_}; saved to {output}"
+    )
+    if report is not None:
+        written = _finetune_report(args, report, clf, y, output, seconds, bool(interrupted))
+        print("Report: " + ", ".join(str(p) for p in written))
+    return 130 if interrupted else 0
+
+
+def _finetune_report(
+    args: argparse.Namespace, report: Path, clf: Any, y: np.ndarray, output: Path, seconds: float, interrupted: bool
+) -> list[Path]:
+    from ..backbones import estimator_backbone
+    from ..report import report_figures
+    from ..report_page import RunInfo, finetune_page
+
+    pngs = report_figures(history=clf.history_)
+    run = RunInfo(
+        command=shlex.join(["skorchlite", *args.argv]),
+        parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
+        fingerprint=estimator_backbone(clf).fingerprint(),
+        folder=str(Path(args.dir).resolve()),
+        class_counts=class_counts(y),
+    )
+    page = finetune_page(
+        run,
+        history=clf.history_,
+        best_epoch=clf.best_epoch_,
+        pngs=pngs,
+        model_path=str(output),
+        seconds=seconds,
+        interrupted=interrupted,
+    )
+    return write_report_folder(report, pngs, page)

@@ -1,0 +1,101 @@
+"""What the verbs read: image folders, and the options they share about the backbone."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def load_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images of a folder of class folders, its warnings printed as notes.
+
+    Parameters
+    ----------
+    folder : str
+
+    Returns
+    -------
+    paths : ndarray of object
+    labels : ndarray
+    """
+    from ..datasets import load_image_folder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths, labels = load_image_folder(folder)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    return np.asarray(paths, dtype=object), np.asarray(labels)
+
+
+def class_table(y: np.ndarray) -> str:
+    """The images per class, as the verbs print them first.
+
+    Parameters
+    ----------
+    y : ndarray
+        The labels.
+
+    Returns
+    -------
+    str
+        :func:`skorchlite.datasets.summarize`'s table.
+    """
+    from ..datasets import summarize
+
+    return str(summarize(y))
+
+
+def class_counts(y: np.ndarray) -> dict[Any, int]:
+    """Images per class, sorted by class, as the report pages list them.
+
+    Parameters
+    ----------
+    y : ndarray
+        One label per image.
+
+    Returns
+    -------
+    dict
+        Class to number of images.
+
+    Examples
+    --------
+    >>> class_counts(np.array(["b", "a", "b"]))
+    {'a': 1, 'b': 2}
+    """
+    labels, counts = np.unique(y, return_counts=True)
+    return {label: int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)}
+
+
+def layer_option(names: list[str] | None) -> str | list[str] | None:
+    """The extractor's ``layer`` for ``--layer NAME...``.
+
+    Parameters
+    ----------
+    names : list of str or None
+        The names given (``None``: no ``--layer``).
+
+    Returns
+    -------
+    str, list of str or None
+        One name alone, several as a list.
+    """
+    return names[0] if names is not None and len(names) == 1 else names
+
+
+def announce_weights(backbone: str, weights: str | None) -> None:
+    """Say loudly when a run starts from random weights: its scores measure
+    the architecture alone, never a pretrained backbone.
+
+    Parameters
+    ----------
+    backbone : str
+    weights : str or None
+        What ``--weights`` gave (``None``: ``random-init``).
+    """
+    if weights is None:
+        print(f"NOTE: backbone {backbone} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained.")

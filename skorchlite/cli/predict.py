@@ -1,0 +1,91 @@
+"""``skorchlite predict`` and ``skorchlite explain``: a saved model on new images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .finetune import WEIGHTS_SUFFIX
+from .output import CommandError, check_output_file
+
+
+def _load_model(path: str) -> Any:
+    """A saved model, or one clear line naming the file and the cause."""
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise CommandError(f"model file {str(model_path)!r} does not exist")
+    if model_path.suffix.lower() == WEIGHTS_SUFFIX:
+        from ..finetune import FineTuneClassifier
+
+        return FineTuneClassifier.load_weights(model_path)
+    import joblib
+
+    try:
+        return joblib.load(model_path)
+    except Exception as err:  # unpickling arbitrary bytes can raise anything
+        raise CommandError(
+            f"{str(model_path)!r} is not a model file: expected a FineTuneClassifier or fitted pipeline saved "
+            f"by skorchlite finetune or joblib.dump ({type(err).__name__}: {err})"
+        ) from err
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``skorchlite predict``: each image's class and probability from a saved model.
+
+    Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
+    and returns the exit status, as every verb does.
+    """
+    import csv
+
+    model_path = Path(args.model)
+    model = _load_model(args.model)
+    if not hasattr(model, "predict_proba"):
+        raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
+    proba = model.predict_proba(list(args.images))
+    classes = model.classes_
+    best = proba.argmax(1)
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "class", "probability", *(f"p_{c}" for c in classes)])
+        for path, k, row in zip(args.images, best, proba, strict=True):
+            writer.writerow([path, classes[k], f"{row[k]:.4f}", *(f"{p:.4f}" for p in row)])
+        return 0
+    width = max(len(p) for p in args.images)
+    for path, k, row in zip(args.images, best, proba, strict=True):
+        print(f"{path:{width}}  {classes[k]}  {row[k]:.3f}")
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    """``skorchlite explain``: the Grad-CAM overlay of one image as a PNG.
+
+    Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
+    and returns the exit status, as every verb does.
+    """
+    from ..backbones import list_backbones
+    from ..inspect._model import resolve_model
+    from ..inspect.gradcam import grad_cam
+
+    output = check_output_file(args.output, "-o", (".png",))
+    if Path(args.model).is_file():
+        if args.image_size is not None:
+            raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
+        try:
+            model = resolve_model(_load_model(args.model))
+        except (TypeError, ValueError) as err:
+            raise CommandError(f"{args.model!r}: {err}") from err
+    elif args.model in list_backbones():
+        model = resolve_model(args.model, args.image_size)
+    else:
+        raise CommandError(
+            f"{args.model!r} is neither a model file nor a backbone name (skorchlite backbones lists them)"
+        )
+    result = grad_cam(model, [args.image], args.target, layer=args.layer, path=output)
+    print(
+        f"{args.image}: predicted {result.predicted[0]} ({result.predicted_probability[0]:.3f}); "
+        f"Grad-CAM of {result.target[0]} ({result.target_probability[0]:.3f}) at layer {result.layer!r} "
+        f"written to {output}"
+    )
+    return 0

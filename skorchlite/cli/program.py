@@ -1,0 +1,182 @@
+"""The ``skorchlite`` program: its parser, and how a verb's outcome becomes an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..memory import keep_freed_memory
+from .backbones import backbones_command
+from .embed import embed_command
+from .evaluate import HEADS, evaluate_command
+from .finetune import finetune_command
+from .output import CommandError
+from .predict import explain_command, predict_command
+
+LAYER_HELP = (
+    "layer(s) to embed, pooled and concatenated: node names or shortcuts such as mid, stages, penultimate "
+    "(default; skorchlite backbones --layers NAME lists them)"
+)
+WEIGHTS_HELP = "DEFAULT, a weights member, a checkpoint path, or random-init (a baseline without pretraining)"
+
+
+def _at_least_two(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 folds, got {number}")
+    return number
+
+
+def _unfreeze(value: str) -> int | str:
+    return value if value == "all" else int(value)
+
+
+def _weights(value: str) -> str | None:
+    """``--weights``: ``random-init`` (or ``none``) is ``weights=None``."""
+    return None if value.lower() in ("random-init", "none") else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``skorchlite`` command line, one sub-command per verb.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Each verb's namespace holds ``run``, the function that runs it.
+    """
+    parser = argparse.ArgumentParser(prog="skorchlite", description="Transfer learning for images, with scikit-learn.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def verb(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress on a terminal, 2: always")
+        sub.set_defaults(run=run)
+        return sub
+
+    evaluate = verb(
+        "evaluate", evaluate_command, "cross-validate pretrained backbones + a classifier head on an image folder"
+    )
+    evaluate.add_argument("dir", nargs="?", help="one sub-folder per class (default: scikit-learn's digits)")
+    evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
+    evaluate.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
+    evaluate.add_argument("--head", choices=HEADS, default="logreg")
+    evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
+    evaluate.add_argument("--image-size", type=int, default=None)
+    evaluate.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
+    evaluate.add_argument(
+        "--group-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep duplicate images (find_duplicates) in one fold; on unless --no-group-duplicates",
+    )
+    evaluate.add_argument(
+        "--report",
+        metavar="OUT_DIR",
+        help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs",
+    )
+
+    embed = verb("embed", embed_command, "write the embeddings of an image folder to .npy, .csv or .parquet")
+    embed.add_argument("dir")
+    embed.add_argument("-o", "--output", required=True, help="features file: .npy, .csv or .parquet")
+    embed.add_argument("--index", help="for .npy: the .csv of paths and labels (default: same name; never replaced)")
+    embed.add_argument("--backbone", default="efficientnet_lite0")
+    embed.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
+    embed.add_argument("--image-size", type=int, default=None)
+    embed.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
+
+    finetune = verb("finetune", finetune_command, "fine-tune a backbone on an image folder and save the model")
+    finetune.add_argument("dir")
+    finetune.add_argument(
+        "-o", "--output", required=True, help="model file: .pt holds data only (safe to share), else a joblib pickle"
+    )
+    finetune.add_argument("--backbone", default="efficientnet_lite0")
+    finetune.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
+    finetune.add_argument("--unfreeze", type=_unfreeze, default=2, help="layer groups to train, or 'all'")
+    finetune.add_argument("--epochs", type=int, default=10)
+    finetune.add_argument("--freeze-epochs", type=int, default=1)
+    finetune.add_argument("--lr", type=float, default=1e-3)
+    finetune.add_argument("--image-size", type=int, default=None)
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--validation-fraction", type=float, default=0.1)
+    finetune.add_argument("--n-iter-no-change", type=int, default=None)
+    finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
+    finetune.add_argument("--random-state", type=int, default=0)
+    finetune.add_argument(
+        "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the learning curves PNG"
+    )
+    finetune.add_argument(
+        "--keep-partial", action="store_true", help="on Ctrl-C, still save the best complete epoch (exit status 130)"
+    )
+
+    predict = verb("predict", predict_command, "predict the class of images with a saved model")
+    predict.add_argument("model", help="model file (.joblib, .pt)")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
+
+    explain = verb(
+        "explain", explain_command, "Grad-CAM of a saved model (or a backbone's ImageNet classes) on one image"
+    )
+    explain.add_argument("model", help="model file (.joblib, .pt) or a backbone name for its ImageNet classes")
+    explain.add_argument("image")
+    explain.add_argument("-o", "--output", required=True, help="overlay PNG")
+    explain.add_argument("--target", help="class to explain (default: the predicted one)")
+    explain.add_argument("--layer", help="feature map (default: the last before pooling)")
+    explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
+
+    backbones = verb(
+        "backbones", backbones_command, "list every source's backbones and whether their weights are on this machine"
+    )
+    backbones.add_argument("--offline", action="store_true", help="only those that work offline")
+    backbones.add_argument("--layers", metavar="NAME", help="list the layer names and shortcuts of backbone NAME")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: Any = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, as the report shows it
+    try:
+        status = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        # The reader is gone (``skorchlite backbones | head``): stop quietly,
+        # as a Unix tool killed by SIGPIPE does.
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    except (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
+        if args.debug:
+            raise
+        print(f"skorchlite {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"skorchlite {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, or the interpreter's last flush at exit
+    reports the broken pipe again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def run() -> int:
+    """The ``skorchlite`` program: :func:`main` in a process that keeps
+    freed memory for the next batch (:func:`skorchlite.memory.keep_freed_memory`).
+
+    A program owns its process, so it may tune the allocator where a
+    library called from someone else's code may not.
+    """
+    keep_freed_memory()
+    return main()
