@@ -168,3 +168,29 @@ def test_mirror_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
     )
     with pytest.raises(ValueError, match="tta must be True or False"):
         PretrainedFeatureExtractor(tta="yes").fit()
+
+
+# ------------------------------------------------------------ the CLI verb
+def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from skorchlite.cli import main
+
+    X, y, _ = numbered_images(24)
+    for i, (image, label) in enumerate(zip(X, y, strict=True)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / label / f"{i}.png")
+    argv = ["compare", str(tmp_path), "--backbone", "efficientnet_lite0", "--no-finetune", "--cv", "2"]
+    assert main([*argv, "--inner-cv", "2", "--image-size", "40", "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "fold 1/2" not in out  # --verbose 0: the table only
+    table = out[out.index("strategy ") :].splitlines()
+    scores = [float(line.split()[-7]) for line in table[1:5]]  # balanced acc. ± std, acc. ± std, s
+    assert scores == sorted(scores, reverse=True) and "chosen on inner folds" in table[5]
+    assert table[-1].startswith("Use: efficientnet_lite0")
+    one = tmp_path / "one-class"
+    (one / "bright").mkdir(parents=True)
+    for path in list((tmp_path / "bright").iterdir())[:3]:
+        (one / "bright" / path.name).write_bytes(path.read_bytes())
+    assert main(["compare", str(one)]) == 1
+    assert "need at least two classes to compare strategies, found 1" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..memory import keep_freed_memory
 from .backbones import backbones_command
+from .compare import compare_command
 from .embed import embed_command
 from .evaluate import HEADS, evaluate_command
 from .finetune import finetune_command
@@ -80,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         metavar="OUT_DIR",
         help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs",
+    )
+
+    compare = verb(
+        "compare",
+        compare_command,
+        "rank frozen-feature and fine-tuning strategies on an image folder, every choice made on inner folds",
+    )
+    compare.add_argument("dir", help="one sub-folder per class")
+    compare.add_argument("--backbone", nargs="+", default=None, help="backbones (default: every offline one)")
+    compare.add_argument("--cv", type=_at_least_two, default=5, help="outer grouped folds (default 5)")
+    compare.add_argument("--inner-cv", type=_at_least_two, default=3, help="inner grouped folds (default 3)")
+    compare.add_argument("--image-size", type=int, default=None)
+    compare.add_argument(
+        "--finetune",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include fine-tuning (minutes per fold on a CPU); on unless --no-finetune",
+    )
+    compare.add_argument(
+        "--group-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep duplicate images (find_duplicates) in one fold; on unless --no-group-duplicates",
     )
 
     embed = verb("embed", embed_command, "write the embeddings of an image folder to .npy, .csv or .parquet")

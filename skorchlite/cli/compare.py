@@ -1,0 +1,34 @@
+"""``skorchlite compare``: every transfer-learning strategy on one folder, nested and grouped."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .inputs import class_table, load_folder
+from .output import CommandError
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """``skorchlite compare DIR``: :func:`skorchlite.strategies.compare_strategies` on a folder.
+
+    Prints a line per strategy and outer fold as it finishes, then the
+    ranked table and which strategy to use.
+    """
+    from ..strategies import compare_strategies, default_strategies
+
+    X, y = load_folder(args.dir)
+    print(class_table(y))
+    if len(np.unique(y)) < 2:
+        raise CommandError(f"need at least two classes to compare strategies, found {len(np.unique(y))}")
+    try:
+        strategies = default_strategies(args.backbone, finetune=args.finetune, image_size=args.image_size)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+    groups = "duplicates" if args.group_duplicates else None
+    log = print if args.verbose else None
+    result = compare_strategies(X, y, strategies, groups=groups, cv=args.cv, inner_cv=args.inner_cv, log=log)
+    print()
+    print(result)
+    return 0
