@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 
+from .augmentation import default_augmentation
 from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
 from .engine import ImageStore, autocast, check_precision, decode_workers, embed, resolve_device
 from .extractor import PretrainedFeatureExtractor
@@ -32,7 +33,6 @@ from .memory import freed_memory_kept
 from .persistence import load_model_state, save_model_state
 from .progress import progress_bar
 from .training import (
-    default_augmentation,
     fold_frozen_batchnorm,
     make_optimizer,
     make_schedule,
@@ -138,7 +138,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         applied to each RGB PIL image as decoded once and kept in memory
         (its shorter side resized to the preprocessing's resize size, up to
         :data:`skorchlite.engine.DECODED_MEMORY_BYTES` for the whole set):
-        ``"default"`` (:class:`~skorchlite.training.DefaultAugmentation`:
+        ``"default"`` (:class:`~skorchlite.augmentation.DefaultAugmentation`:
         random resized crop, horizontal flip, small colour jitter, run in
         the decoding threads), ``None``, or any callable taking and
         returning a PIL image, such as a torchvision transform (run in the
