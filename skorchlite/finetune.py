@@ -8,18 +8,15 @@ import math
 import numbers
 import os
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils import TransformerTags, check_random_state
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
 from .augmentation import default_augmentation
@@ -29,6 +26,7 @@ from .extractor import PretrainedFeatureExtractor
 from .images import Sample, check_images
 from .inputs import NetworkInputs
 from .persistence import load_model_state, save_model_state
+from .targets import check_labels, loss_weights, validation_split
 from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 
 __all__ = ["FineTuneClassifier"]
@@ -415,7 +413,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}."
                 )
         else:
-            labels = np.unique(y if classes is None else _check_labels(classes, "classes"))
+            labels = np.unique(y if classes is None else check_labels(classes, "classes", type(self).__name__))
             if len(labels) < 2:
                 raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
             unknown = set(np.unique(y)) - set(labels)
@@ -471,7 +469,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         try:
             self._check_params()
             samples = check_images(X)
-            y = _check_labels(y, "y")
+            y = check_labels(y, "y", type(self).__name__)
             if len(samples) != len(y):
                 raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
             if warm:
@@ -482,8 +480,17 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
             device = resolve_device(self.device)
             seed = self._seed()
-            train, valid = self._split(target, seed)
-            weight = self._loss_weights(sample_weight, target, train, valid, continuing=partial and warm)
+            train, valid = validation_split(target, self.validation_fraction, seed)
+            # A partial_fit series keeps its first call's scale: see loss_weights.
+            weight, self.weight_scale_ = loss_weights(
+                sample_weight,
+                target,
+                self.classes_,
+                self.class_weight,
+                train,
+                valid,
+                scale=self.weight_scale_ if partial and warm else None,
+            )
 
             rng_scope = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
             with rng_scope:
@@ -539,23 +546,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = result.best_epoch
 
     def _training_config(self, phases: tuple[Phase, ...]) -> TrainingConfig:
-        return TrainingConfig(
-            phases=phases,
-            layer_groups=tuple(tuple(group) for group in self.layer_groups_),
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr_decay=self.lr_decay,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            schedule=self.schedule,
-            warmup=self.warmup,
-            batchnorm=self.batchnorm,
-            label_smoothing=self.label_smoothing,
-            n_iter_no_change=self.n_iter_no_change,
-            precision=self.precision,
-            compile=self.compile,
-            verbose=self.verbose,
-        )
+        # Its other fields are the parameters of the same names; layer_groups
+        # is the fitted network's (layer_groups_), never the parameter.
+        params = self.get_params(deep=False)
+        named = {f.name: params[f.name] for f in fields(TrainingConfig) if f.name not in ("phases", "layer_groups")}
+        return TrainingConfig(phases=phases, layer_groups=tuple(tuple(group) for group in self.layer_groups_), **named)
 
     def _inputs(
         self, samples: list[Sample], device: torch.device, target: Any = None, weight: Any = None
@@ -594,57 +589,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
         )
 
-    def _loss_weights(
-        self, sample_weight: np.ndarray, target: np.ndarray, train: np.ndarray, valid: np.ndarray, continuing: bool
-    ) -> np.ndarray:
-        """Per-sample weights of the loss: sample_weight times class_weight,
-        scaled to mean 1 over the training rows (see ``weighted_loss``).
-
-        The scale is that of the first ``fit``/``partial_fit`` call when
-        ``continuing`` a ``partial_fit`` series, so that a later chunk's
-        weights count as much as they say against the earlier ones.
-        """
-        weight = sample_weight.astype(np.float64)
-        if self.class_weight is not None:
-            # "balanced" counts the training rows: those the loss sees.
-            labels = self.classes_[target[train]]
-            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
-            bad = [c for c, w in zip(self.classes_, per_class, strict=True) if not (np.isfinite(w) and w >= 0)]
-            if bad:
-                raise ValueError(
-                    f"class_weight must give every class a finite weight >= 0; class {bad[0]!r} gets "
-                    f"{per_class[list(self.classes_).index(bad[0])]!r}."
-                )
-            weight = weight * per_class[target]
-        for rows, name in [(train, "training"), (valid, "validation")]:
-            if len(rows) and not weight[rows].sum() > 0:
-                raise ValueError(
-                    f"The {len(rows)} {name} rows have zero total weight (sample_weight times class_weight), so "
-                    f"their loss is undefined; give weight to more samples"
-                    + (", or set validation_fraction=0." if name == "validation" else ".")
-                )
-        if not continuing:
-            self.weight_scale_ = float(weight[train].mean())
-        return (weight / self.weight_scale_).astype(np.float32)
-
     def _init_model(self, n_classes: int) -> None:
         backbone = self._backbone(copy_model=True)
         head = nn.Linear(backbone.embedding_dim, n_classes)
         self.model_ = nn.Sequential(backbone.model, head)
         self.layer_groups_ = backbone.layer_groups
         self._network_key_ = self._network_key()
-
-    def _split(self, target: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-        indices = np.arange(len(target))
-        if not self.validation_fraction:
-            return indices, indices[:0]
-        try:
-            return train_test_split(indices, test_size=self.validation_fraction, stratify=target, random_state=seed)
-        except ValueError as err:
-            raise ValueError(
-                f"Cannot hold out a stratified validation_fraction={self.validation_fraction} ({err}); "
-                "lower it, set it to 0, or give more images per class."
-            ) from err
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -816,24 +766,3 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
         return clf
-
-
-def _check_labels(y: Any, name: str) -> np.ndarray:
-    """Labels as a 1-D array of one type, as scikit-learn's classifiers take them."""
-    if y is None:
-        raise ValueError(f"FineTuneClassifier requires {name} to be passed, but the target {name} is None.")
-    # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
-    kinds = {}
-    for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
-        if label is None:
-            raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
-        kind = (
-            "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
-        )
-        kinds.setdefault(kind, i)
-    if len(kinds) > 1:
-        found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())
-        raise TypeError(f"{name} mixes label types: {found}. Labels must be all strings or all numbers.")
-    y = column_or_1d(y, warn=True)
-    check_classification_targets(y)
-    return y
