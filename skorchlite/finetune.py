@@ -525,8 +525,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self._keep_trained(result, learned)
         if result.interrupted:
             warnings.warn(
-                f"Training interrupted after epoch {self.history_[-1]['epoch']}; the estimator keeps the weights "
-                f"of epoch {self.best_epoch_} and can predict.",
+                f"Training interrupted after epoch {result.history[-1]['epoch']}; the estimator keeps the weights "
+                f"of epoch {result.best_epoch} and can predict.",
                 RuntimeWarning,
                 stacklevel=3,
             )
