@@ -7,51 +7,33 @@ import copy
 import math
 import numbers
 import os
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils import TransformerTags, check_random_state
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
+from .augmentation import default_augmentation
 from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
-from .engine import ImageStore, autocast, check_precision, decode_workers, embed, resolve_device
+from .engine import autocast, check_precision, decode_workers, embed, resolve_device
 from .extractor import PretrainedFeatureExtractor
-from .images import check_images
-from .memory import freed_memory_kept
+from .images import Sample, check_images
+from .inputs import NetworkInputs
 from .persistence import load_model_state, save_model_state
-from .progress import progress_bar
-from .training import (
-    default_augmentation,
-    fold_frozen_batchnorm,
-    make_optimizer,
-    make_schedule,
-    set_trainable,
-    weighted_loss,
-)
+from .targets import check_labels, loss_weights, validation_split
+from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 
 __all__ = ["FineTuneClassifier"]
 
 _OPTIMIZERS = ("adamw", "sgd")
 _SCHEDULES = ("onecycle", "cosine", None)
 _BATCHNORM = ("eval", "train")
-
-
-class _Phase:
-    """One stage of training: which groups learn, for how many epochs, at what rate."""
-
-    def __init__(self, name: str, n_unfrozen: int, epochs: int, lr: float):
-        self.name, self.n_unfrozen, self.epochs, self.lr = name, n_unfrozen, epochs, lr
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -138,7 +120,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         applied to each RGB PIL image as decoded once and kept in memory
         (its shorter side resized to the preprocessing's resize size, up to
         :data:`skorchlite.engine.DECODED_MEMORY_BYTES` for the whole set):
-        ``"default"`` (:class:`~skorchlite.training.DefaultAugmentation`:
+        ``"default"`` (:class:`~skorchlite.augmentation.DefaultAugmentation`:
         random resized crop, horizontal flip, small colour jitter, run in
         the decoding threads), ``None``, or any callable taking and
         returning a PIL image, such as a torchvision transform (run in the
@@ -431,7 +413,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}."
                 )
         else:
-            labels = np.unique(y if classes is None else _check_labels(classes, "classes"))
+            labels = np.unique(y if classes is None else check_labels(classes, "classes", type(self).__name__))
             if len(labels) < 2:
                 raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
             unknown = set(np.unique(y)) - set(labels)
@@ -487,7 +469,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         try:
             self._check_params()
             samples = check_images(X)
-            y = _check_labels(y, "y")
+            y = check_labels(y, "y", type(self).__name__)
             if len(samples) != len(y):
                 raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
             if warm:
@@ -498,8 +480,17 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
             device = resolve_device(self.device)
             seed = self._seed()
-            train, valid = self._split(target, seed)
-            weight = self._loss_weights(sample_weight, target, train, valid, continuing=partial and warm)
+            train, valid = validation_split(target, self.validation_fraction, seed)
+            # A partial_fit series keeps its first call's scale: see loss_weights.
+            weight, self.weight_scale_ = loss_weights(
+                sample_weight,
+                target,
+                self.classes_,
+                self.class_weight,
+                train,
+                valid,
+                scale=self.weight_scale_ if partial and warm else None,
+            )
 
             rng_scope = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
             with rng_scope:
@@ -511,59 +502,92 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 # The backbone stays pristine only while no fit ever unfroze it.
                 pristine = not warm or self._embedding_mode_
                 self._embedding_mode_ = pristine and n_unfrozen == 0 and self.augment is None
-                phases = []
-                if n_unfrozen and head_warmup and self.freeze_epochs:
-                    phases.append(_Phase("head", 0, self.freeze_epochs, self.lr))
-                phases.append(
-                    _Phase(
-                        "fine-tune" if n_unfrozen else "head", n_unfrozen, epochs, self.lr / 2 if phases else self.lr
-                    )
+                phases = fine_tune_phases(
+                    n_unfrozen, epochs, freeze_epochs=self.freeze_epochs if head_warmup else 0, lr=self.lr
                 )
-                data = _Data(self, samples, target, weight, device)
-                trainer = _Trainer(self, data, train, valid, device)
-                trainer.run(phases)
-        except BaseException:
-            if trainer is None or not trainer.epochs_done:
-                # A fit that trained no epoch leaves the estimator as it was
-                # (unfitted before the first fit), never half-set.
-                for key in [k for k in vars(self) if k.endswith("_")]:
-                    delattr(self, key)
-                vars(self).update(learned)
+                inputs = self._inputs(samples, device, target=target, weight=weight)
+                config = self._training_config(phases)
+                trainer = Trainer(self.model_, inputs, train, valid, config, device, len(self.history_) + 1)
+                result = trainer.run()
+        except BaseException as err:
+            result = None if trainer is None else trainer.result
+            self._keep_trained(result, learned)
+            if isinstance(err, FloatingPointError) and result is not None:
+                kept = (
+                    f"the estimator keeps the weights of epoch {result.best_epoch}"
+                    if result.history
+                    else "no epoch of this fit completed, so the estimator is left as it was before fit"
+                )
+                raise FloatingPointError(
+                    f"{err}; {kept}. Lower lr, or check the images and sample weights."
+                ) from err.__cause__
             raise
+        self._keep_trained(result, learned)
+        if result.interrupted:
+            warnings.warn(
+                f"Training interrupted after epoch {result.history[-1]['epoch']}; the estimator keeps the weights "
+                f"of epoch {result.best_epoch} and can predict.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return self
 
-    def _loss_weights(
-        self, sample_weight: np.ndarray, target: np.ndarray, train: np.ndarray, valid: np.ndarray, continuing: bool
-    ) -> np.ndarray:
-        """Per-sample weights of the loss: sample_weight times class_weight,
-        scaled to mean 1 over the training rows (see ``weighted_loss``).
+    def _keep_trained(self, result: TrainingResult | None, learned: dict[str, Any]) -> None:
+        """Take the epochs a run completed and the one whose weights the model
+        holds. A fit that completed none leaves the estimator with its fitted
+        attributes as they were (``learned``): unfitted before the first fit,
+        never half-set."""
+        if result is None or not result.history:
+            for key in [k for k in vars(self) if k.endswith("_")]:
+                delattr(self, key)
+            vars(self).update(learned)
+            return
+        self.history_.extend(result.history)
+        self.best_epoch_ = result.best_epoch
 
-        The scale is that of the first ``fit``/``partial_fit`` call when
-        ``continuing`` a ``partial_fit`` series, so that a later chunk's
-        weights count as much as they say against the earlier ones.
-        """
-        weight = sample_weight.astype(np.float64)
-        if self.class_weight is not None:
-            # "balanced" counts the training rows: those the loss sees.
-            labels = self.classes_[target[train]]
-            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
-            bad = [c for c, w in zip(self.classes_, per_class, strict=True) if not (np.isfinite(w) and w >= 0)]
-            if bad:
-                raise ValueError(
-                    f"class_weight must give every class a finite weight >= 0; class {bad[0]!r} gets "
-                    f"{per_class[list(self.classes_).index(bad[0])]!r}."
-                )
-            weight = weight * per_class[target]
-        for rows, name in [(train, "training"), (valid, "validation")]:
-            if len(rows) and not weight[rows].sum() > 0:
-                raise ValueError(
-                    f"The {len(rows)} {name} rows have zero total weight (sample_weight times class_weight), so "
-                    f"their loss is undefined; give weight to more samples"
-                    + (", or set validation_fraction=0." if name == "validation" else ".")
-                )
-        if not continuing:
-            self.weight_scale_ = float(weight[train].mean())
-        return (weight / self.weight_scale_).astype(np.float32)
+    def _training_config(self, phases: tuple[Phase, ...]) -> TrainingConfig:
+        # Its other fields are the parameters of the same names; layer_groups
+        # is the fitted network's (layer_groups_), never the parameter.
+        params = self.get_params(deep=False)
+        named = {f.name: params[f.name] for f in fields(TrainingConfig) if f.name not in ("phases", "layer_groups")}
+        return TrainingConfig(phases=phases, layer_groups=tuple(tuple(group) for group in self.layer_groups_), **named)
+
+    def _inputs(
+        self, samples: list[Sample], device: torch.device, target: Any = None, weight: Any = None
+    ) -> NetworkInputs:
+        """The network's inputs for ``samples`` (with the rows' ``target`` and
+        loss ``weight`` when training): embeddings in embedding mode."""
+        backbone = self._backbone()
+        preprocessing = backbone.preprocessing.resized(self.image_size)
+        return NetworkInputs(
+            samples,
+            preprocessing,
+            batch_size=self.batch_size,
+            device=device,
+            workers=decode_workers(self.num_workers),
+            augment=default_augmentation(preprocessing) if self.augment == "default" else self.augment,
+            extractor=self._extractor(backbone) if self._embedding_mode_ else None,
+            target=target,
+            weight=weight,
+        )
+
+    def _extractor(self, backbone: Backbone) -> PretrainedFeatureExtractor:
+        """The extractor whose embeddings the head reads in embedding mode, and its cache."""
+        source, weights, preprocessing = self.backbone, self.weights, self.preprocessing
+        if weights is None:  # a random initialisation seeded by random_state, which the extractor lacks
+            source, weights, preprocessing = backbone.model, "DEFAULT", backbone.preprocessing
+        return PretrainedFeatureExtractor(
+            backbone=source,
+            weights=weights,
+            preprocessing=preprocessing,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            device=self.device,
+            precision=self.precision,
+            num_workers=self.num_workers,
+            cache=self.cache,
+            verbose=self.verbose,
+        )
 
     def _init_model(self, n_classes: int) -> None:
         backbone = self._backbone(copy_model=True)
@@ -571,18 +595,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = nn.Sequential(backbone.model, head)
         self.layer_groups_ = backbone.layer_groups
         self._network_key_ = self._network_key()
-
-    def _split(self, target: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-        indices = np.arange(len(target))
-        if not self.validation_fraction:
-            return indices, indices[:0]
-        try:
-            return train_test_split(indices, test_size=self.validation_fraction, stratify=target, random_state=seed)
-        except ValueError as err:
-            raise ValueError(
-                f"Cannot hold out a stratified validation_fraction={self.validation_fraction} ({err}); "
-                "lower it, set it to 0, or give more images per class."
-            ) from err
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -600,11 +612,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self._check_network_unchanged("predict")
         samples = check_images(X)
         device = resolve_device(self.device)
-        data = _Data(self, samples, None, None, device)
+        inputs = self._inputs(samples, device)
         model = self.model_.to(device, memory_format=torch.channels_last).eval()
         out = np.empty((len(samples), len(self.classes_)), dtype=np.float32)
         with torch.inference_mode(), autocast(device, self.precision):
-            for rows, logits in data.logits(model, np.arange(len(samples)), tta=self.tta):
+            for rows, logits in inputs.logits(model, np.arange(len(samples)), tta=self.tta):
                 out[rows] = logits.softmax(1).float().cpu().numpy()
         return out
 
@@ -754,321 +766,3 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
         return clf
-
-
-class _Data:
-    """Turns row indices into network inputs: embeddings (head-only mode)
-    or decoded, augmented, preprocessed image tensors from the engine."""
-
-    def __init__(self, clf: FineTuneClassifier, samples: list, target: Any, weight: Any, device: torch.device):
-        self.clf, self.samples, self.device = clf, samples, device
-        self.target = None if target is None else torch.as_tensor(target)
-        self.weight = None if weight is None else torch.as_tensor(weight)
-        preprocessing = clf._backbone().preprocessing.resized(clf.image_size)
-        augment = clf.augment
-        self.augment = default_augmentation(preprocessing) if augment == "default" else augment
-        self.images = ImageStore(samples, preprocessing, decode_workers(clf.num_workers))
-        self._embeddings: torch.Tensor | None = None
-
-    def embeddings(self) -> torch.Tensor:
-        if self._embeddings is None:
-            backbone, weights, preprocessing = self.clf.backbone, self.clf.weights, self.clf.preprocessing
-            if weights is None:  # a random initialisation seeded by random_state, which the extractor lacks
-                resolved = self.clf._backbone()
-                backbone, weights, preprocessing = resolved.model, "DEFAULT", resolved.preprocessing
-            extractor = PretrainedFeatureExtractor(
-                backbone=backbone,
-                weights=weights,
-                preprocessing=preprocessing,
-                image_size=self.clf.image_size,
-                batch_size=self.clf.batch_size,
-                device=self.clf.device,
-                precision=self.clf.precision,
-                num_workers=self.clf.num_workers,
-                cache=self.clf.cache,
-                verbose=self.clf.verbose,
-            )
-            self._embeddings = torch.from_numpy(extractor.fit_transform(self.samples)).to(self.device)
-        return self._embeddings
-
-    def batches(
-        self, indices: np.ndarray, train: bool, embeddings: bool, seeds: list[int] | None = None
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """(rows, inputs) in the order of ``indices``: embeddings for the
-        head, or preprocessed images for the whole network (augmented when
-        ``train``, with ``seeds[k]`` drawing row ``indices[k]``'s changes)."""
-        size = self.clf.batch_size
-        if embeddings:
-            for start in range(0, len(indices), size):
-                rows = indices[start : start + size]
-                yield rows, self.embeddings()[torch.as_tensor(rows, device=self.device)]
-            return
-        augment = self.augment if train else None
-        yield from self.images.batches(indices.tolist(), size, self.device, augment=augment, seeds=seeds)
-
-    def logits(
-        self, model: nn.Sequential, indices: np.ndarray, tta: bool = False
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        if self.clf._embedding_mode_ and not tta:
-            for rows, features in self.batches(indices, train=False, embeddings=True):
-                yield rows, model[1](features)
-            return
-        for rows, images in self.batches(indices, train=False, embeddings=False):
-            logits = model(images)
-            if tta:
-                logits = (logits.softmax(1) + model(images.flip(3)).softmax(1)).div(2).log()
-            yield rows, logits
-
-
-class _Trainer:
-    """The epoch loop of one ``fit``: phases, validation, best weights,
-    early stopping, non-finite values and Ctrl-C.
-
-    Whatever stops training early (an exception, Ctrl-C) leaves the model
-    with the best weights of the epochs this fit completed; when it completed
-    none, with the weights it started from.
-    """
-
-    def __init__(
-        self, clf: FineTuneClassifier, data: _Data, train: np.ndarray, valid: np.ndarray, device: torch.device
-    ):
-        self.clf, self.data, self.train, self.valid, self.device = clf, data, train, valid, device
-        self.model: nn.Sequential = clf.model_.to(device, memory_format=torch.channels_last)
-        self.generator = torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,)).item())
-        )  # drawn from the (seeded) global stream, so random_state fixes shuffling too
-        # The validation loss is the weighted mean over the whole validation set.
-        self.valid_weight = float(data.weight[torch.as_tensor(valid)].sum())
-        self.best_loss = np.inf
-        self.best_epoch = 0
-        self.network: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.good_state = self._snapshot()
-        self.good_epoch = clf.best_epoch_ if clf.history_ else 0  # the epoch good_state holds
-        self.epochs_done = 0
-        self.stale = 0
-
-    def _snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def run(self, phases: list[_Phase]) -> None:
-        clf = self.clf
-        try:
-            with freed_memory_kept():  # across epochs: one setting for the whole fit
-                for phase in phases:
-                    if self._run_phase(phase):
-                        break
-        except KeyboardInterrupt:
-            self._restore()
-            if not self.epochs_done:
-                raise  # nothing trained: fit leaves the estimator as it was
-            epoch = clf.history_[-1]["epoch"]
-            warnings.warn(
-                f"Training interrupted after epoch {epoch}; the estimator keeps the weights of epoch "
-                f"{clf.best_epoch_} and can predict.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return
-        except FloatingPointError as err:
-            self._restore()
-            kept = (
-                f"the estimator keeps the weights of epoch {clf.best_epoch_}"
-                if self.epochs_done
-                else "no epoch of this fit completed, so the estimator is left as it was before fit"
-            )
-            raise FloatingPointError(
-                f"{err}; {kept}. Lower lr, or check the images and sample weights."
-            ) from err.__cause__
-        except BaseException:
-            self._restore()
-            raise
-        self._restore()
-
-    def _restore(self) -> None:
-        """Hold the best epoch's weights (by validation loss), else the last good ones."""
-        state = self.best_state if self.best_state is not None else self.good_state
-        self.model.load_state_dict(state)
-        # best_epoch is of this fit: history_ may hold earlier fits' epochs.
-        self.clf.best_epoch_ = self.best_epoch if self.best_state is not None else self.good_epoch
-
-    def _diverged(self, what: str, epoch: int, lr: float) -> FloatingPointError:
-        return FloatingPointError(f"The {what} in epoch {epoch} at learning rate {lr:.3g}")
-
-    def _run_phase(self, phase: _Phase) -> bool:
-        """Train one phase; True when early stopping ends the whole fit."""
-        clf, body, head = self.clf, self.model[0], self.model[1]
-        in_eval = set_trainable(body, clf.layer_groups_, phase.n_unfrozen, batchnorm=clf.batchnorm)
-        optimizer = make_optimizer(
-            head,
-            body,
-            clf.layer_groups_,
-            phase.n_unfrozen,
-            name=clf.optimizer,
-            lr=phase.lr,
-            lr_decay=clf.lr_decay,
-            weight_decay=clf.weight_decay,
-            momentum=clf.momentum,
-        )
-        steps = -(-len(self.train) // clf.batch_size)
-        schedule = make_schedule(optimizer, clf.schedule, steps * phase.epochs, clf.warmup)
-        for _ in range(phase.epochs):
-            epoch = len(clf.history_) + 1
-            start = time.perf_counter()
-            train_loss, lr = self._train_epoch(epoch, optimizer, schedule, in_eval, phase.n_unfrozen)
-            # The last step's weights meet no loss of this epoch: check them here.
-            if not _all_finite(t for t in self.model.state_dict().values() if t.is_floating_point()):
-                raise self._diverged("weights became non-finite (inf or NaN)", epoch, lr)
-            record = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss}
-            record.update(self._validate())
-            if len(self.valid) and not math.isfinite(record["valid_loss"]):
-                raise self._diverged(f"validation loss became {record['valid_loss']}", epoch, lr)
-            if not len(self.valid) and not self._outputs_finite():
-                raise self._diverged("network's outputs became non-finite (finite weights too large)", epoch, lr)
-            record["lr"] = lr
-            record["seconds"] = time.perf_counter() - start
-            clf.history_.append(record)
-            self.good_state, self.good_epoch = self._snapshot(), epoch
-            self.epochs_done += 1
-            if clf.verbose:
-                print(_format_epoch(record), flush=True)
-            if len(self.valid):
-                if record["valid_loss"] < self.best_loss:
-                    self.best_loss, self.best_state, self.stale = record["valid_loss"], self.good_state, 0
-                    self.best_epoch = epoch
-                else:
-                    self.stale += 1
-                    if clf.n_iter_no_change is not None and self.stale >= clf.n_iter_no_change:
-                        if clf.verbose:
-                            print(f"Early stopping: no better validation loss for {self.stale} epochs.")
-                        return True
-        return False
-
-    def _training_network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The network of the training steps, built once per fit: the model
-        with frozen-statistics BatchNorm folded into its convolutions
-        (sharing its parameters), compiled when asked."""
-        if self.network is None:
-            self.network = fold_frozen_batchnorm(self.model)
-            if self.clf.compile:
-                self.network = torch.compile(self.network)
-        return self.network
-
-    def _train_epoch(
-        self, epoch: int, optimizer: Any, schedule: Any, in_eval: list[nn.Module], n_unfrozen: int
-    ) -> tuple[float, float]:
-        """One pass over the training rows: (mean loss, head lr of the last step)."""
-        clf, data = self.clf, self.data
-        self.model.train()
-        for module in in_eval:
-            module.eval()  # frozen (and, by default, every) BatchNorm keeps its running statistics
-        order = self.train[torch.randperm(len(self.train), generator=self.generator).numpy()]
-        # One seed per image, drawn in order: augmentation in any number of threads repeats.
-        seeds = torch.randint(0, 2**62, (len(order),), generator=self.generator).tolist()
-        head = self.model[1]
-        forward: Callable[[torch.Tensor], torch.Tensor]
-        if clf._embedding_mode_:
-            forward = head
-        elif n_unfrozen == 0:
-            body = self.model[0]
-
-            def forward(x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():  # a frozen body needs no graph
-                    features = body(x)
-                return head(features)
-        else:
-            forward = self._training_network()
-        total, count, last_lr = 0.0, 0, 0.0
-        # A bar only where an epoch is long enough to wait for.
-        progress = progress_bar(len(order), clf.verbose, f"epoch {epoch}", min_total=256)
-        try:
-            for rows, inputs in data.batches(order, train=True, embeddings=clf._embedding_mode_, seeds=seeds):
-                target = data.target[rows].to(self.device)
-                weight = data.weight[rows].to(self.device)
-                with autocast(self.device, clf.precision):
-                    # Divided by the rows, not the batch's weight sum: see weighted_loss.
-                    loss = weighted_loss(forward(inputs), target, weight, clf.label_smoothing) / len(rows)
-                if not torch.isfinite(loss):
-                    raise self._diverged(f"training loss became {loss.item()}", epoch, optimizer.param_groups[0]["lr"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._step(optimizer, epoch)
-                last_lr = optimizer.param_groups[0]["lr"]
-                schedule.step()
-                total += loss.item() * len(rows)
-                count += len(rows)
-                progress.update(len(rows))
-        finally:
-            progress.close()
-        return total / count, last_lr
-
-    def _step(self, optimizer: Any, epoch: int) -> None:
-        lr = optimizer.param_groups[0]["lr"]
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not _all_finite(p.grad for p in params):
-            raise self._diverged("gradients became non-finite (inf or NaN)", epoch, lr)
-        try:
-            optimizer.step()
-        except RuntimeError as err:
-            # torch's float32 optimisers refuse a step size beyond float32's range.
-            if "overflow" not in str(err):
-                raise
-            raise self._diverged(f"optimizer step overflowed ({err})", epoch, lr) from err
-
-    def _outputs_finite(self) -> bool:
-        """Whether the weights now held give finite logits on one training
-        batch: without validation, nothing else evaluates the last step's."""
-        self.model.eval()
-        with torch.inference_mode():
-            return all(
-                bool(logits.isfinite().all())
-                for _, logits in self.data.logits(self.model, self.train[: self.clf.batch_size])
-            )
-
-    def _validate(self) -> dict[str, float]:
-        if not len(self.valid):
-            return {"valid_loss": float("nan"), "valid_accuracy": float("nan")}
-        self.model.eval()
-        data, clf = self.data, self.clf
-        loss, correct = 0.0, 0
-        with torch.inference_mode(), autocast(self.device, clf.precision):
-            for rows, logits in data.logits(self.model, self.valid):
-                target = data.target[rows].to(self.device)
-                weight = data.weight[rows].to(self.device)
-                loss += weighted_loss(logits.float(), target, weight, clf.label_smoothing).item()
-                correct += int((logits.argmax(1) == target).sum())
-        return {"valid_loss": loss / self.valid_weight, "valid_accuracy": correct / len(self.valid)}
-
-
-def _all_finite(tensors: Iterator[torch.Tensor]) -> bool:
-    flags = [t.isfinite().all() for t in tensors]
-    return bool(torch.stack(flags).all()) if flags else True  # one device sync, not one per tensor
-
-
-def _check_labels(y: Any, name: str) -> np.ndarray:
-    """Labels as a 1-D array of one type, as scikit-learn's classifiers take them."""
-    if y is None:
-        raise ValueError(f"FineTuneClassifier requires {name} to be passed, but the target {name} is None.")
-    # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
-    kinds = {}
-    for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
-        if label is None:
-            raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
-        kind = (
-            "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
-        )
-        kinds.setdefault(kind, i)
-    if len(kinds) > 1:
-        found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())
-        raise TypeError(f"{name} mixes label types: {found}. Labels must be all strings or all numbers.")
-    y = column_or_1d(y, warn=True)
-    check_classification_targets(y)
-    return y
-
-
-def _format_epoch(record: dict[str, Any]) -> str:
-    return (
-        f"epoch {record['epoch']:3d} {record['phase']:>9}  train_loss {record['train_loss']:.4f}  "
-        f"valid_loss {record['valid_loss']:.4f}  valid_acc {record['valid_accuracy']:.3f}  "
-        f"lr {record['lr']:.2e}  {record['seconds']:.1f}s"
-    )

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
-from skorchlite import finetune as finetune_module
 from skorchlite.backbones import get_backbone
 from skorchlite.cli import main
+from skorchlite.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--image-size", "64", "--verbose", "0"]
@@ -58,14 +58,14 @@ def _one_line_error(capsys, *needles: str) -> str:
 
 def _ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
     """A real SIGINT (as Ctrl-C sends) in the middle of training epoch ``epoch``."""
-    train_epoch = finetune_module._Trainer._train_epoch
+    train_epoch = Trainer._train_epoch
 
     def interrupted(self, number, *args, **kwargs):
         if number == epoch:
             signal.raise_signal(signal.SIGINT)
         return train_epoch(self, number, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_module._Trainer, "_train_epoch", interrupted)
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
 
 
 # -- point 5: only the named paths; Ctrl-C ---------------------------------------

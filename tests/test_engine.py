@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor, engine
+from skorchlite.augmentation import default_augmentation
 from skorchlite.backbones import get_backbone
 from skorchlite.engine import (
     ImageStore,
@@ -23,7 +24,6 @@ from skorchlite.engine import (
 )
 from skorchlite.images import check_images, content_key, load_rgb
 from skorchlite.inspect import resolve_model
-from skorchlite.training import default_augmentation
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, (10, 48, 40, 3), dtype=np.uint8)

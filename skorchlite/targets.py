@@ -1,0 +1,175 @@
+"""What a classifier learns beside its images: labels checked as
+scikit-learn's classifiers take them, per-sample loss weights, and the
+stratified validation split."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+__all__ = ["check_labels", "loss_weights", "validation_split"]
+
+
+def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
+    """Labels as a 1-D array of one type, as scikit-learn's classifiers take them.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,) or (n_samples, 1)
+        All strings or all numbers; a column is flattened with a warning.
+    name : str
+        How errors name ``y``.
+    estimator_name : str
+        How the error for a missing ``y`` names the estimator.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        When ``y`` or one of its labels is missing, or it is no classification target.
+    TypeError
+        When strings and numbers are mixed.
+
+    Examples
+    --------
+    >>> check_labels(["cat", "dog"], "y", "FineTuneClassifier")
+    array(['cat', 'dog'], dtype='<U3')
+    >>> check_labels(["cat", 1], "y", "FineTuneClassifier")
+    Traceback (most recent call last):
+    ...
+    TypeError: y mixes label types: str (first at 0), number (first at 1). Labels must be all strings or all numbers.
+    """
+    if y is None:
+        raise ValueError(f"{estimator_name} requires {name} to be passed, but the target {name} is None.")
+    # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
+    kinds = {}
+    for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
+        if label is None:
+            raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
+        kind = (
+            "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
+        )
+        kinds.setdefault(kind, i)
+    if len(kinds) > 1:
+        found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())
+        raise TypeError(f"{name} mixes label types: {found}. Labels must be all strings or all numbers.")
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    return y
+
+
+def loss_weights(
+    sample_weight: np.ndarray,
+    target: np.ndarray,
+    classes: np.ndarray,
+    class_weight: Any,
+    train: np.ndarray,
+    valid: np.ndarray,
+    scale: float | None = None,
+) -> tuple[np.ndarray, float]:
+    """Per-sample weights of the loss: ``sample_weight`` times
+    ``class_weight``, divided by their mean over the training rows (see
+    :func:`skorchlite.training.weighted_loss`).
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,)
+        Non-negative.
+    target : ndarray of int, shape (n_samples,)
+        Each sample's index in ``classes``.
+    classes : ndarray
+    class_weight : None, "balanced" or dict
+        As in scikit-learn; ``"balanced"`` counts the training rows.
+    train, valid : ndarray of int
+        Training and validation rows.
+    scale : float or None, default=None
+        The divisor instead of the mean: an earlier call's, so that the
+        chunks of a ``partial_fit`` series count as much as their weights
+        say against each other.
+
+    Returns
+    -------
+    weights : ndarray of float32, shape (n_samples,)
+    scale : float
+        The divisor used.
+
+    Raises
+    ------
+    ValueError
+        When a class gets no finite weight >= 0, or the training or
+        validation rows have zero total weight (their loss is undefined).
+
+    Examples
+    --------
+    >>> target, classes = np.array([0, 0, 1, 1]), np.array(["a", "b"])
+    >>> weights, scale = loss_weights(np.array([1.0, 3.0, 2.0, 2.0]), target, classes, None, np.arange(4), np.arange(0))
+    >>> weights.tolist(), scale
+    ([0.5, 1.5, 1.0, 1.0], 2.0)
+    """
+    weight = sample_weight.astype(np.float64)
+    if class_weight is not None:
+        # "balanced" counts the training rows: those the loss sees.
+        per_class = compute_class_weight(class_weight, classes=classes, y=classes[target[train]])
+        bad = [c for c, w in zip(classes, per_class, strict=True) if not (np.isfinite(w) and w >= 0)]
+        if bad:
+            raise ValueError(
+                f"class_weight must give every class a finite weight >= 0; class {bad[0]!r} gets "
+                f"{per_class[list(classes).index(bad[0])]!r}."
+            )
+        weight = weight * per_class[target]
+    for rows, name in [(train, "training"), (valid, "validation")]:
+        if len(rows) and not weight[rows].sum() > 0:
+            raise ValueError(
+                f"The {len(rows)} {name} rows have zero total weight (sample_weight times class_weight), so "
+                f"their loss is undefined; give weight to more samples"
+                + (", or set validation_fraction=0." if name == "validation" else ".")
+            )
+    if scale is None:
+        scale = float(weight[train].mean())
+    return (weight / scale).astype(np.float32), scale
+
+
+def validation_split(target: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows: a stratified share ``fraction`` held out.
+
+    Parameters
+    ----------
+    target : ndarray of shape (n_samples,)
+    fraction : float
+        In [0, 1); 0 holds out nothing.
+    seed : int or None
+
+    Returns
+    -------
+    train, valid : ndarray of int
+
+    Raises
+    ------
+    ValueError
+        When some class has too few samples to stratify.
+
+    Examples
+    --------
+    >>> train, valid = validation_split(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 0.25, seed=0)
+    >>> len(train), sorted(np.array([0, 0, 0, 0, 1, 1, 1, 1])[valid].tolist())
+    (6, [0, 1])
+    """
+    indices = np.arange(len(target))
+    if not fraction:
+        return indices, indices[:0]
+    try:
+        return train_test_split(indices, test_size=fraction, stratify=target, random_state=seed)
+    except ValueError as err:
+        raise ValueError(
+            f"Cannot hold out a stratified validation_fraction={fraction} ({err}); "
+            "lower it, set it to 0, or give more images per class."
+        ) from err

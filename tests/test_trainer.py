@@ -1,0 +1,125 @@
+"""The epoch loop on its own: a frozen config in, a result out, the model left
+with the best complete epoch's weights whatever stops it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import skorchlite.trainer
+from skorchlite.backbones import Preprocessing
+from skorchlite.images import check_images
+from skorchlite.inputs import NetworkInputs
+from skorchlite.trainer import Trainer, TrainingConfig, fine_tune_phases
+
+CPU = torch.device("cpu")
+PRE = Preprocessing(crop_size=16, resize_size=16, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+IMAGES = check_images(np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
+VALID, NO_VALID = np.arange(6, 8), np.arange(0)  # rows 6 and 7 held out, or none
+
+
+def _config(**changes):
+    config = TrainingConfig(
+        phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2),
+        layer_groups=(("0",),),
+        batch_size=4,
+        optimizer="adamw",
+        lr_decay=0.5,
+        weight_decay=0.01,
+        momentum=0.9,
+        schedule="onecycle",
+        warmup=0.25,
+        batchnorm="eval",
+        label_smoothing=0.0,
+        n_iter_no_change=None,
+        precision="float32",
+        compile=False,
+        verbose=0,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def _trainer(valid=VALID, first_epoch=1, **changes):
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    inputs = NetworkInputs(IMAGES, PRE, batch_size=4, device=CPU, workers=1, target=[0, 1] * 4, weight=[1.0] * 8)
+    train = np.setdiff1d(np.arange(8), valid)
+    return Trainer(nn.Sequential(body, nn.Linear(4, 2)), inputs, train, valid, _config(**changes), CPU, first_epoch)
+
+
+def _failing_loss_at(call, failure):
+    real, calls = skorchlite.trainer.weighted_loss, []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            if failure == "nan":
+                return real(*args, **kwargs) * float("nan")
+            raise failure
+        return real(*args, **kwargs)
+
+    return loss
+
+
+def test_the_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _config().batch_size = 8
+
+
+def test_a_run_returns_its_epochs_and_holds_the_best_ones_weights():
+    trainer = _trainer(first_epoch=5)  # continuing an earlier run's history
+    result = trainer.run()
+    assert [h["epoch"] for h in result.history] == [5, 6, 7]
+    assert [h["phase"] for h in result.history] == ["head", "fine-tune", "fine-tune"]
+    assert result.best_epoch == min(result.history, key=lambda h: h["valid_loss"])["epoch"]
+    assert not result.interrupted
+    assert trainer.result == result
+
+
+def test_without_validation_the_model_holds_the_last_epoch():
+    result = _trainer(valid=NO_VALID).run()
+    assert result.best_epoch == 3 and all(np.isnan(h["valid_loss"]) for h in result.history)
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(monkeypatch):
+    trainer = _trainer(n_iter_no_change=2, phases=fine_tune_phases(1, 5, freeze_epochs=0, lr=1e-2))
+    losses = iter([1.0, 0.5, 0.7, 0.6, 0.1])
+    monkeypatch.setattr(trainer, "_validate", lambda: {"valid_loss": next(losses), "valid_accuracy": 0.5})
+    result = trainer.run()
+    assert [h["valid_loss"] for h in result.history] == [1.0, 0.5, 0.7, 0.6]
+    assert result.best_epoch == 2
+
+
+def test_a_non_finite_loss_leaves_the_weights_of_the_last_complete_epoch(monkeypatch):
+    head_phase = fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2)[:1]
+    epoch_1 = _trainer(valid=NO_VALID, phases=head_phase)
+    epoch_1.run()
+    trainer = _trainer(valid=NO_VALID)
+    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(3, "nan"))  # epoch 2's first batch
+    with pytest.raises(FloatingPointError, match=r"training loss became nan in epoch 2 at learning rate"):
+        trainer.run()
+    assert len(trainer.result.history) == 1 and trainer.result.best_epoch == 1
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, epoch_1.model.state_dict()[key]), key
+
+
+def test_ctrl_c_before_the_first_epoch_ends_is_raised_and_leaves_the_starting_weights(monkeypatch):
+    trainer = _trainer()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(1, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert trainer.result.history == () and trainer.result.best_epoch is None
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_ctrl_c_after_an_epoch_ends_the_run_normally(monkeypatch):
+    # Two training batches and one validation batch an epoch: call 4 is in epoch 2.
+    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
+    result = _trainer().run()
+    assert result.interrupted and len(result.history) == 1 and result.best_epoch == 1
