@@ -84,7 +84,7 @@ class _ToySource(BackboneSource):
         return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
 
     def preprocessing(self, name, weights="DEFAULT"):
-        return Preprocessing(32, 36, "bilinear", (0.5,) * 3, (0.5,) * 3)
+        return Preprocessing(crop_size=32, resize_size=36, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def test_point1_a_new_source_is_one_subclass(tmp_path, monkeypatch):
@@ -306,7 +306,9 @@ def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path)
     params = dict(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, random_state=0, cache=False)
     clf = FineTuneClassifier(
         backbone=("efficientnet_lite0", str(tmp_path / "ckpt.pth")),
-        preprocessing=Preprocessing(64, 73, "bilinear", (0.5,) * 3, (0.5,) * 3),
+        preprocessing=Preprocessing(
+            crop_size=64, resize_size=73, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
+        ),
         **params,
     ).fit(X, Y)
     loaded = FineTuneClassifier.load_weights(clf.save_weights(tmp_path / "clf.pt"))
