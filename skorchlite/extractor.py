@@ -144,7 +144,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "tta": ["boolean"],
         "image_size": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
+        # An int is a CUDA device index, as torch.device takes it.
+        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
         "precision": [StrOptions(PRECISIONS)],
         "num_workers": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [bool, str, os.PathLike, None],

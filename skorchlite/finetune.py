@@ -223,7 +223,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
-        "device": [str, torch.device],
+        # An int is a CUDA device index, as torch.device takes it.
+        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
         "precision": [StrOptions(PRECISIONS)],
         "num_workers": [Interval(Integral, 1, None, closed="left"), None],
         "compile": ["boolean"],

@@ -216,8 +216,11 @@ def test_point3_bad_backbones_are_named_briefly():
     with pytest.raises(ValueError) as info:
         PretrainedFeatureExtractor(backbone=huge, preprocessing=TINY, cache=False).fit(X)
     assert len(str(info.value)) < 400 and "Sequential" in str(info.value)
-    with pytest.raises(TypeError, match="got int"):
+    with pytest.raises(
+        TypeError, match="The 'backbone' parameter of PretrainedFeatureExtractor must be an instance"
+    ) as info:
         PretrainedFeatureExtractor(backbone=42, cache=False).fit(X)
+    assert len(str(info.value)) < 400 and "Got 42 instead" in str(info.value)
 
 
 @pytest.mark.parametrize("layout", ["plain", "model", "state_dict+module."])
