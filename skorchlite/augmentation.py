@@ -4,7 +4,7 @@ policy that the engine's decoding threads run reproducibly."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -37,6 +37,7 @@ class DefaultAugmentation:
     """
 
     size: int
+    _: KW_ONLY  # the strengths by name: DefaultAugmentation(64, (0.5, 1.0), ...) would not say which is which
     scale: tuple[float, float] = (0.5, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     brightness: float = 0.2

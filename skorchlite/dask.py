@@ -35,6 +35,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from .extractor import PretrainedFeatureExtractor
 from .files import write_atomic
 from .images import check_images
 from .memory import keep_freed_memory
+from .validation import Interval, check_params
 
 __all__ = ["TorchThreads", "extract", "read_shards"]
 
@@ -112,10 +114,12 @@ class TorchThreads(WorkerPlugin):
     name = "skorchlite-torch-threads"
 
     def __init__(self, threads: int | None = None, keep_memory: bool = True):
-        if threads is not None and (
-            not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1
-        ):
-            raise ValueError(f"threads must be None or a positive integer, got {threads!r}.")
+        # Checked here, not at setup: a bad value would fail on every worker, far from the call.
+        check_params(
+            {"threads": threads, "keep_memory": keep_memory},
+            {"threads": [Interval(Integral, 1, None, closed="left"), None], "keep_memory": ["boolean"]},
+            "TorchThreads",
+        )
         self.threads = None if threads is None else int(threads)
         self.keep_memory = bool(keep_memory)
 
@@ -240,6 +244,23 @@ def extract(
     ...     print(embeddings.chunks[0], embeddings.compute().shape)
     (2, 2, 1) (5, 1280)
     """
+    check_params(
+        {
+            "extractor": extractor,
+            "client": client,
+            "partition_size": partition_size,
+            "output": output,
+            "retries": retries,
+        },
+        {
+            "extractor": [PretrainedFeatureExtractor],
+            "client": [Client, None],
+            "partition_size": [Interval(Integral, 1, None, closed="left")],
+            "output": [str, os.PathLike, None],
+            "retries": [Interval(Integral, 0, None, closed="left")],
+        },
+        "extract",
+    )
     client = _client(client)
     samples = check_images(paths)  # validates and names bad entries by index; opens no file
     if not all(isinstance(s, Path) for s in samples):
@@ -247,10 +268,7 @@ def extract(
             "extract sends file paths to the workers, which read the images themselves; "
             "for arrays or PIL images in memory, use extractor.transform in this process."
         )
-    if not isinstance(partition_size, (int, np.integer)) or isinstance(partition_size, bool) or partition_size < 1:
-        raise ValueError(f"partition_size must be a positive integer, got {partition_size!r}.")
-    if not isinstance(retries, (int, np.integer)) or isinstance(retries, bool) or retries < 0:
-        raise ValueError(f"retries must be a non-negative integer, got {retries!r}.")
+    partition_size, retries = int(partition_size), int(retries)
     extractor = _fitted(extractor)
     bounds = [(start, min(start + partition_size, len(samples))) for start in range(0, len(samples), partition_size)]
     if output is None:
@@ -331,8 +349,6 @@ def _client(client: Client | None) -> Client:
 
 
 def _fitted(extractor: PretrainedFeatureExtractor) -> PretrainedFeatureExtractor:
-    if not isinstance(extractor, PretrainedFeatureExtractor):
-        raise TypeError(f"extractor must be a PretrainedFeatureExtractor, got {type(extractor).__name__}.")
     try:
         check_is_fitted(extractor, "fingerprint_")
     except NotFittedError:

@@ -14,6 +14,8 @@ import numpy as np
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import _num_samples
 
+from .validation import check_params
+
 __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", "train_val_test_split"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -290,6 +292,12 @@ def train_val_test_split(
     dog        6   50.0%    2   50.0%     2   50.0%
     total     12  100.0%    4  100.0%     4  100.0%
     """
+    check_params(
+        {"stratify": stratify, "random_state": random_state},
+        {"stratify": ["boolean"], "random_state": ["random_state"]},
+        "train_val_test_split",
+    )
+    # What no constraint can say: three fractions that sum to 1.
     fractions = _check_sizes(sizes)
     labels = _check_labels(y)
     n_samples = _num_samples(X)

@@ -22,6 +22,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import clone
 
 from .images import check_images, content_key, describe
+from .validation import HasMethods, Interval, check_params
 
 __all__ = ["DEFAULT_THRESHOLD", "Duplicates", "Pair", "find_duplicates"]
 
@@ -269,13 +270,17 @@ def find_duplicates(X: Any, y: Any = None, threshold: float = DEFAULT_THRESHOLD,
     >>> found.summary()
     '1 duplicate group (0 exact, 1 near) holding 4 of 5 images at similarity >= 0.97; 3 label conflicts.'
     """
+    check_params(
+        {"threshold": threshold, "extractor": extractor},
+        {"threshold": [Interval(Real, 0, 1, closed="right")], "extractor": [HasMethods(["fit_transform"]), None]},
+        "find_duplicates",
+        notes={"threshold": "It is a similarity: images at or above it are near duplicates."},
+    )
     samples = check_images(X)
     n = len(samples)
     labels = None if y is None else np.asarray(y).tolist()
     if labels is not None and len(labels) != n:
         raise ValueError(f"X has {n} images but y has {len(labels)} labels.")
-    if not (isinstance(threshold, Real) and 0 < threshold <= 1):
-        raise ValueError(f"threshold must be a similarity in (0, 1], got {threshold!r}.")
     keys = [content_key(sample, i) for i, sample in enumerate(samples)]
     near = _pixel_pairs(samples, threshold)
     if extractor is not None:
@@ -360,7 +365,9 @@ def _grey_squares(samples: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     from .backbones import Preprocessing
     from .engine import decode_workers, prepared_batches
 
-    squash = Preprocessing(_PIXEL_SIZE, _PIXEL_SIZE, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    squash = Preprocessing(
+        crop_size=_PIXEL_SIZE, resize_size=_PIXEL_SIZE, interpolation="bilinear", mean=(0.0,) * 3, std=(1.0,) * 3
+    )
     batches = prepared_batches(
         samples, range(len(samples)), squash, batch_size=64, workers=decode_workers(None), squash=True
     )

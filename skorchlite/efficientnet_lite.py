@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EfficientNetLite", "LiteConfig", "LITE_CONFIGS"]
+from .validation import Interval, StrOptions, check_params
+
+__all__ = ["PADDINGS", "EfficientNetLite", "LiteConfig", "LITE_CONFIGS", "Padding"]
+
+#: ``padding`` of the convolutions: ``k // 2`` on every side, or TensorFlow's "same".
+Padding = Literal["symmetric", "same"]
+PADDINGS: tuple[str, ...] = get_args(Padding)
 
 # expand ratio, kernel, stride, in channels, out channels, repeats (EfficientNet-B0).
 _BASE_STAGES = (
@@ -126,10 +134,13 @@ class EfficientNetLite(nn.Module):
     torch.Size([1, 1000])
     """
 
-    def __init__(self, config: LiteConfig, num_classes: int = 1000, padding: str = "symmetric"):
+    def __init__(self, config: LiteConfig, *, num_classes: int = 1000, padding: Padding = "symmetric"):
         super().__init__()
-        if padding not in ("symmetric", "same"):
-            raise ValueError(f"padding must be 'symmetric' or 'same', got {padding!r}")
+        check_params(
+            {"num_classes": num_classes, "padding": padding},
+            {"num_classes": [Interval(Integral, 1, None, closed="left")], "padding": [StrOptions(PADDINGS)]},
+            "EfficientNetLite",
+        )
         self._conv_stem = _conv(3, _STEM_CHANNELS, 3, 2, padding=padding)
         self._bn0 = nn.BatchNorm2d(_STEM_CHANNELS, **_BN)
         self._stem_act = nn.ReLU6()

@@ -37,12 +37,15 @@ from torchvision.transforms import InterpolationMode
 from .backbones import Backbone, Preprocessing, get_backbone
 from .images import Sample, load_keyed, load_rgb
 from .memory import freed_memory_kept
+from .validation import StrOptions, check_params
 
 __all__ = [
     "DECODED_MEMORY_BYTES",
+    "POOLINGS",
     "PRECISIONS",
     "GlobalPool",
     "ImageStore",
+    "Pooling",
     "Precision",
     "autocast",
     "check_precision",
@@ -57,8 +60,10 @@ __all__ = [
     "to_input",
 ]
 
+#: ``precision``: the arithmetic of forward (and backward) passes (autocast).
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: ``pooling``: the global pooling of a feature map (GlobalPool).
 Pooling = Literal["avg", "max", "avg+max"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 
@@ -132,10 +137,10 @@ def check_precision(precision: Any, device: torch.device) -> None:
     >>> check_precision("float16", torch.device("cpu"))
     Traceback (most recent call last):
     ...
-    ValueError: precision must be one of ('float32', 'bfloat16'), got 'float16'.
+    sklearn.utils._param_validation.InvalidParameterError: The 'precision' parameter of check_precision must be a str among {'float32', 'bfloat16'}. Got 'float16' instead.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    check_params({"precision": precision}, {"precision": [StrOptions(PRECISIONS)]}, "check_precision")
+    # What no constraint can say: whether this hardware computes it natively.
     if precision == "bfloat16" and not native_bfloat16(device):
         where = "this CPU has neither AVX512_BF16 nor AMX" if device.type == "cpu" else f"{device} lacks it"
         raise ValueError(
@@ -438,6 +443,7 @@ class ImageStore:
         self,
         samples: Sequence[Sample],
         preprocessing: Preprocessing,
+        *,
         workers: int,
         max_bytes: int = DECODED_MEMORY_BYTES,
     ):

@@ -6,20 +6,33 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import __version__
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
 from .cache import resolve_cache
-from .engine import POOLINGS, check_precision, decode_workers, embed, inference_network, output_widths, resolve_device
+from .engine import (
+    POOLINGS,
+    PRECISIONS,
+    Pooling,
+    Precision,
+    check_precision,
+    decode_workers,
+    embed,
+    inference_network,
+    output_widths,
+    resolve_device,
+)
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
+from .validation import Interval, StrOptions, check_estimator_params
 
 __all__ = ["PretrainedFeatureExtractor"]
 
@@ -122,18 +135,36 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     (2, 1280)
     """
 
+    _parameter_constraints: dict = {
+        "backbone": [str, tuple, list, nn.Module],
+        "weights": [str, os.PathLike, None],
+        "preprocessing": [Preprocessing, dict, None],
+        "layer": [str, list, tuple, None],
+        "pooling": [StrOptions(POOLINGS)],
+        "tta": ["boolean"],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        # An int is a CUDA device index, as torch.device takes it.
+        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
+        "precision": [StrOptions(PRECISIONS)],
+        "num_workers": [Interval(Integral, 1, None, closed="left"), None],
+        "cache": [bool, str, os.PathLike, None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
+        *,
         weights: str | os.PathLike | None = "DEFAULT",
         preprocessing: Preprocessing | dict[str, Any] | None = None,
         layer: str | None = None,
-        pooling: str = "avg",
+        pooling: Pooling = "avg",
         tta: bool = False,
         image_size: int | None = None,
         batch_size: int = 32,
         device: str | torch.device = "auto",
-        precision: str = "float32",
+        precision: Precision = "float32",
         num_workers: int | None = None,
         cache: bool | str | os.PathLike = True,
         verbose: int = 0,
@@ -153,20 +184,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.verbose = verbose
 
     def _check_params(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
-        if not isinstance(self.tta, (bool, np.bool_)):
-            raise ValueError(f"tta must be True or False, got {self.tta!r}.")
-        for name in ("image_size", "batch_size", "num_workers"):
-            value = getattr(self, name)
-            if value is None and name != "batch_size":
-                continue
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        """What ``_parameter_constraints`` cannot say: the backbone's smallest
+        input, the device and its bfloat16 support, the cache folder."""
         check_image_size(self.backbone, self.image_size, self.weights)
         check_precision(self.precision, resolve_device(self.device))
         resolve_cache(self.cache)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> PretrainedFeatureExtractor:
         """Resolve the backbone; no image is read.
 
@@ -309,6 +333,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         ndarray of shape (len(samples), n_features_out_), dtype float32
         """
         check_is_fitted(self, "fingerprint_")
+        check_estimator_params(self)
         self._check_unchanged()
         start = time.perf_counter()
         keys = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]

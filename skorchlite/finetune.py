@@ -4,36 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import numbers
 import os
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import fields
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import TransformerTags, check_random_state
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
 from .augmentation import default_augmentation
 from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
-from .engine import autocast, check_precision, decode_workers, embed, resolve_device
+from .engine import PRECISIONS, Precision, autocast, check_precision, decode_workers, embed, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import Sample, check_images
 from .inputs import NetworkInputs
-from .persistence import load_model_state, save_model_state
-from .targets import check_labels, loss_weights, validation_split
+from .persistence import load_model_state, load_network_state, save_estimator
+from .targets import check_labels, encode_labels, loss_weights, validation_split
 from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
+from .training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES, BatchNormMode, OptimizerName, Schedule
+from .validation import Interval, StrOptions, check_estimator_params
 
 __all__ = ["FineTuneClassifier"]
-
-_OPTIMIZERS = ("adamw", "sgd")
-_SCHEDULES = ("onecycle", "cosine", None)
-_BATCHNORM = ("eval", "train")
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -201,22 +199,58 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     (16, 2)
     """
 
+    _parameter_constraints: dict = {
+        "backbone": [str, tuple, list, nn.Module],
+        "weights": [str, os.PathLike, None],
+        "preprocessing": [Preprocessing, dict, None],
+        "layer_groups": [list, tuple, None],
+        "unfreeze": [Interval(Integral, 0, None, closed="left"), StrOptions(["all"])],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "batchnorm": [StrOptions(BATCHNORM_MODES)],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "optimizer": [StrOptions(OPTIMIZERS)],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "schedule": [StrOptions(name for name in SCHEDULES if name is not None), None],
+        "warmup": [Interval(Real, 0, 1, closed="both")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="both")],
+        "class_weight": [StrOptions(["balanced"]), dict, None],
+        "augment": [StrOptions(["default"]), callable, None],
+        "tta": ["boolean"],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        # An int is a CUDA device index, as torch.device takes it.
+        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
+        "precision": [StrOptions(PRECISIONS)],
+        "num_workers": [Interval(Integral, 1, None, closed="left"), None],
+        "compile": ["boolean"],
+        "cache": [bool, str, os.PathLike, None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
+        *,
         weights: str | os.PathLike | None = "DEFAULT",
         preprocessing: Preprocessing | dict[str, Any] | None = None,
         layer_groups: Any = None,
         unfreeze: int | str = 2,
         epochs: int = 10,
         freeze_epochs: int = 1,
-        batchnorm: str = "eval",
+        batchnorm: BatchNormMode = "eval",
         lr: float = 1e-3,
         lr_decay: float = 0.5,
-        optimizer: str = "adamw",
+        optimizer: OptimizerName = "adamw",
         weight_decay: float = 0.01,
         momentum: float = 0.9,
-        schedule: str | None = "onecycle",
+        schedule: Schedule = "onecycle",
         warmup: float = 0.25,
         label_smoothing: float = 0.0,
         class_weight: Any = None,
@@ -227,7 +261,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         n_iter_no_change: int | None = None,
         device: str | torch.device = "auto",
-        precision: str = "float32",
+        precision: Precision = "float32",
         num_workers: int | None = None,
         compile: bool = False,
         cache: bool | str | os.PathLike = True,
@@ -269,62 +303,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        def positive_int(name: str, minimum: int = 1, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-        positive_int("epochs")
-        positive_int("freeze_epochs", 0)
-        positive_int("batch_size")
-        positive_int("image_size", optional=True)
-        check_image_size(self.backbone, self.image_size, self.weights)
-        positive_int("n_iter_no_change", optional=True)
-        positive_int("num_workers", optional=True)
-        unfreeze = self.unfreeze
-        if not (
-            unfreeze == "all"
-            or (isinstance(unfreeze, (int, np.integer)) and not isinstance(unfreeze, bool) and unfreeze >= 0)
-        ):
-            raise ValueError(f"unfreeze must be 'all' or an integer >= 0, got {self.unfreeze!r}.")
-        for name, low, high in [
-            ("lr", 0, math.inf),
-            ("lr_decay", 0, 1),
-            ("weight_decay", 0, math.inf),
-            ("momentum", 0, 1),
-            ("warmup", 0, 1),
-            ("label_smoothing", 0, 1),
-            ("validation_fraction", 0, 1),
-        ]:
-            value = getattr(self, name)
-            strict_low = name in ("lr", "lr_decay")
-            # Written so that NaN fails too (every comparison with NaN is False).
-            valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            if not (valid and (low < value if strict_low else low <= value) and value <= high):
-                interval = f"{'(' if strict_low else '['}{low}, {high}{')' if high == math.inf else ']'}"
-                raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.")
-        if self.validation_fraction >= 1:
-            raise ValueError(f"validation_fraction must be below 1, got {self.validation_fraction!r}.")
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}.")
-        if self.batchnorm not in _BATCHNORM:
-            raise ValueError(f"batchnorm must be one of {_BATCHNORM}, got {self.batchnorm!r}.")
-        if self.schedule not in _SCHEDULES:
-            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
-        if not isinstance(self.compile, (bool, np.bool_)):
-            raise ValueError(f"compile must be True or False, got {self.compile!r}.")
-        if not (self.augment is None or self.augment == "default" or callable(self.augment)):
-            raise ValueError(f"augment must be 'default', None or a callable transform, got {self.augment!r}.")
+        """What ``_parameter_constraints`` cannot say: a rule between two
+        parameters, the backbone's smallest input, bfloat16 support of the device."""
         if self.n_iter_no_change is not None and self.validation_fraction == 0:
             raise ValueError("n_iter_no_change needs a validation split: set validation_fraction > 0.")
-        try:
-            check_random_state(self.random_state)
-        except ValueError as err:
-            raise ValueError(
-                f"random_state must be None, an int in [0, 2**32) or a numpy RandomState, got {self.random_state!r}."
-            ) from err
+        check_image_size(self.backbone, self.image_size, self.weights)
         check_precision(self.precision, resolve_device(self.device))
 
     def _n_unfrozen(self, n_groups: int) -> int:
@@ -338,6 +321,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return int(self.unfreeze)
 
     # ------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FineTuneClassifier:
         """Fine-tune on images ``X`` with labels ``y``.
 
@@ -370,6 +354,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "model_")
         return self._fit(X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> FineTuneClassifier:
         """Train one epoch (with the chosen groups unfrozen), from the current
         weights when fitted.
@@ -402,25 +387,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             classes=classes,
             partial=True,
         )
-
-    def _encode_targets(self, y: np.ndarray, classes: Any, warm: bool) -> np.ndarray:
-        if warm:
-            unknown = set(np.unique(y)) - set(self.classes_)
-            if unknown:
-                raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {list(self.classes_)}.")
-            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-                raise ValueError(
-                    f"classes={list(classes)!r} is not the same as in the first fit: {list(self.classes_)}."
-                )
-        else:
-            labels = np.unique(y if classes is None else check_labels(classes, "classes", type(self).__name__))
-            if len(labels) < 2:
-                raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
-            unknown = set(np.unique(y)) - set(labels)
-            if unknown:
-                raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {list(labels)}.")
-            self.classes_ = labels
-        return np.searchsorted(self.classes_, y)
 
     def _network_key(self) -> dict[str, str]:
         """What fixes the network's shape and starting weights (not image_size:
@@ -474,7 +440,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
             if warm:
                 self._check_network_unchanged("continue (warm_start or partial_fit)")
-            target = self._encode_targets(y, classes, warm)
+            self.classes_, target = encode_labels(y, classes, self.classes_ if warm else None, type(self).__name__)
             sample_weight = _check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
             backbone = self._backbone()
             n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
@@ -507,7 +473,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 )
                 inputs = self._inputs(samples, device, target=target, weight=weight)
                 config = self._training_config(phases)
-                trainer = Trainer(self.model_, inputs, train, valid, config, device, len(self.history_) + 1)
+                first_epoch = len(self.history_) + 1
+                trainer = Trainer(
+                    self.model_, inputs, train=train, valid=valid, config=config, device=device, first_epoch=first_epoch
+                )
                 result = trainer.run()
         except BaseException as err:
             result = None if trainer is None else trainer.result
@@ -609,6 +578,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self, "model_")
+        check_estimator_params(self)
         self._check_network_unchanged("predict")
         samples = check_images(X)
         device = resolve_device(self.device)
@@ -650,6 +620,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_features), dtype float32
         """
         check_is_fitted(self, "model_")
+        check_estimator_params(self)
         self._check_network_unchanged("transform")
         samples = check_images(X)
         device = resolve_device(self.device)
@@ -712,15 +683,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             When a parameter is not plain data (a callable ``augment``, say).
         """
         check_is_fitted(self, "model_")
-        if isinstance(self.backbone, nn.Module):
-            raise ValueError(
-                f"backbone is a module ({type(self.backbone).__name__}), which a data-only file cannot hold; "
-                "pickle the estimator (joblib.dump) instead, or save the module's state dict and pass "
-                "backbone=(architecture name, checkpoint path)."
-            )
-        params = self.get_params(deep=False)
-        if isinstance(self.preprocessing, Preprocessing):
-            params["preprocessing"] = asdict(self.preprocessing)
         fitted = {
             "classes_": self.classes_,
             "model_": self.model_.state_dict(),
@@ -728,7 +690,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             "best_epoch_": self.best_epoch_,
             "embedding_mode_": self._embedding_mode_,
         }
-        return save_model_state(path, type(self).__name__, params, fitted)
+        return save_estimator(path, self, fitted)
 
     @classmethod
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
@@ -753,16 +715,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """
         params, fitted = load_model_state(path, cls.__name__, cls._get_param_names())
         clf = cls(**params)
+        clf._validate_params()
         clf._check_params()
         clf.classes_ = fitted["classes_"]
         clf._init_model(len(clf.classes_))
-        try:
-            clf.model_.load_state_dict(fitted["model_"])
-        except (RuntimeError, TypeError, AttributeError) as err:
-            first_line = str(err).strip().splitlines()[0]
-            raise ValueError(
-                f"The weights in {str(path)!r} do not fit backbone {describe_backbone(clf.backbone)}: {first_line}"
-            ) from None
+        load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
         return clf

@@ -75,7 +75,7 @@ class NetworkInputs:
         self.augment, self.extractor = augment, extractor
         self.target = None if target is None else torch.as_tensor(target)
         self.weight = None if weight is None else torch.as_tensor(weight)
-        self.images = ImageStore(samples, preprocessing, workers)
+        self.images = ImageStore(samples, preprocessing, workers=workers)
         self._embeddings: torch.Tensor | None = None
 
     @property

@@ -14,15 +14,17 @@ import io
 import os
 import pickle
 from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from torch import nn
 
 from .files import write_atomic
 
-__all__ = ["load_model_state", "load_tensors", "save_model_state"]
+__all__ = ["load_model_state", "load_network_state", "load_tensors", "save_estimator", "save_model_state"]
 
 _FORMAT_VERSION = 1
 _PLAIN = (type(None), bool, int, float, str)
@@ -104,6 +106,67 @@ def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, An
     torch.save(payload, buffer)
     write_atomic(path, buffer.getvalue())
     return path
+
+
+def save_estimator(path: str | os.PathLike, estimator: Any, fitted: Mapping[str, Any]) -> Path:
+    """Write an estimator that takes a ``backbone``: its parameters and ``fitted`` state as data only.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file, replaced atomically.
+    estimator : BaseEstimator
+        Its ``get_params(deep=False)`` are stored; a ``preprocessing`` that
+        is a :class:`~skorchlite.backbones.Preprocessing` as its dict.
+    fitted : mapping
+        Learned state, as :func:`save_model_state` takes it.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        When the backbone is a module, or another parameter is not plain data.
+    """
+    if isinstance(estimator.backbone, nn.Module):
+        raise ValueError(
+            f"backbone is a module ({type(estimator.backbone).__name__}), which a data-only file cannot hold; "
+            "pickle the estimator (joblib.dump) instead, or save the module's state dict and pass "
+            "backbone=(architecture name, checkpoint path)."
+        )
+    params = estimator.get_params(deep=False)
+    if is_dataclass(params.get("preprocessing")):  # a Preprocessing, which this module cannot import (a cycle)
+        params["preprocessing"] = asdict(params["preprocessing"])
+    return save_model_state(path, type(estimator).__name__, params, fitted)
+
+
+def load_network_state(model: nn.Module, state: Mapping[str, Any], path: str | os.PathLike, backbone: str) -> None:
+    """``model.load_state_dict(state)``, with one clear error when the file's weights do not fit.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network rebuilt from the file's parameters.
+    state : mapping
+        The state dict read from ``path``.
+    path : str or path-like
+        The file, as the error names it.
+    backbone : str
+        The backbone, as the error names it.
+
+    Raises
+    ------
+    ValueError
+        When the names or shapes of ``state`` are not the network's.
+    """
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ValueError(f"The weights in {str(path)!r} do not fit backbone {backbone}: {first_line}") from None
 
 
 def load_model_state(

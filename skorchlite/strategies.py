@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from .backbones import offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
+from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
 __all__ = ["HEAD_C", "Strategy", "StrategyComparison", "compare_strategies", "default_strategies"]
@@ -46,6 +49,7 @@ class Strategy:
 
     name: str
     estimator: BaseEstimator
+    _: KW_ONLY  # Strategy(name, model, {...}, 1) would not say what the 1 is
     param_grid: dict[str, list[Any]] = field(default_factory=dict)
     inner_folds: int | None = None
 
@@ -108,6 +112,23 @@ def default_strategies(
     efficientnet_lite0 "stages", a head per layer voting
     efficientnet_lite0 "stages", a head per layer voting, mirror TTA
     """
+    check_params(
+        {
+            "backbones": backbones,
+            "finetune": finetune,
+            "image_size": image_size,
+            "cache": cache,
+            "random_state": random_state,
+        },
+        {
+            "backbones": ["array-like", None],
+            "finetune": ["boolean"],
+            "image_size": [Interval(Integral, 1, None, closed="left"), None],
+            "cache": [bool, str, os.PathLike, None],
+            "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+        },
+        "default_strategies",
+    )
     backbones = list(offline_backbones() if backbones is None else backbones)
     if not backbones:
         raise ValueError("default_strategies needs at least one backbone.")
@@ -120,15 +141,17 @@ def default_strategies(
         Strategy(
             f"{name} penultimate + logistic",
             _frozen(PretrainedFeatureExtractor(backbone=name, **options), head),
-            one_head,
+            param_grid=one_head,
         )
         for name in backbones
     ]
     stages = PretrainedFeatureExtractor(backbone=first, layer="stages", **options)
-    strategies.append(Strategy(f'{first} "stages" + logistic', _frozen(stages, head), one_head))
+    strategies.append(Strategy(f'{first} "stages" + logistic', _frozen(stages, head), param_grid=one_head))
     if len(backbones) > 1:
         union = _features([PretrainedFeatureExtractor(backbone=name, **options) for name in backbones])
-        strategies.append(Strategy(f"{named} penultimate, concatenated + logistic", _frozen(union, head), one_head))
+        strategies.append(
+            Strategy(f"{named} penultimate, concatenated + logistic", _frozen(union, head), param_grid=one_head)
+        )
     for tta in (False, True):
         extractors = [
             PretrainedFeatureExtractor(backbone=name, layer="stages", tta=tta, **options) for name in backbones
@@ -138,8 +161,8 @@ def default_strategies(
         strategies.append(
             Strategy(
                 f'{named} "stages", a head per layer voting' + (", mirror TTA" if tta else ""),
-                _frozen(_features(extractors), LayerVotingClassifier(widths, clone(head))),
-                {"clf__estimator__logisticregression__C": list(HEAD_C)},
+                _frozen(_features(extractors), LayerVotingClassifier(widths, estimator=clone(head))),
+                param_grid={"clf__estimator__logisticregression__C": list(HEAD_C)},
             )
         )
     if finetune:
@@ -154,7 +177,11 @@ def default_strategies(
             image_size=image_size,
             random_state=random_state,
         )
-        strategies.append(Strategy(f"{first} fine-tuned, all layers", model, {"label_smoothing": [0.0, 0.1]}, 1))
+        strategies.append(
+            Strategy(
+                f"{first} fine-tuned, all layers", model, param_grid={"label_smoothing": [0.0, 0.1]}, inner_folds=1
+            )
+        )
     return strategies
 
 
@@ -317,10 +344,31 @@ def compare_strategies(
     >>> X[12:] //= 4
     >>> y = np.repeat(["bright", "dark"], 12)
     >>> frozen = make_pipeline(PretrainedFeatureExtractor(cache=False), LogisticRegression())
-    >>> result = compare_strategies(X, y, [Strategy("frozen", frozen, {"logisticregression__C": [0.1, 1]})], cv=3)
+    >>> grid = {"logisticregression__C": [0.1, 1]}
+    >>> result = compare_strategies(X, y, [Strategy("frozen", frozen, param_grid=grid)], cv=3)
     >>> result.recommended, result.balanced_accuracy.shape
     ('frozen', (1, 3))
     """
+    check_params(
+        {
+            "strategies": strategies,
+            "groups": groups,
+            "cv": cv,
+            "inner_cv": inner_cv,
+            "random_state": random_state,
+            "log": log,
+        },
+        {
+            "strategies": ["array-like", None],
+            "groups": [StrOptions(["duplicates"]), "array-like", None],
+            "cv": [Interval(Integral, 2, None, closed="left")],
+            "inner_cv": [Interval(Integral, 1, None, closed="left")],
+            # An int, not a RandomState: every strategy must get the same inner folds.
+            "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+            "log": [callable, None],
+        },
+        "compare_strategies",
+    )
     y = np.asarray(y)
     if len(y) != len(X):
         raise ValueError(f"X has {len(X)} images and y {len(y)} labels.")

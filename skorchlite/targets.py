@@ -13,7 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["check_labels", "loss_weights", "validation_split"]
+__all__ = ["check_labels", "encode_labels", "loss_weights", "validation_split"]
 
 
 def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
@@ -65,6 +65,57 @@ def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
     y = column_or_1d(y, warn=True)
     check_classification_targets(y)
     return y
+
+
+def encode_labels(
+    y: np.ndarray, classes: Any, known: np.ndarray | None, estimator_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classes of a fit, and each label's index among them.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+        Labels from :func:`check_labels`.
+    classes : array-like or None
+        All the labels, as ``partial_fit`` takes them; ``None``: those of ``y``.
+    known : ndarray or None
+        The classes of the fit this one continues (a warm start, a later
+        ``partial_fit``), which ``y`` and ``classes`` must keep to.
+    estimator_name : str
+        How the error for a missing ``classes`` names the estimator.
+
+    Returns
+    -------
+    classes : ndarray
+        Sorted.
+    target : ndarray of int, shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        For fewer than two classes, or labels outside ``classes`` or ``known``.
+
+    Examples
+    --------
+    >>> classes, target = encode_labels(np.array(["dog", "cat", "dog"]), None, None, "FineTuneClassifier")
+    >>> classes.tolist(), target.tolist()
+    (['cat', 'dog'], [1, 0, 1])
+    """
+    if known is not None:
+        unknown = set(np.unique(y)) - set(known)
+        if unknown:
+            raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {list(known)}.")
+        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), known):
+            raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {list(known)}.")
+        labels = known
+    else:
+        labels = np.unique(y if classes is None else check_labels(classes, "classes", estimator_name))
+        if len(labels) < 2:
+            raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
+        unknown = set(np.unique(y)) - set(labels)
+        if unknown:
+            raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {list(labels)}.")
+    return labels, np.searchsorted(labels, y)
 
 
 def loss_weights(

@@ -13,11 +13,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import autocast
+from .engine import Precision, autocast
 from .inputs import NetworkInputs
 from .memory import freed_memory_kept
 from .progress import progress_bar
-from .training import fold_frozen_batchnorm, make_optimizer, make_schedule, set_trainable, weighted_loss
+from .training import (
+    BatchNormMode,
+    OptimizerName,
+    Schedule,
+    fold_frozen_batchnorm,
+    make_optimizer,
+    make_schedule,
+    set_trainable,
+    weighted_loss,
+)
 
 __all__ = ["Phase", "Trainer", "TrainingConfig", "TrainingResult", "fine_tune_phases"]
 
@@ -102,16 +111,16 @@ class TrainingConfig:
     phases: tuple[Phase, ...]
     layer_groups: tuple[tuple[str, ...], ...]
     batch_size: int
-    optimizer: str
+    optimizer: OptimizerName
     lr_decay: float
     weight_decay: float
     momentum: float
-    schedule: str | None
+    schedule: Schedule
     warmup: float
-    batchnorm: str
+    batchnorm: BatchNormMode
     label_smoothing: float
     n_iter_no_change: int | None
-    precision: str
+    precision: Precision
     compile: bool
     verbose: int
 
@@ -179,7 +188,9 @@ class Trainer:
     ...     optimizer="adamw", lr_decay=0.5, weight_decay=0.01, momentum=0.9, schedule="onecycle", warmup=0.25,
     ...     batchnorm="eval", label_smoothing=0.0, n_iter_no_change=None, precision="float32", compile=False, verbose=0)
     >>> model = nn.Sequential(body, nn.Linear(4, 2))
-    >>> trainer = Trainer(model, inputs, np.arange(6), np.arange(6, 8), config, torch.device("cpu"))
+    >>> trainer = Trainer(
+    ...     model, inputs, train=np.arange(6), valid=np.arange(6, 8), config=config, device=torch.device("cpu")
+    ... )
     >>> result = trainer.run()
     >>> [h["phase"] for h in result.history]
     ['head', 'fine-tune', 'fine-tune']
@@ -191,6 +202,7 @@ class Trainer:
         self,
         model: nn.Sequential,
         inputs: NetworkInputs,
+        *,
         train: np.ndarray,
         valid: np.ndarray,
         config: TrainingConfig,

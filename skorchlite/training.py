@@ -5,19 +5,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "BATCHNORM_MODES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "BatchNormMode",
+    "OptimizerName",
+    "Schedule",
     "fold_frozen_batchnorm",
     "make_optimizer",
     "make_schedule",
     "set_trainable",
     "weighted_loss",
 ]
+
+# The string options of fine-tuning, each defined once, here, where it takes
+# effect; the estimator's constraints and signature read them.
+#: ``batchnorm``: the mode of the BatchNorm layers of unfrozen groups (set_trainable).
+BatchNormMode = Literal["eval", "train"]
+BATCHNORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
+#: ``optimizer``: AdamW, or SGD with Nesterov momentum (make_optimizer).
+OptimizerName = Literal["adamw", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+#: ``schedule``: the per-step learning-rate schedule of a phase; None is constant (make_schedule).
+Schedule = Literal["onecycle", "cosine", None]
+SCHEDULES: tuple[str | None, ...] = get_args(Schedule)
 
 
 def _modules_of(body: nn.Module, names: Sequence[str]) -> list[nn.Module]:
@@ -39,7 +57,7 @@ def _parameters_of(body: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
 
 
 def set_trainable(
-    body: nn.Module, layer_groups: Sequence[Sequence[str]], n_unfrozen: int, *, batchnorm: str = "train"
+    body: nn.Module, layer_groups: Sequence[Sequence[str]], n_unfrozen: int, *, batchnorm: BatchNormMode = "train"
 ) -> list[nn.Module]:
     """Unfreeze the last ``n_unfrozen`` layer groups of ``body``; freeze the rest.
 
@@ -70,7 +88,7 @@ def make_optimizer(
     layer_groups: Sequence[Sequence[str]],
     n_unfrozen: int,
     *,
-    name: str,
+    name: OptimizerName,
     lr: float,
     lr_decay: float,
     weight_decay: float,
@@ -99,7 +117,7 @@ def make_optimizer(
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, kind: str | None, total_steps: int, warmup: float) -> Any:
+def make_schedule(optimizer: torch.optim.Optimizer, kind: Schedule, total_steps: int, warmup: float) -> Any:
     """Per-step learning-rate multiplier of each phase.
 
     ``"onecycle"`` rises from 1/25 of the rate to the rate along a cosine

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .validation import HasMethods
 
 __all__ = ["LayerVotingClassifier"]
 
@@ -71,10 +73,17 @@ class LayerVotingClassifier(ClassifierMixin, BaseEstimator):
     (4, array([0, 0]))
     """
 
-    def __init__(self, blocks: Sequence[int] | None = None, estimator: Any = None):
+    _parameter_constraints: dict = {
+        "blocks": ["array-like", None],
+        "estimator": [HasMethods(["fit", "predict_proba"]), None],
+    }
+
+    def __init__(self, blocks: Sequence[int] | None = None, *, estimator: Any = None):
         self.blocks = blocks
         self.estimator = estimator
 
+    # Not skipped inside: the clones' own parameters are the user's, unchecked here.
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any) -> LayerVotingClassifier:
         """Fit a clone of ``estimator`` on each block of columns.
 

@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import (
     check_get_params_invariance,
     check_mixin_order,
     check_no_attributes_set_in_init,
+    check_param_validation,
     check_parameters_default_constructible,
     check_set_params,
     check_valid_tag_types,
@@ -33,6 +34,9 @@ RUN = [
     check_get_params_invariance,
     check_set_params,
     check_parameters_default_constructible,
+    # Every parameter has a constraint, and a bad one fails fit with scikit-learn's message
+    # (fit checks the parameters before it reads X, so a table is as good as images here).
+    check_param_validation,
     check_do_not_raise_errors_in_init_or_set_params,
     check_mixin_order,
     check_estimator_tags_renamed,

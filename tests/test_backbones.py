@@ -71,7 +71,9 @@ def test_padding_and_normalisation_are_the_ones_that_reproduce_imagenet():
     for padding in ("symmetric", "same"):
         nets[padding] = EfficientNetLite(LITE_CONFIGS["efficientnet_lite0"], padding=padding)
         nets[padding].load_state_dict(state)
-    imagenet_stats = Preprocessing(224, 256, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    imagenet_stats = Preprocessing(
+        crop_size=224, resize_size=256, interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     ours = _log_likelihood(nets["symmetric"], _photo_batch(chosen.preprocessing))
     same_padding = _log_likelihood(nets["same"], _photo_batch(chosen.preprocessing))
     imagenet_norm = _log_likelihood(nets["symmetric"], _photo_batch(imagenet_stats))

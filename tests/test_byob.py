@@ -84,7 +84,7 @@ class _ToySource(BackboneSource):
         return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
 
     def preprocessing(self, name, weights="DEFAULT"):
-        return Preprocessing(32, 36, "bilinear", (0.5,) * 3, (0.5,) * 3)
+        return Preprocessing(crop_size=32, resize_size=36, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def test_point1_a_new_source_is_one_subclass(tmp_path, monkeypatch):
@@ -216,8 +216,11 @@ def test_point3_bad_backbones_are_named_briefly():
     with pytest.raises(ValueError) as info:
         PretrainedFeatureExtractor(backbone=huge, preprocessing=TINY, cache=False).fit(X)
     assert len(str(info.value)) < 400 and "Sequential" in str(info.value)
-    with pytest.raises(TypeError, match="got int"):
+    with pytest.raises(
+        TypeError, match="The 'backbone' parameter of PretrainedFeatureExtractor must be an instance"
+    ) as info:
         PretrainedFeatureExtractor(backbone=42, cache=False).fit(X)
+    assert len(str(info.value)) < 400 and "Got 42 instead" in str(info.value)
 
 
 @pytest.mark.parametrize("layout", ["plain", "model", "state_dict+module."])
@@ -306,7 +309,9 @@ def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path)
     params = dict(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, random_state=0, cache=False)
     clf = FineTuneClassifier(
         backbone=("efficientnet_lite0", str(tmp_path / "ckpt.pth")),
-        preprocessing=Preprocessing(64, 73, "bilinear", (0.5,) * 3, (0.5,) * 3),
+        preprocessing=Preprocessing(
+            crop_size=64, resize_size=73, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
+        ),
         **params,
     ).fit(X, Y)
     loaded = FineTuneClassifier.load_weights(clf.save_weights(tmp_path / "clf.pt"))

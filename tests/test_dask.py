@@ -190,9 +190,13 @@ def test_extract_checks_its_arguments(client, paths, tmp_path):
         skdask.extract(np.zeros((2, 8, 8, 3), dtype=np.uint8), small(tmp_path), client)
     with pytest.raises(ValueError, match="sample 1: the path is an empty string"):
         skdask.extract([paths[0], ""], small(tmp_path), client)
-    with pytest.raises(ValueError, match="partition_size must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"The 'partition_size' parameter of extract must be an int in the range \[1, inf\)"
+    ):
         skdask.extract(paths, small(tmp_path), client, partition_size=0)
-    with pytest.raises(TypeError, match="must be a PretrainedFeatureExtractor"):
+    with pytest.raises(
+        TypeError, match="The 'extractor' parameter of extract must be an instance of .*PretrainedFeatureExtractor'"
+    ):
         skdask.extract(paths, LogisticRegression(), client)
 
 
@@ -294,7 +298,9 @@ def test_torch_threads_follow_the_worker(client):
     finally:
         client.register_plugin(skdask.TorchThreads())
     assert threads_in_tasks() == {1}
-    with pytest.raises(ValueError, match="threads must be None or a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"The 'threads' parameter of TorchThreads must be an int in the range \[1, inf\) or None"
+    ):
         skdask.TorchThreads(threads=0)
 
 

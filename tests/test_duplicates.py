@@ -133,9 +133,13 @@ def test_groups_keep_copies_on_one_side_of_a_split():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"threshold": 0}, r"threshold must be a similarity in \(0, 1\], got 0"),
-        ({"threshold": 1.5}, "threshold must be"),
-        ({"threshold": "high"}, "threshold must be"),
+        (
+            {"threshold": 0},
+            r"The 'threshold' parameter of find_duplicates must be a float in the range \(0.0, 1.0\]. Got 0 instead. "
+            r"It is a similarity",
+        ),
+        ({"threshold": 1.5}, "The 'threshold' parameter of find_duplicates must be"),
+        ({"threshold": "high"}, "The 'threshold' parameter of find_duplicates must be"),
         ({"y": ["a"]}, "X has 2 images but y has 1 labels"),
     ],
 )
@@ -219,7 +223,7 @@ def test_a_flat_image_is_similar_to_nothing():
 
 def test_squash_keeps_the_whole_image_at_any_aspect_ratio():
     """The detector's input: the whole image resized to the square, borders included."""
-    square = Preprocessing(4, 4, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    square = Preprocessing(crop_size=4, resize_size=4, interpolation="bilinear", mean=(0.0,) * 3, std=(1.0,) * 3)
     wide = np.zeros((8, 16, 3), np.uint8)
     wide[:, :4] = 255  # a bright left quarter, which a centre crop cuts off
     squashed = crop_pixels(Image.fromarray(wide), square, squash=True)

@@ -224,7 +224,7 @@ def test_default_augmentation_is_reproducible_across_worker_counts():
     seeds = [int(s) for s in np.random.default_rng(1).integers(0, 2**62, len(X))]
 
     def batches(workers):
-        store = ImageStore(check_images(X), PRE, workers)
+        store = ImageStore(check_images(X), PRE, workers=workers)
         return torch.cat(
             [x for _, x in store.batches(store_rows, 4, torch.device("cpu"), augment=augment, seeds=seeds)]
         )
@@ -254,7 +254,7 @@ def test_fine_tuning_with_default_augmentation_repeats_across_num_workers():
 
 def test_the_image_store_keeps_decoded_images_within_its_bound(monkeypatch):
     samples = check_images(X)
-    store = ImageStore(samples, PRE, 1, max_bytes=3 * 73 * 87 * 3)  # room for three resized images
+    store = ImageStore(samples, PRE, workers=1, max_bytes=3 * 73 * 87 * 3)  # room for three resized images
     loads = []
     real = engine.load_rgb
     monkeypatch.setattr(engine, "load_rgb", lambda s, i: loads.append(i) or real(s, i))
@@ -290,5 +290,5 @@ def test_compile_trains_through_torch_compile(monkeypatch):
     np.testing.assert_allclose(
         clf.predict_proba(X), FineTuneClassifier(**params).fit(X, [0, 1] * 5).predict_proba(X), atol=1e-5
     )
-    with pytest.raises(ValueError, match="compile must be True or False"):
+    with pytest.raises(ValueError, match="The 'compile' parameter of FineTuneClassifier must be an instance of 'bool'"):
         FineTuneClassifier(compile="yes").fit(X, [0, 1] * 5)

@@ -517,6 +517,6 @@ def test_tta_changes_the_probabilities_and_they_still_sum_to_one(finetuned, mode
 def test_numpy_numbers_are_accepted_and_booleans_are_not():
     from skorchlite import FineTuneClassifier as Clf
 
-    Clf(lr=np.float32(1e-3), unfreeze=np.int64(1))._check_params()
-    with pytest.raises(ValueError, match="unfreeze"):
-        Clf(unfreeze=True)._check_params()
+    Clf(lr=np.float32(1e-3), unfreeze=np.int64(1))._validate_params()
+    with pytest.raises(ValueError, match="The 'unfreeze' parameter of FineTuneClassifier must be"):
+        Clf(unfreeze=True)._validate_params()

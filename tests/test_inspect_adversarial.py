@@ -42,11 +42,18 @@ def test_targeted_and_fgsm_attacks_stay_in_the_ball():
 
 def test_attack_parameters_are_checked():
     for kwargs, message in [
-        (dict(method="cw"), "method must be one of"),
-        (dict(eps=2), r"eps .*must be a number in \[0, 1\]"),
+        (dict(method="cw"), r"The 'method' parameter of adversarial_example must be a str among \{'pgd', 'fgsm'\}"),
+        (
+            dict(eps=2),
+            r"The 'eps' parameter of adversarial_example must be a float in the range \[0.0, 1.0\]. Got 2 instead. "
+            r"Pixels are in \[0, 1\] units",
+        ),
         (dict(eps=0.5 / 255), "below one grey level"),
-        (dict(steps=0), "steps must be an integer >= 1"),
-        (dict(step_size=-1.0), r"step_size must be a number in \(0, inf\]"),
+        (dict(steps=0), r"The 'steps' parameter of adversarial_example must be an int in the range \[1, inf\)"),
+        (
+            dict(step_size=-1.0),
+            r"The 'step_size' parameter of adversarial_example must be a float in the range \(0.0, inf\]",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             adversarial_example("efficientnet_lite0", CAT, **kwargs)

@@ -39,7 +39,9 @@ def test_class_visualization_is_seeded_and_leaves_the_global_rng_alone(tmp_path)
     assert first.target == "goldfish" and first.probabilities.shape == (2,)
     assert first.image_uint8.dtype == np.uint8
     read_png(tmp_path / "c.png", "class_visualization")
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+    with pytest.raises(
+        ValueError, match=r"The 'steps' parameter of class_visualization must be an int in the range \[1, inf\)"
+    ):
         class_visualization("efficientnet_lite0", 1, steps=0)
 
 

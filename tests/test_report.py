@@ -271,7 +271,9 @@ def test_misclassified_rejects_bad_input(tmp_path):
     X, y = solid_images(), np.repeat([0, 1], 5)
     with pytest.raises(ValueError, match="X has 10 images but y_true has 9 labels"):
         plot_misclassified(X, y[:9], y[:9], None, None, tmp_path / "m.png")
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"The 'n' parameter of plot_misclassified must be an int in the range \[1, inf\)"
+    ):
         plot_misclassified(X, y, y, None, None, tmp_path / "m.png", n=0)
     with pytest.raises(ValueError, match=r"predicted labels \['2'\] are not in classes"):
         plot_misclassified(X, y, np.where(y == 0, 2, 1), np.eye(2)[y], [0, 1], tmp_path / "m.png")

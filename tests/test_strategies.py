@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from skorchlite import LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.strategies import HEAD_C, Strategy, compare_strategies, default_strategies
@@ -51,7 +51,9 @@ class RowSpy(ClassifierMixin, BaseEstimator):
 def test_no_model_is_ever_scored_on_a_group_it_was_trained_on():
     X, y, groups = numbered_images()
     RowSpy.log.clear()
-    result = compare_strategies(X, y, [Strategy("spy", RowSpy(), {"shift": [0.0, 5.0]})], groups=groups, cv=3)
+    result = compare_strategies(
+        X, y, [Strategy("spy", RowSpy(), param_grid={"shift": [0.0, 5.0]})], groups=groups, cv=3
+    )
     asked = [(trained, rows) for trained, rows in RowSpy.log if isinstance(rows, set)]
     # 3 outer folds x (2 settings x 3 inner folds + the refit's test fold).
     assert len(asked) == 3 * (2 * 3 + 1)
@@ -124,6 +126,11 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+def test_layer_voting_checks_its_parameters_as_scikit_learn_does():
+    # Not among the checks above: scikit-learn runs it on its own estimators only.
+    check_param_validation("LayerVotingClassifier", LayerVotingClassifier())
+
+
 def test_layer_voting_is_the_normalised_product_of_the_blocks_probabilities():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 7))
@@ -166,7 +173,9 @@ def test_mirror_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
     np.testing.assert_allclose(
         PretrainedFeatureExtractor(image_size=40, cache=tmp_path).fit().transform(X), plain.transform(X), rtol=1e-5
     )
-    with pytest.raises(ValueError, match="tta must be True or False"):
+    with pytest.raises(
+        ValueError, match="The 'tta' parameter of PretrainedFeatureExtractor must be an instance of 'bool'"
+    ):
         PretrainedFeatureExtractor(tta="yes").fit()
 
 

@@ -48,7 +48,10 @@ def _trainer(valid=VALID, first_epoch=1, **changes):
     body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     inputs = NetworkInputs(IMAGES, PRE, batch_size=4, device=CPU, workers=1, target=[0, 1] * 4, weight=[1.0] * 8)
     train = np.setdiff1d(np.arange(8), valid)
-    return Trainer(nn.Sequential(body, nn.Linear(4, 2)), inputs, train, valid, _config(**changes), CPU, first_epoch)
+    model = nn.Sequential(body, nn.Linear(4, 2))
+    return Trainer(
+        model, inputs, train=train, valid=valid, config=_config(**changes), device=CPU, first_epoch=first_epoch
+    )
 
 
 def _failing_loss_at(call, failure):

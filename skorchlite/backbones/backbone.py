@@ -19,12 +19,13 @@ class BackboneUnavailableError(RuntimeError):
     """The weights of a backbone are not on this machine."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preprocessing:
     """The evaluation transform a backbone was trained with.
 
     Resize the shorter side to ``resize_size``, centre-crop ``crop_size``,
     scale to [0, 1] and normalise with ``mean``/``std`` per channel.
+    Built with keywords only: two sizes side by side are easily swapped.
     """
 
     crop_size: int
@@ -61,7 +62,8 @@ class Preprocessing:
 
         Examples
         --------
-        >>> Preprocessing(224, 256, "bilinear", (0.5,) * 3, (0.5,) * 3).crop_box(512, 256)
+        >>> pre = Preprocessing(crop_size=224, resize_size=256, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> pre.crop_box(512, 256)
         (144.0, 16.0, 368.0, 240.0)
         """
         short, long = sorted((width, height))
@@ -97,7 +99,9 @@ class Preprocessing:
 
 
 #: ImageNet's evaluation transform, for modules that bring no preprocessing.
-IMAGENET_PREPROCESSING = Preprocessing(224, 256, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET_PREPROCESSING = Preprocessing(
+    crop_size=224, resize_size=256, interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,13 @@ class LiteSource(BackboneSource):
 
     def preprocessing(self, name: str, weights: str = "DEFAULT") -> Preprocessing:
         image_size = LITE_CONFIGS[name].image_size
-        return Preprocessing(image_size, round(image_size / 0.875), "bilinear", (127 / 255,) * 3, (128 / 255,) * 3)
+        return Preprocessing(
+            crop_size=image_size,
+            resize_size=round(image_size / 0.875),
+            interpolation="bilinear",
+            mean=(127 / 255,) * 3,
+            std=(128 / 255,) * 3,
+        )
 
     def categories(self, name: str, weights_id: str) -> list[str] | None:
         return _imagenet_categories()

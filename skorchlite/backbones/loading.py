@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..validation import check_params
 from .backbone import Backbone, BackboneUnavailableError, WeightsRef
 from .layers import shortcuts_of
 from .registry import offline_backbones, source_of
@@ -58,6 +59,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
     >>> resolve_weights("efficientnet_lite0", None).id
     'random-init:seed=0'
     """
+    check_params({"weights": weights}, {"weights": [str, os.PathLike, None]}, "resolve_weights")
     source = source_of(name)
     if weights is None:
         return WeightsRef(f"{RANDOM_INIT}:seed={int(seed)}", None, _random_model(name, int(seed))[1])
@@ -65,8 +67,6 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
         path = Path(weights).expanduser()
         digest = file_sha256(path)
         return WeightsRef(f"file:sha256:{digest}", path, digest)
-    if not isinstance(weights, str):
-        raise TypeError(f"weights must be a string, a path or None, got {type(weights).__name__}: {weights!r}")
     try:
         weights_id, path = source.weights_file(name, weights)
     except BackboneUnavailableError as err:

@@ -73,15 +73,17 @@ def resolve_cache(cache: bool | str | os.PathLike | None) -> EmbeddingCache | No
     >>> resolve_cache("/tmp/embeddings")
     EmbeddingCache('/tmp/embeddings')
     """
+    # Imported here: the cache package stays light for the command line, without scikit-learn.
+    from ..validation import check_params
+
+    check_params({"cache": cache}, {"cache": [bool, str, os.PathLike, None]}, "resolve_cache")
     if cache is None or cache is False:
         return None
     if cache is True:
         return EmbeddingCache(default_cache_dir())
-    if isinstance(cache, (str, os.PathLike)):
-        if not os.fspath(cache):
-            raise ValueError("cache must not be an empty path.")
-        return EmbeddingCache(cache)
-    raise TypeError(f"cache must be True, False, None, a str or an os.PathLike directory, got {cache!r}.")
+    if not os.fspath(cache):
+        raise ValueError("cache must not be an empty path.")
+    return EmbeddingCache(cache)
 
 
 class EmbeddingCache:

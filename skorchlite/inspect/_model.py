@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from skorchlite.backbones import (
 from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
 from skorchlite.images import check_images
 from skorchlite.memory import freed_memory_kept
+from skorchlite.validation import Interval, check_params
 
 ACCEPTED = (
     "a backbone name (its ImageNet classes), a fitted FineTuneClassifier, or a fitted Pipeline of "
@@ -181,26 +182,6 @@ def one_image(image: Any) -> list:
     return check_images([image])
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int, or a ValueError naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def check_number(name: str, value: Any, low: float, high: float = np.inf, strict_low: bool = False) -> float:
-    """``value`` as a float in [low, high] ((low, high] with ``strict_low``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not low <= value <= high
-        or (strict_low and value == low)
-    ):
-        interval = f"{'(' if strict_low else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
-    return float(value)
-
-
 def resolve_model(model: Any, image_size: int | None = None, device: str | torch.device = "auto") -> Explainable:
     """Turn a backbone name, a fitted FineTuneClassifier or a fitted
     extractor pipeline into an :class:`Explainable` on ``device``.
@@ -208,11 +189,12 @@ def resolve_model(model: Any, image_size: int | None = None, device: str | torch
     ``image_size`` sets the input side for a backbone name; a fitted model
     keeps the size it was trained at.
     """
+    check_params(
+        {"image_size": image_size}, {"image_size": [Interval(Integral, 1, None, closed="left"), None]}, "resolve_model"
+    )
     device = resolve_device(device)
     if isinstance(model, Explainable):
         return model.to(device)
-    if image_size is not None:
-        check_int("image_size", image_size)
     if isinstance(model, str):
         explainable = _from_name(model, image_size)
     else:

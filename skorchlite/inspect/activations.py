@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from PIL import Image
 
 from skorchlite.figures import new_figure, save_figure
-from skorchlite.inspect._model import check_int, one_image, output_paths, resolve_model
+from skorchlite.inspect._model import one_image, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -75,7 +77,14 @@ def feature_maps(
     >>> feature_maps(image, "efficientnet_lite0", layer="_blocks.2", image_size=64).shape
     (24, 16, 16)
     """
-    check_int("k", k)
+    check_params(
+        {"k": k, "image_size": image_size},
+        {
+            "k": [Interval(Integral, 1, None, closed="left")],
+            "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        },
+        "feature_maps",
+    )
     explainable = resolve_model(backbone, image_size, device)
     if layer is None:
         layer = explainable.backbone.feature_node()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -12,15 +13,29 @@ import torch.nn.functional as F
 
 from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
-from skorchlite.inspect._model import check_int, check_number, one_image, output_paths, resolve_model
+from skorchlite.inspect._model import one_image, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.validation import Interval, StrOptions, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["AdversarialExample", "adversarial_accuracy", "adversarial_example"]
+__all__ = ["ATTACK_METHODS", "AdversarialExample", "AttackMethod", "adversarial_accuracy", "adversarial_example"]
 
-_METHODS = ("pgd", "fgsm")
+#: ``method`` of an attack: projected gradient descent, or the fast gradient sign method.
+AttackMethod = Literal["pgd", "fgsm"]
+ATTACK_METHODS: tuple[str, ...] = get_args(AttackMethod)
+
+#: The arguments both attacks take, and the constraints of each.
+_ATTACK_CONSTRAINTS: dict[str, list[Any]] = {
+    "eps": [Interval(Real, 0, 1, closed="both")],
+    "steps": [Interval(Integral, 1, None, closed="left")],
+    "step_size": [Interval(Real, 0, None, closed="right"), None],
+    "method": [StrOptions(ATTACK_METHODS)],
+    "quantize": ["boolean"],
+    "image_size": [Interval(Integral, 1, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+}
 
 
 @dataclass(frozen=True)
@@ -74,22 +89,27 @@ class AdversarialExample:
         return np.rint(self.image * 255).astype(np.uint8)
 
 
-def _check_attack(eps: Any, steps: Any, step_size: Any, method: Any, quantize: bool) -> tuple[float, int, float]:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
-    eps = check_number("eps (pixels are in [0, 1]: 2/255 is two grey levels)", eps, 0, 1)
-    if quantize and 0 < eps < 1 / 255 - 1e-9:
+def _check_attack(caller: str, **values: Any) -> tuple[float, int, float]:
+    """``eps``, ``steps`` and the step size, checked as ``caller`` takes them."""
+    check_params(
+        values,
+        _ATTACK_CONSTRAINTS,
+        caller,
+        notes={"eps": "Pixels are in [0, 1] units: 2/255 is two grey levels."},
+    )
+    eps, steps, step_size = float(values["eps"]), int(values["steps"]), values["step_size"]
+    # What a constraint cannot say: below one grey level only float images can change.
+    if values["quantize"] and 0 < eps < 1 / 255 - 1e-9:
         raise ValueError(
             f"eps={eps:g} is below one grey level (1/255): an 8-bit image cannot change by that little. "
             f"Use eps >= 1/255, or quantize=False for a float image."
         )
-    steps = check_int("steps", steps)
-    if method == "fgsm":
+    if values["method"] == "fgsm":
         return eps, 1, eps
     if step_size is None:
         # Madry et al.'s rule of thumb: room to cross the ball and come back.
         return eps, steps, 2.5 * eps / steps
-    return eps, steps, check_number("step_size", step_size, 0, strict_low=True)
+    return eps, steps, float(step_size)
 
 
 def _attack(
@@ -134,7 +154,7 @@ def adversarial_example(
     eps: float = 2 / 255,
     steps: int = 10,
     step_size: float | None = None,
-    method: str = "pgd",
+    method: AttackMethod = "pgd",
     quantize: bool = True,
     path: str | os.PathLike | None = None,
     image_size: int | None = None,
@@ -200,7 +220,15 @@ def adversarial_example(
     >>> bool(np.abs(result.perturbation).max() <= 4 / 255 + 1e-6), result.image.shape
     (True, (64, 64, 3))
     """
-    eps, steps, step_size = _check_attack(eps, steps, step_size, method, quantize)
+    eps, steps, step_size = _check_attack(
+        "adversarial_example",
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        method=method,
+        quantize=quantize,
+        image_size=image_size,
+    )
     explainable = resolve_model(model, image_size, device)
     samples = one_image(image)
     destination = output_paths(path, samples, "adversarial")
@@ -246,7 +274,7 @@ def adversarial_accuracy(
     y: Any,
     eps: float = 2 / 255,
     *,
-    method: str = "pgd",
+    method: AttackMethod = "pgd",
     steps: int = 10,
     step_size: float | None = None,
     quantize: bool = True,
@@ -293,8 +321,17 @@ def adversarial_accuracy(
     >>> 0 <= score <= 1
     True
     """
-    eps, steps, step_size = _check_attack(eps, steps, step_size, method, quantize)
-    batch_size = check_int("batch_size", batch_size)
+    eps, steps, step_size = _check_attack(
+        "adversarial_accuracy",
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        method=method,
+        quantize=quantize,
+        image_size=image_size,
+        batch_size=batch_size,
+    )
+    batch_size = int(batch_size)
     explainable = resolve_model(model, image_size, device)
     samples = check_images(X)
     y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=object)

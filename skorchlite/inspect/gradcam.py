@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +14,9 @@ from PIL import Image
 
 from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
-from skorchlite.inspect._model import Explainable, check_int, output_paths, resolve_model
+from skorchlite.inspect._model import Explainable, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -133,8 +135,16 @@ def grad_cam(
     >>> result.heatmaps[0].shape, float(result.heatmaps[0].max())
     ((120, 160), 1.0)
     """
+    check_params(
+        {"batch_size": batch_size, "image_size": image_size},
+        {
+            "batch_size": [Interval(Integral, 1, None, closed="left")],
+            "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        },
+        "grad_cam",
+    )
+    batch_size = int(batch_size)
     explainable = resolve_model(model, image_size, device)
-    batch_size = check_int("batch_size", batch_size)
     samples = check_images(X)
     layer = _cam_layer(explainable, layer)
     targets = _targets(explainable, target, len(samples))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from skorchlite.figures import new_figure, save_figure
-from skorchlite.inspect._model import check_int, check_number, output_paths, resolve_model
+from skorchlite.inspect._model import output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -146,13 +148,27 @@ def class_visualization(
     >>> result.image.shape, result.probabilities.shape, result.target
     ((64, 64, 3), (5,), 'goldfish')
     """
-    steps = check_int("steps", steps)
-    tv_weight = check_number("tv_weight", tv_weight, 0, 1e12)
-    lr = check_number("lr", lr, 0, 1e12, strict_low=True)
-    if jitter is not None:
-        check_int("jitter", jitter, 0)
-    if random_state is not None:
-        check_int("random_state", random_state, 0)
+    check_params(
+        {
+            "steps": steps,
+            "tv_weight": tv_weight,
+            "lr": lr,
+            "random_state": random_state,
+            "image_size": image_size,
+            "jitter": jitter,
+        },
+        {
+            "steps": [Interval(Integral, 1, None, closed="left")],
+            "tv_weight": [Interval(Real, 0, 1e12, closed="both")],
+            "lr": [Interval(Real, 0, 1e12, closed="right")],
+            # An int, not a RandomState: it seeds a torch generator.
+            "random_state": [Interval(Integral, 0, None, closed="left"), None],
+            "image_size": [Interval(Integral, 1, None, closed="left"), None],
+            "jitter": [Interval(Integral, 0, None, closed="left"), None],
+        },
+        "class_visualization",
+    )
+    steps, tv_weight, lr = int(steps), float(tv_weight), float(lr)
     explainable = resolve_model(backbone, image_size, device)
     target = explainable.class_index(class_index)
     destination = output_paths(path, [None], "class")

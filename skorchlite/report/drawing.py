@@ -94,14 +94,13 @@ def learning_curves_figure(history: Any) -> Figure:
 def misclassified_figure(X: Any, y_true: Any, y_pred: Any, proba: Any, classes: Any, n: int) -> Figure:
     """The figure :func:`~skorchlite.report.plot_misclassified` saves, not yet rendered.
 
-    Takes its parameters but ``path``. The inputs are checked here, raising as it documents.
+    Takes its parameters but ``path``. The data are checked here, raising as it documents;
+    ``n`` by it.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer; got {n!r}.")
     y_true = check_labels(y_true, "y_true")
     y_pred = check_labels(y_pred, "y_pred")
     check_consistent_length(y_true, y_pred)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..figures import figure_png, require_matplotlib, save_figure
 from ..files import write_atomic
+from ..validation import Interval, check_params
 from .drawing import confusion_matrix_figure, learning_curves_figure, misclassified_figure, roc_pr_figure
 from .inputs import check_labels, check_proba, history_records
 
@@ -214,8 +216,8 @@ def plot_misclassified(
     Raises
     ------
     ValueError
-        When the inputs differ in length, a predicted label is not in
-        ``classes``, or an image cannot be read.
+        When ``n`` is not a positive int, the inputs differ in length, a
+        predicted label is not in ``classes``, or an image cannot be read.
     ImportError
         When matplotlib is not installed.
 
@@ -231,6 +233,7 @@ def plot_misclassified(
     'errors.png'
     >>> tmp.cleanup()
     """
+    check_params({"n": n}, {"n": [Interval(Integral, 1, None, closed="left")]}, "plot_misclassified")
     return save_figure(misclassified_figure(X, y_true, y_pred, proba, classes, n), path)
 
 
