@@ -205,36 +205,41 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self : PretrainedFeatureExtractor
         """
         self._check_params()
-        self.layers_ = list(self._layers())
-        self.fingerprint_ = self._fingerprint()
+        backbone = self._backbone()
+        self.layers_ = list(self._layers(backbone))
+        self.fingerprint_ = self._fingerprint(backbone)
         if self.layers_ == [None] and self.pooling == "avg":
-            widths: tuple[int, ...] = (self._backbone().embedding_dim,)
+            widths: tuple[int, ...] = (backbone.embedding_dim,)
         else:
-            widths = output_widths(self._network(torch.device("cpu")), self._preprocessing().crop_size)
+            cpu = torch.device("cpu")
+            widths = output_widths(self._network(cpu, backbone), self._preprocessing(backbone).crop_size)
         self.layer_widths_ = list(widths)
         self.n_features_out_ = sum(widths)
         return self
 
-    def _layers(self) -> tuple[str | None, ...]:
-        return self._backbone().resolve_layers(self.layer)
+    # The helpers below take the backbone resolved once per fit or transform:
+    # resolving a module backbone hashes its state dict, and the network that
+    # runs must be the one whose fingerprint was checked.
+    def _layers(self, backbone: Backbone | None = None) -> tuple[str | None, ...]:
+        return (backbone or self._backbone()).resolve_layers(self.layer)
 
-    def _fingerprint(self) -> dict[str, Any]:
+    def _fingerprint(self, backbone: Backbone) -> dict[str, Any]:
         """What the current parameters make of an image (see ``fingerprint_``)."""
         return {
-            **self._backbone().fingerprint(),
-            "preprocessing": asdict(self._preprocessing()),
+            **backbone.fingerprint(),
+            "preprocessing": asdict(self._preprocessing(backbone)),
             # Resolved names: a shortcut redefined later never meets its old vectors.
-            "layer": layers[0] if len(layers := self._layers()) == 1 else list(layers),
+            "layer": layers[0] if len(layers := self._layers(backbone)) == 1 else list(layers),
             "pooling": self.pooling,
             "tta": "mirror" if self.tta else None,
             "dtype": self.precision,
             "skorchlite": __version__,
         }
 
-    def _check_unchanged(self) -> None:
+    def _check_unchanged(self, backbone: Backbone) -> None:
         """Refuse to embed with settings other than those fitted: their
         vectors would be stored under the fitted fingerprint."""
-        now = self._fingerprint()
+        now = self._fingerprint(backbone)
         if now != self.fingerprint_:
             changed = ", ".join(
                 f"{key} {self.fingerprint_.get(key)!r} -> {now.get(key)!r}"
@@ -248,15 +253,15 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _backbone(self) -> Backbone:
         return estimator_backbone(self)
 
-    def _preprocessing(self) -> Preprocessing:
-        return self._backbone().preprocessing.resized(self.image_size)
+    def _preprocessing(self, backbone: Backbone | None = None) -> Preprocessing:
+        return (backbone or self._backbone()).preprocessing.resized(self.image_size)
 
-    def _network(self, device: torch.device) -> nn.Module:
+    def _network(self, device: torch.device, backbone: Backbone | None = None) -> nn.Module:
         # Keyed by the resolved name and weights (a module's: its state
         # dict's hash), never by the module object.
-        backbone = self._backbone()
+        backbone = backbone or self._backbone()
         weights = backbone.weights
-        return inference_network(backbone.name, weights, weights.sha256, self._layers(), self.pooling, device)
+        return inference_network(backbone.name, weights, weights.sha256, self._layers(backbone), self.pooling, device)
 
     @property
     def _n_features_out(self) -> int:
@@ -334,7 +339,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         """
         check_is_fitted(self, "fingerprint_")
         check_estimator_params(self)
-        self._check_unchanged()
+        backbone = self._backbone()
+        self._check_unchanged(backbone)
         start = time.perf_counter()
         keys = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
         dim = self.n_features_out_
@@ -350,7 +356,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 rows_of.setdefault(key, []).append(i)
         # Each distinct image runs through the network once, duplicates share it.
         todo = [rows[0] for rows in rows_of.values()]
-        computed = self._embed(samples, todo, keys, out, namespace, first_index) if todo else 0
+        computed = self._embed(backbone, samples, todo, keys, out, namespace, first_index) if todo else 0
         # A representative whose file changed since it was keyed no longer
         # stands for its duplicates: those are embedded on their own.
         stale = [row for rows in rows_of.values() if keys[rows[0]] is None for row in rows[1:]]
@@ -358,7 +364,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             if keys[rows[0]] is not None:
                 out[rows[1:]] = out[rows[0]]
         if stale:
-            computed += self._embed(samples, stale, keys, out, namespace, first_index)
+            computed += self._embed(backbone, samples, stale, keys, out, namespace, first_index)
         if self.verbose:
             print(
                 f"[PretrainedFeatureExtractor] {len(samples)} images: {computed} computed, "
@@ -369,6 +375,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def _embed(
         self,
+        backbone: Backbone,
         samples: Sequence[Sample],
         todo: list[int],
         keys: list[str | None],
@@ -386,8 +393,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         becomes ``None``.
         """
         device = resolve_device(self.device)
-        network = self._network(device)
-        preprocessing = self._preprocessing()
+        network = self._network(device, backbone)
+        preprocessing = self._preprocessing(backbone)
         progress = progress_bar(len(todo), self.verbose, "embedding")
         held: dict[int, str] = {}
         computed = 0

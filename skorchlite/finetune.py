@@ -689,6 +689,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             "history_": self.history_,
             "best_epoch_": self.best_epoch_,
             "embedding_mode_": self._embedding_mode_,
+            # partial_fit goes on weighting samples on the first call's scale.
+            "weight_scale_": float(self.weight_scale_),
         }
         return save_estimator(path, self, fitted)
 
@@ -722,4 +724,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
+        # A file without it (written before it was saved): the next partial_fit sets the scale afresh.
+        clf.weight_scale_ = fitted.get("weight_scale_")
         return clf

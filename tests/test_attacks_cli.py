@@ -286,6 +286,17 @@ def test_also_save_weights_round_trip_predicts_identically(folder, tmp_path):
     assert FineTuneClassifier.load_weights(clf.save_weights(path)).classes_.dtype == clf.classes_.dtype
 
 
+def test_also_a_loaded_model_goes_on_training_with_partial_fit(folder, tmp_path):
+    clf, images = _fitted(folder)
+    labels = [Path(p).parent.name for p in images]
+    loaded = FineTuneClassifier.load_weights(clf.save_weights(tmp_path / "model.pt"))
+    assert loaded.weight_scale_ == clf.weight_scale_
+    loaded.partial_fit(images, labels)
+    clf.partial_fit(images, labels)
+    assert len(loaded.history_) == len(clf.history_)
+    np.testing.assert_allclose(loaded.predict_proba(images), clf.predict_proba(images), atol=1e-5)
+
+
 def test_also_cli_finetune_to_pt_then_predict(folder, tmp_path, capsys):
     model = tmp_path / "model.pt"
     assert main(["finetune", str(folder), "-o", str(model), "--epochs", "1", *TRAIN]) == 0
