@@ -36,7 +36,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -253,9 +253,10 @@ def extract(
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}.")
     extractor = _fitted(extractor)
     bounds = [(start, min(start + partition_size, len(samples))) for start in range(0, len(samples), partition_size)]
+    files = cast("list[Path]", samples)  # all paths: checked above
     if output is None:
-        return _to_array(client, extractor, samples, bounds, retries)
-    return _to_shards(client, extractor, samples, bounds, Path(output).absolute(), partition_size, retries)
+        return _to_array(client, extractor, files, bounds, retries)
+    return _to_shards(client, extractor, files, bounds, Path(output).absolute(), partition_size, retries)
 
 
 def read_shards(directory: str | os.PathLike) -> da.Array:

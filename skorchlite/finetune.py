@@ -10,12 +10,12 @@ import os
 import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import TransformerTags, check_random_state
+from sklearn.utils import Tags, TransformerTags, check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
@@ -201,9 +201,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     (16, 2)
     """
 
+    # Set by fit; declared for mypy.
+    classes_: np.ndarray
+    history_: list[dict[str, Any]]
+    weight_scale_: float
+    _embedding_mode_: bool
+
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str | tuple[str, str | os.PathLike] | nn.Module = "efficientnet_lite0",
         weights: str | os.PathLike | None = "DEFAULT",
         preprocessing: Preprocessing | dict[str, Any] | None = None,
         layer_groups: Any = None,
@@ -330,7 +336,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _n_unfrozen(self, n_groups: int) -> int:
         if self.unfreeze == "all":
             return n_groups
-        if self.unfreeze > n_groups:
+        if int(self.unfreeze) > n_groups:
             raise ValueError(
                 f"unfreeze={self.unfreeze} but backbone {describe_backbone(self.backbone)} has {n_groups} layer groups; "
                 f"use at most {n_groups} or 'all'."
@@ -450,7 +456,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return None
         if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
-        return int(self.random_state.randint(np.iinfo(np.int32).max))
+        return int(cast(np.random.RandomState, self.random_state).randint(np.iinfo(np.int32).max))
 
     def _fit(
         self,
@@ -510,12 +516,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 trainer = Trainer(self.model_, inputs, train, valid, config, device, len(self.history_) + 1)
                 result = trainer.run()
         except BaseException as err:
-            result = None if trainer is None else trainer.result
-            self._keep_trained(result, learned)
-            if isinstance(err, FloatingPointError) and result is not None:
+            so_far = None if trainer is None else trainer.result
+            self._keep_trained(so_far, learned)
+            if isinstance(err, FloatingPointError) and so_far is not None:
                 kept = (
-                    f"the estimator keeps the weights of epoch {result.best_epoch}"
-                    if result.history
+                    f"the estimator keeps the weights of epoch {so_far.best_epoch}"
+                    if so_far.history
                     else "no epoch of this fit completed, so the estimator is left as it was before fit"
                 )
                 raise FloatingPointError(
@@ -540,7 +546,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if result is None or not result.history:
             for key in [k for k in vars(self) if k.endswith("_")]:
                 delattr(self, key)
-            vars(self).update(learned)
+            self.__dict__.update(learned)  # vars(self), which mypy types as a class's (BaseEstimator is untyped)
             return
         self.history_.extend(result.history)
         self.best_epoch_ = result.best_epoch
@@ -613,7 +619,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         samples = check_images(X)
         device = resolve_device(self.device)
         inputs = self._inputs(samples, device)
-        model = self.model_.to(device, memory_format=torch.channels_last).eval()
+        # torch's Module.to overloads omit a device with memory_format, which it takes.
+        model = self.model_.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         out = np.empty((len(samples), len(self.classes_)), dtype=np.float32)
         with torch.inference_mode(), autocast(device, self.precision):
             for rows, logits in inputs.logits(model, np.arange(len(samples)), tta=self.tta):
@@ -653,8 +660,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self._check_network_unchanged("transform")
         samples = check_images(X)
         device = resolve_device(self.device)
-        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()
-        out = np.empty((len(samples), self.model_[1].in_features), dtype=np.float32)
+        # torch's Module.to overloads omit a device with memory_format, which it takes.
+        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+        out = np.empty((len(samples), cast(nn.Linear, self.model_[1]).in_features), dtype=np.float32)
         batches = embed(
             body,
             samples,
@@ -677,7 +685,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             state["model_"] = copy.deepcopy(self.model_).cpu()
         return state
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True

@@ -15,10 +15,10 @@ import dataclasses
 import difflib
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class _Net(nn.Module):
     ``embed_nodes`` name the body's nodes whose pooled outputs, concatenated
     in order, feed the head; ``None`` is the body's own output.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -158,7 +161,7 @@ class Explainable:
 
     def batches(
         self, samples: list, batch_size: int, device: torch.device, workers: int | None = None
-    ) -> Iterator[tuple[list[int], list[Image.Image], torch.Tensor]]:
+    ) -> Generator[tuple[list[int], list[Image.Image], torch.Tensor], None, None]:
         """(rows, decoded RGB images, [0, 1] pixel batch) in order."""
         batches = prepared_batches(
             samples,
@@ -171,7 +174,8 @@ class Explainable:
         with freed_memory_kept():  # while the caller runs the network on each batch
             for rows, items in batches:
                 pixels = to_input([item.pixels for item in items], self.preprocessing, device, normalize=False)
-                yield rows, [item.image for item in items], pixels
+                images = cast("list[Image.Image]", [item.image for item in items])  # keep_images=True
+                yield rows, images, pixels
 
 
 def one_image(image: Any) -> list:
@@ -193,7 +197,7 @@ def check_number(name: str, value: Any, low: float, high: float = np.inf, strict
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not low <= value <= high
+        or not low <= value <= high  # type: ignore[operator]  # typeshed's numbers.Real has no __ge__
         or (strict_low and value == low)
     ):
         interval = f"{'(' if strict_low else '['}{low:g}, {high:g}]"
@@ -285,6 +289,7 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     if not ok:
         kinds = " -> ".join(type(step).__name__ for step in steps)
         raise TypeError(f"model must be {ACCEPTED}; got a Pipeline of {kinds}.")
+    assert isinstance(extractor, PretrainedFeatureExtractor) and final is not None  # for mypy: ok checked both
     check_is_fitted(extractor, "fingerprint_")
     for step in middle:
         check_is_fitted(step)
