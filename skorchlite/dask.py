@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Sequence
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -271,9 +271,10 @@ def extract(
     partition_size, retries = int(partition_size), int(retries)
     extractor = _fitted(extractor)
     bounds = [(start, min(start + partition_size, len(samples))) for start in range(0, len(samples), partition_size)]
+    files = cast("list[Path]", samples)  # all paths: checked above
     if output is None:
-        return _to_array(client, extractor, samples, bounds, retries)
-    return _to_shards(client, extractor, samples, bounds, Path(output).absolute(), partition_size, retries)
+        return _to_array(client, extractor, files, bounds, retries)
+    return _to_shards(client, extractor, files, bounds, Path(output).absolute(), partition_size, retries)
 
 
 def read_shards(directory: str | os.PathLike) -> da.Array:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,15 @@ _BASE_STAGES = (
 )
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
+
+
+class _BatchNormArgs(TypedDict):
+    eps: float
+    momentum: float
+
+
 # TensorFlow's BatchNorm defaults (momentum 0.99 there is 0.01 here).
-_BN = {"eps": 1e-3, "momentum": 0.01}
+_BN: _BatchNormArgs = {"eps": 1e-3, "momentum": 0.01}
 
 
 @dataclass(frozen=True)

@@ -359,14 +359,14 @@ def optimize_for_inference(module: nn.Module) -> nn.Module:
 
     # deepcopy of an fx GraphModule comes back in training mode, hence eval().
     module = copy.deepcopy(module).eval()
-    node_output = isinstance(module, _NodeOutput)
-    target = module.body if node_output else module
+    wrapper = module if isinstance(module, _NodeOutput) else None
+    target = module if wrapper is None else wrapper.body
     try:
-        fused = fuse(target, inplace=True, no_trace=node_output)
+        fused = fuse(target, inplace=True, no_trace=wrapper is not None)
     except Exception:  # noqa: BLE001 - a model fx cannot trace runs unfused, still correct
         fused = target
-    if node_output:
-        module.body = fused
+    if wrapper is not None:
+        wrapper.body = fused
     else:
         module = fused
     return module.eval().to(memory_format=torch.channels_last)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from numbers import Integral
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -154,11 +155,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str | tuple[str, str | os.PathLike] | torch.nn.Module = "efficientnet_lite0",
         *,
         weights: str | os.PathLike | None = "DEFAULT",
         preprocessing: Preprocessing | dict[str, Any] | None = None,
-        layer: str | None = None,
+        layer: str | Sequence[str | None] | None = None,
         pooling: Pooling = "avg",
         tta: bool = False,
         image_size: int | None = None,
@@ -342,13 +343,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         backbone = self._backbone()
         self._check_unchanged(backbone)
         start = time.perf_counter()
-        keys = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
+        # An entry becomes None where _embed finds the file changed since.
+        keys: list[str | None] = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
         dim = self.n_features_out_
         cache = resolve_cache(self.cache)
         namespace = cache.namespace(self.fingerprint_) if cache is not None else None
-        cached = namespace.get_many(keys, dim=dim) if namespace is not None else [None] * len(keys)
+        cached = namespace.get_many(cast("list[str]", keys), dim=dim) if namespace is not None else [None] * len(keys)
         out = np.empty((len(samples), dim), dtype=np.float32)
-        rows_of: dict[str, list[int]] = {}
+        rows_of: dict[str | None, list[int]] = {}
         for i, (key, vector) in enumerate(zip(keys, cached, strict=True)):
             if vector is not None:
                 out[i] = vector
@@ -399,7 +401,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         held: dict[int, str] = {}
         computed = 0
 
-        def claimed(rows: list[int], others: list[int]):
+        def claimed(rows: list[int], others: list[int]) -> Iterator[int]:
             for row in rows:
                 key = keys[row]
                 if namespace is None or key is None:
@@ -458,7 +460,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 namespace.release(key)
         return computed
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,7 @@ from PIL import Image
 from .files import write_atomic
 
 if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
 __all__ = ["DPI", "figure_png", "new_figure", "require_matplotlib", "save_figure"]
@@ -82,7 +83,8 @@ def figure_png(fig: Figure) -> bytes:
     (200, 100)
     """
     fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    canvas = cast("FigureCanvasAgg", fig.canvas)  # new_figure's canvas
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3]
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -10,12 +10,12 @@ import warnings
 from dataclasses import fields
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import TransformerTags
+from sklearn.utils import Tags, TransformerTags
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
@@ -234,9 +234,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
+    # Set by fit; declared for mypy.
+    classes_: np.ndarray
+    history_: list[dict[str, Any]]
+    weight_scale_: float
+    _embedding_mode_: bool
+
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str | tuple[str, str | os.PathLike] | nn.Module = "efficientnet_lite0",
         *,
         weights: str | os.PathLike | None = "DEFAULT",
         preprocessing: Preprocessing | dict[str, Any] | None = None,
@@ -313,7 +319,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _n_unfrozen(self, n_groups: int) -> int:
         if self.unfreeze == "all":
             return n_groups
-        if self.unfreeze > n_groups:
+        if int(self.unfreeze) > n_groups:
             raise ValueError(
                 f"unfreeze={self.unfreeze} but backbone {describe_backbone(self.backbone)} has {n_groups} layer groups; "
                 f"use at most {n_groups} or 'all'."
@@ -416,7 +422,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return None
         if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
-        return int(self.random_state.randint(np.iinfo(np.int32).max))
+        return int(cast(np.random.RandomState, self.random_state).randint(np.iinfo(np.int32).max))
 
     def _fit(
         self,
@@ -479,12 +485,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 )
                 result = trainer.run()
         except BaseException as err:
-            result = None if trainer is None else trainer.result
-            self._keep_trained(result, learned)
-            if isinstance(err, FloatingPointError) and result is not None:
+            so_far = None if trainer is None else trainer.result
+            self._keep_trained(so_far, learned)
+            if isinstance(err, FloatingPointError) and so_far is not None:
                 kept = (
-                    f"the estimator keeps the weights of epoch {result.best_epoch}"
-                    if result.history
+                    f"the estimator keeps the weights of epoch {so_far.best_epoch}"
+                    if so_far.history
                     else "no epoch of this fit completed, so the estimator is left as it was before fit"
                 )
                 raise FloatingPointError(
@@ -509,7 +515,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if result is None or not result.history:
             for key in [k for k in vars(self) if k.endswith("_")]:
                 delattr(self, key)
-            vars(self).update(learned)
+            self.__dict__.update(learned)  # vars(self), which mypy types as a class's (BaseEstimator is untyped)
             return
         self.history_.extend(result.history)
         self.best_epoch_ = result.best_epoch
@@ -583,7 +589,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         samples = check_images(X)
         device = resolve_device(self.device)
         inputs = self._inputs(samples, device)
-        model = self.model_.to(device, memory_format=torch.channels_last).eval()
+        # torch's Module.to overloads omit a device with memory_format, which it takes.
+        model = self.model_.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         out = np.empty((len(samples), len(self.classes_)), dtype=np.float32)
         with torch.inference_mode(), autocast(device, self.precision):
             for rows, logits in inputs.logits(model, np.arange(len(samples)), tta=self.tta):
@@ -624,8 +631,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self._check_network_unchanged("transform")
         samples = check_images(X)
         device = resolve_device(self.device)
-        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()
-        out = np.empty((len(samples), self.model_[1].in_features), dtype=np.float32)
+        # torch's Module.to overloads omit a device with memory_format, which it takes.
+        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+        out = np.empty((len(samples), cast(nn.Linear, self.model_[1]).in_features), dtype=np.float32)
         batches = embed(
             body,
             samples,
@@ -648,7 +656,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             state["model_"] = copy.deepcopy(self.model_).cpu()
         return state
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
@@ -724,6 +732,5 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
         clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
         clf._embedding_mode_ = bool(fitted["embedding_mode_"])
-        # A file without it (written before it was saved): the next partial_fit sets the scale afresh.
-        clf.weight_scale_ = fitted.get("weight_scale_")
+        clf.weight_scale_ = float(fitted["weight_scale_"])
         return clf

@@ -451,7 +451,7 @@ def _read_cause(err: OSError) -> str:
     if isinstance(err, FileTooLargeError):
         return f"{err.strerror} (skorchlite.images.MAX_FILE_BYTES); raise that limit for files you trust"
     if isinstance(err, NotRegularFileError) or err.errno == errno.EINVAL:
-        return err.strerror
+        return str(err.strerror)
     if err.errno == errno.ELOOP:
         return "the path is a loop of symbolic links"
     if err.errno == errno.ENAMETOOLONG:

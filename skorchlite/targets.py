@@ -51,7 +51,7 @@ def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
     if y is None:
         raise ValueError(f"{estimator_name} requires {name} to be passed, but the target {name} is None.")
     # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
-    kinds = {}
+    kinds: dict[str, int] = {}
     for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
         if label is None:
             raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")

@@ -209,12 +209,14 @@ class Trainer:
         device: torch.device,
         first_epoch: int = 1,
     ):
-        self.model = model.to(device, memory_format=torch.channels_last)
+        # torch's Module.to overloads omit a device with memory_format, which it takes.
+        self.model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.inputs, self.train, self.valid, self.config, self.device = inputs, train, valid, config, device
         self.first_epoch = first_epoch
         self.generator = torch.Generator().manual_seed(
             int(torch.randint(0, 2**62, (1,)).item())
         )  # drawn from the (seeded) global stream, so random_state fixes shuffling too
+        assert inputs.weight is not None  # for mypy: training inputs carry weights
         # The validation loss is the weighted mean over the whole validation set.
         self.valid_weight = float(inputs.weight[torch.as_tensor(valid)].sum())
         self._history: list[dict[str, Any]] = []
@@ -296,7 +298,7 @@ class Trainer:
             # The last step's weights meet no loss of this epoch: check them here.
             if not _all_finite(t for t in self.model.state_dict().values() if t.is_floating_point()):
                 raise self._diverged("weights became non-finite (inf or NaN)", epoch, lr)
-            record = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss}
+            record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "train_loss": train_loss}
             record.update(self._validate())
             if len(self.valid) and not math.isfinite(record["valid_loss"]):
                 raise self._diverged(f"validation loss became {record['valid_loss']}", epoch, lr)
@@ -335,6 +337,7 @@ class Trainer:
     ) -> tuple[float, float]:
         """One pass over the training rows: (mean loss, head lr of the last step)."""
         config, inputs = self.config, self.inputs
+        assert inputs.target is not None and inputs.weight is not None  # for mypy: training inputs carry both
         self.model.train()
         for module in in_eval:
             module.eval()  # frozen (and, by default, every) BatchNorm keeps its running statistics
@@ -406,6 +409,7 @@ class Trainer:
             return {"valid_loss": float("nan"), "valid_accuracy": float("nan")}
         self.model.eval()
         inputs, config = self.inputs, self.config
+        assert inputs.target is not None and inputs.weight is not None  # for mypy: training inputs carry both
         loss, correct = 0.0, 0
         with torch.inference_mode(), autocast(self.device, config.precision):
             for rows, logits in inputs.logits(self.model, self.valid):

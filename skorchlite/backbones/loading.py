@@ -67,6 +67,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
         path = Path(weights).expanduser()
         digest = file_sha256(path)
         return WeightsRef(f"file:sha256:{digest}", path, digest)
+    assert isinstance(weights, str)  # for mypy: a path-like is a file, handled above
     try:
         weights_id, path = source.weights_file(name, weights)
     except BackboneUnavailableError as err:
@@ -94,9 +95,11 @@ def _build(name: str, weights: WeightsRef) -> Backbone:
     if random_init:
         model = copy.deepcopy(_random_model(name, int(weights.id.rsplit("=", 1)[1]))[0])
     elif from_file:
+        assert weights.path is not None  # for mypy: only a random initialisation has no file
         model = source.architecture(name)
         load_checkpoint(model, weights.path, name, optional=source.head_name(name, model))
     else:
+        assert weights.path is not None  # for mypy: only a random initialisation has no file
         model = source.pretrained(name, weights.id, weights.path)
     member = "DEFAULT" if random_init or from_file else weights.id
     model, classifier, embedding_dim = source.split_head(name, model)
@@ -209,7 +212,8 @@ class Recent:
     """
 
     def __init__(self, maxsize: int):
-        self.maxsize, self._items = maxsize, OrderedDict()
+        self.maxsize = maxsize
+        self._items: OrderedDict[Any, Backbone] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> Backbone | None:

@@ -8,7 +8,7 @@ import numbers
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -216,7 +216,8 @@ def resolve_backbone(
             preprocessing=result.preprocessing if preprocessing is None else check_preprocessing(preprocessing),
             layer_groups=result.layer_groups
             if layer_groups is None
-            else list(_check_groups(layer_groups, result.model)),
+            # Not None: layer_groups is not.
+            else list(cast("tuple[tuple[str, ...], ...]", _check_groups(layer_groups, result.model))),
         )
     return copy.deepcopy(result) if copy_model else result
 

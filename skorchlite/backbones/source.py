@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import cast
 
 from torch import nn
 
@@ -68,7 +69,8 @@ class BackboneSource(ABC):
         head = self.head_name(name, model)
         classifier = model.get_submodule(head)
         set_submodule(model, head, nn.Identity())
-        return model, classifier, classifier.in_features
+        # An nn.Linear's width; nn.Module types its attributes as Tensor | Module.
+        return model, classifier, cast(int, classifier.in_features)
 
     def layer_groups(self, name: str, model: nn.Module) -> list[tuple[str, ...]]:
         """Module names of the headless ``model`` from input to output."""

@@ -95,12 +95,13 @@ class TimmSource(BackboneSource):
     def split_head(self, name: str, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         # timm's own way to drop the classifier: forward() is then
         # forward_head(forward_features(x), pre_logits=True), pooled features.
-        classifier = copy.deepcopy(model.get_classifier())
-        model.reset_classifier(0)
+        timm_model: Any = model  # timm's models have these; nn.Module declares none of them
+        classifier = copy.deepcopy(timm_model.get_classifier())
+        timm_model.reset_classifier(0)
         return (
             model,
             classifier,
-            int(model.num_features if not hasattr(model, "head_hidden_size") else model.head_hidden_size),
+            int(timm_model.num_features if not hasattr(model, "head_hidden_size") else timm_model.head_hidden_size),
         )
 
     def layer_groups(self, name: str, model: nn.Module) -> list[tuple[str, ...]]:

@@ -117,6 +117,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ...}`` or ``{"model": ...}`` (as training scripts save them), with the
     ``"module."`` prefix of ``DataParallel``/DDP removed.
     """
+    state: object
     with _open_weights(path) as file:
         if Path(path).suffix == ".safetensors":  # a format of tensors only, as the Hugging Face Hub keeps them
             from safetensors.torch import load as load_safetensors

@@ -204,7 +204,8 @@ def _holder(path: Path, take_over: bool) -> Holder | None:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
-            return _abandon(path, inode, take_over)  # unreadable: no owner to wait for
+            _abandon(path, inode, take_over)  # unreadable: no owner to wait for
+            return None
     try:
         info = os.fstat(fd)
         owner = os.read(fd, 256).decode(errors="replace").strip()
@@ -213,7 +214,8 @@ def _holder(path: Path, take_over: bool) -> Holder | None:
             return Holder(owner or "a process writing its claim", age, False)
         if _inode(info) != inode:
             return Holder(owner, age, False)  # replaced meanwhile: look again later
-        return _abandon(path, inode, take_over)  # before closing, so still under our lock
+        _abandon(path, inode, take_over)  # before closing, so still under our lock
+        return None
     finally:
         os.close(fd)
 

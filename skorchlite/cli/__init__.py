@@ -1,6 +1,6 @@
 """The ``skorchlite`` command line (also ``python -m skorchlite``).
 
-Verbs: ``evaluate`` (the main job), ``embed``, ``finetune``, ``predict``,
+Verbs: ``evaluate`` (the main job), ``compare``, ``embed``, ``finetune``, ``predict``,
 ``explain``, ``backbones``. Errors print one line and exit with status 1 (``--debug``
 shows the traceback); Ctrl-C exits with 130. Every output path is checked
 before any work, and only the paths the user names are written, each

@@ -14,11 +14,11 @@ import copy
 import dataclasses
 import difflib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ class _Net(nn.Module):
     ``embed_nodes`` name the body's nodes whose pooled outputs, concatenated
     in order, feed the head; ``None`` is the body's own output.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -159,7 +162,7 @@ class Explainable:
 
     def batches(
         self, samples: list, batch_size: int, device: torch.device, workers: int | None = None
-    ) -> Iterator[tuple[list[int], list[Image.Image], torch.Tensor]]:
+    ) -> Generator[tuple[list[int], list[Image.Image], torch.Tensor], None, None]:
         """(rows, decoded RGB images, [0, 1] pixel batch) in order."""
         batches = prepared_batches(
             samples,
@@ -172,7 +175,8 @@ class Explainable:
         with freed_memory_kept():  # while the caller runs the network on each batch
             for rows, items in batches:
                 pixels = to_input([item.pixels for item in items], self.preprocessing, device, normalize=False)
-                yield rows, [item.image for item in items], pixels
+                images = cast("list[Image.Image]", [item.image for item in items])  # keep_images=True
+                yield rows, images, pixels
 
 
 def one_image(image: Any) -> list:
@@ -267,6 +271,7 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     if not ok:
         kinds = " -> ".join(type(step).__name__ for step in steps)
         raise TypeError(f"model must be {ACCEPTED}; got a Pipeline of {kinds}.")
+    assert isinstance(extractor, PretrainedFeatureExtractor) and final is not None  # for mypy: ok checked both
     check_is_fitted(extractor, "fingerprint_")
     for step in middle:
         check_is_fitted(step)

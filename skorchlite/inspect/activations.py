@@ -97,6 +97,7 @@ def feature_maps(
     _, pixels = explainable.load(samples, device)
     with torch.inference_mode():
         activations, _ = explainable.net.tap(pixels, layer)
+    assert activations is not None  # for mypy: a layer was tapped
     maps = activations[0].float().cpu().numpy()
     if destination is not None:
         if maps.ndim != 3:

@@ -108,7 +108,7 @@ def thumbnail(image: Image.Image, side: int) -> Image.Image:
     image.thumbnail((side, side))
     if max(image.size) < _MIN_SIDE:  # an 8x8 digit: enlarge, keep its pixels sharp
         scale = -(-_MIN_SIDE // max(image.size))
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     return image
 
 
@@ -117,7 +117,7 @@ def _overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
     from matplotlib import colormaps
 
     thumb = thumbnail(image, ERROR_THUMBNAIL)
-    resample = Image.NEAREST if thumb.width > image.width else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if thumb.width > image.width else Image.Resampling.BILINEAR
     heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), "F").resize(thumb.size, resample))
     colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
     blended = (1 - _HEATMAP_ALPHA) * np.asarray(thumb, dtype=np.float64) + _HEATMAP_ALPHA * colours

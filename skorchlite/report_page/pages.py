@@ -172,7 +172,7 @@ def _floats(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     values = []
     for record in records:
         try:
-            values.append(float(record.get(key)))
+            values.append(float(record.get(key, float("nan"))))
         except (TypeError, ValueError):
             values.append(float("nan"))
     return np.array(values)

@@ -119,20 +119,21 @@ def per_class_section(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray 
     precision too, with ``proba``), and their macro and weighted averages."""
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     header = ["class", "precision", "recall", "F1", "support"]
-    aucs = aps = None
+    aucs: list | None = None
+    aps: list | None = None
     if proba is not None:
         header += ["ROC AUC", "average precision"]
         aucs, aps = _curve_areas(y_true, proba, classes)
     rows = []
     for j, label in enumerate(classes.tolist()):
         row = [str(label), f"{precision[j]:.3f}", f"{recall[j]:.3f}", f"{f1[j]:.3f}", str(support[j])]
-        if aucs is not None:
+        if aucs is not None and aps is not None:
             row += [format_number(aucs[j]), format_number(aps[j])]
         rows.append(row)
     total = int(support.sum())
     for name, weights in [("macro average", None), ("weighted average", support)]:
         row = [name] + [f"{np.average(v, weights=weights):.3f}" for v in (precision, recall, f1)] + [str(total)]
-        if aucs is not None:
+        if aucs is not None and aps is not None:
             row += [format_number(_average(aucs, weights)), format_number(_average(aps, weights))]
         rows.append(row)
     table = html_table(header, rows, numeric=range(1, len(header)), footer=2)
@@ -337,7 +338,8 @@ def epochs_section(history: Sequence[Mapping[str, Any]], best_epoch: int) -> str
     """Every epoch's record as a table, the chosen epoch marked."""
     keys = ["epoch", "phase", "train_loss", "valid_loss", "valid_accuracy", "lr", "seconds"]
     header = ["epoch", "phase", "train loss", "valid loss", "valid accuracy", "learning rate", "seconds"]
-    rows, marked = [], []
+    rows: list[list[str]] = []
+    marked: list[int] = []
     for record in history:
         cells = []
         for key in keys:
@@ -374,11 +376,11 @@ def run_section(run: RunInfo) -> str:
 
 
 def _average(values: Sequence[float], weights: Any) -> float:
-    values = np.asarray(values, dtype=float)
-    keep = np.isfinite(values)
+    array = np.asarray(values, dtype=float)
+    keep = np.isfinite(array)
     if not keep.any():
         return float("nan")
-    return float(np.average(values[keep], weights=None if weights is None else np.asarray(weights)[keep]))
+    return float(np.average(array[keep], weights=None if weights is None else np.asarray(weights)[keep]))
 
 
 def _value(value: Any) -> str:
