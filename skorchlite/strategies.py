@@ -152,12 +152,12 @@ def default_strategies(
         strategies.append(
             Strategy(f"{named} penultimate, concatenated + logistic", _frozen(union, head), param_grid=one_head)
         )
+    every_stage = [PretrainedFeatureExtractor(backbone=name, layer="stages", **options) for name in backbones]
+    # fit() reads no image: it resolves each backbone and runs one blank image
+    # for each layer's width, which mirror TTA does not change.
+    widths = [w for extractor in every_stage for w in clone(extractor).fit().layer_widths_]
     for tta in (False, True):
-        extractors = [
-            PretrainedFeatureExtractor(backbone=name, layer="stages", tta=tta, **options) for name in backbones
-        ]
-        # fit() reads no image: it resolves the backbone and each layer's width.
-        widths = [w for extractor in extractors for w in clone(extractor).fit().layer_widths_]
+        extractors = [clone(extractor).set_params(tta=tta) for extractor in every_stage]
         strategies.append(
             Strategy(
                 f'{named} "stages", a head per layer voting' + (", mirror TTA" if tta else ""),
