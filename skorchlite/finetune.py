@@ -2,69 +2,41 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import numbers
 import os
-import warnings
-from dataclasses import fields
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils import Tags, TransformerTags
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .augmentation import default_augmentation
-from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
-from .engine import PRECISIONS, Precision, autocast, check_precision, decode_workers, embed, resolve_device
-from .extractor import PretrainedFeatureExtractor
-from .images import Sample, check_images
-from .inputs import NetworkInputs
+from .backbones import Preprocessing, describe_backbone
+from .engine import Precision, autocast, decode_workers, embed, resolve_device
+from .fitting import BaseFineTuner
+from .images import check_images
 from .persistence import load_model_state, load_network_state, save_estimator
-from .targets import check_labels, encode_labels, loss_weights, validation_split
-from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
-from .training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES, BatchNormMode, OptimizerName, Schedule
-from .validation import Interval, StrOptions, check_estimator_params
+from .training import BatchNormMode, OptimizerName, Schedule
+from .validation import check_estimator_params
 
 __all__ = ["FineTuneClassifier"]
 
 
-class FineTuneClassifier(ClassifierMixin, BaseEstimator):
+class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     """Fine-tune a pretrained backbone with a new linear head.
 
-    Training follows fastai's ``fine_tune``: with ``unfreeze`` other than 0,
-    the head first trains alone for ``freeze_epochs`` at ``lr``; then the
-    last ``unfreeze`` layer groups of the backbone are unfrozen and train
-    with the head for ``epochs``, each group towards the input at
-    ``lr_decay`` times the rate of the group above it. The head's rate in
-    that phase is ``lr / 2`` when a head phase ran before it, else ``lr``
-    (``freeze_epochs=0``, ``warm_start``, ``partial_fit`` and ``unfreeze=0``
-    train at ``lr`` throughout). Unlike fastai, whose unfrozen phase runs
-    its own one-cycle from ``lr / 5`` and whose head phase rises over 99 %
-    of its steps, both phases here follow ``schedule`` with the same
-    ``warmup``.
-
-    BatchNorm rule (as Keras's transfer-learning guide): the layers of
-    frozen groups stay in inference mode during training, so their running
-    statistics never move; they get no gradient either. By default
-    (``batchnorm="eval"``) the BatchNorm layers of unfrozen groups also keep
-    normalising with their ImageNet statistics while their scale and shift
-    train, as Keras advises for fine-tuning: with a few hundred images,
-    batch statistics of 32 images differ from the slowly updated running
-    ones the model is evaluated with, and training drifts away from what
-    the model does at prediction time. ``batchnorm="train"`` lets unfrozen
-    BatchNorm layers normalise with batch statistics and update their
-    running ones (PyTorch's ``model.train()``).
-
-    With ``unfreeze=0`` and ``augment=None`` the backbone never changes and
-    sees each image once: the head trains on embeddings served by
-    :class:`~skorchlite.PretrainedFeatureExtractor` and its cache, which
-    makes head-only training as cheap as the extractor pipeline.
+    As fastai's ``fine_tune``: the head trains alone for ``freeze_epochs``,
+    then the last ``unfreeze`` layer groups of the backbone train with it
+    for ``epochs`` at discriminative rates. Frozen groups, and by default
+    the BatchNorm layers of unfrozen ones, stay in inference mode (Keras's
+    rule). With ``unfreeze=0`` and ``augment=None`` the head trains on the
+    embeddings of :class:`~skorchlite.PretrainedFeatureExtractor` and its
+    cache, as cheap as the extractor pipeline. ``docs/strategies.md`` gives
+    the rates of each phase, how they differ from fastai's, and the
+    BatchNorm rule.
 
     Parameters
     ----------
@@ -92,10 +64,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Head warm-up epochs before unfreezing (ignored when ``unfreeze=0``
         and when continuing with ``warm_start``).
     batchnorm : {"eval", "train"}, default="eval"
-        Mode of the BatchNorm layers of unfrozen groups while training (see
-        above); frozen groups are always in eval mode.
+        Mode of the BatchNorm layers of unfrozen groups while training:
+        ``"eval"`` normalises with their ImageNet statistics while their
+        scale and shift train; ``"train"`` with batch statistics, updating
+        the running ones. Frozen groups are always in eval mode.
     lr : float, default=1e-3
-        Peak learning rate of the head.
+        Peak learning rate of the head (``lr / 2`` in the unfrozen phase
+        after a head phase).
     lr_decay : float, default=0.5
         Learning-rate multiplier per layer group towards the input.
     optimizer : {"adamw", "sgd"}, default="adamw"
@@ -199,47 +174,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     (16, 2)
     """
 
-    _parameter_constraints: dict = {
-        "backbone": [str, tuple, list, nn.Module],
-        "weights": [str, os.PathLike, None],
-        "preprocessing": [Preprocessing, dict, None],
-        "layer_groups": [list, tuple, None],
-        "unfreeze": [Interval(Integral, 0, None, closed="left"), StrOptions(["all"])],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
-        "batchnorm": [StrOptions(BATCHNORM_MODES)],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_decay": [Interval(Real, 0, 1, closed="right")],
-        "optimizer": [StrOptions(OPTIMIZERS)],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "momentum": [Interval(Real, 0, 1, closed="both")],
-        "schedule": [StrOptions(name for name in SCHEDULES if name is not None), None],
-        "warmup": [Interval(Real, 0, 1, closed="both")],
-        "label_smoothing": [Interval(Real, 0, 1, closed="both")],
-        "class_weight": [StrOptions(["balanced"]), dict, None],
-        "augment": [StrOptions(["default"]), callable, None],
-        "tta": ["boolean"],
-        "image_size": [Interval(Integral, 1, None, closed="left"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
-        # An int is a CUDA device index, as torch.device takes it.
-        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
-        "precision": [StrOptions(PRECISIONS)],
-        "num_workers": [Interval(Integral, 1, None, closed="left"), None],
-        "compile": ["boolean"],
-        "cache": [bool, str, os.PathLike, None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-    }
-
-    # Set by fit; declared for mypy.
-    classes_: np.ndarray
-    history_: list[dict[str, Any]]
-    weight_scale_: float
-    _embedding_mode_: bool
-
     def __init__(
         self,
         backbone: str | tuple[str, str | os.PathLike] | nn.Module = "efficientnet_lite0",
@@ -306,25 +240,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
-
-    # ------------------------------------------------------------ validation
-    def _check_params(self) -> None:
-        """What ``_parameter_constraints`` cannot say: a rule between two
-        parameters, the backbone's smallest input, bfloat16 support of the device."""
-        if self.n_iter_no_change is not None and self.validation_fraction == 0:
-            raise ValueError("n_iter_no_change needs a validation split: set validation_fraction > 0.")
-        check_image_size(self.backbone, self.image_size, self.weights)
-        check_precision(self.precision, resolve_device(self.device))
-
-    def _n_unfrozen(self, n_groups: int) -> int:
-        if self.unfreeze == "all":
-            return n_groups
-        if int(self.unfreeze) > n_groups:
-            raise ValueError(
-                f"unfreeze={self.unfreeze} but backbone {describe_backbone(self.backbone)} has {n_groups} layer groups; "
-                f"use at most {n_groups} or 'all'."
-            )
-        return int(self.unfreeze)
 
     # ------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -393,183 +308,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             classes=classes,
             partial=True,
         )
-
-    def _network_key(self) -> dict[str, str]:
-        """What fixes the network's shape and starting weights (not image_size:
-        every backbone here pools globally, so a warm start may continue at
-        another size, as progressive resizing does)."""
-        backbone = self._backbone()
-        return {"backbone": backbone.name, "weights_sha256": backbone.weights.sha256}
-
-    def _backbone(self, copy_model: bool = False) -> Backbone:
-        return estimator_backbone(self, copy_model=copy_model)
-
-    def _check_network_unchanged(self, action: str) -> None:
-        fitted, now = self._network_key_, self._network_key()
-        if fitted != now:
-            changed = ", ".join(
-                f"{k} ({fitted[k]!r} when fitted, {now[k]!r} now)" for k in fitted if fitted[k] != now[k]
-            )
-            raise ValueError(
-                f"{changed} changed since this network was fitted, so it cannot {action}. "
-                f"Set the parameter back, or fit again with warm_start=False (or a clone) to build the new network."
-            )
-
-    def _seed(self) -> int | None:
-        """One seed per fit: an int random_state as given; a RandomState is
-        drawn from, so each fit differs, as in scikit-learn."""
-        if self.random_state is None:
-            return None
-        if isinstance(self.random_state, numbers.Integral):
-            return int(self.random_state)
-        return int(cast(np.random.RandomState, self.random_state).randint(np.iinfo(np.int32).max))
-
-    def _fit(
-        self,
-        X: Any,
-        y: Any,
-        sample_weight: Any,
-        *,
-        warm: bool,
-        head_warmup: bool,
-        epochs: int,
-        classes: Any = None,
-        partial: bool = False,
-    ) -> FineTuneClassifier:
-        learned = {k: v for k, v in vars(self).items() if k.endswith("_")}
-        trainer = None
-        try:
-            self._check_params()
-            samples = check_images(X)
-            y = check_labels(y, "y", type(self).__name__)
-            if len(samples) != len(y):
-                raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
-            if warm:
-                self._check_network_unchanged("continue (warm_start or partial_fit)")
-            self.classes_, target = encode_labels(y, classes, self.classes_ if warm else None, type(self).__name__)
-            sample_weight = _check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
-            backbone = self._backbone()
-            n_unfrozen = self._n_unfrozen(len(backbone.layer_groups))
-            device = resolve_device(self.device)
-            seed = self._seed()
-            train, valid = validation_split(target, self.validation_fraction, seed)
-            # A partial_fit series keeps its first call's scale: see loss_weights.
-            weight, self.weight_scale_ = loss_weights(
-                sample_weight,
-                target,
-                self.classes_,
-                self.class_weight,
-                train,
-                valid,
-                scale=self.weight_scale_ if partial and warm else None,
-            )
-
-            rng_scope = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-            with rng_scope:
-                if seed is not None:
-                    torch.manual_seed(seed)
-                if not warm:
-                    self._init_model(len(self.classes_))
-                    self.history_ = []
-                # The backbone stays pristine only while no fit ever unfroze it.
-                pristine = not warm or self._embedding_mode_
-                self._embedding_mode_ = pristine and n_unfrozen == 0 and self.augment is None
-                phases = fine_tune_phases(
-                    n_unfrozen, epochs, freeze_epochs=self.freeze_epochs if head_warmup else 0, lr=self.lr
-                )
-                inputs = self._inputs(samples, device, target=target, weight=weight)
-                config = self._training_config(phases)
-                first_epoch = len(self.history_) + 1
-                trainer = Trainer(
-                    self.model_, inputs, train=train, valid=valid, config=config, device=device, first_epoch=first_epoch
-                )
-                result = trainer.run()
-        except BaseException as err:
-            so_far = None if trainer is None else trainer.result
-            self._keep_trained(so_far, learned)
-            if isinstance(err, FloatingPointError) and so_far is not None:
-                kept = (
-                    f"the estimator keeps the weights of epoch {so_far.best_epoch}"
-                    if so_far.history
-                    else "no epoch of this fit completed, so the estimator is left as it was before fit"
-                )
-                raise FloatingPointError(
-                    f"{err}; {kept}. Lower lr, or check the images and sample weights."
-                ) from err.__cause__
-            raise
-        self._keep_trained(result, learned)
-        if result.interrupted:
-            warnings.warn(
-                f"Training interrupted after epoch {result.history[-1]['epoch']}; the estimator keeps the weights "
-                f"of epoch {result.best_epoch} and can predict.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return self
-
-    def _keep_trained(self, result: TrainingResult | None, learned: dict[str, Any]) -> None:
-        """Take the epochs a run completed and the one whose weights the model
-        holds. A fit that completed none leaves the estimator with its fitted
-        attributes as they were (``learned``): unfitted before the first fit,
-        never half-set."""
-        if result is None or not result.history:
-            for key in [k for k in vars(self) if k.endswith("_")]:
-                delattr(self, key)
-            self.__dict__.update(learned)  # vars(self), which mypy types as a class's (BaseEstimator is untyped)
-            return
-        self.history_.extend(result.history)
-        self.best_epoch_ = result.best_epoch
-
-    def _training_config(self, phases: tuple[Phase, ...]) -> TrainingConfig:
-        # Its other fields are the parameters of the same names; layer_groups
-        # is the fitted network's (layer_groups_), never the parameter.
-        params = self.get_params(deep=False)
-        named = {f.name: params[f.name] for f in fields(TrainingConfig) if f.name not in ("phases", "layer_groups")}
-        return TrainingConfig(phases=phases, layer_groups=tuple(tuple(group) for group in self.layer_groups_), **named)
-
-    def _inputs(
-        self, samples: list[Sample], device: torch.device, target: Any = None, weight: Any = None
-    ) -> NetworkInputs:
-        """The network's inputs for ``samples`` (with the rows' ``target`` and
-        loss ``weight`` when training): embeddings in embedding mode."""
-        backbone = self._backbone()
-        preprocessing = backbone.preprocessing.resized(self.image_size)
-        return NetworkInputs(
-            samples,
-            preprocessing,
-            batch_size=self.batch_size,
-            device=device,
-            workers=decode_workers(self.num_workers),
-            augment=default_augmentation(preprocessing) if self.augment == "default" else self.augment,
-            extractor=self._extractor(backbone) if self._embedding_mode_ else None,
-            target=target,
-            weight=weight,
-        )
-
-    def _extractor(self, backbone: Backbone) -> PretrainedFeatureExtractor:
-        """The extractor whose embeddings the head reads in embedding mode, and its cache."""
-        source, weights, preprocessing = self.backbone, self.weights, self.preprocessing
-        if weights is None:  # a random initialisation seeded by random_state, which the extractor lacks
-            source, weights, preprocessing = backbone.model, "DEFAULT", backbone.preprocessing
-        return PretrainedFeatureExtractor(
-            backbone=source,
-            weights=weights,
-            preprocessing=preprocessing,
-            image_size=self.image_size,
-            batch_size=self.batch_size,
-            device=self.device,
-            precision=self.precision,
-            num_workers=self.num_workers,
-            cache=self.cache,
-            verbose=self.verbose,
-        )
-
-    def _init_model(self, n_classes: int) -> None:
-        backbone = self._backbone(copy_model=True)
-        head = nn.Linear(backbone.embedding_dim, n_classes)
-        self.model_ = nn.Sequential(backbone.model, head)
-        self.layer_groups_ = backbone.layer_groups
-        self._network_key_ = self._network_key()
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X: Any) -> np.ndarray:

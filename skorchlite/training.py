@@ -124,8 +124,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: Schedule, total_steps:
     over the warm-up fraction, then falls along a cosine to 1/25 of 1e-4 of
     the rate (Smith's one-cycle with fastai's cosine annealing and
     ``div=25``, ``div_final=1e4``; fastai's own ``pct_start`` and phase
-    rates differ, see :class:`~skorchlite.FineTuneClassifier`); ``"cosine"`` warms up linearly
-    from zero, then decays along a cosine to zero; ``None`` is constant.
+    rates differ, see ``docs/strategies.md``); ``"cosine"`` warms up
+    linearly from zero, then decays along a cosine to zero; ``None`` is
+    constant.
     """
     warmup_steps = warmup * total_steps
 
