@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .files import ContentMemo, FileTooLargeError, NotRegularFileError, open_regular, read_limited
+from .pixels import check_finite, to_rgb
 
 __all__ = ["Sample", "check_images", "content_key", "describe", "load_keyed", "load_rgb"]
 
@@ -343,7 +344,7 @@ def _check_array(array: np.ndarray, index: int) -> np.ndarray:
         return array
     if array.dtype.kind != "f":
         raise TypeError(f"{name}: unsupported dtype {array.dtype}; {_UNSUPPORTED_DTYPE}.")
-    _check_finite(array, name)
+    check_finite(array, name)
     low, high = array.min(), array.max()
     if low < 0 or high > 1:
         raise ValueError(
@@ -353,11 +354,6 @@ def _check_array(array: np.ndarray, index: int) -> np.ndarray:
     # At least float32, so that float16 input does not round at 255 * x.
     scaled = np.multiply(array, 255, dtype=np.result_type(array.dtype, np.float32))
     return np.rint(scaled).astype(np.uint8)
-
-
-def _check_finite(pixels: np.ndarray, name: str) -> None:
-    if not np.isfinite(pixels).all():
-        raise ValueError(f"{name}: the pixels contain NaN or infinite values.")
 
 
 def _check_size(size: tuple[int, int], sample: Any, index: int) -> None:
@@ -426,7 +422,7 @@ def _decode_file(data: bytes, path: Path, index: int) -> Image.Image:
 
 def _checked_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
     _check_size(image.size, sample, index)
-    return _to_rgb(image, sample, index)
+    return to_rgb(image, describe(sample, index))
 
 
 def _read_bytes(path: Path, index: int) -> bytes:
@@ -477,44 +473,3 @@ def _decoding(sample: Sample, index: int) -> Iterator[None]:
         raise ValueError(f"{name}: the image is truncated or corrupt ({err}).") from err
     except Exception as err:  # noqa: BLE001 - a plugin's own failure, still this sample's
         raise ValueError(f"{name}: Pillow failed to decode it ({type(err).__name__}: {err}).") from err
-
-
-def _to_rgb(image: Image.Image, sample: Sample, index: int) -> Image.Image:
-    if image.mode == "F" or image.mode.startswith("I"):
-        image = Image.fromarray(_deep_to_uint8(image, sample, index))
-    if image.mode == "RGB" and not image.has_transparency_data:
-        return image
-    if image.has_transparency_data:
-        # Onto white, as image viewers and browsers show transparency; black
-        # would turn dark strokes on a transparent background invisible.
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    try:
-        return image.convert("RGB")
-    except ValueError as err:
-        name = describe(sample, index)
-        raise ValueError(f"{name}: Pillow cannot convert mode {image.mode!r} to RGB ({err}).") from err
-
-
-def _deep_to_uint8(image: Image.Image, sample: Sample, index: int) -> np.ndarray:
-    """8-bit grey pixels of a 16/32-bit integer ('I;16', 'I') or float ('F') image."""
-    # One private copy, then in place: large deep images stay at a few
-    # bytes per pixel instead of several int64 temporaries.
-    pixels = np.array(image)
-    if image.mode == "F":
-        _check_finite(pixels, describe(sample, index))
-        # Floats at most 1 are [0, 1] intensities; anything else is 0-255.
-        if pixels.max() <= 1:
-            pixels *= 255
-        np.clip(pixels, 0, 255, out=pixels)
-        return np.rint(pixels, out=pixels).astype(np.uint8)
-    # Scaled, not clipped, so the full 16-bit range maps onto 0-255; exact
-    # integer rounding of x * 255 / 65535 (no ties: 65535 is odd; the
-    # largest intermediate, 65535 * 255 + 32767, fits in 32 bits).
-    if pixels.dtype.kind == "i":
-        np.clip(pixels, 0, 65535, out=pixels)
-    wide = pixels.astype(np.uint32)
-    wide *= 255
-    wide += 32767
-    wide //= 65535
-    return wide.astype(np.uint8)

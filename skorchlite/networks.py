@@ -1,0 +1,133 @@
+"""The networks that embed: a backbone up to one or more layers, globally
+pooled, and its copy optimised for inference, built once per process.
+
+:mod:`skorchlite.engine` runs them (and re-exports the public names).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from .backbones import Backbone, get_backbone
+
+__all__ = [
+    "POOLINGS",
+    "GlobalPool",
+    "Pooling",
+    "embedding_module",
+    "inference_network",
+    "optimize_for_inference",
+    "output_widths",
+]
+
+#: ``pooling``: the global pooling of a feature map (GlobalPool).
+Pooling = Literal["avg", "max", "avg+max"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+
+class GlobalPool(nn.Module):
+    """Global pooling of a feature map (N, C, H, W) or token sequence (N, L, C).
+
+    Parameters
+    ----------
+    pooling : {"avg", "max", "avg+max"}
+        ``"avg+max"`` concatenates both, doubling the width.
+
+    Examples
+    --------
+    >>> GlobalPool("avg+max")(torch.ones(2, 3, 4, 4)).shape
+    torch.Size([2, 6])
+    """
+
+    def __init__(self, pooling: str):
+        super().__init__()
+        self.pooling = pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x
+        dims = (2, 3) if x.ndim == 4 else tuple(range(1, x.ndim - 1))
+        parts = {"avg": [x.mean(dims)], "max": [x.amax(dims)], "avg+max": [x.mean(dims), x.amax(dims)]}
+        return torch.cat(parts[self.pooling], dim=1).flatten(1)
+
+
+class _NodeOutput(nn.Module):
+    """A traced body's outputs at ``nodes``, each pooled, concatenated in order."""
+
+    def __init__(self, body: nn.Module, nodes: Sequence[str], pooling: str):
+        super().__init__()
+        self.body, self.nodes, self.pool = body, tuple(nodes), GlobalPool(pooling)
+
+    def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.body(x)
+        return [self.pool(outputs[node]) for node in self.nodes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.pooled(x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def embedding_module(backbone: Backbone, layer: Any, pooling: str) -> nn.Module:
+    """``backbone.model`` up to ``layer``, pooled; shares the backbone's weights.
+
+    ``layer`` is anything :meth:`~skorchlite.backbones.Backbone.resolve_layers`
+    takes (``None``: the penultimate features). Several layers come from one
+    traced network, one forward pass, their pooled outputs concatenated in
+    the order given.
+    """
+    if backbone.resolve_layers(layer) == (None,) and pooling == "avg":
+        return backbone.model
+    nodes = backbone.embedding_nodes(layer, pooling)
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    body = create_feature_extractor(backbone.model, {node: node for node in nodes})
+    return _NodeOutput(body, nodes, pooling).eval()
+
+
+def output_widths(network: nn.Module, image_size: int) -> tuple[int, ...]:
+    """Width of each layer's pooled output in an :func:`inference_network`
+    (one entry for a single layer), from one image of zeros on the CPU."""
+    x = torch.zeros(1, 3, image_size, image_size)
+    with torch.inference_mode():
+        parts = network.pooled(x) if isinstance(network, _NodeOutput) else [network(x)]
+    return tuple(int(part.shape[1]) for part in parts)
+
+
+def optimize_for_inference(module: nn.Module) -> nn.Module:
+    """A private copy with BatchNorm folded into the preceding convolutions,
+    in channels-last memory: together about 2-3x faster on CPU."""
+    from torch.fx.experimental.optimization import fuse
+
+    # deepcopy of an fx GraphModule comes back in training mode, hence eval().
+    module = copy.deepcopy(module).eval()
+    wrapper = module if isinstance(module, _NodeOutput) else None
+    target = module if wrapper is None else wrapper.body
+    try:
+        fused = fuse(target, inplace=True, no_trace=wrapper is not None)
+    except Exception:  # noqa: BLE001 - a model fx cannot trace runs unfused, still correct
+        fused = target
+    if wrapper is not None:
+        wrapper.body = fused
+    else:
+        module = fused
+    return module.eval().to(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=8)
+def inference_network(
+    name: str, weights: Any, sha256: str, layer: str | tuple[str | None, ...] | None, pooling: str, device: torch.device
+) -> nn.Module:
+    """The embedding network of a backbone, optimised, built once per process.
+
+    ``sha256`` keys it to the weights' content, so a replaced weights file
+    is never served stale. Several layers come as a tuple (the arguments key
+    a cache, so they must be hashable).
+    """
+    module = embedding_module(get_backbone(name, weights), layer, pooling)
+    return optimize_for_inference(module).to(device)
