@@ -2,9 +2,10 @@
 
 ``skorchlite.strategies.compare_strategies`` with ``default_strategies()``
 (every offline EfficientNet-Lite): frozen penultimate features per backbone,
-multi-layer ``"stages"`` features, the backbones concatenated, one head per
-layer voting (with and without mirror test-time augmentation), and all
-layers fine-tuned. Outer folds: 5-fold ``StratifiedGroupKFold(shuffle=True,
+multi-layer ``"stages"`` features, the backbones concatenated, ``"blocks"``
+features with one head per layer voting (Lite0 at its own resolution, Lite0
+at two resolutions, all backbones with and without mirror test-time
+augmentation), and all layers fine-tuned. Outer folds: 5-fold ``StratifiedGroupKFold(shuffle=True,
 random_state=0)`` on ``find_duplicates`` groups. Each recipe's head C (and
 fine-tuning's label smoothing) is chosen on inner grouped folds of each
 outer training fold; so is the strategy of the "chosen on inner folds" row.

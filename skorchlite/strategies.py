@@ -16,16 +16,19 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from .backbones import offline_backbones
+from .backbones import get_backbone, offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
 from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
-__all__ = ["HEAD_C", "Strategy", "StrategyComparison", "compare_strategies", "default_strategies"]
+__all__ = ["HEAD_C", "RESOLUTION_STEP", "Strategy", "StrategyComparison", "compare_strategies", "default_strategies"]
 
 #: The regularisation strengths every frozen recipe's head chooses from, on inner folds.
 HEAD_C = (0.003, 0.01, 0.03, 0.1)
+
+#: How much larger (pixels) the second resolution of the multi-scale recipe is.
+RESOLUTION_STEP = 64
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,12 @@ def _frozen(features: Any, head: Any) -> Pipeline:
 
 
 def _features(extractors: list[PretrainedFeatureExtractor]) -> Any:
-    return extractors[0] if len(extractors) == 1 else FeatureUnion([(e.backbone, e) for e in extractors])
+    if len(extractors) == 1:
+        return extractors[0]
+    # Named so that one backbone at two resolutions gives two distinct steps.
+    return FeatureUnion(
+        [(f"{e.backbone}" + ("" if e.image_size is None else f"_{e.image_size}px"), e) for e in extractors]
+    )
 
 
 def default_strategies(
@@ -76,9 +84,12 @@ def default_strategies(
     Frozen features with a logistic head: each backbone's penultimate
     features; the first backbone's ``"stages"`` (several layers) with one
     head on all their columns; every backbone's penultimate features
-    concatenated; every backbone's ``"stages"`` with one head per layer
-    voting (:class:`~skorchlite.LayerVotingClassifier`), without and with
-    mirror test-time augmentation. With ``finetune``, all layers of the
+    concatenated. Frozen ``"blocks"`` features (every residual block from
+    the mid stage on) with one head per layer voting
+    (:class:`~skorchlite.LayerVotingClassifier`): the first backbone's at
+    its own resolution, and at that and :data:`RESOLUTION_STEP` pixels
+    more; with several backbones, all of them, without and with mirror
+    test-time augmentation. With ``finetune``, all layers of the
     first backbone fine-tuned (default augmentation, balanced class
     weights, mirror TTA). Each frozen head chooses its ``C`` from
     :data:`HEAD_C` on inner folds; fine-tuning chooses its label
@@ -109,8 +120,8 @@ def default_strategies(
     ...     print(strategy.name)
     efficientnet_lite0 penultimate + logistic
     efficientnet_lite0 "stages" + logistic
-    efficientnet_lite0 "stages", a head per layer voting
-    efficientnet_lite0 "stages", a head per layer voting, mirror TTA
+    efficientnet_lite0 "blocks", a head per layer voting
+    efficientnet_lite0 "blocks" at 224 and 288 px, a head per layer voting
     """
     check_params(
         {
@@ -152,19 +163,33 @@ def default_strategies(
         strategies.append(
             Strategy(f"{named} penultimate, concatenated + logistic", _frozen(union, head), param_grid=one_head)
         )
-    every_stage = [PretrainedFeatureExtractor(backbone=name, layer="stages", **options) for name in backbones]
-    # fit() reads no image: it resolves each backbone and runs one blank image
-    # for each layer's width, which mirror TTA does not change.
-    widths = [w for extractor in every_stage for w in clone(extractor).fit().layer_widths_]
-    for tta in (False, True):
-        extractors = [clone(extractor).set_params(tta=tta) for extractor in every_stage]
-        strategies.append(
-            Strategy(
-                f'{named} "stages", a head per layer voting' + (", mirror TTA" if tta else ""),
-                _frozen(_features(extractors), LayerVotingClassifier(widths, estimator=clone(head))),
-                param_grid={"clf__estimator__logisticregression__C": list(HEAD_C)},
-            )
+
+    def voting(label: str, extractors: list[PretrainedFeatureExtractor], widths: list[int]) -> Strategy:
+        return Strategy(
+            f"{label}, a head per layer voting",
+            _frozen(_features(extractors), LayerVotingClassifier(widths, estimator=clone(head))),
+            param_grid={"clf__estimator__logisticregression__C": list(HEAD_C)},
         )
+
+    # fit() reads no image: it resolves the backbone and runs one blank image
+    # for each layer's width, which neither resolution nor mirror TTA changes.
+    def widths_of(extractors: list[PretrainedFeatureExtractor]) -> list[int]:
+        return [w for extractor in extractors for w in clone(extractor).fit().layer_widths_]
+
+    blocks = PretrainedFeatureExtractor(backbone=first, layer="blocks", **options)
+    own_size = image_size or get_backbone(first).preprocessing.crop_size
+    larger = clone(blocks).set_params(image_size=own_size + RESOLUTION_STEP)
+    widths = widths_of([blocks])
+    strategies += [
+        voting(f'{first} "blocks"', [blocks], widths),
+        voting(f'{first} "blocks" at {own_size} and {larger.image_size} px', [blocks, larger], widths * 2),
+    ]
+    if len(backbones) > 1:
+        every = [clone(blocks).set_params(backbone=name) for name in backbones]
+        widths = widths_of(every)
+        strategies.append(voting(f'{named} "blocks"', every, widths))
+        mirrored = [clone(extractor).set_params(tta=True) for extractor in every]
+        strategies.append(voting(f'{named} "blocks", mirror TTA', mirrored, widths))
     if finetune:
         model = FineTuneClassifier(
             backbone=first,

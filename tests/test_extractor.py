@@ -398,7 +398,15 @@ def test_issue_14_3_shortcuts_resolve_to_stage_outputs_and_are_listed():
     ends = [[n for n in nodes if n.startswith(group[-1] + ".")][-1] for group in backbone.layer_groups[1:-1]]
     assert ends[-3:] == [MID, LATE, "_blocks.15._bn2"]
     shortcuts = backbone.layer_shortcuts()
-    assert shortcuts == {"penultimate": (None,), "mid": (MID,), "stages": (*ends[-3:], None)}
+    # "blocks": the residual additions of the stages from "mid" on; the
+    # 320-channel stage is one block that changes width, so none of its own.
+    residual = ("_blocks.9.add", MID, "_blocks.12.add", "_blocks.13.add", LATE)
+    assert shortcuts == {
+        "penultimate": (None,),
+        "mid": (MID,),
+        "stages": (*ends[-3:], None),
+        "blocks": (*residual, None),
+    }
     assert list_layers("efficientnet_lite0") == (nodes, shortcuts)
     stages = _small("stages").fit()
     assert stages.layers_ == [*ends[-3:], None] and stages.n_features_out_ == 112 + 192 + 320 + 1280
@@ -415,6 +423,11 @@ def test_issue_14_3_torchvision_shortcuts_need_no_weights():
     nodes, shortcuts = list_layers("resnet18")
     assert shortcuts["mid"] == ("layer3.1.relu_1",) and shortcuts["mid"][0] in nodes
     assert shortcuts["stages"] == ("layer1.1.relu_1", "layer2.1.relu_1", "layer3.1.relu_1", None)
+    # A stage container's numbered children are its blocks; the first, which
+    # downsamples, is left out.
+    assert shortcuts["blocks"] == ("layer3.1.relu_1", None)
+    assert list_layers("resnet50")[1]["blocks"] == (*(f"layer3.{i}.relu_2" for i in range(1, 6)), None)
+    assert list_layers("convnext_tiny")[1]["blocks"] == (*(f"features.5.{i}.add" for i in range(1, 9)), None)
 
 
 def test_issue_14_3_cli_lists_nodes_and_shortcuts(capsys):

@@ -108,7 +108,12 @@ def test_default_strategies_cover_the_course_and_their_grids_are_parameters():
         params = strategy.estimator.get_params()
         assert set(strategy.param_grid) <= set(params), strategy.name
     voting = strategies[2].estimator[-1]
-    assert voting.blocks == [112, 192, 320, 1280] and list(strategies[2].param_grid.values())[0] == list(HEAD_C)
+    blocks = [112, 112, 192, 192, 192, 1280]  # "blocks": the residual blocks from "mid" on
+    assert voting.blocks == blocks and list(strategies[2].param_grid.values())[0] == list(HEAD_C)
+    # The multi-scale recipe: the same layers at 224 and 288 px, a head for each.
+    features = strategies[3].estimator[0]
+    assert [(e.layer, e.image_size) for _, e in features.transformer_list] == [("blocks", None), ("blocks", 288)]
+    assert strategies[3].estimator[-1].blocks == blocks * 2
     assert strategies[-1].inner_folds == 1
 
 

@@ -226,6 +226,10 @@ class Backbone:
           the end of ``layer3``).
         - ``"stages"``: the last three stage outputs and ``None`` (the
           penultimate features).
+        - ``"blocks"``: from the ``"mid"`` stage on, the output of every
+          block that adds to a residual (each stage's blocks after its
+          first), and ``None``; meant for a head per layer
+          (:class:`~skorchlite.LayerVotingClassifier`).
 
         Returns
         -------
@@ -238,6 +242,8 @@ class Backbone:
         >>> from skorchlite.backbones import get_backbone
         >>> get_backbone("efficientnet_lite0").layer_shortcuts()["stages"]
         ('_blocks.10.add', '_blocks.14.add', '_blocks.15._bn2', None)
+        >>> get_backbone("efficientnet_lite0").layer_shortcuts()["blocks"]
+        ('_blocks.9.add', '_blocks.10.add', '_blocks.12.add', '_blocks.13.add', '_blocks.14.add', None)
         """
         return shortcuts_of(self.name, self.layer_names(), self.layer_groups)
 

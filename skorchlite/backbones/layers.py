@@ -80,16 +80,51 @@ def shortcuts_of(name: str, nodes: list[str], groups: list[tuple[str, ...]]) -> 
         Shortcut name to node names (``None``: the penultimate features).
     """
     last = feature_node_of(nodes) or nodes[-1]
-    stages = []
+    stages: list[str] = []
+    repeats: list[list[str]] = []
     for group in groups:
         ends = [node for module in group if (node := node_of(module, nodes)) is not None]
         if ends and nodes.index(ends[-1]) < nodes.index(last) and ends[-1] not in stages:
             stages.append(ends[-1])
+            repeats.append(_repeated_block_ends(group, nodes))
     if not stages:
         return {"penultimate": (None,)}
-    index = next((i for family, i in _MID_STAGE.items() if name.startswith(family)), -3)
-    mid = stages[max(index, -len(stages))]
-    return {"penultimate": (None,), "mid": (mid,), "stages": (*stages[-3:], None)}
+    index = max(next((i for family, i in _MID_STAGE.items() if name.startswith(family)), -3), -len(stages))
+    # Networks whose groups are single blocks have no repeats to list: their
+    # stage outputs stand for them.
+    blocks = [node for stage in repeats[index:] for node in stage] or stages[index:]
+    return {
+        "penultimate": (None,),
+        "mid": (stages[index],),
+        "stages": (*stages[-3:], None),
+        "blocks": (*blocks, None),
+    }
+
+
+def _repeated_block_ends(group: Sequence[str], nodes: Sequence[str]) -> list[str]:
+    """Output nodes of a stage's blocks after its first (the first changes
+    stride or width; the others add to a residual of the same shape).
+
+    A module of the group whose children are numbered modules with layers
+    of their own (``layer3.0``, ``layer3.1``: a stage container) stands for
+    its children.
+
+    Examples
+    --------
+    >>> nodes = ["layer3.0.relu", "layer3.1.relu", "layer3.2.relu", "avgpool"]
+    >>> _repeated_block_ends(("layer3",), nodes)
+    ['layer3.1.relu', 'layer3.2.relu']
+    >>> _repeated_block_ends(("_blocks.8", "_blocks.9"), ["_blocks.8._bn2", "_blocks.9.add"])
+    ['_blocks.9.add']
+    """
+    blocks: list[str] = []
+    for module in group:
+        inside = [node[len(module) + 1 :].split(".", 1) for node in nodes if node.startswith(module + ".")]
+        children = [f"{module}.{k[0]}" for k in inside if k[0].isdigit() and len(k) == 2]
+        children = list(dict.fromkeys(children))
+        blocks.extend(children if len(children) > 1 else [module])
+    ends = [node for block in blocks if (node := node_of(block, nodes)) is not None]
+    return ends[1:]
 
 
 def top_level_groups(model: nn.Module) -> list[tuple[str, ...]]:
