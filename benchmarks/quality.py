@@ -69,8 +69,8 @@ def main() -> None:
     print(f"BUSI: {len(y)} images; duplicate groups found in {time.perf_counter() - start:.1f} s")
     strategies = default_strategies(finetune=args.finetune, cache=str(args.cache))
     if args.finetune_schedule:
-        tuned = strategies[-1]
-        strategies = [replace(tuned, name=tuned.name + ", epochs chosen", param_grid={"epochs": [8, 16]})]
+        finetuning = strategies[-1]
+        strategies = [replace(finetuning, name=finetuning.name + ", epochs chosen", param_grid={"epochs": [8, 16]})]
     result = compare_strategies(X, y, strategies, groups=groups, log=lambda line: print(line, flush=True))
     print()
     print(result)
@@ -81,8 +81,7 @@ def main() -> None:
     print()
     if frozen.size:
         best = frozen[means[frozen].argmax()]
-        # The nested choice among the frozen recipes: per outer fold, the best inner score.
-        chosen = frozen[result.inner_score[frozen].argmax(axis=0)]
+        chosen = result.chosen(among=frozen)  # the nested choice among the frozen recipes
         nested = result.balanced_accuracy[chosen, np.arange(len(chosen))]
         print(f"best frozen recipe: {result.names[best]}: {verdict(means[best], TARGETS['frozen'])}")
         print(f"frozen recipe chosen on inner folds, per outer fold: {nested.mean():.3f} ± {nested.std():.3f}")

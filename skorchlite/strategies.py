@@ -227,15 +227,16 @@ class StrategyComparison:
         Inner search, refit and prediction time.
     best_params : list of list of dict
         What each strategy's inner search chose, per outer fold.
+    n_grouped, n_groups : int
+        Images that share a duplicate group with another, and those groups.
     selected : list of str
-        Per outer fold, the strategy with the best inner score.
+        Per outer fold, the strategy with the best inner score
+        (:meth:`chosen`).
     selected_balanced_accuracy, selected_accuracy : ndarray of shape (n_folds,)
         The outer scores of those choices: the honest estimate of
         "compare on inner folds, then use the winner".
     recommended : str
         The strategy chosen in most outer folds (ties: best mean inner score).
-    n_grouped, n_groups : int
-        Images that share a duplicate group with another, and those groups.
     """
 
     names: list[str]
@@ -244,12 +245,40 @@ class StrategyComparison:
     inner_score: np.ndarray
     seconds: np.ndarray
     best_params: list[list[dict[str, Any]]]
-    selected: list[str]
-    selected_balanced_accuracy: np.ndarray
-    selected_accuracy: np.ndarray
-    recommended: str
     n_grouped: int
     n_groups: int
+
+    def chosen(self, among: Sequence[int] | None = None) -> np.ndarray:
+        """Per outer fold, the index of the strategy with the best inner score.
+
+        Parameters
+        ----------
+        among : sequence of int or None, default=None
+            The candidate strategies' indices; ``None``: all of them.
+
+        Returns
+        -------
+        ndarray of int, shape (n_folds,)
+        """
+        candidates = np.arange(len(self.names)) if among is None else np.asarray(among)
+        return candidates[self.inner_score[candidates].argmax(axis=0)]
+
+    @property
+    def selected(self) -> list[str]:
+        return [self.names[i] for i in self.chosen()]
+
+    @property
+    def selected_balanced_accuracy(self) -> np.ndarray:
+        return self.balanced_accuracy[self.chosen(), np.arange(self.balanced_accuracy.shape[1])]
+
+    @property
+    def selected_accuracy(self) -> np.ndarray:
+        return self.accuracy[self.chosen(), np.arange(self.accuracy.shape[1])]
+
+    @property
+    def recommended(self) -> str:
+        wins = Counter(self.chosen().tolist())
+        return self.names[max(wins, key=lambda i: (wins[i], self.inner_score[i].mean()))]
 
     def ranking(self) -> list[int]:
         """Strategy indices by mean outer balanced accuracy, best first."""
@@ -430,10 +459,6 @@ def compare_strategies(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
                     f"(inner {inner[i, fold]:.3f}, {search.best_params_}), {seconds[i, fold]:.0f} s"
                 )
-    chosen = inner.argmax(axis=0)
-    wins = Counter(chosen.tolist())
-    recommended = max(wins, key=lambda i: (wins[i], inner[i].mean()))
-    columns = np.arange(len(outer))
     return StrategyComparison(
         names=names,
         balanced_accuracy=balanced,
@@ -441,10 +466,6 @@ def compare_strategies(
         inner_score=inner,
         seconds=seconds,
         best_params=best_params,
-        selected=[names[i] for i in chosen],
-        selected_balanced_accuracy=balanced[chosen, columns],
-        selected_accuracy=accuracy[chosen, columns],
-        recommended=names[recommended],
         n_grouped=sum(n for n in sizes.values() if n > 1),
         n_groups=sum(1 for n in sizes.values() if n > 1),
     )

@@ -73,6 +73,8 @@ def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
     assert result.selected == ["sees"] * 3 and result.recommended == "sees"
     np.testing.assert_array_equal(result.selected_balanced_accuracy, result.balanced_accuracy[0])
     assert np.all(result.balanced_accuracy[1] == 0.5)
+    # A choice among some of the strategies picks from those alone.
+    assert result.chosen().tolist() == [0] * 3 and result.chosen(among=[1]).tolist() == [1] * 3
     text = str(result)
     assert text.index("sees") < text.index("blind") and text.splitlines()[-1] == "Use: sees"
     assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
