@@ -72,9 +72,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         pooled globally. A shortcut of the backbone (``"mid"``: one
         mid-level stage; ``"stages"``: the last three stages and the
         penultimate features; ``"blocks"``: every residual block from the
-        mid stage on, and the penultimate features) or a list of names (``None`` in it: the
-        penultimate features) gives each layer's pooled output,
-        concatenated in that order, from one forward pass.
+        mid stage on, and the penultimate features) or a list of names
+        (``None`` in it: the penultimate features) gives each layer's
+        pooled output, concatenated in that order, from one forward pass.
     pooling : {"avg", "max", "avg+max"}, default="avg"
         Global pooling of a spatial feature map; ``"avg+max"`` concatenates
         both, doubling the width.
