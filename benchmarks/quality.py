@@ -18,11 +18,15 @@ and the nested choice among the frozen recipes (the honest figure for
 ungrouped ``StratifiedKFold`` folds, which BUSI's near-duplicates make
 optimistic.
 
-``--finetune-schedule`` runs only fine-tuning, its schedule length (8 or
-16 epochs after the 2 head epochs) chosen on one grouped hold-out fifth of
-each outer training fold (issue 14, point 5; about 40 minutes on 2 cores).
+``--finetune-search schedule`` runs only fine-tuning, its schedule length
+(8 or 16 epochs after the 2 head epochs) chosen on one grouped hold-out
+fifth of each outer training fold (issue 14, point 5; about 30 minutes on
+2 cores). ``--finetune-search settings`` chooses, on the same hold-outs,
+among the recipe as it is and four variants that each change one setting:
+stronger augmentation, 288 px instead of 224, EfficientNet-Lite1 instead of
+Lite0, no test-time augmentation (about 65 minutes).
 
-Run: ``python benchmarks/quality.py [--no-finetune | --finetune-schedule] [--limit N | --quick] [--cache DIR]``
+Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--limit N | --quick] [--cache DIR]``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
 the ungrouped one on 2 cores with an empty cache, the first fold embedding
 each image once per backbone and option; fine-tuning adds minutes per fold).
@@ -34,14 +38,36 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import busi_arguments, duplicate_groups, load_busi, machine
 
 from skorchlite import FineTuneClassifier
-from skorchlite.strategies import compare_strategies, default_strategies
+from skorchlite.augmentation import default_augmentation
+from skorchlite.backbones import get_backbone
+from skorchlite.strategies import Strategy, compare_strategies, default_strategies
 
 TARGETS = {"frozen": 0.82, "fine-tuning": 0.85}
+
+
+def finetune_search(finetuning: Strategy, search: str) -> Strategy:
+    """``default_strategies``' fine-tuning with ``search``'s candidates as its grid."""
+    if search == "schedule":
+        return replace(finetuning, name=finetuning.name + ", epochs chosen", param_grid={"epochs": [8, 16]})
+    # One setting changed at a time (a grid of every combination would cost
+    # 24 fine-tunings per outer fold): each dict is one candidate.
+    model = finetuning.estimator
+    preprocessing = get_backbone(model.backbone).preprocessing.resized(model.image_size)
+    strong = replace(default_augmentation(preprocessing), scale=(0.25, 1.0), brightness=0.4, contrast=0.4)
+    candidates: list[dict[str, list[Any]]] = [
+        {},
+        {"augment": [strong]},
+        {"image_size": [288]},
+        {"backbone": ["efficientnet_lite1"]},
+        {"tta": [False]},
+    ]
+    return replace(finetuning, name=finetuning.name + ", settings chosen", param_grid=candidates)
 
 
 def verdict(value: float, target: float) -> str:
@@ -53,7 +79,9 @@ def main() -> None:
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--no-finetune", dest="finetune", action="store_false", help="frozen recipes only")
     part.add_argument(
-        "--finetune-schedule", action="store_true", help="fine-tuning only, its epochs chosen on inner hold-outs"
+        "--finetune-search",
+        choices=["schedule", "settings"],
+        help="fine-tuning only, its epochs or other settings chosen on inner hold-outs",
     )
     parser.add_argument(
         "--cache",
@@ -68,9 +96,8 @@ def main() -> None:
     groups = duplicate_groups(X, y)
     print(f"BUSI: {len(y)} images; duplicate groups found in {time.perf_counter() - start:.1f} s")
     strategies = default_strategies(finetune=args.finetune, cache=str(args.cache))
-    if args.finetune_schedule:
-        finetuning = strategies[-1]
-        strategies = [replace(finetuning, name=finetuning.name + ", epochs chosen", param_grid={"epochs": [8, 16]})]
+    if args.finetune_search:
+        strategies = [finetune_search(strategies[-1], args.finetune_search)]
     result = compare_strategies(X, y, strategies, groups=groups, log=lambda line: print(line, flush=True))
     print()
     print(result)

@@ -40,10 +40,11 @@ class Strategy:
     name : str
     estimator : estimator
         Takes the images ``compare_strategies`` gets (paths, arrays).
-    param_grid : dict, default={}
+    param_grid : dict or list of dict, default={}
         Searched by ``GridSearchCV`` on the inner folds of each outer
-        training fold; empty: nothing is tuned, the inner folds only score
-        the recipe for the selection.
+        training fold (a list: the union of its grids, as there); empty:
+        nothing is tuned, the inner folds only score the recipe for the
+        selection.
     inner_folds : int or None, default=None
         Inner grouped folds for this strategy; ``None``: the ``inner_cv``
         of :func:`compare_strategies`; ``1``: one grouped hold-out fifth
@@ -53,7 +54,7 @@ class Strategy:
     name: str
     estimator: BaseEstimator
     _: KW_ONLY  # Strategy(name, model, {...}, 1) would not say what the 1 is
-    param_grid: dict[str, list[Any]] = field(default_factory=dict)
+    param_grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = field(default_factory=dict)
     inner_folds: int | None = None
 
 
