@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from .backbones import get_backbone, offline_backbones
@@ -228,6 +228,11 @@ class StrategyComparison:
         Inner search, refit and prediction time.
     best_params : list of list of dict
         What each strategy's inner search chose, per outer fold.
+    candidates : list of list of dict
+        The settings each strategy's inner search tried, in
+        ``GridSearchCV``'s order.
+    candidate_scores : list of ndarray of shape (n_candidates, n_folds)
+        Each of those settings' inner balanced accuracy, per outer fold.
     n_grouped, n_groups : int
         Images that share a duplicate group with another, and those groups.
     selected : list of str
@@ -246,6 +251,8 @@ class StrategyComparison:
     inner_score: np.ndarray
     seconds: np.ndarray
     best_params: list[list[dict[str, Any]]]
+    candidates: list[list[dict[str, Any]]]
+    candidate_scores: list[np.ndarray]
     n_grouped: int
     n_groups: int
 
@@ -437,6 +444,8 @@ def compare_strategies(
     shape = (len(strategies), len(outer))
     balanced, accuracy, inner, seconds = (np.zeros(shape) for _ in range(4))
     best_params: list[list[dict[str, Any]]] = [[] for _ in strategies]
+    candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]
+    candidate_scores = [np.zeros((len(settings), len(outer))) for settings in candidates]
     for fold, (train, test) in enumerate(outer):
         X_train, y_train, X_test, y_test = _take(X, train), y[train], _take(X, test), y[test]
         for i, strategy in enumerate(strategies):
@@ -455,10 +464,15 @@ def compare_strategies(
             accuracy[i, fold] = accuracy_score(y_test, predicted)
             inner[i, fold] = search.best_score_
             best_params[i].append(search.best_params_)
+            candidate_scores[i][:, fold] = search.cv_results_["mean_test_score"]
             if log is not None:
+                scores = zip(candidates[i], candidate_scores[i][:, fold], strict=True)
+                tried = (
+                    "".join(f"; {settings} {score:.3f}" for settings, score in scores) if len(candidates[i]) > 1 else ""
+                )
                 log(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
-                    f"(inner {inner[i, fold]:.3f}, {search.best_params_}), {seconds[i, fold]:.0f} s"
+                    f"(inner {inner[i, fold]:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"
                 )
     return StrategyComparison(
         names=names,
@@ -467,6 +481,8 @@ def compare_strategies(
         inner_score=inner,
         seconds=seconds,
         best_params=best_params,
+        candidates=candidates,
+        candidate_scores=candidate_scores,
         n_grouped=sum(n for n in sizes.values() if n > 1),
         n_groups=sum(1 for n in sizes.values() if n > 1),
     )

@@ -80,6 +80,21 @@ def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
     assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
 
 
+def test_every_candidate_setting_is_scored_on_the_inner_folds_and_logged():
+    X, y, groups = numbered_images()
+    lines = []
+    # A list of grids: each dict one candidate, as GridSearchCV takes them.
+    strategy = Strategy("spy", RowSpy(), param_grid=[{}, {"shift": [1e6]}])
+    result = compare_strategies(X, y, [strategy], groups=groups, cv=3, log=lines.append)
+    assert result.candidates == [[{}, {"shift": 1e6}]]
+    scores = result.candidate_scores[0]
+    assert scores.shape == (2, 3)
+    np.testing.assert_array_equal(scores[1], 0.5)  # blind: one class everywhere
+    np.testing.assert_array_equal(scores[0], result.inner_score[0])  # the best, chosen every time
+    assert result.best_params == [[{}, {}, {}]]
+    assert all("; {} 1.000; {'shift': 1000000.0} 0.500)" in line for line in lines), lines
+
+
 def test_duplicates_are_grouped_by_default_and_counted():
     X, y, _ = numbered_images(24)
     X[12:18] = X[0:6]  # six exact copies, also copying their labels
