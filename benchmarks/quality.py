@@ -24,7 +24,7 @@ fifth of each outer training fold (issue 14, point 5; about 30 minutes on
 2 cores). ``--finetune-search settings`` chooses, on the same hold-outs,
 among the recipe as it is and four variants that each change one setting:
 stronger augmentation, 288 px instead of 224, EfficientNet-Lite1 instead of
-Lite0, no test-time augmentation (about 65 minutes).
+Lite0, no test-time augmentation (about 60 minutes).
 
 Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--limit N | --quick] [--cache DIR]``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
