@@ -42,7 +42,8 @@ class Strategy:
         Takes the images ``compare_strategies`` gets (paths, arrays).
     param_grid : dict or list of dict, default={}
         Searched by ``GridSearchCV`` on the inner folds of each outer
-        training fold (a list: the union of its grids, as there); empty:
+        training fold; a list of dicts, as there, tries the settings of
+        each dict in turn (one setting changed at a time, say); empty:
         nothing is tuned, the inner folds only score the recipe for the
         selection.
     inner_folds : int or None, default=None
