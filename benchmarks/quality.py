@@ -122,9 +122,9 @@ def main() -> None:
                 continue
             print(f"{result.names[i]}: each setting's balanced accuracy on the inner hold-outs (mean, per fold):")
             for settings, scores in zip(result.candidates[i], result.candidate_scores[i], strict=True):
-                chosen = sum(best == settings for best in result.best_params[i])
+                times = sum(best == settings for best in result.best_params[i])
                 per_fold = " ".join(f"{score:.3f}" for score in scores)
-                print(f"  {settings or 'as it is'}: {scores.mean():.3f} ({per_fold}), chosen {chosen}x")
+                print(f"  {settings or 'as it is'}: {scores.mean():.3f} ({per_fold}), chosen {times}x")
 
     if not frozen.size:
         return

@@ -222,13 +222,8 @@ class StrategyComparison:
         The strategies, in the order given.
     balanced_accuracy, accuracy : ndarray of shape (n_strategies, n_folds)
         Each strategy's score on each outer test fold.
-    inner_score : ndarray of shape (n_strategies, n_folds)
-        Each strategy's best inner-fold balanced accuracy, from the outer
-        training fold alone: what the selection looked at.
     seconds : ndarray of shape (n_strategies, n_folds)
         Inner search, refit and prediction time.
-    best_params : list of list of dict
-        What each strategy's inner search chose, per outer fold.
     candidates : list of list of dict
         The settings each strategy's inner search tried, in
         ``GridSearchCV``'s order.
@@ -236,6 +231,12 @@ class StrategyComparison:
         Each of those settings' inner balanced accuracy, per outer fold.
     n_grouped, n_groups : int
         Images that share a duplicate group with another, and those groups.
+    inner_score : ndarray of shape (n_strategies, n_folds)
+        Each strategy's best inner-fold balanced accuracy, from the outer
+        training fold alone: what the selection looked at.
+    best_params : list of list of dict
+        What each strategy's inner search chose, per outer fold (the first
+        of equal best scores, as ``GridSearchCV`` chooses).
     selected : list of str
         Per outer fold, the strategy with the best inner score
         (:meth:`chosen`).
@@ -249,13 +250,22 @@ class StrategyComparison:
     names: list[str]
     balanced_accuracy: np.ndarray
     accuracy: np.ndarray
-    inner_score: np.ndarray
     seconds: np.ndarray
-    best_params: list[list[dict[str, Any]]]
     candidates: list[list[dict[str, Any]]]
     candidate_scores: list[np.ndarray]
     n_grouped: int
     n_groups: int
+
+    @property
+    def inner_score(self) -> np.ndarray:
+        return np.array([scores.max(axis=0) for scores in self.candidate_scores])
+
+    @property
+    def best_params(self) -> list[list[dict[str, Any]]]:
+        return [
+            [settings[k] for k in scores.argmax(axis=0)]
+            for settings, scores in zip(self.candidates, self.candidate_scores, strict=True)
+        ]
 
     def chosen(self, among: Sequence[int] | None = None) -> np.ndarray:
         """Per outer fold, the index of the strategy with the best inner score.
@@ -443,8 +453,7 @@ def compare_strategies(
     sizes = Counter(groups.tolist())
     outer = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y, groups))
     shape = (len(strategies), len(outer))
-    balanced, accuracy, inner, seconds = (np.zeros(shape) for _ in range(4))
-    best_params: list[list[dict[str, Any]]] = [[] for _ in strategies]
+    balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
     candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]
     candidate_scores = [np.zeros((len(settings), len(outer))) for settings in candidates]
     for fold, (train, test) in enumerate(outer):
@@ -463,8 +472,6 @@ def compare_strategies(
             seconds[i, fold] = time.perf_counter() - start
             balanced[i, fold] = balanced_accuracy_score(y_test, predicted)
             accuracy[i, fold] = accuracy_score(y_test, predicted)
-            inner[i, fold] = search.best_score_
-            best_params[i].append(search.best_params_)
             candidate_scores[i][:, fold] = search.cv_results_["mean_test_score"]
             if log is not None:
                 scores = zip(candidates[i], candidate_scores[i][:, fold], strict=True)
@@ -473,15 +480,13 @@ def compare_strategies(
                 )
                 log(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
-                    f"(inner {inner[i, fold]:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"
+                    f"(inner {search.best_score_:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"
                 )
     return StrategyComparison(
         names=names,
         balanced_accuracy=balanced,
         accuracy=accuracy,
-        inner_score=inner,
         seconds=seconds,
-        best_params=best_params,
         candidates=candidates,
         candidate_scores=candidate_scores,
         n_grouped=sum(n for n in sizes.values() if n > 1),

@@ -95,6 +95,17 @@ def test_every_candidate_setting_is_scored_on_the_inner_folds_and_logged():
     assert all("; {} 1.000; {'shift': 1000000.0} 0.500)" in line for line in lines), lines
 
 
+def test_the_derived_choice_is_grid_search_s_own_ties_included():
+    X, y, groups = numbered_images()
+    lines = []
+    # shift=1e-3 sees as well as no shift: a tie, which GridSearchCV breaks by order.
+    strategy = Strategy("spy", RowSpy(), param_grid=[{"shift": [1e-3]}, {}, {"shift": [1e6]}])
+    result = compare_strategies(X, y, [strategy], groups=groups, cv=3, log=lines.append)
+    assert result.best_params == [[{"shift": 1e-3}] * 3]
+    for fold, line in enumerate(lines):  # the log line states GridSearchCV's best_score_ and best_params_
+        assert f"(inner {result.inner_score[0, fold]:.3f}, {result.best_params[0][fold]};" in line, line
+
+
 def test_duplicates_are_grouped_by_default_and_counted():
     X, y, _ = numbered_images(24)
     X[12:18] = X[0:6]  # six exact copies, also copying their labels
