@@ -100,4 +100,6 @@ def announce_weights(backbone: str, weights: str | None) -> None:
         What ``--weights`` gave (``None``: ``random-init``).
     """
     if weights is None:
-        print(f"NOTE: backbone {backbone} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained.")
+        print(
+            f"NOTE: backbone {visible(backbone)} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained."
+        )
