@@ -131,5 +131,4 @@ def _literal_text(fig: Figure) -> None:
         text.set_usetex(False)
         if text not in numbers:
             text.set_parse_math(False)
-            # Line breaks of our own titles stay; a name's were escaped where it was formatted.
-            text.set_text("\n".join(visible(line) for line in text.get_text().split("\n")))
+            text.set_text(visible(text.get_text(), newlines=True))

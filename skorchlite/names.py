@@ -60,7 +60,7 @@ def _visible_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def visible(name: Any) -> str:
+def visible(name: Any, newlines: bool = False) -> str:
     """``str(name)`` with nothing a terminal would obey or hide, and no lone surrogate.
 
     Controls (newline included), bidirectional and other format characters,
@@ -73,6 +73,10 @@ def visible(name: Any) -> str:
     ----------
     name : object
         A class label, a path, or a message quoting them.
+    newlines : bool, default=False
+        Keep line breaks, for a figure or a page, where a line break only
+        breaks a line (a title on two lines, a long ``repr``). A name put
+        into such text is made visible first, its own line breaks escaped.
 
     Returns
     -------
@@ -85,10 +89,14 @@ def visible(name: Any) -> str:
     '\\\\x1b[2Jbenign'
     >>> visible("caf\\udce9"), visible("naïve $x^2$")
     ('caf�', 'naïve $x^2$')
+    >>> visible("Counts\\n(n = 9)", newlines=True)
+    'Counts\\n(n = 9)'
     """
     text = str(name)
     if text.isprintable():  # the common case, and C-fast
         return text
+    if newlines:
+        return "\n".join(visible(line) for line in text.split("\n"))
     return "".join(_visible_char(char) for char in text)
 
 

@@ -160,7 +160,7 @@ def test_page_shows_names_visibly_and_always_encodes():
     classes = np.unique(y)
     run = RunInfo(
         command="skorchlite evaluate '\x1b[2J\udcff'",
-        parameters={"dir": "\udcff"},
+        parameters={"dir": "\udcff", "head": "Pipeline(steps=[a,\n                b])"},  # a long repr
         fingerprint={"backbone": "b"},
         folder="/data/\udcff\u202e",
         class_counts={name: 2 for name in classes.tolist()},
@@ -179,6 +179,7 @@ def test_page_shows_names_visibly_and_always_encodes():
     page.encode("utf-8")  # used to raise UnicodeEncodeError: surrogates not allowed
     _assert_harmless(page)
     assert "\\x1b[2J" in page and "caf\ufffd" in page and "\\u202eevil" in page and "$x^2$" in page
+    assert "[a,\n" in page  # our own line breaks are white space in HTML, not escapes
 
 
 # -- the verbs -----------------------------------------------------------------

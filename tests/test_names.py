@@ -62,6 +62,9 @@ def test_visible_holds_nothing_a_terminal_obeys_and_encodes_as_utf8(name):
     assert "\x1b" not in shown and "\n" not in shown
     shown.encode("utf-8")  # strict: no lone surrogate is left
     assert visible(shown) == shown  # idempotent: applying it twice is harmless
+    # For a figure or a page, line breaks stay and nothing else does.
+    lines = visible(name, newlines=True)
+    assert lines.split("\n") == [visible(line) for line in name.split("\n")]
 
 
 @given(NAMES)

@@ -159,7 +159,8 @@ def escape(value: Any) -> str:
 
     Controls and bidirectional overrides are shown as backslash escapes and
     bytes of a name that are not UTF-8 as U+FFFD
-    (:func:`skorchlite.names.visible`), so the page always encodes as UTF-8.
+    (:func:`skorchlite.names.visible`), so the page always encodes as UTF-8;
+    line breaks stay, as the white space they are in HTML.
 
     Examples
     --------
@@ -168,7 +169,7 @@ def escape(value: Any) -> str:
     >>> escape("caf\\udce9\\u202e")
     'caf�\\\\u202e'
     """
-    return html.escape(visible(value), quote=True)
+    return html.escape(visible(value, newlines=True), quote=True)
 
 
 def format_number(value: Any, fmt: str = ".3f") -> str:
