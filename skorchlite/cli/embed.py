@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..files import write_atomic
+from ..names import csv_bytes, visible
 from .inputs import announce_weights, layer_option, load_folder
 from .output import CommandError, check_output_file, save_bytes
 
@@ -47,21 +46,26 @@ def embed_command(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     ).fit_transform(X)
     if index is not None:
-        listing = _rows_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
+        listing = csv_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
         save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
         write_atomic(index, listing)
-        print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
+        print(
+            f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {visible(out)}, "
+            f"paths and labels to {visible(index)}"
+        )
         return 0
     columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
     if suffix == ".csv":
-        write_atomic(out, _rows_bytes(columns, rows))
+        write_atomic(out, csv_bytes(columns, rows))
     else:
         import pandas as pd
 
         table = pd.DataFrame(list(rows), columns=columns)
         save_bytes(out, table.to_parquet)
-    print(f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {out}")
+    print(
+        f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {visible(out)}"
+    )
     return 0
 
 
@@ -92,18 +96,6 @@ def _require_parquet() -> None:
         import pyarrow  # noqa: F401
     except ImportError as err:
         raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
-
-
-def _rows_bytes(header: list[str], rows: Any) -> bytes:
-    """CSV of ``rows``, UTF-8; a file name that is not valid UTF-8 keeps its
-    own bytes (as the filesystem holds them), as ``os.fsencode`` writes it."""
-    import csv
-
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8", "surrogateescape")
 
 
 def _encodable(text: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..names import visible
 from .inputs import announce_weights, class_counts, class_table, load_folder
 from .output import check_output_file, check_output_folder, save_bytes, write_report_folder
 
@@ -97,11 +98,11 @@ def finetune_command(args: argparse.Namespace) -> int:
         save_bytes(output, lambda f: joblib.dump(clf, f))
     print(
         f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
-        f"best epoch {clf.best_epoch_}; saved to {output}"
+        f"best epoch {clf.best_epoch_}; saved to {visible(output)}"
     )
     if report is not None:
         written = _finetune_report(args, report, clf, y, output, seconds, bool(interrupted))
-        print("Report: " + ", ".join(str(p) for p in written))
+        print("Report: " + ", ".join(visible(p) for p in written))
     return 130 if interrupted else 0
 
 

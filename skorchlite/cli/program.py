@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..memory import keep_freed_memory
+from ..names import visible
 from .backbones import backbones_command
 from .compare import compare_command
 from .embed import embed_command
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
-        print(f"skorchlite {args.command}: error: {err}", file=sys.stderr)
+        print(f"skorchlite {args.command}: error: {visible(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"skorchlite {args.command}: interrupted", file=sys.stderr)
