@@ -18,22 +18,11 @@ from .backbones import Preprocessing, describe_backbone
 from .engine import Precision, autocast, decode_workers, embed, resolve_device
 from .fitting import BaseFineTuner
 from .images import check_images
-from .persistence import FittedField, damaged_file, load_model_state, load_network_state, save_estimator
+from .persistence import damaged_file, load_model_state, load_network_state, save_estimator
 from .training import BatchNormMode, OptimizerName, Schedule
 from .validation import check_estimator_params
 
 __all__ = ["FineTuneClassifier"]
-
-# What save_weights writes beside the parameters, and since which format version.
-_SAVED_STATE = {
-    "classes_": FittedField(np.ndarray),
-    "model_": FittedField(dict),
-    "history_": FittedField(list),
-    "best_epoch_": FittedField(int),
-    "embedding_mode_": FittedField(bool),
-    # Format 1 did not keep it; None makes the next partial_fit scale its own rows, as before.
-    "weight_scale_": FittedField((float, type(None)), since=2, default=None),
-}
 
 
 class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
@@ -476,7 +465,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             A file of an older format loads, what it lacks taking the value
             that reproduces the version that wrote it.
         """
-        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), _SAVED_STATE)
+        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), cls._saved_state)
         with damaged_file(path, cls.__name__):
             clf = cls(**params)
             clf._validate_params()

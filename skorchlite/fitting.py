@@ -26,6 +26,7 @@ from .engine import PRECISIONS, check_precision, decode_workers, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import Sample, check_images
 from .inputs import NetworkInputs
+from .persistence import FittedField
 from .targets import check_labels, encode_labels, loss_weights, validation_split
 from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES
@@ -258,6 +259,16 @@ class BaseFineTuner(VersionedPickleMixin, BaseEstimator):
         "weight_scale_",
     )
     _fitted_defaults = {"weight_scale_": None}
+    # What save_weights writes beside the parameters, and since which format version.
+    _saved_state = {
+        "classes_": FittedField(np.ndarray),
+        "model_": FittedField(dict),
+        "history_": FittedField(list),
+        "best_epoch_": FittedField(int),
+        "embedding_mode_": FittedField(bool),
+        # Format 1 did not keep it; None makes the next partial_fit scale its own rows, as before.
+        "weight_scale_": FittedField((float, type(None)), since=2, default=None),
+    }
 
     def _check_params(self) -> None:
         """What ``_parameter_constraints`` cannot say: a rule between two

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import __version__
 from .files import write_atomic
-from .versioning import describe_version
+from .versioning import describe_version, shown
 
 __all__ = [
     "FittedField",
@@ -141,7 +141,7 @@ def check_state_dict(state: Any, path: str | os.PathLike) -> dict[str, torch.Ten
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ValueError(
-                f"{str(path)!r} does not hold a state dict of tensors: entry {key!r} is a {type(value).__name__}."
+                f"{str(path)!r} does not hold a state dict of tensors: entry {shown(key)} is a {type(value).__name__}."
             )
     return state
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from . import __version__
 
-__all__ = ["VERSION_KEY", "InconsistentVersionWarning", "VersionedPickleMixin", "describe_version"]
+__all__ = ["VERSION_KEY", "InconsistentVersionWarning", "VersionedPickleMixin", "describe_version", "shown"]
 
 # Where a pickled state records the version that wrote it; versions up to
 # 0.1.0 did not record one.
@@ -41,11 +41,20 @@ def describe_version(version: object) -> str:
     >>> describe_version("0.2.0"), describe_version(None), describe_version(["9", "9"])
     ('skorchlite 0.2.0', 'skorchlite 0.1.0 or earlier', "skorchlite ['9', '9']")
     """
-    if version is None:
-        return f"skorchlite {_UNRECORDED}"
-    # Whatever a damaged file holds here, the message stays one short line.
-    text = version if isinstance(version, str) and version.isprintable() else " ".join(repr(version).split())
-    return f"skorchlite {text if len(text) <= 40 else text[:37] + '...'}"
+    return f"skorchlite {_UNRECORDED if version is None else shown(version)}"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A value read from a file as one short line of a message, whatever
+    the file holds (a string with newlines, a tensor...).
+
+    Examples
+    --------
+    >>> shown("0.2.0"), shown("a\\nb"), shown("x" * 50, limit=8)
+    ('0.2.0', "'a\\\\nb'", 'xxxxx...')
+    """
+    text = value if isinstance(value, str) and value.isprintable() else " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InconsistentVersionWarning(UserWarning):
