@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+# Bumped whenever behaviour or a file format changes (minor while below 1.0),
+# so that model files and pickles can say which skorchlite wrote them
+# (skorchlite.versioning); docs/contributing.md says when.
+__version__ = "0.2.0"
 
 # Public names and the module that holds each; imported on first use so that
 # light modules (the cache, the command line's help) do not pay for torch.

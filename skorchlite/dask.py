@@ -53,11 +53,13 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from . import __version__
 from .extractor import PretrainedFeatureExtractor
 from .files import write_atomic
 from .images import check_images
 from .memory import keep_freed_memory
 from .validation import Interval, check_params
+from .versioning import describe_version
 
 __all__ = ["TorchThreads", "extract", "read_shards"]
 
@@ -320,8 +322,13 @@ def read_shards(directory: str | os.PathLike) -> da.Array:
         raise FileNotFoundError(
             f"{directory / MANIFEST} not found: not an extract() output folder, or the extraction did not finish."
         ) from None
-    if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
-        raise ValueError(f"{directory / MANIFEST} is not a {_FORMAT} manifest of version {_VERSION}.")
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
+        recorded = manifest.get("skorchlite") if isinstance(manifest, dict) else None
+        written = f", written by {describe_version(recorded)}" if recorded is not None else ""
+        raise ValueError(
+            f"{directory / MANIFEST} is not a {_FORMAT} manifest of version {_VERSION}{written}; "
+            f"this is skorchlite {__version__}."
+        )
     dim, shards = int(manifest["n_features"]), manifest["shards"]
     if [s["start"] for s in shards] != [0, *(s["stop"] for s in shards[:-1])] or shards[-1]["stop"] != manifest[
         "n_images"
@@ -410,6 +417,7 @@ def _to_shards(
     manifest = {
         "format": _FORMAT,
         "version": _VERSION,
+        "skorchlite": __version__,
         "n_images": len(samples),
         "n_features": extractor.n_features_out_,
         "dtype": "float32",

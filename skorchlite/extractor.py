@@ -34,11 +34,14 @@ from .engine import (
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
 from .validation import Interval, StrOptions, check_estimator_params
+from .versioning import VersionedPickleMixin
 
 __all__ = ["PretrainedFeatureExtractor"]
 
 
-class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class PretrainedFeatureExtractor(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, VersionedPickleMixin, BaseEstimator
+):
     """Embed images with a frozen pretrained backbone.
 
     Any scikit-learn estimator placed after it becomes the classifier head.
@@ -153,6 +156,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "cache": [bool, str, os.PathLike, None],
         "verbose": ["verbose"],
     }
+
+    _fitted_state = ("layers_", "fingerprint_", "layer_widths_", "n_features_out_")
 
     def __init__(
         self,

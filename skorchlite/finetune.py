@@ -18,7 +18,7 @@ from .backbones import Preprocessing, describe_backbone
 from .engine import Precision, autocast, decode_workers, embed, resolve_device
 from .fitting import BaseFineTuner
 from .images import check_images
-from .persistence import load_model_state, load_network_state, save_estimator
+from .persistence import damaged_file, load_model_state, load_network_state, save_estimator
 from .training import BatchNormMode, OptimizerName, Schedule
 from .validation import check_estimator_params
 
@@ -155,10 +155,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
     Notes
     -----
-    A model saved with ``joblib.dump`` or ``pickle`` (as ``skorchlite
-    finetune -o model.joblib`` does) is an ordinary pickle: loading it runs
-    whatever code it holds, so never load one from an untrusted source. To
-    share a model, use :meth:`save_weights` and :meth:`load_weights`: the
+    A model saved with ``joblib.dump`` or ``pickle`` is an ordinary pickle:
+    loading it runs whatever code it holds, so never load one from an
+    untrusted source. To share a model, use :meth:`save_weights` and
+    :meth:`load_weights` (as ``skorchlite finetune -o model.pt`` does): the
     parameters, classes and weights as data only, read with
     ``torch.load(weights_only=True)``.
 
@@ -436,7 +436,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             "best_epoch_": self.best_epoch_,
             "embedding_mode_": self._embedding_mode_,
             # partial_fit goes on weighting samples on the first call's scale.
-            "weight_scale_": float(self.weight_scale_),
+            "weight_scale_": self.weight_scale_ if self.weight_scale_ is None else float(self.weight_scale_),
         }
         return save_estimator(path, self, fitted)
 
@@ -459,16 +459,23 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Raises
         ------
         ValueError
-            When the file is not such a file or does not fit the network.
+            One line naming the file: when it is not such a file, holds
+            values of the wrong kind, does not fit the network, or was
+            written by a newer format (naming the version that wrote it).
+            A file of an older format loads, what it lacks taking the value
+            that reproduces the version that wrote it.
         """
-        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names())
-        clf = cls(**params)
-        clf._validate_params()
+        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), cls._saved_state)
+        with damaged_file(path, cls.__name__):
+            clf = cls(**params)
+            clf._validate_params()
+            if fitted["classes_"].ndim != 1:
+                raise ValueError(f"classes_ has {fitted['classes_'].ndim} dimensions, not 1")
         clf._check_params()
         clf.classes_ = fitted["classes_"]
         clf._init_model(len(clf.classes_))
         load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
-        clf.history_, clf.best_epoch_ = list(fitted["history_"]), int(fitted["best_epoch_"])
-        clf._embedding_mode_ = bool(fitted["embedding_mode_"])
-        clf.weight_scale_ = float(fitted["weight_scale_"])
+        clf.history_, clf.best_epoch_ = fitted["history_"], fitted["best_epoch_"]
+        clf._embedding_mode_ = fitted["embedding_mode_"]
+        clf.weight_scale_ = fitted["weight_scale_"]
         return clf

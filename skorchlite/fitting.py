@@ -26,10 +26,12 @@ from .engine import PRECISIONS, check_precision, decode_workers, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import Sample, check_images
 from .inputs import NetworkInputs
+from .persistence import FittedField
 from .targets import check_labels, encode_labels, loss_weights, validation_split
 from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES
 from .validation import Interval, StrOptions
+from .versioning import VersionedPickleMixin
 
 __all__ = [
     "BaseFineTuner",
@@ -194,7 +196,7 @@ def interrupted_message(result: TrainingResult) -> str:
     )
 
 
-class BaseFineTuner(BaseEstimator):
+class BaseFineTuner(VersionedPickleMixin, BaseEstimator):
     """The fitting machinery of :class:`~skorchlite.FineTuneClassifier`, as
     scikit-learn's ``BaseMultilayerPerceptron`` is ``MLPClassifier``'s: the
     parameters' constraints and checks, and one fit over the trainer, from
@@ -239,11 +241,34 @@ class BaseFineTuner(BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    # Set by fit; declared for mypy.
+    # Set by fit; declared for mypy. weight_scale_ is None where a model
+    # comes from a version that did not keep it: the next partial_fit then
+    # scales its own rows, as those versions did.
     classes_: np.ndarray
     history_: list[dict[str, Any]]
-    weight_scale_: float
+    weight_scale_: float | None
     _embedding_mode_: bool
+    _fitted_state = (
+        "classes_",
+        "model_",
+        "layer_groups_",
+        "_network_key_",
+        "history_",
+        "best_epoch_",
+        "_embedding_mode_",
+        "weight_scale_",
+    )
+    _fitted_defaults = {"weight_scale_": None}
+    # What save_weights writes beside the parameters, and since which format version.
+    _saved_state = {
+        "classes_": FittedField(np.ndarray),
+        "model_": FittedField(dict),
+        "history_": FittedField(list),
+        "best_epoch_": FittedField(int),
+        "embedding_mode_": FittedField(bool),
+        # Format 1 did not keep it; None makes the next partial_fit scale its own rows, as before.
+        "weight_scale_": FittedField((float, type(None)), since=2, default=None),
+    }
 
     def _check_params(self) -> None:
         """What ``_parameter_constraints`` cannot say: a rule between two

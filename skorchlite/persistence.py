@@ -5,16 +5,29 @@ it runs whatever it says, so it must never come from an untrusted source.
 :meth:`FineTuneClassifier.save_weights <skorchlite.FineTuneClassifier.save_weights>`
 writes a file that holds only plain values and tensors (``torch.save`` of
 a dict), and every file here is read with ``torch.load(weights_only=True)``,
-which refuses anything else.
+which refuses anything else. Any failure to read one, and any content
+other than what it should hold, is one ``ValueError`` naming the file.
+
+A model file records its format version and the skorchlite version that
+wrote it. Format history:
+
+1. ``format``, ``version``, ``params``, ``fitted`` (skorchlite 0.1.0).
+2. adds ``skorchlite``, the version that wrote the file; fitted state that a
+   class added since version 1 (:class:`FittedField` ``since``) is required.
+
+A file of an older format loads with the defaults of the fields added
+since; one of a newer format fails, naming both versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
-from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,12 +35,115 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import __version__
 from .files import write_atomic
+from .versioning import describe_version, shown
 
-__all__ = ["load_model_state", "load_network_state", "load_tensors", "save_estimator", "save_model_state"]
+__all__ = [
+    "FittedField",
+    "NotDataError",
+    "check_state_dict",
+    "damaged_file",
+    "error_cause",
+    "load_model_state",
+    "load_network_state",
+    "load_tensors",
+    "save_estimator",
+    "save_model_state",
+]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _PLAIN = (type(None), bool, int, float, str)
+
+
+class NotDataError(ValueError):
+    """A file that ``torch.load(weights_only=True)`` cannot read: damaged,
+    not a PyTorch file, or a pickle of other objects (such as
+    ``joblib.dump`` writes)."""
+
+
+@dataclass(frozen=True)
+class FittedField:
+    """One fitted attribute a model file holds, as :func:`load_model_state` checks it.
+
+    Parameters
+    ----------
+    types : type or tuple of types
+        What its value must be once read.
+    since : int, default=1
+        The format version that added it.
+    default : object, default=None
+        Its value in files of earlier format versions: the value that
+        reproduces the behaviour of the version that wrote them.
+    """
+
+    types: type | tuple[type, ...]
+    since: int = 1
+    default: Any = None
+
+
+def error_cause(err: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message.
+
+    Examples
+    --------
+    >>> error_cause(KeyError("x")), error_cause(EOFError())
+    ("KeyError: 'x'", 'EOFError')
+    """
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+
+
+@contextlib.contextmanager
+def damaged_file(path: str | os.PathLike, kind: str) -> Iterator[None]:
+    """Turn what a model file's values raise when they are not what they
+    should be (a wrong type, a missing key) into one line naming the file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    kind : str
+        The estimator the file should hold, as the error names it.
+
+    Raises
+    ------
+    ValueError
+        For a ``TypeError``, ``ValueError``, ``KeyError``, ``IndexError`` or
+        ``AttributeError`` inside the block.
+    """
+    try:
+        yield
+    except (TypeError, ValueError, LookupError, AttributeError) as err:
+        raise ValueError(f"{str(path)!r} is a damaged {kind} weights file ({error_cause(err)}).") from None
+
+
+def check_state_dict(state: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``state`` if it is a state dict (names to tensors), else one line naming the file.
+
+    Parameters
+    ----------
+    state : object
+        What a weights file holds.
+    path : str or path-like
+        The file, as the error names it.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+
+    Raises
+    ------
+    ValueError
+        When ``state`` is not a dict, or a key is not a string, or a value not a tensor.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} does not hold a state dict (found {type(state).__name__}).")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"{str(path)!r} does not hold a state dict of tensors: entry {shown(key)} is a {type(value).__name__}."
+            )
+    return state
 
 
 def load_tensors(path: str | os.PathLike, what: str = "Weights file", *, file: BinaryIO | None = None) -> Any:
@@ -49,24 +165,27 @@ def load_tensors(path: str | os.PathLike, what: str = "Weights file", *, file: B
 
     Raises
     ------
-    ValueError
-        When the file is damaged, is not a PyTorch file, or holds other
-        objects (whose loading could run code).
+    NotDataError
+        A ``ValueError``, whatever torch raised: when the file is damaged,
+        is not a PyTorch file, or holds other objects (whose loading could
+        run code).
     """
     path = Path(path)
     try:
-        return torch.load(path if file is None else file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # On a pickle of protocol 3+ (joblib's), which is refused anyway.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path if file is None else file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message advises weights_only=False, which would run
         # whatever code the file holds: not advice to pass on.
-        raise ValueError(
+        raise NotDataError(
             f"{what} {str(path)!r} is not a file of tensors: it is not a PyTorch file, or it holds "
             "other Python objects, which are never loaded because loading them could run code. "
-            "Save weights with torch.save(model.state_dict(), path)."
+            "Save weights with torch.save(model.state_dict(), path), a model with its save_weights()."
         ) from None
-    except (RuntimeError, EOFError, ValueError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{what} {str(path)!r} is damaged or not a PyTorch file ({first_line}).") from None
+    except Exception as err:  # torch's unpickler fails on foreign bytes with any error (KeyError, IndexError...)
+        raise NotDataError(f"{what} {str(path)!r} is damaged or not a PyTorch file ({error_cause(err)}).") from None
 
 
 def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, Any], fitted: Mapping[str, Any]) -> Path:
@@ -99,6 +218,7 @@ def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, An
     payload = {
         "format": f"skorchlite.{kind}",
         "version": _FORMAT_VERSION,
+        "skorchlite": __version__,
         "params": {name: _plain(value, name) for name, value in params.items()},
         "fitted": {name: _storable(value, name) for name, value in fitted.items()},
     }
@@ -163,14 +283,13 @@ def load_network_state(model: nn.Module, state: Mapping[str, Any], path: str | o
         When the names or shapes of ``state`` are not the network's.
     """
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(check_state_dict(state, path))
     except (RuntimeError, TypeError, AttributeError) as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise ValueError(f"The weights in {str(path)!r} do not fit backbone {backbone}: {first_line}") from None
+        raise ValueError(f"The weights in {str(path)!r} do not fit backbone {backbone}: {error_cause(err)}") from None
 
 
 def load_model_state(
-    path: str | os.PathLike, kind: str, param_names: list[str]
+    path: str | os.PathLike, kind: str, param_names: list[str], fields: Mapping[str, FittedField]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read what :func:`save_model_state` wrote, without unpickling code.
 
@@ -181,38 +300,54 @@ def load_model_state(
         The class name the file must name.
     param_names : list of str
         The class's parameters; the file may not hold others.
+    fields : mapping of str to FittedField
+        The fitted state the file must hold; a file of a format older than
+        a field's ``since`` gets its ``default``.
 
     Returns
     -------
     params, fitted : dict
-        As saved; ndarrays come back as ndarrays.
+        As saved; ndarrays come back as ndarrays; ``fitted`` holds exactly ``fields``.
 
     Raises
     ------
     ValueError
-        When the file is not a readable model file of ``kind``.
+        One line naming the file: when it is not a readable model file of
+        ``kind``, or was written by a format this version does not read
+        (naming the skorchlite version that wrote it).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist or is not a regular file.")
     payload = load_tensors(path, "Model file")
-    expected = f"skorchlite.{kind}"
-    if not isinstance(payload, dict) or payload.get("format") != expected:
+    if not isinstance(payload, dict) or payload.get("format") != f"skorchlite.{kind}":
         raise ValueError(f"{str(path)!r} is not a {kind} weights file (written by {kind}.save_weights).")
-    if payload.get("version") != _FORMAT_VERSION:
+    version = payload.get("version")
+    recorded = payload.get("skorchlite")
+    # Format 1 did not record the version that wrote it: skorchlite 0.1.0 or earlier.
+    written_by = describe_version(recorded) if recorded is not None or version == 1 else "an unknown skorchlite"
+    if type(version) is not int or not 1 <= version <= _FORMAT_VERSION:
         raise ValueError(
-            f"{str(path)!r} has format version {payload.get('version')!r}; this skorchlite reads version {_FORMAT_VERSION}."
+            f"{str(path)!r} has model format version {version!r}, written by {written_by}; skorchlite {__version__} "
+            f"reads versions 1 to {_FORMAT_VERSION}"
+            + (": upgrade skorchlite to load it." if type(version) is int and version > _FORMAT_VERSION else ".")
         )
-    params, fitted = payload.get("params"), payload.get("fitted")
-    if not isinstance(params, dict) or not isinstance(fitted, dict):
+    params, stored = payload.get("params"), payload.get("fitted")
+    if not isinstance(params, dict) or not isinstance(stored, dict):
         raise ValueError(f"{str(path)!r} is a damaged {kind} weights file (no parameters or no fitted state).")
-    unknown = sorted(set(params) - set(param_names))
+    unknown = sorted(map(str, set(params) - set(param_names)))
     if unknown:
-        raise ValueError(f"{str(path)!r} holds parameters {unknown} that {kind} does not have.")
-    try:
-        return params, {name: _restored(value) for name, value in fitted.items()}
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{str(path)!r} is a damaged {kind} weights file ({err}).") from None
+        raise ValueError(f"{str(path)!r} ({written_by}) holds parameters {unknown} that {kind} does not have.")
+    fitted = {}
+    with damaged_file(path, kind):
+        for name, field in fields.items():
+            if name not in stored and version < field.since:
+                fitted[name] = field.default
+                continue
+            fitted[name] = _restored(stored[name])
+            if not isinstance(fitted[name], field.types):
+                raise TypeError(f"fitted {name} is a {type(fitted[name]).__name__}")
+    return params, fitted
 
 
 def _plain(value: Any, name: str) -> Any:

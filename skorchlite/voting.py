@@ -14,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .validation import HasMethods
+from .versioning import VersionedPickleMixin
 
 __all__ = ["LayerVotingClassifier"]
 
@@ -24,7 +25,7 @@ def default_layer_head() -> BaseEstimator:
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.03, class_weight="balanced", max_iter=3000))
 
 
-class LayerVotingClassifier(ClassifierMixin, BaseEstimator):
+class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     """Fit one classifier per layer of a multi-layer embedding; add their log-probabilities.
 
     Concatenating several layers' pooled features into one wide vector
@@ -77,6 +78,8 @@ class LayerVotingClassifier(ClassifierMixin, BaseEstimator):
         "blocks": ["array-like", None],
         "estimator": [HasMethods(["fit", "predict_proba"]), None],
     }
+
+    _fitted_state = ("estimators_", "classes_", "n_features_in_")
 
     def __init__(self, blocks: Sequence[int] | None = None, *, estimator: Any = None):
         self.blocks = blocks

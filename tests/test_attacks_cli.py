@@ -91,7 +91,7 @@ def test_point5_embed_npy_never_overwrites_a_csv_the_user_did_not_name(folder, t
 
 
 def test_point5_interrupted_finetune_exits_130_and_writes_nothing(folder, tmp_path, monkeypatch, capsys):
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.pt"
     model.write_bytes(b"the previous model")
     _ctrl_c_in_epoch(monkeypatch, 1)
     args = ["finetune", str(folder), "-o", str(model), "--epochs", "2", "--report", str(tmp_path / "rep"), *TRAIN]
@@ -105,13 +105,13 @@ def test_point5_interrupted_finetune_exits_130_and_writes_nothing(folder, tmp_pa
 
 
 def test_point5_keep_partial_saves_the_complete_epochs_and_still_exits_130(folder, tmp_path, monkeypatch, capsys):
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.pt"
     _ctrl_c_in_epoch(monkeypatch, 2)
     args = ["finetune", str(folder), "-o", str(model), "--epochs", "3", "--report", str(tmp_path / "rep"), *TRAIN]
     assert main(args) == 130 and not model.exists()
     assert main([*args, "--keep-partial"]) == 130
     assert "Interrupted: trained 1 epochs" in capsys.readouterr().out
-    clf = joblib.load(model)
+    clf = FineTuneClassifier.load_weights(model)
     assert len(clf.history_) == 1 and (tmp_path / "rep" / "learning_curves.png").is_file()
 
 
@@ -136,10 +136,10 @@ def test_point5_ctrl_c_in_any_verb_exits_130(folder, tmp_path, monkeypatch):
         (lambda d, t: ["embed", d, "-o", t], "must end in"),
         (lambda d, t: ["embed", d, "-o", f"{t}/sub.npy"], "is a folder"),
         (lambda d, t: ["embed", d, "-o", f"{t}/file/x.npy"], "is not a folder"),
-        (lambda d, t: ["finetune", d, "-o", f"{t}/missing/model.joblib"], "does not exist"),
-        (lambda d, t: ["finetune", d, "-o", f"{t}/sub"], "is a folder"),
-        (lambda d, t: ["finetune", d, "-o", f"{t}/m.joblib", "--report", f"{t}/file"], "not a folder"),
-        (lambda d, t: ["finetune", d, "-o", f"{t}/m.joblib", "--report", f"{t}/file/deeper"], "not a folder"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/missing/model.pt"], "does not exist"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/sub.pt"], "is a folder"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/m.pt", "--report", f"{t}/file"], "not a folder"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/m.pth", "--report", f"{t}/file/deeper"], "not a folder"),
         (lambda d, t: ["evaluate", d, "--report", f"{t}/file"], "not a folder"),
         (lambda d, t: ["evaluate", d, "--cv", "50"], "n_splits=50"),
         (lambda d, t: ["explain", f"{t}/m.joblib", "x.png", "-o", f"{t}/missing/cam.png"], "does not exist"),
@@ -149,6 +149,7 @@ def test_point5_ctrl_c_in_any_verb_exits_130(folder, tmp_path, monkeypatch):
 def test_point13_output_paths_are_checked_before_any_work(folder, tmp_path, capsys, no_work, make_args, needle):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub.npy").mkdir()
+    (tmp_path / "sub.pt").mkdir()
     (tmp_path / "file").write_text("a file")
     assert main([*make_args(str(folder), str(tmp_path)), "--verbose", "0"]) == 1
     _one_line_error(capsys, needle)
@@ -172,7 +173,7 @@ def test_point13_cv_below_two_is_a_usage_error(folder, no_work, capsys):
 
 def test_point13_finetune_report_creates_its_folder(folder, tmp_path, capsys):
     report = tmp_path / "new" / "report"
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.pth"
     assert main(["finetune", str(folder), "-o", str(model), "--epochs", "1", "--report", str(report), *TRAIN]) == 0
     assert (report / "learning_curves.png").is_file() and model.is_file()
 

@@ -85,7 +85,7 @@ def test_embed_rejects_an_unknown_format(folder, tmp_path, capsys):
 
 
 def test_finetune_then_predict(folder, tmp_path, capsys):
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.pt"
     args = ["finetune", str(folder), "-o", str(model), "--unfreeze", "1", "--epochs", "1", "--image-size", "64"]
     assert main([*args, "--batch-size", "8", "--validation-fraction", "0", "--verbose", "0"]) == 0
     assert model.is_file() and "saved to" in capsys.readouterr().out
@@ -111,7 +111,10 @@ def test_explain_writes_a_grad_cam_overlay(folder, tmp_path, capsys):
     clf = FineTuneClassifier(unfreeze=0, augment=None, epochs=2, image_size=64, validation_fraction=0, cache=False)
     joblib.dump(clf.fit([str(p) for p in images], labels), tmp_path / "model.joblib")
     out = tmp_path / "cam.png"
-    assert main(["explain", str(tmp_path / "model.joblib"), str(images[0]), "-o", str(out), "--target", "dark"]) == 0
+    # A pickle: loaded only when the user says it trusts it.
+    args = ["explain", str(tmp_path / "model.joblib"), str(images[0]), "-o", str(out), "--target", "dark"]
+    assert main(args) == 1 and "--trust-pickle" in capsys.readouterr().err
+    assert main([*args, "--trust-pickle"]) == 0
     printed = capsys.readouterr().out
     assert "predicted" in printed and "Grad-CAM of dark" in printed and str(out) in printed
     with Image.open(out) as png:

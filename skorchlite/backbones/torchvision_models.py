@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model_builder, get_model_weights, list_models
 
+from ..persistence import error_cause
 from .backbone import BackboneUnavailableError, Preprocessing
 from .source import BackboneSource
 from .weights import load_state_dict
@@ -67,6 +68,8 @@ class TorchvisionSource(BackboneSource):
             enum.get_state_dict = lambda self, *a, **k: load_state_dict(path)
             try:
                 return get_model_builder(name)(weights=member)
+            except RuntimeError as err:  # load_state_dict's many lines on a file of other weights
+                raise ValueError(f"Weights file {str(path)!r} does not fit {name}: {error_cause(err)}") from None
             finally:
                 del enum.get_state_dict
 

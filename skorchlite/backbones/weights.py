@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..files import ContentMemo, open_regular
-from ..persistence import load_tensors
+from ..persistence import check_state_dict, error_cause, load_tensors
 from .layers import set_submodule
 
 # Weights hashes: a file replaced or rewritten in place, even with its size
@@ -116,21 +116,31 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Understands the common layouts: a plain state dict, ``{"state_dict":
     ...}`` or ``{"model": ...}`` (as training scripts save them), with the
     ``"module."`` prefix of ``DataParallel``/DDP removed.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, whatever is wrong with it: not readable as
+        tensors, or holding something other than a state dict of tensors.
     """
     state: object
     with _open_weights(path) as file:
         if Path(path).suffix == ".safetensors":  # a format of tensors only, as the Hugging Face Hub keeps them
             from safetensors.torch import load as load_safetensors
 
-            state = load_safetensors(file.read())
+            try:
+                state = load_safetensors(file.read())
+            except Exception as err:  # safetensors' own error type (or any other) on damaged bytes
+                raise ValueError(
+                    f"Weights file {str(path)!r} is not a safetensors file ({error_cause(err)})."
+                ) from None
         else:
             state = load_tensors(path, file=file)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} does not hold a state dict (found {type(state).__name__}).")
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+    state = check_state_dict(state, path)
+    if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 

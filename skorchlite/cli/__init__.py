@@ -12,7 +12,7 @@ from __future__ import annotations
 from .backbones import RANDOM_INIT_LABEL
 from .embed import EMBED_FORMATS
 from .evaluate import HEADS
-from .finetune import WEIGHTS_SUFFIX
+from .finetune import MODEL_SUFFIXES, WEIGHTS_SUFFIX
 from .output import CommandError
 from .program import LAYER_HELP, WEIGHTS_HELP, build_parser, main, run
 
@@ -20,6 +20,7 @@ __all__ = [
     "EMBED_FORMATS",
     "HEADS",
     "LAYER_HELP",
+    "MODEL_SUFFIXES",
     "RANDOM_INIT_LABEL",
     "WEIGHTS_HELP",
     "WEIGHTS_SUFFIX",

@@ -17,11 +17,12 @@ import numpy as np
 
 from ..names import visible
 from .inputs import announce_weights, class_counts, class_table, load_folder
-from .output import check_output_file, check_output_folder, save_bytes, write_report_folder
+from .output import check_output_file, check_output_folder, write_report_folder
 
-# A model file ending in .pt holds data only (FineTuneClassifier.save_weights);
-# any other name is a joblib pickle.
+# The command line writes models as data only (FineTuneClassifier.save_weights),
+# under PyTorch's names for such files; never a pickle, which can run code.
 WEIGHTS_SUFFIX = ".pt"
+MODEL_SUFFIXES = (WEIGHTS_SUFFIX, ".pth")
 
 
 @contextlib.contextmanager
@@ -57,7 +58,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     """
     from ..finetune import FineTuneClassifier
 
-    output = check_output_file(args.output, "-o")
+    output = check_output_file(args.output, "-o", MODEL_SUFFIXES)
     report = check_output_folder(args.report, "--report") if args.report else None
     X, y = load_folder(args.dir)
     print(class_table(y))
@@ -90,12 +91,7 @@ def finetune_command(args: argparse.Namespace) -> int:
         why = "no epoch was complete" if args.keep_partial else "--keep-partial keeps the best complete epoch"
         print(f"Interrupted after {epochs} epochs; nothing written ({why}).", file=sys.stderr)
         return 130
-    if output.suffix.lower() == WEIGHTS_SUFFIX:
-        clf.save_weights(output)
-    else:
-        import joblib
-
-        save_bytes(output, lambda f: joblib.dump(clf, f))
+    clf.save_weights(output)
     print(
         f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
         f"best epoch {clf.best_epoch_}; saved to {visible(output)}"

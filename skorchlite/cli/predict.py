@@ -4,32 +4,67 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..names import csv_bytes, visible
-from .finetune import WEIGHTS_SUFFIX
 from .output import CommandError, check_output_file
 
+# How pickles begin: a protocol 2+ opcode, or one of joblib's compressions
+# (zlib, gzip, bz2, xz, lzma, lz4).
+_PICKLE_STARTS = (
+    b"\x80",
+    b"x\x01",
+    b"x^",
+    b"x\x9c",
+    b"x\xda",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"]\x00\x00",
+    b'\x04"M\x18',
+)
 
-def _load_model(path: str) -> Any:
-    """A saved model, or one clear line naming the file and the cause."""
+
+def _load_model(path: str, trust_pickle: bool) -> Any:
+    """A saved model, or one clear line naming the file and the cause.
+
+    Whatever its name, the file is read as data only
+    (:meth:`FineTuneClassifier.load_weights <skorchlite.FineTuneClassifier.load_weights>`);
+    only what cannot be read so is unpickled, and only with ``--trust-pickle``.
+    """
+    from ..finetune import FineTuneClassifier
+    from ..persistence import NotDataError, error_cause
+
     model_path = Path(path)
     if not model_path.is_file():
         raise CommandError(f"model file {str(model_path)!r} does not exist")
-    if model_path.suffix.lower() == WEIGHTS_SUFFIX:
-        from ..finetune import FineTuneClassifier
-
+    try:
         return FineTuneClassifier.load_weights(model_path)
+    except NotDataError as err:
+        if not trust_pickle:
+            with model_path.open("rb") as file:
+                if not file.read(4).startswith(_PICKLE_STARTS):
+                    raise
+            raise CommandError(
+                f"{str(model_path)!r} is a pickle (as joblib.dump writes), not a model file of data only (as "
+                "skorchlite finetune -o model.pt writes): loading it can run any code it holds, so skorchlite "
+                "loads it only with --trust-pickle; pass that only for a file from a source you trust"
+            ) from err
     import joblib
 
     try:
-        return joblib.load(model_path)
+        with warnings.catch_warnings(record=True) as caught:
+            model = joblib.load(model_path)
     except Exception as err:  # unpickling arbitrary bytes can raise anything
         raise CommandError(
-            f"{str(model_path)!r} is not a model file: expected a FineTuneClassifier or fitted pipeline saved "
-            f"by skorchlite finetune or joblib.dump ({type(err).__name__}: {err})"
+            f"{str(model_path)!r} is not a model file: neither data only (skorchlite finetune -o model.pt) "
+            f"nor a pickle joblib can load ({error_cause(err)})"
         ) from err
+    for warning in caught:  # another version's pickle: one line each, not Python's two
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    return model
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -39,7 +74,7 @@ def predict_command(args: argparse.Namespace) -> int:
     and returns the exit status, as every verb does.
     """
     model_path = Path(args.model)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.trust_pickle)
     if not hasattr(model, "predict_proba"):
         raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
     proba = model.predict_proba(list(args.images))
@@ -86,7 +121,7 @@ def explain_command(args: argparse.Namespace) -> int:
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
         try:
-            model = resolve_model(_load_model(args.model))
+            model = resolve_model(_load_model(args.model, args.trust_pickle))
         except (TypeError, ValueError) as err:
             raise CommandError(f"{args.model!r}: {err}") from err
     elif args.model in list_backbones():

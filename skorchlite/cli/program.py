@@ -26,6 +26,11 @@ LAYER_HELP = (
     "(default; skorchlite backbones --layers NAME lists them)"
 )
 WEIGHTS_HELP = "DEFAULT, a weights member, a checkpoint path, or random-init (a baseline without pretraining)"
+MODEL_HELP = "model file of data only (skorchlite finetune -o model.pt), or a joblib pickle with --trust-pickle"
+TRUST_PICKLE_HELP = (
+    "also load a model that is a pickle (joblib.dump): loading one runs any code it holds, so pass this "
+    "only for a file from a source you trust"
+)
 
 
 def _at_least_two(value: str) -> int:
@@ -119,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = verb("finetune", finetune_command, "fine-tune a backbone on an image folder and save the model")
     finetune.add_argument("dir")
     finetune.add_argument(
-        "-o", "--output", required=True, help="model file: .pt holds data only (safe to share), else a joblib pickle"
+        "-o", "--output", required=True, help="model file, .pt or .pth: data only (safe to share), never a pickle"
     )
     finetune.add_argument("--backbone", default="efficientnet_lite0")
     finetune.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
@@ -141,19 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     predict = verb("predict", predict_command, "predict the class of images with a saved model")
-    predict.add_argument("model", help="model file (.joblib, .pt)")
+    predict.add_argument("model", help=MODEL_HELP)
     predict.add_argument("images", nargs="+")
     predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
+    predict.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
 
     explain = verb(
         "explain", explain_command, "Grad-CAM of a saved model (or a backbone's ImageNet classes) on one image"
     )
-    explain.add_argument("model", help="model file (.joblib, .pt) or a backbone name for its ImageNet classes")
+    explain.add_argument("model", help=MODEL_HELP + ", or a backbone name for its ImageNet classes")
     explain.add_argument("image")
     explain.add_argument("-o", "--output", required=True, help="overlay PNG")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
     explain.add_argument("--layer", help="feature map (default: the last before pooling)")
     explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
+    explain.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
 
     backbones = verb(
         "backbones", backbones_command, "list every source's backbones and whether their weights are on this machine"

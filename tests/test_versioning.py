@@ -1,0 +1,209 @@
+"""Files and pickles of other skorchlite versions (issue 24, class 7): older
+ones load with the defaults of what was added since, or fail in one line
+naming the version that wrote them; newer ones fail naming both versions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+import skorchlite
+from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor, versioning
+from skorchlite.versioning import VERSION_KEY, InconsistentVersionWarning
+
+RNG = np.random.default_rng(0)
+X = np.concatenate([RNG.integers(0, 80, (6, 32, 32, 3)), RNG.integers(170, 256, (6, 32, 32, 3))]).astype(np.uint8)
+Y = np.array(["dark"] * 6 + ["bright"] * 6)
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+ESTIMATORS = [FineTuneClassifier, PretrainedFeatureExtractor, LayerVotingClassifier]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    clf = FineTuneClassifier(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0, cache=False)
+    return clf.fit(X, Y)
+
+
+def _one_line(err: BaseException, *needles: str) -> str:
+    message = str(err)
+    assert "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def _pickled_by(estimator, version: str, monkeypatch) -> bytes:
+    """``estimator`` pickled as skorchlite ``version`` would have pickled it."""
+    with monkeypatch.context() as patch:
+        patch.setattr(versioning, "__version__", version)
+        return pickle.dumps(estimator)
+
+
+# -- the package version ------------------------------------------------------------
+
+
+def test_the_package_version_moved_on_from_the_unversioned_releases():
+    assert skorchlite.__version__ != "0.1.0"
+    assert tuple(int(part) for part in skorchlite.__version__.split(".")) > (0, 1, 0)
+
+
+# -- data-only model files -----------------------------------------------------------
+
+
+def test_a_model_file_records_its_format_and_the_version_that_wrote_it(fitted, tmp_path):
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    assert payload["version"] == 2 and payload["skorchlite"] == skorchlite.__version__
+    assert "weight_scale_" in payload["fitted"]
+
+
+def test_a_format_1_file_without_weight_scale_loads_predicts_and_trains_on(fitted, tmp_path):
+    """As skorchlite wrote it before weight_scale_ was saved (the KeyError of issue 24)."""
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    del payload["fitted"]["weight_scale_"], payload["skorchlite"]
+    payload["version"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    loaded = FineTuneClassifier.load_weights(tmp_path / "v1.pt")
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    # As that version did: the next partial_fit scales its own rows, then keeps the scale.
+    assert loaded.weight_scale_ is None
+    weights = np.linspace(1, 3, len(X))
+    loaded.partial_fit(X, Y, sample_weight=weights)
+    assert loaded.weight_scale_ == pytest.approx(weights.mean())
+    # And it saves again, in the current format.
+    assert torch.load(loaded.save_weights(tmp_path / "v2.pt"), weights_only=True)["version"] == 2
+
+
+def test_a_current_file_without_a_field_of_its_format_is_damaged(fitted, tmp_path):
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    del payload["fitted"]["weight_scale_"]
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(ValueError) as info:
+        FineTuneClassifier.load_weights(tmp_path / "m.pt")
+    _one_line(info.value, "m.pt", "damaged", "weight_scale_")
+
+
+def test_a_file_of_a_newer_format_fails_naming_both_versions(fitted, tmp_path):
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    payload.update(version=99, skorchlite="9.9")
+    torch.save(payload, tmp_path / "new.pt")
+    with pytest.raises(ValueError) as info:
+        FineTuneClassifier.load_weights(tmp_path / "new.pt")
+    _one_line(info.value, "new.pt", "99", "skorchlite 9.9", f"skorchlite {skorchlite.__version__}", "upgrade")
+
+
+@PROPERTY
+@given(
+    version=st.one_of(st.integers(), st.text(max_size=20), st.none(), st.floats(), st.lists(st.integers(), max_size=3)),
+    writer=st.one_of(st.text(max_size=80), st.none(), st.integers(), st.lists(st.text(max_size=5), max_size=30)),
+)
+def test_any_unreadable_format_version_is_one_line_naming_the_file(fitted, tmp_path, version, writer):
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    if version in (1, 2) and type(version) is int:
+        version = 3
+    payload.update(version=version, skorchlite=writer)
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ValueError) as info:
+        FineTuneClassifier.load_weights(tmp_path / "other.pt")
+    message = _one_line(info.value, "other.pt", "format version")
+    assert len(message) < 400
+
+
+# -- pickles ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_pickle_records_the_version_and_unpickles_silently_in_the_same_one(cls):
+    estimator = cls()
+    assert estimator.__getstate__()[VERSION_KEY] == skorchlite.__version__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restored = pickle.loads(pickle.dumps(estimator))
+    assert restored.get_params() == estimator.get_params() and VERSION_KEY not in vars(restored)
+
+
+@PROPERTY
+@given(data=st.data(), version=st.text(min_size=1, max_size=12).filter(lambda v: v != skorchlite.__version__))
+def test_a_pickle_of_an_older_version_gets_the_defaults_of_parameters_added_since(monkeypatch, data, version):
+    cls = data.draw(st.sampled_from(ESTIMATORS))
+    names = cls._get_param_names()
+    added = data.draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    estimator = cls()
+    for name in added:  # as a version before them pickled it
+        delattr(estimator, name)
+    with pytest.warns(InconsistentVersionWarning) as record:
+        restored = pickle.loads(_pickled_by(estimator, version, monkeypatch))
+    assert restored.get_params() == cls().get_params()
+    message = str(record[0].message)
+    assert "\n" not in message and cls.__name__ in message and f"skorchlite {skorchlite.__version__}" in message
+    assert versioning.describe_version(version) in message
+    assert all(f"{name}=" in message for name in added)
+
+
+def test_an_old_fitted_pickle_without_compile_predicts_as_before(fitted, monkeypatch):
+    """The AttributeError ... 'compile' of issue 24: a parameter added since."""
+    old = pickle.loads(pickle.dumps(fitted))
+    del old.compile, old.weight_scale_
+    with pytest.warns(InconsistentVersionWarning, match=r"skorchlite 0\.1\.0.*compile=False.*weight_scale_=None"):
+        restored = pickle.loads(_pickled_by(old, "0.1.0", monkeypatch))
+    np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_a_pickle_without_any_recorded_version_is_named_as_such(monkeypatch):
+    state = PretrainedFeatureExtractor().__getstate__()
+    del state[VERSION_KEY], state["tta"]
+    restored = PretrainedFeatureExtractor.__new__(PretrainedFeatureExtractor)
+    with pytest.warns(InconsistentVersionWarning, match="skorchlite 0.1.0 or earlier.*tta=False"):
+        restored.__setstate__(state)
+    assert restored.tta is False
+
+
+def test_a_fitted_pickle_missing_state_that_cannot_be_inferred_fails_in_one_line(fitted, monkeypatch):
+    old = pickle.loads(pickle.dumps(fitted))
+    del old._network_key_
+    with pytest.raises(ValueError) as info:
+        pickle.loads(_pickled_by(old, "0.1.3", monkeypatch))
+    _one_line(info.value, "FineTuneClassifier", "skorchlite 0.1.3", "_network_key_", "fit it again")
+
+
+def test_a_pickle_of_a_newer_version_warns_naming_both(monkeypatch):
+    with pytest.warns(InconsistentVersionWarning, match=f"skorchlite 9.9 .*skorchlite {skorchlite.__version__}"):
+        pickle.loads(_pickled_by(LayerVotingClassifier(), "9.9", monkeypatch))
+
+
+def test_scikit_learn_keeps_its_own_version_check_beside_ours():
+    pipe = make_pipeline(PretrainedFeatureExtractor(), LogisticRegression())
+    state = pipe.steps[1][1].__getstate__()
+    assert "_sklearn_version" in state and VERSION_KEY not in state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restored = pickle.loads(pickle.dumps(pipe))
+    assert clone(restored).get_params(deep=False).keys() == pipe.get_params(deep=False).keys()
+
+
+# -- other formats ------------------------------------------------------------------------
+
+
+def test_a_dask_manifest_of_another_version_names_the_version_that_wrote_it(tmp_path):
+    pytest.importorskip("dask")
+    from skorchlite.dask import read_shards
+
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "skorchlite-embeddings", "version": 2, "skorchlite": "9.9", "shards": []})
+    )
+    with pytest.raises(ValueError) as info:
+        read_shards(tmp_path)
+    _one_line(info.value, "manifest.json", "skorchlite 9.9", f"skorchlite {skorchlite.__version__}")
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a skorchlite-embeddings manifest"):
+        read_shards(Path(tmp_path))
