@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..files import write_atomic
-from .inputs import announce_weights, layer_option, load_folder
-from .output import CommandError, check_output_file, save_bytes
+from .inputs import announce_weights, layer_option, load_folder, weights_file
+from .output import CommandError, check_output_file, csv_bytes, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -25,9 +23,10 @@ def embed_command(args: argparse.Namespace) -> int:
     """
     from ..extractor import PretrainedFeatureExtractor
 
-    out = check_output_file(args.output, "-o", EMBED_FORMATS)
+    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    out = check_output_file(args.output, "-o", EMBED_FORMATS, inputs)
     suffix = out.suffix.lower()
-    index = _embed_index(args, out)
+    index = _embed_index(args, out, inputs)
     if suffix == ".parquet":
         _require_parquet()
     X, y = load_folder(args.dir)
@@ -47,7 +46,7 @@ def embed_command(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     ).fit_transform(X)
     if index is not None:
-        listing = _rows_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
+        listing = csv_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
         save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
         write_atomic(index, listing)
         print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
@@ -55,7 +54,7 @@ def embed_command(args: argparse.Namespace) -> int:
     columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
     if suffix == ".csv":
-        write_atomic(out, _rows_bytes(columns, rows))
+        write_atomic(out, csv_bytes(columns, rows))
     else:
         import pandas as pd
 
@@ -65,7 +64,7 @@ def embed_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
+def _embed_index(args: argparse.Namespace, out: Path, inputs: dict[str, str | None]) -> Path | None:
     """Where a .npy output's paths and labels go: ``--index``, or a .csv of
     the same name, which must not exist (the user did not name it)."""
     if out.suffix.lower() != ".npy":
@@ -81,9 +80,7 @@ def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
             )
     else:
         index = Path(args.index)
-    if index.resolve() == out.resolve():
-        raise CommandError("--index and -o name the same file")
-    return check_output_file(str(index), "--index", (".csv",))
+    return check_output_file(str(index), "--index", (".csv",), {**inputs, "-o": str(out)})
 
 
 def _require_parquet() -> None:
@@ -92,18 +89,6 @@ def _require_parquet() -> None:
         import pyarrow  # noqa: F401
     except ImportError as err:
         raise CommandError(f"writing .parquet needs pandas and pyarrow ({err}); use .npy or .csv") from err
-
-
-def _rows_bytes(header: list[str], rows: Any) -> bytes:
-    """CSV of ``rows``, UTF-8; a file name that is not valid UTF-8 keeps its
-    own bytes (as the filesystem holds them), as ``os.fsencode`` writes it."""
-    import csv
-
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8", "surrogateescape")
 
 
 def _encodable(text: str) -> bool:

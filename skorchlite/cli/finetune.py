@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import announce_weights, class_counts, class_table, load_folder
-from .output import check_output_file, check_output_folder, save_bytes, write_report_folder
+from .inputs import announce_weights, class_counts, class_table, load_folder, weights_file
+from .output import check_output_file, check_output_folder, csv_bytes, save_bytes, write_report
 
 # A model file ending in .pt holds data only (FineTuneClassifier.save_weights);
 # any other name is a joblib pickle.
@@ -56,8 +56,9 @@ def finetune_command(args: argparse.Namespace) -> int:
     """
     from ..finetune import FineTuneClassifier
 
-    output = check_output_file(args.output, "-o")
-    report = check_output_folder(args.report, "--report") if args.report else None
+    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    output = check_output_file(args.output, "-o", inputs=inputs)
+    report = check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report else None
     X, y = load_folder(args.dir)
     print(class_table(y))
     announce_weights(args.backbone, args.weights)
@@ -112,21 +113,27 @@ def _finetune_report(
     from ..report import report_figures
     from ..report_page import RunInfo, finetune_page
 
-    pngs = report_figures(history=clf.history_)
-    run = RunInfo(
-        command=shlex.join(["skorchlite", *args.argv]),
-        parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
-        fingerprint=estimator_backbone(clf).fingerprint(),
-        folder=str(Path(args.dir).resolve()),
-        class_counts=class_counts(y),
-    )
-    page = finetune_page(
-        run,
-        history=clf.history_,
-        best_epoch=clf.best_epoch_,
-        pngs=pngs,
-        model_path=str(output),
-        seconds=seconds,
-        interrupted=interrupted,
-    )
-    return write_report_folder(report, pngs, page)
+    columns = list(dict.fromkeys(key for record in clf.history_ for key in record))
+    history = csv_bytes(columns, ([record.get(key) for key in columns] for record in clf.history_))
+
+    def draw() -> tuple[dict[str, bytes], str]:
+        pngs = report_figures(history=clf.history_)
+        run = RunInfo(
+            command=shlex.join(["skorchlite", *args.argv]),
+            parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
+            fingerprint=estimator_backbone(clf).fingerprint(),
+            folder=str(Path(args.dir).resolve()),
+            class_counts=class_counts(y),
+        )
+        page = finetune_page(
+            run,
+            history=clf.history_,
+            best_epoch=clf.best_epoch_,
+            pngs=pngs,
+            model_path=str(output),
+            seconds=seconds,
+            interrupted=interrupted,
+        )
+        return pngs, page
+
+    return write_report(report, {"history.csv": history}, draw)
