@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CLI_WORDS", "PYTHON_WORDS", "FoldError", "class_minimum", "stratified_folds"]
+__all__ = ["CLI_WORDS", "PYTHON_WORDS", "FoldError", "class_minimum", "nested_folds", "stratified_folds"]
+
+Split = tuple[np.ndarray, np.ndarray]
 
 #: How :class:`FoldError` words each fix in Python: the parameters of
 #: :func:`~skorchlite.strategies.compare_strategies`.
@@ -118,7 +120,7 @@ def stratified_folds(
     option: str = "cv",
     where: str = "fold",
     within: str = "",
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[Split]:
     """Stratified (grouped) folds whose every training part holds ``min_count`` images of each class.
 
     Parameters
@@ -197,6 +199,63 @@ def stratified_folds(
         need = (min_count, needed_by, other_fix)
         _check_training_part(y, groups, train, (name, within), need, None if hold_out else option, n_splits)
     return splits
+
+
+def nested_folds(
+    y: np.ndarray, groups: np.ndarray, plans: Sequence[tuple[int, Any]], cv: int, *, random_state: int = 0
+) -> tuple[list[Split], dict[tuple[int, int], list[Split]]]:
+    """Outer grouped folds and, in each outer training part, each plan's inner folds, all checked at once.
+
+    As :func:`skorchlite.strategies.compare_strategies` takes them: every
+    check runs before any estimator fits.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+    groups : ndarray of shape (n_samples,)
+        A group per image (each image its own: nothing grouped).
+    plans : sequence of (int, estimator)
+        Each estimator's inner folds (1: the first fifth held out, as a
+        5-fold split would) and the estimator, whose :func:`class_minimum`
+        every training part, outer and inner, must meet.
+    cv : int
+        Outer folds.
+    random_state : int, default=0
+        Seeds the outer and inner folds.
+
+    Returns
+    -------
+    outer : list of (train, test)
+    inner : dict
+        ``inner[k, folds]``: the ``folds`` inner folds of outer fold ``k``
+        (from 0), as rows of its training part.
+
+    Raises
+    ------
+    FoldError
+        As :func:`stratified_folds`.
+    """
+    needs = [class_minimum(estimator) for _, estimator in plans]
+    need, reason = max(needs, key=lambda n: n[0])
+    outer = stratified_folds(
+        y, groups, cv, random_state=random_state, min_count=need, needed_by=reason, where="outer fold"
+    )
+    inner = {}
+    for k, (train, _) in enumerate(outer):
+        for (folds, _), (need, reason) in zip(plans, needs, strict=True):
+            inner[k, folds] = stratified_folds(
+                y[train],
+                groups[train],
+                5 if folds == 1 else folds,
+                random_state=random_state,
+                hold_out=folds == 1,
+                min_count=need,
+                needed_by=reason,
+                option="inner_cv",
+                where="the inner hold-out" if folds == 1 else "inner fold",
+                within=f" in the training part of outer fold {k + 1}",
+            )
+    return outer, inner
 
 
 def _check_training_part(

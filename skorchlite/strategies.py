@@ -19,7 +19,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from .backbones import get_backbone, offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
-from .folds import class_minimum, stratified_folds
+from .folds import nested_folds
 from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
@@ -355,34 +355,6 @@ def _groups(X: Any, y: np.ndarray, groups: Any) -> np.ndarray:
     return groups
 
 
-def _nested_folds(
-    y: np.ndarray, groups: np.ndarray, strategies: list[Strategy], cv: int, inner_cv: int, seed: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]]]:
-    """The outer folds, and each outer training fold's inner folds by their number,
-    all checked before any strategy fits (:func:`skorchlite.folds.stratified_folds`)."""
-    needs = [class_minimum(s.estimator) for s in strategies]
-    need, reason = max(needs, key=lambda n: n[0])
-    outer = stratified_folds(y, groups, cv, random_state=seed, min_count=need, needed_by=reason, where="outer fold")
-    inner = {}
-    for fold, (train, _) in enumerate(outer, 1):
-        for strategy, (need, reason) in zip(strategies, needs, strict=True):
-            folds = strategy.inner_folds or inner_cv
-            # One fold: the first fifth held out, as a 5-fold split would.
-            inner[fold - 1, folds] = stratified_folds(
-                y[train],
-                groups[train],
-                5 if folds == 1 else folds,
-                random_state=seed,
-                hold_out=folds == 1,
-                min_count=need,
-                needed_by=reason,
-                option="inner_cv",
-                where="the inner hold-out" if folds == 1 else "inner fold",
-                within=f" in the training part of outer fold {fold}",
-            )
-    return outer, inner
-
-
 def compare_strategies(
     X: Any,
     y: Any,
@@ -473,7 +445,9 @@ def compare_strategies(
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
     groups = _groups(X, y, groups)
     sizes = Counter(groups.tolist())
-    outer, inner = _nested_folds(y, groups, strategies, cv, inner_cv, random_state)
+    outer, inner = nested_folds(
+        y, groups, [(s.inner_folds or inner_cv, s.estimator) for s in strategies], cv, random_state=random_state
+    )
     shape = (len(strategies), len(outer))
     balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
     candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]

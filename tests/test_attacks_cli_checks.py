@@ -5,60 +5,41 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
+from cli_helpers import image_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from test_attacks_cli import FAST, no_work  # noqa: F401 - the fixture, used by name
+from test_attacks_cli import _one_line_error as _one_line
 
-from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
+from skorchlite import FineTuneClassifier
 from skorchlite.cli import main
 from skorchlite.trainer import Trainer
 
-FAST = ["--image-size", "64", "--verbose", "0"]
-
-
-def _folder(root, counts: dict[str, int], seed: int = 0):
-    rng = np.random.default_rng(seed)
-    for k, (label, n) in enumerate(counts.items()):
-        (root / label).mkdir(parents=True)
-        for i in range(n):
-            low = 40 * k
-            Image.fromarray(rng.integers(low, low + 60, (32, 32, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
-    return root
-
 
 @pytest.fixture
-def no_work(monkeypatch):
-    """Embedding or training fails loudly: a check that runs first never gets there."""
+def no_training(monkeypatch):
+    """Training fails loudly, for the checks that FineTuneClassifier.fit runs before it."""
 
     def work(*args, **kwargs):
-        raise AssertionError("the work started before the check")
+        raise AssertionError("training started before the check")
 
-    monkeypatch.setattr(PretrainedFeatureExtractor, "fit_transform", work)
-    monkeypatch.setattr(PretrainedFeatureExtractor, "transform", work)
     monkeypatch.setattr(Trainer, "run", work)
-
-
-def _one_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # -- class 5: late failures --------------------------------------------------------
 
 
-def test_a_class_with_one_image_fails_before_embedding(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 5, "b": 5, "lonely": 1})
+@pytest.mark.usefixtures("no_work")
+def test_a_class_with_one_image_fails_before_embedding(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 5, "b": 5, "lonely": 1})
     assert main(["evaluate", str(folder), "--cv", "2", *FAST]) == 1
     _one_line(capsys, "class 'lonely' has 1 image", "fold", "add images of 'lonely'")
 
 
-def test_duplicate_groups_that_empty_a_training_fold_name_the_grouping(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 6, "b": 6})
+@pytest.mark.usefixtures("no_work")
+def test_duplicate_groups_that_empty_a_training_fold_name_the_grouping(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 6})
     (folder / "copies").mkdir()
     for i in range(3):
         (folder / "copies" / f"{i}.png").write_bytes((folder / "a" / "0.png").read_bytes())
@@ -67,8 +48,9 @@ def test_duplicate_groups_that_empty_a_training_fold_name_the_grouping(tmp_path,
     _one_line(capsys, "class 'copies' has 3 images in 1 duplicate group", "--no-group-duplicates")
 
 
-def test_an_unavailable_second_backbone_fails_before_the_first_is_embedded(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 4, "b": 4})
+@pytest.mark.usefixtures("no_work")
+def test_an_unavailable_second_backbone_fails_before_the_first_is_embedded(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 4, "b": 4})
     assert main(["evaluate", str(folder), "--cv", "2", "--backbone", "efficientnet_lite0", "no_such_net", *FAST]) == 1
     _one_line(capsys, "no_such_net")
     # A layer the first backbone has and the second lacks.
@@ -77,28 +59,30 @@ def test_an_unavailable_second_backbone_fails_before_the_first_is_embedded(tmp_p
     _one_line(capsys, "_blocks.16.add")
 
 
-def test_svm_head_with_a_class_too_small_for_its_calibration_fails_first(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 6, "b": 6, "pair": 2})
+@pytest.mark.usefixtures("no_work")
+def test_svm_head_with_a_class_too_small_for_its_calibration_fails_first(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 6, "pair": 2})
     assert main(["evaluate", str(folder), "--cv", "2", "--head", "svm", *FAST]) == 1
     _one_line(capsys, "class 'pair' has 2 images", "--head svm", "another --head")
 
 
 def test_svm_head_adapts_its_calibration_folds_to_a_small_class(tmp_path, capsys):
     """4 images of a class, 2 folds: 2 per training fold, where cv=3 failed after the work."""
-    folder = _folder(tmp_path / "images", {"a": 6, "b": 6, "four": 4})
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 6, "four": 4})
     assert main(["evaluate", str(folder), "--cv", "2", "--head", "svm", "--no-group-duplicates", *FAST]) == 0
     assert "+ svm" in capsys.readouterr().out
 
 
-def test_compare_with_a_rare_class_fails_in_one_line_before_any_work(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 8, "b": 8, "rare": 2})
+@pytest.mark.usefixtures("no_work")
+def test_compare_with_a_rare_class_fails_in_one_line_before_any_work(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 8, "b": 8, "rare": 2})
     argv = ["compare", str(folder), "--backbone", "efficientnet_lite0", "--no-finetune", "--cv", "2", *FAST]
     assert main(argv) == 1
     _one_line(capsys, "class 'rare'", "inner fold", "add images of 'rare'")
 
 
-def test_finetune_with_a_class_too_small_for_its_validation_split_fails_before_training(tmp_path, capsys, no_work):
-    folder = _folder(tmp_path / "images", {"a": 6, "b": 6, "lonely": 1})
+def test_finetune_with_a_class_too_small_for_its_validation_split_fails_before_training(tmp_path, capsys, no_training):
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 6, "lonely": 1})
     argv = ["finetune", str(folder), "-o", str(tmp_path / "m.pt"), "--validation-fraction", "0.2", *FAST]
     assert main(argv) == 1
     _one_line(capsys, "validation_fraction=0.2")
@@ -125,7 +109,8 @@ def test_finetune_with_a_class_too_small_for_its_validation_split_fails_before_t
         ("--verbose", "7", "at most 2"),
     ],
 )
-def test_sizes_and_rates_are_bounded_at_parse_time(tmp_path, capsys, no_work, option, value, needle):
+@pytest.mark.usefixtures("no_work")
+def test_sizes_and_rates_are_bounded_at_parse_time(tmp_path, capsys, option, value, needle):
     with pytest.raises(SystemExit) as exit_:
         main(["finetune", str(tmp_path), "-o", str(tmp_path / "m.pt"), f"{option}={value}"])
     err = capsys.readouterr().err
@@ -143,7 +128,7 @@ def test_sizes_and_rates_are_bounded_at_parse_time(tmp_path, capsys, no_work, op
     ],
 )
 def test_every_failure_of_the_work_is_one_line(tmp_path, capsys, monkeypatch, error, needles):
-    folder = _folder(tmp_path / "images", {"a": 3, "b": 3})
+    folder = image_folder(tmp_path / "images", {"a": 3, "b": 3})
 
     def fails(*args, **kwargs):
         raise error
@@ -189,7 +174,7 @@ def test_any_value_of_a_numeric_option_is_accepted_or_one_line(tmp_path_factory,
     import io
 
     tmp = tmp_path_factory.mktemp("run")
-    folder = _folder(tmp / "images", {"a": 10, "b": 10})
+    folder = image_folder(tmp / "images", {"a": 10, "b": 10})
 
     def fit(self, X, y):
         self._validate_params()

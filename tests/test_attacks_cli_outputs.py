@@ -7,47 +7,24 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+from cli_helpers import image_folder
 from PIL import Image
+from test_attacks_cli import FAST, _one_line_error, no_work  # noqa: F401 - the fixture, used by name
 
-from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.cli import main
 from skorchlite.cli import output as cli_output
 from skorchlite.cli.output import REPORT_MANIFEST, CommandError, ReportError, write_report, write_report_folder
 
-FAST = ["--image-size", "64", "--verbose", "0"]
-
 
 @pytest.fixture
 def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "images"
-    for label, (low, high) in {"dark": (0, 90), "bright": (160, 256)}.items():
-        (root / label).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(low, high, (32, 32, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
-    return root
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Embedding or training fails loudly: a check that runs first never gets there."""
-
-    def work(*args, **kwargs):
-        raise AssertionError("the work started before the outputs were checked")
-
-    monkeypatch.setattr(PretrainedFeatureExtractor, "fit_transform", work)
-    monkeypatch.setattr(FineTuneClassifier, "fit", work)
+    return image_folder(tmp_path / "images", {"dark": 6, "bright": 6})
 
 
 def _refused(capsys, argv, *needles) -> str:
     assert main([*argv, "--verbose", "0"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return _one_line_error(capsys, *needles)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -70,7 +47,8 @@ def _ways_to_name(target: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("way", ["as given", "relative", "dot-dot", "symlink", "hardlink"])
-def test_explain_never_writes_over_its_image_or_model(folder, tmp_path, capsys, no_work, way):
+@pytest.mark.usefixtures("no_work")
+def test_explain_never_writes_over_its_image_or_model(folder, tmp_path, capsys, way):
     image = folder / "dark" / "0.png"
     before = image.read_bytes()
     _refused(capsys, ["explain", "efficientnet_lite0", str(image), "-o", _ways_to_name(image, tmp_path)[way]], "-o")
@@ -100,7 +78,8 @@ def test_explain_never_writes_over_its_image_or_model(folder, tmp_path, capsys, 
         (lambda d, t: ["embed", d, "-o", f"{t}/f.csv", "--weights", f"{t}/f.csv"], "the --weights file"),
     ],
 )
-def test_outputs_never_go_into_or_over_the_inputs(folder, tmp_path, capsys, no_work, make_argv, needle):
+@pytest.mark.usefixtures("no_work")
+def test_outputs_never_go_into_or_over_the_inputs(folder, tmp_path, capsys, make_argv, needle):
     # A class folder that links elsewhere: writing there is writing into the image folder.
     (tmp_path / "linked-class").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "linked-class" / "0.png")
@@ -114,7 +93,8 @@ def test_outputs_never_go_into_or_over_the_inputs(folder, tmp_path, capsys, no_w
     assert (tmp_path / "w.pt").read_bytes() == b"weights"
 
 
-def test_a_report_folder_of_other_files_is_refused_and_left_alone(folder, tmp_path, capsys, no_work):
+@pytest.mark.usefixtures("no_work")
+def test_a_report_folder_of_other_files_is_refused_and_left_alone(folder, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

@@ -226,62 +226,48 @@ def _evaluation_report(
     head: Any,
 ) -> list[Path]:
     """The scores, then the PNGs and the page ``index.html`` of the best backbone, written last."""
-    names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
-    saved = _scores(results, splits, args.head, names, y)
-    return write_report(
-        Path(args.report), saved, lambda: _draw_report(args, X, y, classes, splits, found, results, head, names)
-    )
-
-
-def _draw_report(
-    args: argparse.Namespace,
-    X: Any,
-    y: np.ndarray,
-    classes: np.ndarray,
-    splits: list,
-    found: Any,
-    results: list,
-    head: Any,
-    names: list[str],
-) -> tuple[dict[str, bytes], str]:
-    """The PNGs and the page of the best backbone."""
     from ..report import report_figures
     from ..report_page import RunInfo, error_gallery, evaluation_page
 
     best = results[0]
-    proba = best["scores"]
-    pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
-    explain, note = _fold_explainer(X, best, args.head)
-    if args.verbose:
-        print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
-    errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
-    run = RunInfo(
-        command=shlex.join(["skorchlite", *args.argv]),
-        parameters={**_options(args), "head estimator": repr(head)},
-        fingerprint=best["extractor"].fingerprint_,
-        folder=None if args.dir is None else str(Path(args.dir).resolve()),
-        class_counts=class_counts(y),
-    )
-    folds = [
-        {"n": len(test), "balanced": b, "accuracy": a}
-        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
-    ]
-    page = evaluation_page(
-        run,
-        title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
-        y_true=y,
-        y_pred=best["predicted"],
-        proba=proba,
-        classes=classes,
-        folds=folds,
-        pngs=pngs,
-        names=names,
-        errors=errors,
-        duplicates=found,
-        X=X,
-        ranking=results,
-    )
-    return pngs, page
+    names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
+
+    def draw() -> tuple[dict[str, bytes], str]:
+        proba = best["scores"]
+        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
+        explain, note = _fold_explainer(X, best, args.head)
+        if args.verbose:
+            print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
+        errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
+        run = RunInfo(
+            command=shlex.join(["skorchlite", *args.argv]),
+            parameters={**_options(args), "head estimator": repr(head)},
+            fingerprint=best["extractor"].fingerprint_,
+            folder=None if args.dir is None else str(Path(args.dir).resolve()),
+            class_counts=class_counts(y),
+        )
+        folds = [
+            {"n": len(test), "balanced": b, "accuracy": a}
+            for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
+        ]
+        page = evaluation_page(
+            run,
+            title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
+            y_true=y,
+            y_pred=best["predicted"],
+            proba=proba,
+            classes=classes,
+            folds=folds,
+            pngs=pngs,
+            names=names,
+            errors=errors,
+            duplicates=found,
+            X=X,
+            ranking=results,
+        )
+        return pngs, page
+
+    return write_report(Path(args.report), _scores(results, splits, args.head, names, y), draw)
 
 
 def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:
