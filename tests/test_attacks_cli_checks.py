@@ -206,3 +206,36 @@ def test_any_value_of_a_numeric_option_is_accepted_or_one_line(tmp_path_factory,
     else:
         assert status == 2, text
         assert len([line for line in text.splitlines() if "error:" in line]) == 1, text
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cv=st.one_of(st.integers(-3, 30), st.integers(-(2**70), 2**70)))
+def test_any_number_of_folds_reaches_the_work_or_is_one_line(tmp_path_factory, monkeypatch, cv):
+    """evaluate --cv N on 6 + 6 images: 2 to 6 folds reach the embedding; any
+    other number stops first, in one line (status 2 at parsing, 1 at the fold check)."""
+    import contextlib
+    import io
+
+    from skorchlite import PretrainedFeatureExtractor
+
+    folder = image_folder(tmp_path_factory.mktemp("run") / "images", {"a": 6, "b": 6})
+
+    def reached(*args, **kwargs):
+        raise _Reached
+
+    monkeypatch.setattr(PretrainedFeatureExtractor, "fit_transform", reached)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(["evaluate", str(folder), f"--cv={cv}", "--no-group-duplicates", *FAST])
+        except _Reached:
+            status = "reached"
+        except SystemExit as exit_:
+            status = exit_.code
+    text = err.getvalue()
+    assert "Traceback" not in text
+    if 2 <= cv <= 6:
+        assert status == "reached", text
+    else:
+        assert status == (2 if cv < 2 or cv > 10_000 else 1), text
+        assert len([line for line in text.splitlines() if "error:" in line]) == 1, text

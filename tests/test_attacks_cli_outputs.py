@@ -157,14 +157,17 @@ def _manifest(names: list[str]) -> bytes:
     return json.dumps({"written by": "skorchlite", "files": names}, indent=1).encode()
 
 
-def test_a_report_that_cannot_be_drawn_still_saves_the_scores(tmp_path):
+@pytest.mark.parametrize("broken", ["figure", "page encoding"])
+def test_a_report_that_cannot_be_drawn_still_saves_the_scores(tmp_path, broken):
     def draw():
-        raise ValueError("Unknown symbol: \\foo, found '\\'")
+        if broken == "figure":
+            raise ValueError("Unknown symbol: \\foo, found '\\'")
+        return {}, "a name that is not UTF-8: \udcff"
 
     with pytest.raises(ReportError) as caught:
         write_report(tmp_path / "report", {"scores.csv": b"fold,accuracy\n1,0.5\n"}, draw)
     message = str(caught.value)
-    assert "\n" not in message and "ValueError" in message and "scores.csv" in message
+    assert "\n" not in message and "Error" in message and "scores.csv" in message
     assert (tmp_path / "report" / "scores.csv").read_bytes() == b"fold,accuracy\n1,0.5\n"
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [REPORT_MANIFEST, "scores.csv"]
 

@@ -320,6 +320,8 @@ def write_report(
     """
     try:
         pngs, page = draw()
+        # Encoded here: a name the page cannot encode is a failure of the report, not of the scores.
+        files = {**saved, **pngs, "index.html": page.encode("utf-8")}
     except BaseException as err:
         written = write_report_folder(folder, saved)
         if not isinstance(err, Exception):  # Ctrl-C: the scores are saved, and it still stops the run
@@ -328,7 +330,7 @@ def write_report(
             f"the report could not be drawn ({type(err).__name__}: {err}); the scores are saved in "
             f"{', '.join(str(p) for p in written)}"
         ) from err
-    return write_report_folder(folder, {**saved, **pngs, "index.html": page.encode("utf-8")})
+    return write_report_folder(folder, files)
 
 
 def write_report_folder(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
