@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import _num_samples
 
+from .names import shorten_all, visible
 from .validation import check_params
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", "train_val_test_split"]
@@ -22,6 +23,9 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", "
 
 # How many skipped files the warning names; the count covers all of them.
 _NAMED_SKIPPED = 5
+# Longest class name in a ClassCounts table, in characters; longer ones are
+# shortened there and given in full under it.
+_TABLE_NAME_WIDTH = 40
 
 
 def load_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -124,7 +128,9 @@ class ClassCounts(dict):
 
     A dict of class -> tuple of counts, one per part, classes in sorted
     order; ``str()`` gives an aligned table with each count's share of its
-    part and a total row.
+    part and a total row. Class names are shown in their visible form
+    (:func:`skorchlite.names.visible`); one longer than 40 characters is
+    shortened in the table and given in full under it.
 
     Parameters
     ----------
@@ -160,15 +166,20 @@ class ClassCounts(dict):
 
     def __str__(self) -> str:
         header = ["class"] + [cell for part in self.parts for cell in (part, "share")]
-        rows = [[str(label), *_count_cells(row, self.totals)] for label, row in self.items()]
+        names = shorten_all(self, _TABLE_NAME_WIDTH)
+        rows = [[name, *_count_cells(row, self.totals)] for name, row in zip(names, self.values(), strict=True)]
         rows.append(["total", *_count_cells(self.totals, self.totals)])
         widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-        return "\n".join(
+        lines = [
             "  ".join(
                 [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
             )
             for row in [header, *rows]
-        )
+        ]
+        shortened = [(name, visible(label)) for name, label in zip(names, self, strict=True) if name != visible(label)]
+        if shortened:
+            lines += ["In full:", *(f"  {name} = {full}" for name, full in shortened)]
+        return "\n".join(lines)
 
 
 def _count_cells(counts: Sequence[int], totals: Sequence[int]) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .files import write_atomic
+from .names import visible
 
 if TYPE_CHECKING:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -82,6 +83,10 @@ def figure_png(fig: Figure) -> bytes:
     >>> Image.open(io.BytesIO(figure_png(new_figure((2.0, 1.0))))).size
     (200, 100)
     """
+    _literal_text(fig)
+    # The constrained layout converges in two passes: the first sizes tick
+    # labels it could not measure before (long class names, turned upright).
+    fig.draw_without_rendering()
     fig.canvas.draw()
     canvas = cast("FigureCanvasAgg", fig.canvas)  # new_figure's canvas
     pixels = np.asarray(canvas.buffer_rgba())[..., :3]
@@ -96,3 +101,34 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     write_atomic(path, figure_png(fig))
     return path
+
+
+def _literal_text(fig: Figure) -> None:
+    """Draw each text of ``fig`` as the very characters it holds.
+
+    Labels, titles and legends hold names (a class called ``$x^2$`` or
+    ``50%_a&b``): no math text, no LaTeX (whatever the user's rcParams say),
+    and no character a font cannot draw or an encoder refuses. The numbers
+    matplotlib's own number formatters write on the ticks keep their math
+    text, which is how some of them write exponents; tick labels we set
+    (``set_ticklabels``: class names) are literal.
+    """
+    from matplotlib.text import Text
+    from matplotlib.ticker import LogFormatter, LogitFormatter, ScalarFormatter
+
+    numbers: set[Text] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            numbers.add(axis.offsetText)
+            for ticks, formatter in [
+                (axis.get_major_ticks(), axis.get_major_formatter()),
+                (axis.get_minor_ticks(), axis.get_minor_formatter()),
+            ]:
+                if isinstance(formatter, (ScalarFormatter, LogFormatter, LogitFormatter)):
+                    numbers.update(label for tick in ticks for label in (tick.label1, tick.label2))
+    for text in fig.findobj(Text):
+        assert isinstance(text, Text)  # for mypy: findobj is typed as returning any artist
+        text.set_usetex(False)
+        if text not in numbers:
+            text.set_parse_math(False)
+            text.set_text(visible(text.get_text(), newlines=True))

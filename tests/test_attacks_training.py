@@ -176,7 +176,9 @@ def test_13_4_a_diverging_warm_start_keeps_the_previous_model():
     history, best = list(clf.history_), clf.best_epoch_
     with pytest.raises(FloatingPointError, match="epoch 2"):
         clf.set_params(warm_start=True, lr=1e37, batch_size=16, schedule=None).fit(X16, Y16)
-    np.testing.assert_array_equal(clf.predict_proba(X16), before)
+    # Predicted in batches of the first fit's size: another batch size may
+    # round the last float32 bit differently, which is not a changed model.
+    np.testing.assert_array_equal(clf.set_params(batch_size=SMALL["batch_size"]).predict_proba(X16), before)
     assert clf.history_ == history and clf.best_epoch_ == best
 
 

@@ -323,8 +323,9 @@ def test_missing_matplotlib_raises_an_install_hint(tmp_path, monkeypatch):
 def test_long_titles_wrap_and_shorten():
     assert drawing._fit_title("cat", "dog", " (0.93)", 40) == "true: cat / pred: dog (0.93)"
     assert drawing._fit_title("malignant", "normal", " (0.93)", 24) == "true: malignant /\npred: normal (0.93)"
-    first, second = drawing._fit_title("a" * 50, "b" * 50, "", 20).split("\n")
-    assert first == "true: " + "a" * 11 + "… /" and second == "pred: " + "b" * 13 + "…"
+    # Overlong labels keep their start and their end (issue 24: names shortened where space is fixed).
+    first, second = drawing._fit_title("a" * 25 + "z" * 25, "b" * 25 + "y" * 25, "", 20).split("\n")
+    assert first == "true: " + "a" * 8 + "…" + "z" * 3 + " /" and second == "pred: " + "b" * 9 + "…" + "y" * 4
 
 
 def test_pngs_follow_the_umask_so_colleagues_can_open_them(tmp_path):

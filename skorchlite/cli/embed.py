@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_atomic
+from ..names import csv_bytes, visible
 from .inputs import announce_weights, layer_option, load_folder, weights_file
-from .output import CommandError, check_output_file, csv_bytes, save_bytes
+from .output import CommandError, check_output_file, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -49,7 +50,10 @@ def embed_command(args: argparse.Namespace) -> int:
         listing = csv_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
         save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
         write_atomic(index, listing)
-        print(f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {out}, paths and labels to {index}")
+        print(
+            f"Wrote {features.shape[0]} x {features.shape[1]} embeddings to {visible(out)}, "
+            f"paths and labels to {visible(index)}"
+        )
         return 0
     columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
@@ -60,7 +64,9 @@ def embed_command(args: argparse.Namespace) -> int:
 
         table = pd.DataFrame(list(rows), columns=columns)
         save_bytes(out, table.to_parquet)
-    print(f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {out}")
+    print(
+        f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {visible(out)}"
+    )
     return 0
 
 

@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from ..names import csv_bytes, shorten_all, visible
 from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder, weights_file
-from .output import CommandError, check_output_folder, csv_bytes, write_report
+from .output import CommandError, check_output_folder, write_report
 
 HEADS = ("logreg", "svm", "knn", "ridge")
+# Longest class name in the printed confusion matrix; the class table above it gives them in full.
+_NAME_WIDTH = 24
 
 # What a head's own fit needs of each class in a training fold, and why.
 HEAD_NEEDS = {"svm": (2, "--head svm, which calibrates its probabilities on internal folds of each training part,")}
@@ -174,7 +177,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(_format_confusion_matrix(classes, matrix))
     if args.report:
         written = _evaluation_report(args, X, y, classes, splits, found, results, head)
-        print("\nReport: " + ", ".join(str(p) for p in written))
+        print("\nReport: " + ", ".join(visible(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
     return 0
 
@@ -305,12 +308,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
+    names = shorten_all(classes.tolist(), _NAME_WIDTH)
     # Wide enough for the longest label and the largest count, or cells run together.
-    width = max(len(str(cell)) for cell in [*classes, *matrix.ravel()]) + 2
-    lines = [" " * width + "".join(f"{str(c):>{width}}" for c in classes)]
+    width = max(len(str(cell)) for cell in [*names, *matrix.ravel()]) + 2
+    lines = [" " * width + "".join(f"{name:>{width}}" for name in names)]
     lines += [
-        f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row)
-        for label, row in zip(classes, matrix, strict=True)
+        f"{name:>{width}}" + "".join(f"{v:>{width}}" for v in row) for name, row in zip(names, matrix, strict=True)
     ]
     return "\n".join(lines)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..names import csv_bytes, visible
 from .inputs import announce_weights, class_counts, class_table, load_folder, weights_file
-from .output import check_output_file, check_output_folder, csv_bytes, save_bytes, write_report
+from .output import check_output_file, check_output_folder, save_bytes, write_report
 
 # A model file ending in .pt holds data only (FineTuneClassifier.save_weights);
 # any other name is a joblib pickle.
@@ -98,11 +99,11 @@ def finetune_command(args: argparse.Namespace) -> int:
         save_bytes(output, lambda f: joblib.dump(clf, f))
     print(
         f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
-        f"best epoch {clf.best_epoch_}; saved to {output}"
+        f"best epoch {clf.best_epoch_}; saved to {visible(output)}"
     )
     if report is not None:
         written = _finetune_report(args, report, clf, y, output, seconds, bool(interrupted))
-        print("Report: " + ", ".join(str(p) for p in written))
+        print("Report: " + ", ".join(visible(p) for p in written))
     return 130 if interrupted else 0
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..names import visible
+
 
 def load_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
     """The images of a folder of class folders, its warnings printed as notes.
@@ -28,7 +30,7 @@ def load_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("always", UserWarning)
         paths, labels = load_image_folder(folder)
     for warning in caught:
-        print(f"note: {warning.message}", file=sys.stderr)
+        print(f"note: {visible(warning.message)}", file=sys.stderr)
     return np.asarray(paths, dtype=object), np.asarray(labels)
 
 
@@ -99,7 +101,9 @@ def announce_weights(backbone: str, weights: str | None) -> None:
         What ``--weights`` gave (``None``: ``random-init``).
     """
     if weights is None:
-        print(f"NOTE: backbone {backbone} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained.")
+        print(
+            f"NOTE: backbone {visible(backbone)} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained."
+        )
 
 
 def weights_file(weights: str | None) -> str | None:

@@ -8,13 +8,12 @@ replaced whole, never holds an input.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,26 +267,6 @@ def save_bytes(path: Path, write: Any) -> None:
     buffer = io.BytesIO()
     write(buffer)
     write_atomic(path, buffer.getvalue())
-
-
-def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """CSV of ``rows``, UTF-8; a file name that is not valid UTF-8 keeps its
-    own bytes (as the filesystem holds them), as ``os.fsencode`` writes it.
-
-    Parameters
-    ----------
-    header : sequence of str
-    rows : iterable of sequences
-
-    Returns
-    -------
-    bytes
-    """
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8", "surrogateescape")
 
 
 def write_report(

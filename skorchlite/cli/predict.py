@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..names import csv_bytes, visible
 from .finetune import WEIGHTS_SUFFIX
 from .output import CommandError, check_output_file
 
@@ -37,8 +38,6 @@ def predict_command(args: argparse.Namespace) -> int:
     Runs on the parsed command line (:func:`skorchlite.cli.build_parser`)
     and returns the exit status, as every verb does.
     """
-    import csv
-
     model_path = Path(args.model)
     model = _load_model(args.model)
     if not hasattr(model, "predict_proba"):
@@ -47,15 +46,29 @@ def predict_command(args: argparse.Namespace) -> int:
     classes = model.classes_
     best = proba.argmax(1)
     if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "class", "probability", *(f"p_{c}" for c in classes)])
-        for path, k, row in zip(args.images, best, proba, strict=True):
-            writer.writerow([path, classes[k], f"{row[k]:.4f}", *(f"{p:.4f}" for p in row)])
+        header = ["path", "class", "probability", *(f"p_{c}" for c in classes)]
+        rows = [
+            [path, classes[k], f"{row[k]:.4f}", *(f"{p:.4f}" for p in row)]
+            for path, k, row in zip(args.images, best, proba, strict=True)
+        ]
+        _print_csv(header, rows)
         return 0
-    width = max(len(p) for p in args.images)
-    for path, k, row in zip(args.images, best, proba, strict=True):
-        print(f"{path:{width}}  {classes[k]}  {row[k]:.3f}")
+    paths = [visible(path) for path in args.images]
+    width = max(map(len, paths))
+    for path, k, row in zip(paths, best, proba, strict=True):
+        print(f"{path:{width}}  {visible(classes[k])}  {row[k]:.3f}")
     return 0
+
+
+def _print_csv(header: list[str], rows: list[list[Any]]) -> None:
+    """The CSV on stdout: exact values for the program it is piped to (a
+    name that is not UTF-8 keeps its bytes), visible ones on a terminal,
+    as ``ls`` does, so that a name never drives the terminal."""
+    if sys.stdout.isatty():
+        header, rows = [visible(cell) for cell in header], [[visible(cell) for cell in row] for row in rows]
+    data = csv_bytes(header, rows)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
 
 
 def explain_command(args: argparse.Namespace) -> int:
@@ -85,8 +98,8 @@ def explain_command(args: argparse.Namespace) -> int:
         )
     result = grad_cam(model, [args.image], args.target, layer=args.layer, path=output)
     print(
-        f"{args.image}: predicted {result.predicted[0]} ({result.predicted_probability[0]:.3f}); "
-        f"Grad-CAM of {result.target[0]} ({result.target_probability[0]:.3f}) at layer {result.layer!r} "
-        f"written to {output}"
+        f"{visible(args.image)}: predicted {visible(result.predicted[0])} ({result.predicted_probability[0]:.3f}); "
+        f"Grad-CAM of {visible(result.target[0])} ({result.target_probability[0]:.3f}) at layer {result.layer!r} "
+        f"written to {visible(output)}"
     )
     return 0

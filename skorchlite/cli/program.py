@@ -14,6 +14,7 @@ from typing import Any
 
 from ..folds import CLI_WORDS, FoldError
 from ..memory import keep_freed_memory
+from ..names import visible
 from .backbones import backbones_command
 from .compare import compare_command
 from .embed import embed_command
@@ -240,7 +241,7 @@ def _one_line(err: Exception) -> str:
             f"internal error, a bug in skorchlite ({type(err).__name__}: {err}); rerun with --debug for the "
             "traceback, and report it"
         )
-    return " ".join(message.splitlines())
+    return visible(" ".join(message.splitlines()))
 
 
 def _silence_stdout() -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from skorchlite.figures import new_figure, save_figure
 from skorchlite.inspect._model import one_image, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.names import visible
 from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,7 +110,7 @@ def feature_maps(
             crop,
             maps,
             k,
-            f"{explainable.name}, layer {layer!r}: top {min(k, len(maps))} of {len(maps)} channels by mean activation",
+            f"{visible(explainable.name)}, layer {layer!r}: top {min(k, len(maps))} of {len(maps)} channels by mean activation",
         )
         save_figure(fig, destination[0])
     return maps

@@ -15,6 +15,7 @@ from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
 from skorchlite.inspect._model import one_image, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.names import visible
 from skorchlite.validation import Interval, StrOptions, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -355,17 +356,17 @@ def _draw(fig: Figure, result: AdversarialExample, name: str) -> None:
     original, noise, adversarial = fig.subplots(1, 3)
     scale = max(result.eps, 1e-12)
     panels = [
-        (original, result.original, f"original: {result.original_label} ({result.original_probability:.2f})"),
+        (original, result.original, f"original: {visible(result.original_label)} ({result.original_probability:.2f})"),
         (
             noise,
             0.5 + result.perturbation / (2 * scale),
             f"perturbation, x{0.5 / scale:.0f} (eps = {result.eps * 255:.3g}/255)",
         ),
-        (adversarial, result.image, f"adversarial: {result.label} ({result.probability:.2f})"),
+        (adversarial, result.image, f"adversarial: {visible(result.label)} ({result.probability:.2f})"),
     ]
     for ax, pixels, title in panels:
         ax.imshow(np.clip(pixels, 0, 1))
         ax.set_title(title, fontsize="medium")
         ax.set_axis_off()
-    kind = "untargeted" if result.target is None else f"targeted at {result.target}"
-    fig.suptitle(f"{name}: {result.method.upper()}, {kind}")
+    kind = "untargeted" if result.target is None else f"targeted at {visible(result.target)}"
+    fig.suptitle(f"{visible(name)}: {result.method.upper()}, {kind}")

@@ -16,6 +16,7 @@ from skorchlite.figures import new_figure, save_figure
 from skorchlite.images import check_images
 from skorchlite.inspect._model import Explainable, output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.names import visible
 from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,8 +164,8 @@ def grad_cam(
             targets[i] = c
             if destinations is not None:
                 title = (
-                    f"Grad-CAM of {classes[c]} (p = {proba[i, c]:.2f}); predicted "
-                    f"{classes[proba[i].argmax()]} (p = {proba[i].max():.2f})"
+                    f"Grad-CAM of {visible(classes[c])} (p = {proba[i, c]:.2f}); predicted "
+                    f"{visible(classes[proba[i].argmax()])} (p = {proba[i].max():.2f})"
                 )
                 fig = new_figure(FIGSIZES["grad_cam"])
                 draw_overlay(fig, image, heatmap, title)

@@ -13,6 +13,7 @@ import torch
 from skorchlite.figures import new_figure, save_figure
 from skorchlite.inspect._model import output_paths, resolve_model
 from skorchlite.inspect.sizes import FIGSIZES
+from skorchlite.names import visible
 from skorchlite.validation import Interval, check_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,7 +203,7 @@ def class_visualization(
     result = ClassVisualization(image=image, probabilities=trace, probability=probability, target=label)
     if destination is not None:
         fig = new_figure(FIGSIZES["class_visualization"])
-        _draw(fig, result, f"{explainable.name}: {label}, tv_weight={tv_weight:g}")
+        _draw(fig, result, f"{visible(explainable.name)}: {visible(label)}, tv_weight={tv_weight:g}")
         save_figure(fig, destination[0])
     return result
 
@@ -213,6 +214,6 @@ def _draw(fig: Figure, result: ClassVisualization, title: str) -> None:
     picture.set_axis_off()
     picture.set_title(f"p = {result.probability:.3f}, total variation {total_variation(result.image):.3f}")
     curve.plot(np.arange(1, len(result.probabilities) + 1), result.probabilities, color="tab:blue")
-    curve.set(xlabel="step", ylabel=f"probability of {result.target}", ylim=(-0.02, 1.02))
+    curve.set(xlabel="step", ylabel=f"probability of {visible(result.target)}", ylim=(-0.02, 1.02))
     curve.grid(alpha=0.3)
     fig.suptitle(title)

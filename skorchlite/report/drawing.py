@@ -20,6 +20,7 @@ from sklearn.utils import check_consistent_length
 
 from ..figures import new_figure
 from ..images import check_images, load_rgb
+from ..names import shorten, shorten_all, visible
 from .inputs import check_labels, check_proba, epoch_values, float_or_nan, history_records, rank_misclassified
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +39,9 @@ FIGSIZES: dict[str, tuple[float, float]] = {
 _THUMBNAIL = 256
 # Above this many classes the confusion matrix cells carry no numbers.
 _MAX_ANNOTATED = 20
+# Longest class name on an axis or in a legend, in characters: longer ones
+# are shortened (the page's tables give them in full).
+_NAME_WIDTH = 18
 
 
 def _thumbnail(sample: Any, index: int) -> Image.Image:
@@ -121,12 +125,13 @@ def _draw_confusion_matrix(fig: Figure, y_true: Any, y_pred: Any, labels: Any) -
     if len(y_true) == 0:
         raise ValueError("y_true is empty: there is nothing to plot.")
     labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else check_labels(labels, "labels")
-    names = [str(label) for label in labels.tolist()]
+    names = shorten_all(labels.tolist(), _NAME_WIDTH)
     counts = confusion_matrix(y_true, y_pred, labels=labels)
     with np.errstate(divide="ignore", invalid="ignore"):
         rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
     annotate = len(labels) <= _MAX_ANNOTATED
-    rotation = "vertical" if sum(len(name) for name in names) > 60 else "horizontal"
+    # Upright only when every name fits under its column (about 36 characters across the matrix).
+    rotation = "vertical" if max(map(len, names)) * len(names) > 36 else "horizontal"
     small = {"fontsize": "small"} if len(labels) > 8 else {}
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     left, right = fig.subplots(1, 2)
@@ -155,33 +160,36 @@ def _draw_roc_pr(fig: Figure, y_true: np.ndarray, proba: np.ndarray, classes: np
     roc_ax, pr_ax = fig.subplots(1, 2)
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     roc_aucs, aps, absent, only = [], [], [], []
-    for j, label in enumerate(classes.tolist()):
+    roc_lines: dict[str, Any] = {}  # legend entry -> line
+    pr_lines: dict[str, Any] = {}
+    for j, (label, name) in enumerate(zip(classes.tolist(), shorten_all(classes.tolist(), _NAME_WIDTH), strict=True)):
         positive = y_true == label
         colour = cmap(j % cmap.N)
-        name = str(label)
         if not positive.any():
             absent.append(name)
             continue
         precision, recall, _ = precision_recall_curve(positive, proba[:, j])
         ap = average_precision_score(positive, proba[:, j])
         aps.append(ap)
-        pr_ax.plot(recall, precision, drawstyle="steps-post", color=colour, label=f"{name} (AP {ap:.3f})")
+        (pr_lines[f"{name} (AP {ap:.3f})"],) = pr_ax.plot(recall, precision, drawstyle="steps-post", color=colour)
         if positive.all():
             only.append(name)
             continue
         fpr, tpr, _ = roc_curve(positive, proba[:, j])
         roc_auc = auc(fpr, tpr)
         roc_aucs.append(roc_auc)
-        roc_ax.plot(fpr, tpr, color=colour, label=f"{name} (AUC {roc_auc:.3f})")
-    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+        (roc_lines[f"{name} (AUC {roc_auc:.3f})"],) = roc_ax.plot(fpr, tpr, color=colour)
+    (roc_lines["chance"],) = roc_ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     roc_ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
     pr_ax.set(xlabel="Recall", ylabel="Precision", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
     roc_ax.set_title("ROC, one-vs-rest" + (f" (macro AUC {np.mean(roc_aucs):.3f})" if roc_aucs else ""))
     pr_ax.set_title("Precision-recall, one-vs-rest" + (f" (macro AP {np.mean(aps):.3f})" if aps else ""))
     legend = {"fontsize": "small" if len(classes) <= 10 else "x-small", "ncols": 1 if len(classes) <= 12 else 2}
-    roc_ax.legend(loc="lower right", **legend)
+    # Handles and labels given, not taken from the lines: matplotlib leaves
+    # out a line whose label starts with "_", as a class name may.
+    roc_ax.legend(handles=list(roc_lines.values()), labels=list(roc_lines), loc="lower right", **legend)
     if aps:
-        pr_ax.legend(loc="lower left", **legend)
+        pr_ax.legend(handles=list(pr_lines.values()), labels=list(pr_lines), loc="lower left", **legend)
     for ax in (roc_ax, pr_ax):
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
@@ -311,13 +319,10 @@ def _draw_misclassified(
 def _fit_title(true: str, pred: str, score: str, width: int) -> str:
     """``"true: A / pred: B (0.93)"`` on one line when it fits in ``width``
     characters, else on two lines, with overlong labels shortened by '…'."""
+    true, pred = visible(true), visible(pred)
     title = f"true: {true} / pred: {pred}{score}"
     if len(title) <= width:
         return title
-    first, second = f"true: {_shorten(true, width - 8)} /", f"pred: {_shorten(pred, width - 6 - len(score))}{score}"
+    first = f"true: {shorten(true, max(width - 8, 4))} /"
+    second = f"pred: {shorten(pred, max(width - 6 - len(score), 4))}{score}"
     return f"{first}\n{second}"
-
-
-def _shorten(text: str, width: int) -> str:
-    width = max(width, 4)
-    return text if len(text) <= width else text[: width - 1] + "…"

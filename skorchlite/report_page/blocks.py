@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..names import visible
+
 
 def format_score(scores: Sequence[float] | np.ndarray) -> str:
     """``"mean ± std"`` of per-fold scores, to three decimals, as the terminal prints it.
@@ -31,7 +33,7 @@ h3{margin:18px 0 6px;font-size:1.05em}.sub{color:#444;margin:0 0 10px}
 nav{font-size:.95em;margin:8px 0 0}nav a{margin-right:14px;white-space:nowrap}
 .big{font-size:1.35em}.big strong{font-size:1.15em;color:#0b4f8a}
 table{border-collapse:collapse;margin:8px 0;font-size:.93em}
-th,td{border:1px solid #ccc;padding:4px 9px;text-align:left;vertical-align:top}
+th,td{border:1px solid #ccc;padding:4px 9px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 thead th{background:#f0f3f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tfoot td,tfoot th{font-weight:600;background:#fafafa}tr.marked td{background:#fff4cc;font-weight:600}
 caption{caption-side:bottom;text-align:left;color:#555;font-size:.9em;padding-top:4px}
@@ -153,14 +155,21 @@ def html_figure(png: bytes, name: str, alt: str) -> str:
 
 
 def escape(value: Any) -> str:
-    """``str(value)`` escaped for HTML text and attributes.
+    """``str(value)`` escaped for HTML text and attributes, in its visible form.
+
+    Controls and bidirectional overrides are shown as backslash escapes and
+    bytes of a name that are not UTF-8 as U+FFFD
+    (:func:`skorchlite.names.visible`), so the page always encodes as UTF-8;
+    line breaks stay, as the white space they are in HTML.
 
     Examples
     --------
     >>> escape('<b class="x">')
     '&lt;b class=&quot;x&quot;&gt;'
+    >>> escape("caf\\udce9\\u202e")
+    'caf�\\\\u202e'
     """
-    return html.escape(str(value), quote=True)
+    return html.escape(visible(value, newlines=True), quote=True)
 
 
 def format_number(value: Any, fmt: str = ".3f") -> str:

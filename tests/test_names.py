@@ -1,0 +1,116 @@
+"""Names as data (issue 24, class 6): the visible, short and CSV forms of
+:mod:`skorchlite.names`, for any text a class or file may be named."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skorchlite.names import ELLIPSIS, REPLACEMENT, csv_bytes, shorten, shorten_all, visible
+
+# What a hostile or careless name holds: terminal escapes (CSI, OSC 52,
+# C1), bidirectional overrides, CR/backspace tricks, math text, legend
+# markers, backslashes, and lone surrogates (bytes of a name that are not UTF-8).
+TRICKS = [
+    "\x1b[2J",
+    "\x1b]52;c;aGk=\x07",
+    "\x9b31m",
+    "\x85",
+    "\u202e",
+    "\u2066",
+    "\u200f",
+    "\r",
+    "\b",
+    "\x7f",
+    "\n",
+    "\t",
+    "\u2028",
+    "\ufeff",
+    "$x^2$",
+    "$\\frac{$",
+    "_",
+    "\\",
+    "\udcff",
+    "\udc80",
+    "\ud800",
+    "\U000e0001",
+]
+# Any code point, surrogates included, with the tricks over-represented.
+ANY_CHAR = st.characters(codec=None, exclude_categories=())
+NAMES = st.lists(st.one_of(ANY_CHAR, st.sampled_from(TRICKS)), max_size=40).map("".join)
+HIDDEN = {"Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"}
+
+
+def _unescape(text: str) -> str:
+    """The inverse of visible() for a name without surrogates or backslashes."""
+    named = {"n": "\n", "r": "\r", "t": "\t"}
+    return re.sub(
+        r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[nrt])",
+        lambda m: named.get(m.group(1)) or chr(int(m.group(1)[1:], 16)),
+        text,
+    )
+
+
+@given(NAMES)
+@settings(max_examples=300)
+def test_visible_holds_nothing_a_terminal_obeys_and_encodes_as_utf8(name):
+    shown = visible(name)
+    assert not {unicodedata.category(c) for c in shown} & HIDDEN, ascii(shown)
+    assert "\x1b" not in shown and "\n" not in shown
+    shown.encode("utf-8")  # strict: no lone surrogate is left
+    assert visible(shown) == shown  # idempotent: applying it twice is harmless
+    # For a figure or a page, line breaks stay and nothing else does.
+    lines = visible(name, newlines=True)
+    assert lines.split("\n") == [visible(line) for line in name.split("\n")]
+
+
+@given(NAMES)
+def test_visible_is_readable_and_round_trips(name):
+    shown = visible(name)
+    if name.isprintable():
+        assert shown == name  # a plain name, in any script, is shown as it is
+    if "\\" not in name:
+        expected = "".join(REPLACEMENT if unicodedata.category(c) == "Cs" else c for c in name)
+        assert _unescape(shown) == expected
+
+
+def test_visible_examples():
+    assert visible("\x1b[2Jbenign") == "\\x1b[2Jbenign"
+    assert visible("caf\udce9") == "caf\ufffd"
+    assert visible("evil\u202egnp.exe") == "evil\\u202egnp.exe"
+    assert visible("a\nb\r\x08") == "a\\nb\\r\\x08"
+    assert visible("$x^2$ _x \\ naïve 猫 ") == "$x^2$ _x \\ naïve 猫 "
+    assert visible(3) == "3"
+
+
+@given(st.text(max_size=300), st.integers(1, 60))
+def test_shorten_is_bounded_and_keeps_start_and_end(text, width):
+    short = shorten(text, width)
+    assert len(short) <= width
+    if len(text) <= width:
+        assert short == text
+    else:
+        head, _, tail = short.partition(ELLIPSIS)
+        assert text.startswith(head) and text.endswith(tail) and len(head) >= len(tail)
+
+
+@given(st.lists(st.one_of(NAMES, st.text(min_size=30, max_size=300)), max_size=30), st.integers(8, 40))
+@settings(max_examples=200)
+def test_shorten_all_is_bounded_and_keeps_distinct_names_distinct(names, width):
+    # Long names that differ only in the middle, or only in undecodable bytes.
+    names = names + [f"{'a' * 50}{k}{'z' * 50}" for k in range(3)] + ["x\udcff", "x\udcfe"]
+    short = shorten_all(names, width)
+    assert all(len(s) <= width for s in short)
+    assert len(set(short)) == len(set(names))  # distinct stay distinct, equal stay equal
+    for name, s in zip(names, short, strict=True):
+        assert visible(s) == s
+        if len(visible(name)) <= width and sum(visible(n) == visible(name) for n in set(names)) == 1:
+            assert s == visible(name)  # a name that fits is kept whole
+
+
+def test_csv_keeps_exact_values_and_the_bytes_of_names_that_are_not_utf8():
+    data = csv_bytes(["path", "label"], [["dir/a\udcff.png", "\x1b[2J"]])
+    assert data == b"path,label\r\ndir/a\xff.png,\x1b[2J\r\n"
