@@ -76,6 +76,9 @@ def test_explain_never_writes_over_its_image_or_model(folder, tmp_path, capsys, 
         (lambda d, t: ["embed", d, "-o", f"{d}/features.npy"], "lies inside the input DIR"),
         (lambda d, t: ["embed", d, "-o", f"{t}/f.npy", "--index", f"{d}/dark/index.csv"], "--index"),
         (lambda d, t: ["embed", d, "-o", f"{t}/f.csv", "--weights", f"{t}/f.csv"], "the --weights file"),
+        # An image hard-linked outside the folder, and one that links to a file outside it.
+        (lambda d, t: ["embed", d, "-o", f"{t}/hard.csv"], "dark/0.png' of the input DIR"),
+        (lambda d, t: ["embed", d, "-o", f"{t}/outside.csv"], "bright/link.png' of the input DIR"),
     ],
 )
 @pytest.mark.usefixtures("no_work")
@@ -87,6 +90,9 @@ def test_outputs_never_go_into_or_over_the_inputs(folder, tmp_path, capsys, make
     (tmp_path / "w.pt").write_bytes(b"weights")
     (tmp_path / "f.csv").write_bytes(b"weights")
     (tmp_path / "rep").mkdir()
+    os.link(folder / "dark" / "0.png", tmp_path / "hard.csv")
+    (tmp_path / "outside.csv").write_bytes((folder / "bright" / "0.png").read_bytes())
+    (folder / "bright" / "link.png").symlink_to(tmp_path / "outside.csv")
     before = _snapshot(folder)
     _refused(capsys, make_argv(str(folder), str(tmp_path)), needle)
     assert _snapshot(folder) == before

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,17 @@ def _input_entries(path: Path, files: bool) -> Iterator[Path]:
         if sub.is_dir():
             yield sub
             if files:
-                yield from (entry for entry in _listing(sub) if entry.is_file())
+                # Another image lies in its class folder, checked as a folder.
+                yield from (entry for entry in _listing(sub) if _linked(entry))
+
+
+def _linked(path: Path) -> bool:
+    """A symbolic link, or a file with other hard links: it may be elsewhere too."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(status.st_mode) or (stat.S_ISREG(status.st_mode) and status.st_nlink > 1)
 
 
 def _listing(folder: Path) -> list[Path]:
