@@ -3,6 +3,8 @@ embedded, in one line; sizes and rates have bounds that say why; no expected fai
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from test_attacks_cli import FAST, no_work  # noqa: F401 - the fixture, used by name
 from test_attacks_cli import _one_line_error as _one_line
 
-from skorchlite import FineTuneClassifier
+from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.cli import main
 from skorchlite.trainer import Trainer
 
@@ -145,6 +147,24 @@ class _Reached(BaseException):
     """The work began: every check passed (a BaseException, so that main lets it through)."""
 
 
+def _outcome(argv: list[str]) -> tuple[int | str, str]:
+    """main's exit status (or "reached": the work began) and what it wrote to stderr, which holds no traceback."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status: int | str = main(argv)
+        except _Reached:
+            status = "reached"
+        except SystemExit as exit_:
+            status = exit_.code
+    assert "Traceback" not in err.getvalue()
+    return status, err.getvalue()
+
+
+def _error_lines(text: str) -> int:
+    return len([line for line in text.splitlines() if "error:" in line])
+
+
 BOUNDS = {
     "--epochs": (int, 1, 10_000),
     "--freeze-epochs": (int, 0, 10_000),
@@ -170,9 +190,6 @@ def test_any_value_of_a_numeric_option_is_accepted_or_one_line(tmp_path_factory,
     """finetune's numeric options: the run reaches its work with the value
     (which the estimator's own validation then accepts), or stops with
     status 2 and one error line; never a traceback."""
-    import contextlib
-    import io
-
     tmp = tmp_path_factory.mktemp("run")
     folder = image_folder(tmp / "images", {"a": 10, "b": 10})
 
@@ -189,23 +206,11 @@ def test_any_value_of_a_numeric_option_is_accepted_or_one_line(tmp_path_factory,
     except ValueError:
         valid = False
     extra = ["--validation-fraction", "0.2"] if option == "--n-iter-no-change" else []
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            status = main(
-                ["finetune", str(folder), "-o", str(tmp / "m.pt"), *extra, f"{option}={value}", "--verbose=0"]
-            )
-        except _Reached:
-            status = "reached"
-        except SystemExit as exit_:
-            status = exit_.code
-    text = err.getvalue()
-    assert "Traceback" not in text
-    if valid:
-        assert status == "reached", text
-    else:
-        assert status == 2, text
-        assert len([line for line in text.splitlines() if "error:" in line]) == 1, text
+    status, text = _outcome(
+        ["finetune", str(folder), "-o", str(tmp / "m.pt"), *extra, f"{option}={value}", "--verbose=0"]
+    )
+    assert status == ("reached" if valid else 2), text
+    assert valid or _error_lines(text) == 1, text
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -213,29 +218,14 @@ def test_any_value_of_a_numeric_option_is_accepted_or_one_line(tmp_path_factory,
 def test_any_number_of_folds_reaches_the_work_or_is_one_line(tmp_path_factory, monkeypatch, cv):
     """evaluate --cv N on 6 + 6 images: 2 to 6 folds reach the embedding; any
     other number stops first, in one line (status 2 at parsing, 1 at the fold check)."""
-    import contextlib
-    import io
-
-    from skorchlite import PretrainedFeatureExtractor
-
     folder = image_folder(tmp_path_factory.mktemp("run") / "images", {"a": 6, "b": 6})
 
     def reached(*args, **kwargs):
         raise _Reached
 
     monkeypatch.setattr(PretrainedFeatureExtractor, "fit_transform", reached)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            status = main(["evaluate", str(folder), f"--cv={cv}", "--no-group-duplicates", *FAST])
-        except _Reached:
-            status = "reached"
-        except SystemExit as exit_:
-            status = exit_.code
-    text = err.getvalue()
-    assert "Traceback" not in text
+    status, text = _outcome(["evaluate", str(folder), f"--cv={cv}", "--no-group-duplicates", *FAST])
     if 2 <= cv <= 6:
         assert status == "reached", text
     else:
-        assert status == (2 if cv < 2 or cv > 10_000 else 1), text
-        assert len([line for line in text.splitlines() if "error:" in line]) == 1, text
+        assert status == (2 if cv < 2 or cv > 10_000 else 1) and _error_lines(text) == 1, text
