@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from .backbones import get_backbone, offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
+from .folds import nested_folds
 from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
@@ -354,13 +355,6 @@ def _groups(X: Any, y: np.ndarray, groups: Any) -> np.ndarray:
     return groups
 
 
-def _inner_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    # One fold: the first fifth held out, as a 5-fold split would.
-    splitter = StratifiedGroupKFold(5 if folds == 1 else folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(y)), y, groups))
-    return splits[:1] if folds == 1 else splits
-
-
 def compare_strategies(
     X: Any,
     y: Any,
@@ -451,7 +445,9 @@ def compare_strategies(
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
     groups = _groups(X, y, groups)
     sizes = Counter(groups.tolist())
-    outer = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y, groups))
+    outer, inner = nested_folds(
+        y, groups, [(s.inner_folds or inner_cv, s.estimator) for s in strategies], cv, random_state=random_state
+    )
     shape = (len(strategies), len(outer))
     balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
     candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]
@@ -465,7 +461,7 @@ def compare_strategies(
                 clone(strategy.estimator),
                 strategy.param_grid,
                 scoring="balanced_accuracy",
-                cv=_inner_splits(y_train, groups[train], folds, random_state),
+                cv=inner[fold, folds],
                 error_score="raise",
             ).fit(X_train, y_train)
             predicted = search.predict(X_test)

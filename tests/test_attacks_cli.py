@@ -141,7 +141,7 @@ def test_point5_ctrl_c_in_any_verb_exits_130(folder, tmp_path, monkeypatch):
         (lambda d, t: ["finetune", d, "-o", f"{t}/m.pt", "--report", f"{t}/file"], "not a folder"),
         (lambda d, t: ["finetune", d, "-o", f"{t}/m.pth", "--report", f"{t}/file/deeper"], "not a folder"),
         (lambda d, t: ["evaluate", d, "--report", f"{t}/file"], "not a folder"),
-        (lambda d, t: ["evaluate", d, "--cv", "50"], "n_splits=50"),
+        (lambda d, t: ["evaluate", d, "--cv", "50"], "--cv 50"),
         (lambda d, t: ["explain", f"{t}/m.joblib", "x.png", "-o", f"{t}/missing/cam.png"], "does not exist"),
         (lambda d, t: ["explain", f"{t}/m.joblib", "x.png", "-o", f"{t}/cam.jpg"], ".png"),
     ],
@@ -168,7 +168,7 @@ def test_point13_unwritable_output_folder_is_refused_before_work(folder, tmp_pat
 def test_point13_cv_below_two_is_a_usage_error(folder, no_work, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(folder), "--cv", "1"])
-    assert exit_.value.code == 2 and "at least 2 folds" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--cv: must be at least 2" in capsys.readouterr().err
 
 
 def test_point13_finetune_report_creates_its_folder(folder, tmp_path, capsys):

@@ -194,10 +194,13 @@ def test_evaluate_prints_no_escape_and_writes_its_report(hostile, tmp_path, caps
     _assert_harmless(out + err)
     assert "\\x1b[2J" in out and "$x^2$" in out and "_hidden" in out
     assert sorted(p.name for p in report.iterdir()) == [
+        ".skorchlite-report.json",
         "confusion_matrix.png",
         "index.html",
         "misclassified.png",
+        "predictions.csv",
         "roc_pr.png",
+        "scores.csv",
     ]
     page = (report / "index.html").read_bytes().decode("utf-8")
     _assert_harmless(page)

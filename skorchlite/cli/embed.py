@@ -10,7 +10,7 @@ import numpy as np
 
 from ..files import write_atomic
 from ..names import csv_bytes, visible
-from .inputs import announce_weights, layer_option, load_folder
+from .inputs import announce_weights, layer_option, load_folder, weights_file
 from .output import CommandError, check_output_file, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
@@ -24,9 +24,10 @@ def embed_command(args: argparse.Namespace) -> int:
     """
     from ..extractor import PretrainedFeatureExtractor
 
-    out = check_output_file(args.output, "-o", EMBED_FORMATS)
+    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    out = check_output_file(args.output, "-o", EMBED_FORMATS, inputs)
     suffix = out.suffix.lower()
-    index = _embed_index(args, out)
+    index = _embed_index(args, out, inputs)
     if suffix == ".parquet":
         _require_parquet()
     X, y = load_folder(args.dir)
@@ -69,7 +70,7 @@ def embed_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
+def _embed_index(args: argparse.Namespace, out: Path, inputs: dict[str, str | None]) -> Path | None:
     """Where a .npy output's paths and labels go: ``--index``, or a .csv of
     the same name, which must not exist (the user did not name it)."""
     if out.suffix.lower() != ".npy":
@@ -85,9 +86,7 @@ def _embed_index(args: argparse.Namespace, out: Path) -> Path | None:
             )
     else:
         index = Path(args.index)
-    if index.resolve() == out.resolve():
-        raise CommandError("--index and -o name the same file")
-    return check_output_file(str(index), "--index", (".csv",))
+    return check_output_file(str(index), "--index", (".csv",), {**inputs, "-o": str(out)})
 
 
 def _require_parquet() -> None:

@@ -11,13 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from ..names import shorten_all, visible
-from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder
-from .output import CommandError, check_output_folder, write_report_folder
+from ..names import csv_bytes, shorten_all, visible
+from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder, weights_file
+from .output import CommandError, check_output_folder, write_report
 
 HEADS = ("logreg", "svm", "knn", "ridge")
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.
 _NAME_WIDTH = 24
+
+# What a head's own fit needs of each class in a training fold, and why.
+HEAD_NEEDS = {"svm": (2, "--head svm, which calibrates its probabilities on internal folds of each training part,")}
+HEAD_FIX = "another --head (logreg, ridge and knn need 1)"
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +41,9 @@ def _dataset(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _head(name: str) -> Any:
+def _head(name: str, smallest_class: int = 3, smallest_fold: int = 5) -> Any:
+    """The head ``name``, its internal folds and neighbours fitted to the
+    smallest class (``smallest_class`` images) and training fold."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.neighbors import KNeighborsClassifier
@@ -49,15 +55,18 @@ def _head(name: str) -> Any:
     heads = {
         "logreg": lambda: LogisticRegression(max_iter=3000, class_weight="balanced"),
         # Probabilities by calibration, as scikit-learn advises since it
-        # deprecated SVC(probability=True); cv=3 works down to 3 images a class.
-        "svm": lambda: CalibratedClassifierCV(SVC(class_weight="balanced"), ensemble=False, cv=3),
-        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+        # deprecated SVC(probability=True); 3 internal folds, fewer for a
+        # class of 2 (HEAD_NEEDS), never more than the class has.
+        "svm": lambda: CalibratedClassifierCV(
+            SVC(class_weight="balanced"), ensemble=False, cv=max(2, min(3, smallest_class))
+        ),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=min(5, smallest_fold)),
         "ridge": lambda: RidgeClassifier(class_weight="balanced"),
     }
     return make_pipeline(StandardScaler(), heads[name]())
 
 
-def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list, verbose: int) -> dict:
+def _cross_validate(features: np.ndarray, y: np.ndarray, estimator: Any, splits: list, verbose: int) -> dict:
     """Out-of-fold predictions and per-fold scores of ``head`` on frozen
     embeddings (computing them once is exact: the extractor learns nothing)."""
     from sklearn.base import clone
@@ -65,7 +74,6 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, head: str, splits: list
 
     from ..progress import progress_bar
 
-    estimator = _head(head)
     classes = np.unique(y)
     predicted = np.empty(len(y), dtype=y.dtype)
     fold = np.empty(len(y), dtype=np.int64)
@@ -102,17 +110,19 @@ def evaluate_command(args: argparse.Namespace) -> int:
     and returns the exit status, as every verb does.
     """
     from sklearn.metrics import confusion_matrix
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    from ..extractor import PretrainedFeatureExtractor
+    from ..folds import stratified_folds
     from ..report_page import format_score
 
     if args.report:
-        check_output_folder(args.report, "--report")
+        check_output_folder(
+            args.report, "--report", {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+        )
     X, y = _dataset(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:
         raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
+    extractors = _extractors(args)
     groups = found = None
     if args.group_duplicates:
         from ..duplicates import find_duplicates
@@ -127,23 +137,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
     else:
         print("Duplicates not grouped (--no-group-duplicates): copies may sit on both sides of a fold.")
-    cv = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(args.cv, shuffle=True, random_state=0)
-    # The folds depend on the labels only: an impossible --cv fails here,
-    # before any image is embedded.
-    splits = list(cv.split(np.zeros((len(y), 1)), y, groups))
+    # The folds depend on the labels and groups only: a fold that cannot
+    # learn a class fails here, before any image is embedded.
+    need, needed_by = HEAD_NEEDS.get(args.head, (1, None))
+    splits = stratified_folds(y, groups, args.cv, min_count=need, needed_by=needed_by, other_fix=HEAD_FIX)
+    head = _head(
+        args.head,
+        smallest_class=min(np.unique(y[train], return_counts=True)[1].min() for train, _ in splits),
+        smallest_fold=min(len(train) for train, _ in splits),
+    )
     results = []
-    for backbone in args.backbone:
+    for backbone, extractor in zip(args.backbone, extractors, strict=True):
         start = time.perf_counter()
         announce_weights(backbone, args.weights)
-        extractor = PretrainedFeatureExtractor(
-            backbone=backbone,
-            weights=args.weights,
-            layer=layer_option(args.layer),
-            image_size=args.image_size,
-            verbose=args.verbose,
-        )
         features = extractor.fit_transform(X)
-        result = _cross_validate(features, y, args.head, splits, args.verbose)
+        result = _cross_validate(features, y, head, splits, args.verbose)
         backbone = _label(backbone, args.weights)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
         result["extractor"] = extractor
@@ -168,54 +176,101 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
     print(_format_confusion_matrix(classes, matrix))
     if args.report:
-        written = _evaluation_report(args, X, y, classes, splits, found, results)
+        written = _evaluation_report(args, X, y, classes, splits, found, results, head)
         print("\nReport: " + ", ".join(visible(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
     return 0
 
 
+def _extractors(args: argparse.Namespace) -> list[Any]:
+    """Each backbone's extractor, fitted: every name, its weights and layers
+    resolved before the first image is embedded, so that the second of
+    ``--backbone A B`` cannot fail after the first one's work."""
+    from ..extractor import PretrainedFeatureExtractor
+
+    return [
+        PretrainedFeatureExtractor(
+            backbone=backbone,
+            weights=args.weights,
+            layer=layer_option(args.layer),
+            image_size=args.image_size,
+            verbose=args.verbose,
+        ).fit()
+        for backbone in args.backbone
+    ]
+
+
+def _scores(results: list, splits: list, head: str, names: list[str], y: np.ndarray) -> dict[str, bytes]:
+    """Every backbone's fold scores and the best one's out-of-fold predictions,
+    as CSV files: saved with the report, first, whatever happens to its figures."""
+    best = results[0]
+    rows = (
+        [r["backbone"], head, k, len(test), r["accuracy"][k - 1], r["balanced"][k - 1]]
+        for r in results
+        for k, (_, test) in enumerate(splits, 1)
+    )
+    return {
+        "scores.csv": csv_bytes(["backbone", "head", "fold", "test images", "accuracy", "balanced accuracy"], rows),
+        "predictions.csv": csv_bytes(
+            ["image", "label", "predicted", "fold"],
+            zip(names, y, best["predicted"], best["fold"] + 1, strict=True),
+        ),
+    }
+
+
 def _evaluation_report(
-    args: argparse.Namespace, X: Any, y: np.ndarray, classes: np.ndarray, splits: list, found: Any, results: list
+    args: argparse.Namespace,
+    X: Any,
+    y: np.ndarray,
+    classes: np.ndarray,
+    splits: list,
+    found: Any,
+    results: list,
+    head: Any,
 ) -> list[Path]:
-    """The PNGs and the page ``index.html`` of the best backbone, written last."""
+    """The scores, then the PNGs and the page ``index.html`` of the best backbone, written last."""
     from ..report import report_figures
     from ..report_page import RunInfo, error_gallery, evaluation_page
 
     best = results[0]
-    proba = best["scores"]
-    pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
-    explain, note = _fold_explainer(X, best, args.head)
-    if args.verbose:
-        print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
-    errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
-    run = RunInfo(
-        command=shlex.join(["skorchlite", *args.argv]),
-        parameters={**_options(args), "head estimator": repr(_head(args.head))},
-        fingerprint=best["extractor"].fingerprint_,
-        folder=None if args.dir is None else str(Path(args.dir).resolve()),
-        class_counts=class_counts(y),
-    )
     names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
-    folds = [
-        {"n": len(test), "balanced": b, "accuracy": a}
-        for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
-    ]
-    page = evaluation_page(
-        run,
-        title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
-        y_true=y,
-        y_pred=best["predicted"],
-        proba=proba,
-        classes=classes,
-        folds=folds,
-        pngs=pngs,
-        names=names,
-        errors=errors,
-        duplicates=found,
-        X=X,
-        ranking=results,
-    )
-    return write_report_folder(Path(args.report), pngs, page)
+
+    def draw() -> tuple[dict[str, bytes], str]:
+        proba = best["scores"]
+        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
+        explain, note = _fold_explainer(X, best, args.head)
+        if args.verbose:
+            print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
+        errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
+        run = RunInfo(
+            command=shlex.join(["skorchlite", *args.argv]),
+            parameters={**_options(args), "head estimator": repr(head)},
+            fingerprint=best["extractor"].fingerprint_,
+            folder=None if args.dir is None else str(Path(args.dir).resolve()),
+            class_counts=class_counts(y),
+        )
+        folds = [
+            {"n": len(test), "balanced": b, "accuracy": a}
+            for (_, test), b, a in zip(splits, best["balanced"], best["accuracy"], strict=True)
+        ]
+        page = evaluation_page(
+            run,
+            title=f"{best['backbone']} + {args.head}, {args.cv}-fold cross-validation",
+            y_true=y,
+            y_pred=best["predicted"],
+            proba=proba,
+            classes=classes,
+            folds=folds,
+            pngs=pngs,
+            names=names,
+            errors=errors,
+            duplicates=found,
+            X=X,
+            ranking=results,
+        )
+        return pngs, page
+
+    return write_report(Path(args.report), _scores(results, splits, args.head, names, y), draw)
 
 
 def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:

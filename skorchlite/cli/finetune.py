@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..names import visible
-from .inputs import announce_weights, class_counts, class_table, load_folder
-from .output import check_output_file, check_output_folder, write_report_folder
+from ..names import csv_bytes, visible
+from .inputs import announce_weights, class_counts, class_table, load_folder, weights_file
+from .output import check_output_file, check_output_folder, write_report
 
 # The command line writes models as data only (FineTuneClassifier.save_weights),
 # under PyTorch's names for such files; never a pickle, which can run code.
@@ -58,8 +58,9 @@ def finetune_command(args: argparse.Namespace) -> int:
     """
     from ..finetune import FineTuneClassifier
 
-    output = check_output_file(args.output, "-o", MODEL_SUFFIXES)
-    report = check_output_folder(args.report, "--report") if args.report else None
+    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    output = check_output_file(args.output, "-o", MODEL_SUFFIXES, inputs=inputs)
+    report = check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report else None
     X, y = load_folder(args.dir)
     print(class_table(y))
     announce_weights(args.backbone, args.weights)
@@ -109,21 +110,27 @@ def _finetune_report(
     from ..report import report_figures
     from ..report_page import RunInfo, finetune_page
 
-    pngs = report_figures(history=clf.history_)
-    run = RunInfo(
-        command=shlex.join(["skorchlite", *args.argv]),
-        parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
-        fingerprint=estimator_backbone(clf).fingerprint(),
-        folder=str(Path(args.dir).resolve()),
-        class_counts=class_counts(y),
-    )
-    page = finetune_page(
-        run,
-        history=clf.history_,
-        best_epoch=clf.best_epoch_,
-        pngs=pngs,
-        model_path=str(output),
-        seconds=seconds,
-        interrupted=interrupted,
-    )
-    return write_report_folder(report, pngs, page)
+    columns = list(dict.fromkeys(key for record in clf.history_ for key in record))
+    history = csv_bytes(columns, ([record.get(key) for key in columns] for record in clf.history_))
+
+    def draw() -> tuple[dict[str, bytes], str]:
+        pngs = report_figures(history=clf.history_)
+        run = RunInfo(
+            command=shlex.join(["skorchlite", *args.argv]),
+            parameters={"FineTuneClassifier": repr(clf), **clf.get_params()},
+            fingerprint=estimator_backbone(clf).fingerprint(),
+            folder=str(Path(args.dir).resolve()),
+            class_counts=class_counts(y),
+        )
+        page = finetune_page(
+            run,
+            history=clf.history_,
+            best_epoch=clf.best_epoch_,
+            pngs=pngs,
+            model_path=str(output),
+            seconds=seconds,
+            interrupted=interrupted,
+        )
+        return pngs, page
+
+    return write_report(report, {"history.csv": history}, draw)

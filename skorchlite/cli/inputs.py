@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -103,3 +104,19 @@ def announce_weights(backbone: str, weights: str | None) -> None:
         print(
             f"NOTE: backbone {visible(backbone)} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained."
         )
+
+
+def weights_file(weights: str | None) -> str | None:
+    """``--weights`` when it names a file (a checkpoint the run reads), else ``None``.
+
+    Parameters
+    ----------
+    weights : str or None
+        What ``--weights`` gave.
+
+    Returns
+    -------
+    str or None
+        For the outputs' check that no output is an input.
+    """
+    return weights if weights is not None and os.path.isfile(weights) else None

@@ -116,7 +116,8 @@ def explain_command(args: argparse.Namespace) -> int:
     from ..inspect._model import resolve_model
     from ..inspect.gradcam import grad_cam
 
-    output = check_output_file(args.output, "-o", (".png",))
+    inputs = {"the input MODEL": args.model if Path(args.model).is_file() else None, "the input IMAGE": args.image}
+    output = check_output_file(args.output, "-o", (".png",), inputs)
     if Path(args.model).is_file():
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..folds import CLI_WORDS, FoldError
 from ..memory import keep_freed_memory
 from ..names import visible
 from .backbones import backbones_command
@@ -33,15 +35,47 @@ TRUST_PICKLE_HELP = (
 )
 
 
-def _at_least_two(value: str) -> int:
-    number = int(value)
-    if number < 2:
-        raise argparse.ArgumentTypeError(f"needs at least 2 folds, got {number}")
-    return number
+def _bounded(kind: type, low: float, high: float, why: str, *, above: bool = False) -> Any:
+    """An argparse type: a ``kind`` number in [low, high] (``above``: low
+    excluded), finite, or one line saying the range and why."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
+        if not math.isfinite(number) or number < low or number > high or (above and number == low):
+            lower = f"above {low:g}" if above else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {lower} and at most {high:g} ({why}), got {value}")
+        return number
+
+    return parse
+
+
+_FOLDS = _bounded(int, 2, 10_000, "a fold is a held-out share: 2 at least, and more folds than images is impossible")
+_IMAGE_SIZE = _bounded(
+    int,
+    32,
+    1024,
+    "the backbones shrink an image 32-fold, and above 1024 pixels one batch needs many GB of memory",
+)
+_EPOCHS = _bounded(int, 1, 10_000, "each epoch is one pass over the images")
+_FREEZE_EPOCHS = _bounded(int, 0, 10_000, "head-only epochs before unfreezing; 0 for none")
+_BATCH_SIZE = _bounded(int, 1, 4096, "a batch's activations must fit in memory")
+_LR = _bounded(float, 0, 1, "above 1 training diverges; usual rates are 1e-5 to 1e-1", above=True)
+_VALIDATION_FRACTION = _bounded(
+    float, 0, 0.5, "the share of images held out to choose the epoch: 0 for none, at most half"
+)
+_PATIENCE = _bounded(int, 1, 10_000, "epochs without improvement before stopping")
+_SEED = _bounded(int, 0, 2**32 - 1, "random seeds are unsigned 32-bit integers")
+_VERBOSE = _bounded(int, 0, 2, "0: quiet, 1: progress on a terminal, 2: always")
+_LAYER_GROUPS = _bounded(int, 0, 10_000, "layer groups to train, counted from the output")
 
 
 def _unfreeze(value: str) -> int | str:
-    return value if value == "all" else int(value)
+    return value if value == "all" else _LAYER_GROUPS(value)
 
 
 def _weights(value: str) -> str | None:
@@ -63,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name: str, run: Any, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress on a terminal, 2: always")
+        sub.add_argument("--verbose", type=_VERBOSE, default=1, help="0: quiet, 1: progress on a terminal, 2: always")
         sub.set_defaults(run=run)
         return sub
 
@@ -74,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
     evaluate.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     evaluate.add_argument("--head", choices=HEADS, default="logreg")
-    evaluate.add_argument("--cv", type=_at_least_two, default=5, help="stratified folds (default 5)")
-    evaluate.add_argument("--image-size", type=int, default=None)
+    evaluate.add_argument("--cv", type=_FOLDS, default=5, help="stratified folds (default 5)")
+    evaluate.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     evaluate.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
     evaluate.add_argument(
         "--group-duplicates",
@@ -96,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("dir", help="one sub-folder per class")
     compare.add_argument("--backbone", nargs="+", default=None, help="backbones (default: every offline one)")
-    compare.add_argument("--cv", type=_at_least_two, default=5, help="outer grouped folds (default 5)")
-    compare.add_argument("--inner-cv", type=_at_least_two, default=3, help="inner grouped folds (default 3)")
-    compare.add_argument("--image-size", type=int, default=None)
+    compare.add_argument("--cv", type=_FOLDS, default=5, help="outer grouped folds (default 5)")
+    compare.add_argument("--inner-cv", type=_FOLDS, default=3, help="inner grouped folds (default 3)")
+    compare.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     compare.add_argument(
         "--finetune",
         action=argparse.BooleanOptionalAction,
@@ -118,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--index", help="for .npy: the .csv of paths and labels (default: same name; never replaced)")
     embed.add_argument("--backbone", default="efficientnet_lite0")
     embed.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
-    embed.add_argument("--image-size", type=int, default=None)
+    embed.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     embed.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
 
     finetune = verb("finetune", finetune_command, "fine-tune a backbone on an image folder and save the model")
@@ -129,15 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--backbone", default="efficientnet_lite0")
     finetune.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     finetune.add_argument("--unfreeze", type=_unfreeze, default=2, help="layer groups to train, or 'all'")
-    finetune.add_argument("--epochs", type=int, default=10)
-    finetune.add_argument("--freeze-epochs", type=int, default=1)
-    finetune.add_argument("--lr", type=float, default=1e-3)
-    finetune.add_argument("--image-size", type=int, default=None)
-    finetune.add_argument("--batch-size", type=int, default=32)
-    finetune.add_argument("--validation-fraction", type=float, default=0.1)
-    finetune.add_argument("--n-iter-no-change", type=int, default=None)
+    finetune.add_argument("--epochs", type=_EPOCHS, default=10)
+    finetune.add_argument("--freeze-epochs", type=_FREEZE_EPOCHS, default=1)
+    finetune.add_argument("--lr", type=_LR, default=1e-3)
+    finetune.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
+    finetune.add_argument("--batch-size", type=_BATCH_SIZE, default=32)
+    finetune.add_argument("--validation-fraction", type=_VALIDATION_FRACTION, default=0.1)
+    finetune.add_argument("--n-iter-no-change", type=_PATIENCE, default=None)
     finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
-    finetune.add_argument("--random-state", type=int, default=0)
+    finetune.add_argument("--random-state", type=_SEED, default=0)
     finetune.add_argument(
         "--report", metavar="OUT_DIR", help="write index.html (one self-contained page) and the learning curves PNG"
     )
@@ -159,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-o", "--output", required=True, help="overlay PNG")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
     explain.add_argument("--layer", help="feature map (default: the last before pooling)")
-    explain.add_argument("--image-size", type=int, default=None, help="input side, for a backbone name")
+    explain.add_argument("--image-size", type=_IMAGE_SIZE, default=None, help="input side, for a backbone name")
     explain.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
 
     backbones = verb(
@@ -184,14 +218,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         # as a Unix tool killed by SIGPIPE does.
         _silence_stdout()
         return 128 + signal.SIGPIPE
-    except (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
-        if args.debug:
-            raise
-        print(f"skorchlite {args.command}: error: {visible(err)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"skorchlite {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"skorchlite {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+# What a user's input or machine can cause; any other exception is a bug.
+_EXPECTED = (CommandError, ValueError, TypeError, OSError, RuntimeError, ImportError, ArithmeticError)
+
+
+def _one_line(err: Exception) -> str:
+    """The message of ``err`` as the one line a user reads: its cause and its fix."""
+    if isinstance(err, FoldError):
+        message = err.worded(CLI_WORDS)
+    elif isinstance(err, MemoryError):
+        message = (
+            f"out of memory ({err or 'MemoryError'}); use a smaller --image-size or --batch-size, or a "
+            "machine with more memory"
+        )
+    elif isinstance(err, _EXPECTED):
+        message = str(err) or type(err).__name__
+    else:
+        message = (
+            f"internal error, a bug in skorchlite ({type(err).__name__}: {err}); rerun with --debug for the "
+            "traceback, and report it"
+        )
+    return visible(" ".join(message.splitlines()))
 
 
 def _silence_stdout() -> None:

@@ -1,0 +1,196 @@
+"""Issue 24, class 3: no output is an input, lies inside one, or (a report folder, replaced whole) holds one;
+a report folder holds only its run's files, and the scores survive a report that cannot be drawn."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import image_folder
+from PIL import Image
+from test_attacks_cli import FAST, _one_line_error, no_work  # noqa: F401 - the fixture, used by name
+
+from skorchlite.cli import main
+from skorchlite.cli import output as cli_output
+from skorchlite.cli.output import REPORT_MANIFEST, CommandError, ReportError, write_report, write_report_folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return image_folder(tmp_path / "images", {"dark": 6, "bright": 6})
+
+
+def _refused(capsys, argv, *needles) -> str:
+    assert main([*argv, "--verbose", "0"]) == 1
+    return _one_line_error(capsys, *needles)
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ways_to_name(target: Path, tmp_path: Path) -> dict[str, str]:
+    """The same file through a relative path, ``..``, a symbolic link and a hard link."""
+    (tmp_path / "elsewhere").mkdir(parents=True, exist_ok=True)
+    symlink, hardlink = tmp_path / "elsewhere" / "sym.png", tmp_path / "elsewhere" / "hard.png"
+    symlink.symlink_to(target)
+    os.link(target, hardlink)
+    return {
+        "as given": str(target),
+        "relative": os.path.relpath(target),
+        "dot-dot": str(target.parent / ".." / target.parent.name / target.name),
+        "symlink": str(symlink),
+        "hardlink": str(hardlink),
+    }
+
+
+@pytest.mark.parametrize("way", ["as given", "relative", "dot-dot", "symlink", "hardlink"])
+@pytest.mark.usefixtures("no_work")
+def test_explain_never_writes_over_its_image_or_model(folder, tmp_path, capsys, way):
+    image = folder / "dark" / "0.png"
+    before = image.read_bytes()
+    _refused(capsys, ["explain", "efficientnet_lite0", str(image), "-o", _ways_to_name(image, tmp_path)[way]], "-o")
+    # A saved model named like a PNG is an input too.
+    model = tmp_path / "model.png"
+    model.write_bytes(b"a model")
+    err = _refused(capsys, ["explain", str(model), str(image), "-o", _ways_to_name(model, tmp_path / "m")[way]])
+    assert "the input MODEL" in err
+    assert image.read_bytes() == before and model.read_bytes() == b"a model"
+
+
+@pytest.mark.parametrize(
+    "make_argv, needle",
+    [
+        (lambda d, t: ["finetune", d, "-o", f"{d}/dark/x.pt"], "lies inside the input DIR"),
+        (lambda d, t: ["finetune", d, "-o", f"{d}/dark/0.png"], "the input DIR"),
+        (lambda d, t: ["evaluate", d, "--report", f"{d}/new/report"], "lies inside the input DIR"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/m.pt", "--report", f"{d}/report"], "--report"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/rep/m.pt", "--report", f"{t}/rep"], "holds -o"),
+        (lambda d, t: ["finetune", d, "-o", f"{t}/w.pt", "--weights", f"{t}/w.pt"], "the --weights file"),
+        (lambda d, t: ["evaluate", d, "--report", f"{d}/report"], "lies inside the input DIR"),
+        (lambda d, t: ["evaluate", d, "--report", d], "is the input DIR"),
+        (lambda d, t: ["evaluate", d, "--report", t], "holds the input DIR"),
+        (lambda d, t: ["evaluate", d, "--report", f"{t}/linked-class/report"], "lies inside the input DIR"),
+        (lambda d, t: ["embed", d, "-o", f"{d}/features.npy"], "lies inside the input DIR"),
+        (lambda d, t: ["embed", d, "-o", f"{t}/f.npy", "--index", f"{d}/dark/index.csv"], "--index"),
+        (lambda d, t: ["embed", d, "-o", f"{t}/f.csv", "--weights", f"{t}/f.csv"], "the --weights file"),
+        # An image hard-linked outside the folder, and one that links to a file outside it.
+        (lambda d, t: ["embed", d, "-o", f"{t}/hard.csv"], "dark/0.png' of the input DIR"),
+        (lambda d, t: ["embed", d, "-o", f"{t}/outside.csv"], "bright/link.png' of the input DIR"),
+    ],
+)
+@pytest.mark.usefixtures("no_work")
+def test_outputs_never_go_into_or_over_the_inputs(folder, tmp_path, capsys, make_argv, needle):
+    # A class folder that links elsewhere: writing there is writing into the image folder.
+    (tmp_path / "linked-class").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "linked-class" / "0.png")
+    (folder / "linked").symlink_to(tmp_path / "linked-class")
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    (tmp_path / "f.csv").write_bytes(b"weights")
+    (tmp_path / "rep").mkdir()
+    os.link(folder / "dark" / "0.png", tmp_path / "hard.csv")
+    (tmp_path / "outside.csv").write_bytes((folder / "bright" / "0.png").read_bytes())
+    (folder / "bright" / "link.png").symlink_to(tmp_path / "outside.csv")
+    before = _snapshot(folder)
+    _refused(capsys, make_argv(str(folder), str(tmp_path)), needle)
+    assert _snapshot(folder) == before
+    assert (tmp_path / "w.pt").read_bytes() == b"weights"
+
+
+@pytest.mark.usefixtures("no_work")
+def test_a_report_folder_of_other_files_is_refused_and_left_alone(folder, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    _refused(capsys, ["evaluate", str(folder), "--report", str(mine)], "'notes.txt'", "never deleted")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    _refused(capsys, ["evaluate", str(folder), "--report", str(tmp_path / "page.html")], "names a folder")
+
+
+def test_a_reused_report_folder_holds_only_the_new_run_s_files(tmp_path):
+    report = tmp_path / "report"
+    write_report_folder(report, {"index.html": b"one", "misclassified.png": b"png", "roc_pr.png": b"png"})
+    written = write_report_folder(report, {"index.html": b"two", "learning_curves.png": b"png"})
+    assert written == [report / "index.html", report / "learning_curves.png"]
+    assert sorted(p.name for p in report.iterdir()) == sorted([REPORT_MANIFEST, "index.html", "learning_curves.png"])
+    assert json.loads((report / REPORT_MANIFEST).read_text())["files"] == ["index.html", "learning_curves.png"]
+    assert (report / "index.html").read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # nothing left beside it
+
+
+def test_a_report_from_before_the_manifest_is_still_replaced(tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("<!DOCTYPE html>\n<html><head><title>skorchlite evaluate: x</title>")
+    (report / "roc_pr.png").write_bytes(b"png")
+    write_report_folder(report, {"index.html": b"new"})
+    assert sorted(p.name for p in report.iterdir()) == [REPORT_MANIFEST, "index.html"]
+
+
+def test_a_file_added_to_a_report_is_never_deleted(tmp_path):
+    report = tmp_path / "report"
+    write_report_folder(report, {"index.html": b"one"})
+    (report / "my notes.txt").write_text("keep me")
+    with pytest.raises(CommandError, match="my notes.txt"):
+        write_report_folder(report, {"index.html": b"two"})
+    assert (report / "my notes.txt").read_text() == "keep me" and (report / "index.html").read_bytes() == b"one"
+
+
+def test_a_write_that_fails_leaves_the_previous_report_whole(tmp_path, monkeypatch):
+    report = tmp_path / "report"
+    write_report_folder(report, {"index.html": b"one", "a.png": b"png"})
+    real = cli_output.write_atomic
+
+    def full_disk(path, data):
+        if Path(path).name == "b.png":
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(cli_output, "write_atomic", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_report_folder(report, {"index.html": b"two", "b.png": b"png"})
+    assert _snapshot(report) == {
+        "index.html": b"one",
+        "a.png": b"png",
+        REPORT_MANIFEST: _manifest(["a.png", "index.html"]),
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def _manifest(names: list[str]) -> bytes:
+    return json.dumps({"written by": "skorchlite", "files": names}, indent=1).encode()
+
+
+@pytest.mark.parametrize("broken", ["figure", "page encoding"])
+def test_a_report_that_cannot_be_drawn_still_saves_the_scores(tmp_path, broken):
+    def draw():
+        if broken == "figure":
+            raise ValueError("Unknown symbol: \\foo, found '\\'")
+        return {}, "a name that is not UTF-8: \udcff"
+
+    with pytest.raises(ReportError) as caught:
+        write_report(tmp_path / "report", {"scores.csv": b"fold,accuracy\n1,0.5\n"}, draw)
+    message = str(caught.value)
+    assert "\n" not in message and "Error" in message and "scores.csv" in message
+    assert (tmp_path / "report" / "scores.csv").read_bytes() == b"fold,accuracy\n1,0.5\n"
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [REPORT_MANIFEST, "scores.csv"]
+
+
+def test_evaluate_saves_its_scores_before_the_figures_fail(folder, tmp_path, capsys, monkeypatch):
+    import skorchlite.report
+
+    def broken(*args, **kwargs):
+        raise ValueError("a class name matplotlib read as math text")
+
+    monkeypatch.setattr(skorchlite.report, "report_figures", broken)
+    report = tmp_path / "report"
+    assert main(["evaluate", str(folder), "--cv", "2", "--report", str(report), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert "balanced accuracy" in captured.out  # printed
+    assert captured.err.count("\n") == 1 and "could not be drawn" in captured.err and "scores.csv" in captured.err
+    rows = (report / "scores.csv").read_text().splitlines()
+    assert rows[0] == "backbone,head,fold,test images,accuracy,balanced accuracy" and len(rows) == 3
+    predictions = (report / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "image,label,predicted,fold" and len(predictions) == 13
