@@ -65,6 +65,8 @@ def check_output_file(
         ``path``.
     """
     out = Path(path)
+    # First: writing over an input is the costliest mistake, whatever its name.
+    check_apart(out, option, inputs or {})
     if suffixes is not None and out.suffix.lower() not in suffixes:
         allowed = suffixes[0] if len(suffixes) == 1 else f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
         raise CommandError(f"{option} must end in {allowed}, got {out.name!r}")
@@ -74,7 +76,6 @@ def check_output_file(
     if os.path.lexists(out) and not out.is_file():
         raise CommandError(f"{option} {path!r} exists and is not a regular file; give another name")
     _check_writable_folder(out.parent, option, path)
-    check_apart(out, option, inputs or {})
     return out
 
 
