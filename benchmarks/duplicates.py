@@ -28,6 +28,14 @@ above pHash's at zero false pairs, all of BUSI in under 20 s.
 
 Run: ``python benchmarks/duplicates.py`` (``--sources N``; needs the
 ``bench`` extra for imagehash).
+
+``--scaling N [N ...]`` measures instead how the search grows (issue 24):
+for N synthetic scans (64 x 64 grey fields with a 1/f spectrum, as
+photographs and scans have, 1 % of them copied cut and brightened), the
+time of the screened search on their descriptors, and for N up to
+``--before-up-to`` that of comparing every pair (tests/all_pairs.py, the
+search before), checking that both find the same pairs; then
+``find_duplicates`` end to end on 1,000 of them written as PNG files.
 """
 
 from __future__ import annotations
@@ -73,13 +81,69 @@ def shown(similarity: float) -> str:
     return f"{similarity:.3f}" if similarity >= LOW else f"<{LOW:g}"
 
 
+def scans(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` 64 x 64 grey fields with a 1/f amplitude spectrum; the last 1 % are
+    copies of the first, cut by up to 8 % at the border, resized back and brightened."""
+    rng = np.random.default_rng(seed)
+    side, copies = 64, n // 100
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(side), np.fft.fftfreq(side), indexing="ij"))
+    amplitude = 1 / np.maximum(frequency, 1 / side)
+    grey = np.empty((n, side, side), np.float32)
+    for start in range(0, n - copies, 1000):
+        noise = rng.normal(size=(min(1000, n - copies - start), side, side))
+        grey[start : start + len(noise)] = np.fft.ifft2(np.fft.fft2(noise) * amplitude).real
+    for k in range(copies):
+        left, top, right, bottom = rng.uniform(0, 0.04, 4) * side
+        image = Image.fromarray(grey[k]).resize(
+            (side, side), Image.BILINEAR, box=(left, top, side - right, side - bottom)
+        )
+        grey[n - copies + k] = np.asarray(image) * rng.uniform(0.85, 1.15) + rng.uniform(-1, 1)
+    return grey
+
+
+def scaling(sizes: list[int], before_up_to: int) -> None:
+    from all_pairs import all_pairs
+
+    from skorchlite.duplicates import DEFAULT_THRESHOLD, _grey_pairs, find_duplicates
+
+    print(machine())
+    print(f"{'images':>8} {'screened':>10} {'every pair':>11}  pairs (same?)")
+    for n in sizes:
+        grey = scans(n)
+        start = time.perf_counter()
+        found = {(p.i, p.j) for p in _grey_pairs(grey, DEFAULT_THRESHOLD, verbose=1)}
+        seconds = time.perf_counter() - start
+        before = "-"
+        if n <= before_up_to:
+            start = time.perf_counter()
+            reference = set(all_pairs(grey, DEFAULT_THRESHOLD, np.float32))
+            before = f"{time.perf_counter() - start:.1f} s"
+            before += f"  {len(found)} ({'same' if found == reference else f'DIFFERENT: {len(reference)}'})"
+        print(f"{n:>8} {seconds:>8.1f} s {before:>11}" + ("" if n <= before_up_to else f"  {len(found)}"), flush=True)
+    with tempfile.TemporaryDirectory(prefix="skorchlite-duplicates-") as tmp:
+        os.environ["SKORCHLITE_CACHE"] = str(Path(tmp) / "cache")
+        paths = []
+        for k, field in enumerate(scans(1000)):
+            low, high = np.percentile(field, [1, 99])
+            paths.append(Path(tmp) / f"{k:04d}.png")
+            Image.fromarray(np.uint8(np.clip((field - low) / (high - low) * 255, 0, 255))).save(paths[-1])
+        start = time.perf_counter()
+        found = find_duplicates(paths, verbose=1)
+        print(f"find_duplicates on 1000 PNG files: {time.perf_counter() - start:.1f} s; {found.summary()}")
+
+
 def main() -> None:
     from skorchlite import PretrainedFeatureExtractor
     from skorchlite.duplicates import DEFAULT_THRESHOLD, find_duplicates
 
     parser = busi_arguments(__doc__, quick=200)
     parser.add_argument("--sources", type=int, default=120, help="BUSI images copied under each perturbation")
+    parser.add_argument("--scaling", type=int, nargs="+", metavar="N", help="time the search on N synthetic scans")
+    parser.add_argument("--before-up-to", type=int, default=10_000, help="with --scaling: compare every pair up to N")
     args = parser.parse_args()
+    if args.scaling:
+        scaling(args.scaling, args.before_up_to)
+        return
     X, _ = load_busi(args.data, args.limit)
     originals = [Path(p) for p in X]
     n = len(originals)

@@ -1,13 +1,18 @@
 """find_duplicates: exact and resized copies of real images, transitive
-groups, blocked similarities, label conflicts, the report, BUSI."""
+groups, blocked similarities, label conflicts, the report, BUSI, the
+screened search against every pair compared in full."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
+from all_pairs import all_pairs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from perturbations import PERTURBATIONS, pixel_correlation, write_copies
 from PIL import Image
 from sklearn.preprocessing import FunctionTransformer
@@ -141,6 +146,7 @@ def test_groups_keep_copies_on_one_side_of_a_split():
         ({"threshold": 1.5}, "The 'threshold' parameter of find_duplicates must be"),
         ({"threshold": "high"}, "The 'threshold' parameter of find_duplicates must be"),
         ({"y": ["a"]}, "X has 2 images but y has 1 labels"),
+        ({"verbose": -1}, "The 'verbose' parameter of find_duplicates must be"),
     ],
 )
 def test_bad_arguments_are_explained(kwargs, message):
@@ -279,3 +285,124 @@ def test_images_too_small_to_compare_pair_only_when_exact():
     assert min(digits.shape[1:]) < MIN_NEAR_SIDE
     found = find_duplicates(np.concatenate([digits, digits[:1]]))
     assert [(p.i, p.j, p.kind) for p in found.pairs] == [(0, 200, "exact")]
+
+
+# ---------------------------------- issue 24 class 10: no longer every pair
+def planted(seed: int, n: int, dim: int, cosines: list[float]) -> np.ndarray:
+    """``n`` random vectors, then for each cosine a vector at exactly that cosine to one of them."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim))
+    extra = []
+    for cosine in cosines:
+        base = vectors[rng.integers(n)]
+        base = base / np.linalg.norm(base)
+        side = rng.normal(size=dim)
+        side -= (side @ base) * base
+        extra.append(cosine * base + np.sqrt(max(1 - cosine**2, 0.0)) * side / np.linalg.norm(side))
+    return np.vstack([vectors, *extra]) if extra else vectors
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 40),
+    dim=st.integers(2, 40),
+    threshold=st.floats(0.05, 1.0),
+    offsets=st.lists(st.floats(1e-5, 0.05) | st.floats(-0.05, -1e-5), max_size=8),
+    block=st.integers(1, 9),
+    axes=st.sampled_from([1, 2, 5, 24]),
+)
+def test_screened_cosine_search_finds_exactly_the_pairs_of_the_full_comparison(
+    seed, n, dim, threshold, offsets, block, axes
+):
+    """Issue 24 class 10: the screens drop no pair at or above the threshold,
+    however many axes they use and images a block holds; vectors are planted
+    just above and just below it (1e-5 to 0.05 away)."""
+    cosines = [min(threshold + offset, 1.0) for offset in offsets]
+    unit = duplicates._unit(planted(seed, n, dim, cosines).astype(np.float32))
+    similar = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    pairs = zip(*np.nonzero(np.triu(similar >= threshold, k=1)), strict=True)
+    expected = {(int(i), int(j)): min(similar[i, j], 1.0) for i, j in pairs}
+    with mock.patch.object(duplicates, "_BLOCK_IMAGES", block), mock.patch.object(duplicates, "_SCREEN_AXES", axes):
+        found = duplicates._aligned_pairs(unit, lambda rows: unit[rows, None], threshold, verbose=0)
+    assert {(p.i, p.j): p.similarity for p in found} == pytest.approx(expected, abs=1e-12)
+
+
+def copies_of_fields(seed: int, count: int, cuts: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """``count`` smooth random 64 x 64 grey squares, then one copy per cut
+    (left, top, right, bottom pixels of a 64 px field cut, resized back)."""
+    rng = np.random.default_rng(seed)
+    fields = [
+        Image.fromarray(rng.normal(0, 1, (8, 8)).astype(np.float32)).resize((64, 64), Image.BICUBIC)
+        for _ in range(count)
+    ]
+    copies = [
+        fields[k % count].resize((64, 64), Image.BILINEAR, box=(left, top, 64 - right, 64 - bottom))
+        for k, (left, top, right, bottom) in enumerate(cuts)
+    ]
+    return np.stack([np.asarray(image, np.float32) for image in fields + copies])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    count=st.integers(1, 6),
+    cuts=st.lists(st.tuples(*[st.integers(0, 8)] * 4), max_size=6),
+    pick=st.integers(0, 100),
+    offset=st.floats(1e-5, 0.01) | st.floats(-0.01, -1e-5),
+    block=st.integers(1, 5),
+)
+def test_screened_pixel_search_finds_exactly_the_pairs_of_every_crop_against_every_image(
+    seed, count, cuts, pick, offset, block
+):
+    """Issue 24 class 10: the thumbnails' search, screened, pairs exactly
+    what comparing all 225 crops of every image with every image pairs
+    (tests/all_pairs.py, the search before); the threshold sits just above
+    or below the similarity of one pair, so that a pair is near it."""
+    grey = copies_of_fields(seed, count, cuts)
+    scores = sorted(all_pairs(grey, 0.5).values())
+    threshold = min(max((scores[pick % len(scores)] if scores else 0.97) + offset, 1e-3), 1.0)
+    expected = all_pairs(grey, threshold)
+    with mock.patch.object(duplicates, "_BLOCK_IMAGES", block):
+        found = duplicates._grey_pairs(grey, threshold, verbose=0)
+    assert {(p.i, p.j): p.similarity for p in found} == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_threshold_sits_between_a_hard_copy_and_a_look_alike():
+    """A copy cut 12 % at one border and 6 % at another (beyond the 10 % the
+    alignment undoes) is held at 0.972; a look-alike (a quarter of another
+    scan blended in) at 0.966: the threshold moved by 0.01 either way
+    loses the copy or pairs the look-alike."""
+    original, other = smooth_field(0), smooth_field(1)
+    copy = original.crop((20, 0, 160, 150)).resize((150, 150), Image.BILINEAR)
+    look_alike = Image.blend(original, other, 0.24)
+    X = [np.asarray(image) for image in (original, other, copy, look_alike)]
+    scores = {(p.i, p.j): p.similarity for p in find_duplicates(X, threshold=0.9).pairs}
+    assert 0.97 <= scores[0, 2] < 0.975 and 0.962 < scores[0, 3] < 0.97
+    found = find_duplicates(X)
+    assert [(p.i, p.j) for p in found.pairs] == [(0, 2)]
+
+
+def test_only_pairs_the_screens_pass_are_compared_in_full(monkeypatch):
+    """Issue 24 class 10: 600 different images, 60 of them copied, compare
+    only a few pairs in full, not all 216,000."""
+    compared = []
+
+    def counted(crops, whole):
+        compared.append(len(whole))
+        return best(crops, whole)
+
+    best = duplicates._best_alignment
+    monkeypatch.setattr(duplicates, "_best_alignment", counted)
+    grey = copies_of_fields(0, 600, [(k % 5, k % 3, 4 - k % 5, k % 2) for k in range(60)])
+    found = duplicates._grey_pairs(grey, duplicates.DEFAULT_THRESHOLD, verbose=0)
+    assert {(p.i, p.j) for p in found} >= {(k, 600 + k) for k in range(60)}
+    assert sum(compared) < 5 * len(grey)
+
+
+def test_progress_is_shown_when_asked(capsys):
+    find_duplicates([np.asarray(smooth_field(seed)) for seed in range(3)], verbose=2)
+    err = capsys.readouterr().err
+    assert "reading" in err and "comparing" in err
+    find_duplicates([np.asarray(smooth_field(seed)) for seed in range(3)])
+    assert capsys.readouterr().err == ""

@@ -127,7 +127,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.group_duplicates:
         from ..duplicates import find_duplicates
 
-        found = find_duplicates(X, y)
+        found = find_duplicates(X, y, verbose=args.verbose)
         groups = found.groups
         grouped = sum(map(len, found.duplicate_groups()))
         print(found.summary())
