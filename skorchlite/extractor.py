@@ -402,7 +402,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         held: dict[int, str] = {}
         computed = 0
 
-        def claimed(rows: list[int], others: list[int]) -> Iterator[int]:
+        def claimed(rows: list[int], others: list[int] | None) -> Iterator[int]:
             for row in rows:
                 key = keys[row]
                 if namespace is None or key is None:
@@ -411,7 +411,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 held[row] = key  # first: a Ctrl-C just after claim() still releases it
                 if not namespace.claim(key):
                     del held[row]
-                    others.append(row)
+                    if others is None:  # waited for once already: computed here, so waits stay bounded
+                        yield row
+                    else:
+                        others.append(row)
                 elif (vector := namespace.get(key, dim=out.shape[1])) is not None:
                     # Written by another process between our read and our claim.
                     namespace.release(held.pop(row))
@@ -421,12 +424,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                     yield row
 
         try:
+            waited = False
             while todo:
                 others: list[int] = []
                 batches = embed(
                     network,
                     samples,
-                    claimed(todo, others),
+                    claimed(todo, None if waited else others),
                     preprocessing,
                     batch_size=self.batch_size,
                     device=device,
@@ -448,8 +452,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                     progress.update(len(rows))
                 todo = []
                 if others:
-                    waited = namespace.wait([keys[row] for row in others], out.shape[1])
-                    for row, vector in zip(others, waited, strict=True):
+                    waited = True
+                    vectors_of_others = namespace.wait([keys[row] for row in others], out.shape[1])
+                    for row, vector in zip(others, vectors_of_others, strict=True):
                         if vector is None:  # its claim was given up: ours to compute
                             todo.append(row)
                         else:

@@ -49,7 +49,12 @@ process that died however it died, and a recycled pid holds no lock), when
 it is empty, garbled or unreadable (after :data:`_CLAIM_GRACE` seconds, the
 time a claim takes to be written), or when it is older than
 :data:`CLAIM_TIMEOUT` (the only test for another host's claims, whose locks
-a network filesystem may not share). Where the filesystem offers no locks,
+a network filesystem may not share). A claim's age is the larger of what its
+timestamp says and how long this process has seen that claim file, by its
+own monotonic clock: a timestamp in the future (another host's clock) never
+makes a wait longer than :data:`CLAIM_TIMEOUT`, nor does a claim that keeps
+being replaced, since a wait ends after :data:`CLAIM_TIMEOUT` in all and the
+waiting process computes what is still missing. Where the filesystem offers no locks,
 a claim of this host is abandoned when its pid is gone or now belongs to a
 process started at another time. Claims this process still holds when it
 exits (Ctrl-C included) are removed; Ctrl-C is held back for the few

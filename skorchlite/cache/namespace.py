@@ -337,8 +337,10 @@ class CacheNamespace:
         -------
         list of (ndarray or None)
             Each key's vector once written; ``None`` for a key whose claim
-            was released or abandoned without an entry, or that the calling
-            thread holds itself: the caller computes it.
+            was released or abandoned without an entry, that the calling
+            thread holds itself, or that was still claimed after
+            :data:`CLAIM_TIMEOUT` seconds of this wait (whatever the claim
+            files' timestamps say): the caller computes it.
 
         Examples
         --------
@@ -351,9 +353,11 @@ class CacheNamespace:
         """
         results: list[np.ndarray | None] = [None] * len(keys)
         waiting = list(range(len(keys)))
-        notice = time.monotonic() + WAIT_NOTICE
+        start = time.monotonic()
+        notice = start + WAIT_NOTICE
+        still: dict[int, claims.Holder] = {}
         while waiting:
-            still: dict[int, claims.Holder] = {}
+            still = {}
             for i in waiting:
                 results[i] = self.get(keys[i], dim)
                 if results[i] is not None:
@@ -365,12 +369,19 @@ class CacheNamespace:
                     # Read the entry again after seeing the claim gone: the
                     # holder writes the entry first, then releases.
                     results[i] = self.get(keys[i], dim)
-            if still and time.monotonic() >= notice:
+            now = time.monotonic()
+            if still and now - start > claims.CLAIM_TIMEOUT:
+                # Each claim is abandoned CLAIM_TIMEOUT after this process first
+                # saw it; this bounds a wait on claims that keep being replaced.
+                break
+            if still and now >= notice:
                 self._log_wait([keys[i] for i in still], list(still.values()))
-                notice = time.monotonic() + _WAIT_REPEAT
+                notice = now + _WAIT_REPEAT
             if still:
                 time.sleep(_POLL_SECONDS)
             waiting = list(still)
+        # The others keep their timing: the caller's claim() judges them by it.
+        claims.forget(self._claim_file(key) for key, result in zip(keys, results, strict=True) if result is not None)
         return results
 
     def _log_wait(self, keys: list[str], holders: list[claims.Holder]) -> None:
