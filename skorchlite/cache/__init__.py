@@ -28,8 +28,11 @@ Writes go to a ``.tmp-*`` file in the entry's directory and are then renamed
 onto the entry with :func:`os.replace`, which is atomic: a reader sees either
 no entry or a complete one, even when several processes write the same key.
 A read that finds a damaged entry (bad magic, length or checksum) deletes it
-and reports a miss, so bad data is never returned. An intact entry is never
-deleted: asking for the wrong ``dim`` raises :class:`ValueError`.
+and reports a miss, so bad data is never returned. An intact entry of
+another width than the ``dim`` asked for (another model's, written by hand
+or by a bug) is a miss too: it is moved aside and deleted, with a
+:class:`CacheWarning` naming it, and the caller computes the vector again; a
+good entry that a writer put in its place meanwhile is put back.
 
 The cache only saves time, so it never costs a result: a cache that cannot be
 written (read-only, full disk, a file where its folder should be, no
