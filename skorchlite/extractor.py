@@ -118,8 +118,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     fingerprint_ : dict
         What determines the embeddings: backbone, resolved weights and their
         SHA-256, preprocessing, layer, pooling, mirror TTA, precision (``"dtype"``),
-        library version. It keys the cache; :meth:`transform` refuses to
-        run when the current parameters no longer give it.
+        library version. It keys the cache; :meth:`transform` checks the
+        parameters as :meth:`fit` does and refuses to run when they no
+        longer give it (any parameter that changes the vectors).
     n_features_out_ : int
         Width of the embedding.
     layers_ : list of str or None
