@@ -153,6 +153,25 @@ def test_a_notebook_cell_run_again_with_an_edit_never_meets_its_old_vectors(tmp_
     np.testing.assert_allclose(embed(old, cache), embed(old, False), atol=1e-6)
 
 
+def test_a_function_of_a_package_of_ones_own_is_read_too(tmp_path):
+    """forward calls helpers.act: editing and reloading that package (as
+    autoreload does) changes the key, though the global is the same package."""
+    helpers = types.ModuleType("my_helpers")
+    exec("def act(x):\n    return x * 2\n", helpers.__dict__)
+    namespace = {"__name__": "notebook", "helpers": helpers, "nn": nn}
+    exec(
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "    def forward(self, x):\n        return helpers.act(self.conv(x))\n",
+        namespace,
+    )
+    torch.manual_seed(0)
+    net = namespace["Net"]()
+    before = embed(net, tmp_path / "cache")
+    exec("def act(x):\n    return x * 3\n", helpers.__dict__)  # the package edited and reloaded
+    np.testing.assert_allclose(embed(net, tmp_path / "cache"), before * 1.5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("what", MUTATIONS)
 def test_a_change_outside_the_state_dict_is_a_new_key_and_refused_after_fit(tmp_path, what):
     cache = tmp_path / "cache"

@@ -70,6 +70,7 @@ _NAMED_CALLABLES = (
     types.MemberDescriptorType,
 )
 _LOADS_GLOBAL = {"LOAD_GLOBAL", "LOAD_NAME"}
+_LOADS_ATTRIBUTE = {"LOAD_ATTR", "LOAD_METHOD"}
 # The unkeyed modules this process has warned about, by digest: one warning each.
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -231,10 +232,19 @@ class _Digest:
                 continue
             self.value(contents, f"{where} closure {function.__code__.co_freevars[i]}")
         module_globals = function.__globals__
-        for name in sorted(_globals_read(function.__code__)):
-            if name in module_globals:
-                self.add("global", name)
-                self.value(module_globals[name], f"global {name} of {_name(function)}")
+        for chain in sorted(_globals_read(function.__code__)):
+            if chain[0] not in module_globals:
+                continue  # a builtin, or not defined yet
+            value = module_globals[chain[0]]
+            self.add("global", chain[0])
+            self.value(value, f"global {chain[0]} of {_name(function)}")
+            # utils.act(x): what a package of the user's own gives is read too.
+            for attribute in chain[1:]:
+                if not isinstance(value, types.ModuleType) or _root(value) in _VERSIONED:
+                    break
+                value = getattr(value, attribute, None)
+                self.add("global attribute", attribute)
+                self.value(value, f"{'.'.join(chain)} of {_name(function)}")
 
     def code(self, code: types.CodeType) -> None:
         # Not the file name or line numbers: moving code changes nothing it computes.
@@ -262,13 +272,23 @@ def _is_code(attr: Any) -> bool:
     return isinstance(attr, (types.FunctionType, staticmethod, classmethod, property))
 
 
-def _globals_read(code: types.CodeType) -> set[str]:
-    """Names a code object (and the code nested in it) reads as globals."""
-    names = {str(op.argval) for op in dis.get_instructions(code) if op.opname in _LOADS_GLOBAL}
+def _globals_read(code: types.CodeType) -> set[tuple[str, ...]]:
+    """The globals a code object (and the code nested in it) reads, each
+    with the attributes read from it right after (``utils.act`` is
+    ``("utils", "act")``)."""
+    chains: set[tuple[str, ...]] = set()
+    chain: list[str] = []
+    for op in [*dis.get_instructions(code), None]:
+        if chain and op is not None and op.opname in _LOADS_ATTRIBUTE:
+            chain.append(str(op.argval))
+            continue
+        if chain:
+            chains.add(tuple(chain))
+        chain = [str(op.argval)] if op is not None and op.opname in _LOADS_GLOBAL else []
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _globals_read(const)
-    return names
+            chains |= _globals_read(const)
+    return chains
 
 
 def _name(obj: Any) -> str:
