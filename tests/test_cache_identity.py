@@ -217,9 +217,13 @@ def test_an_attribute_that_cannot_be_fingerprinted_turns_the_cache_off(tmp_path)
     assert EmbeddingCache(tmp_path / "cache").size() == (0, 0)
 
 
+def containers(inner):
+    return st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=3), inner)
+
+
 simple = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=3), inner),
+    containers,
     max_leaves=8,
 )
 
