@@ -240,7 +240,7 @@ class _Digest:
             self.value(value, f"global {chain[0]} of {_name(function)}")
             # utils.act(x): what a package of the user's own gives is read too.
             for attribute in chain[1:]:
-                if not isinstance(value, types.ModuleType) or _root(value) in _VERSIONED:
+                if not isinstance(value, types.ModuleType) or value.__name__.partition(".")[0] in _VERSIONED:
                     break
                 value = getattr(value, attribute, None)
                 self.add("global attribute", attribute)
