@@ -361,6 +361,8 @@ def _fitted(extractor: PretrainedFeatureExtractor) -> PretrainedFeatureExtractor
         check_is_fitted(extractor, "fingerprint_")
     except NotFittedError:
         return clone(extractor).fit()  # the caller's object stays as it was
+    # Parameters set since fit meet fit's checks here, once, not on every worker.
+    extractor._fitted_backbone()
     return extractor
 
 

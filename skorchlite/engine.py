@@ -36,7 +36,7 @@ from torchvision.transforms import InterpolationMode
 from .backbones import Preprocessing
 from .images import Sample, load_keyed, load_rgb
 from .memory import freed_memory_kept
-from .networks import POOLINGS, GlobalPool, Pooling, inference_network, output_widths
+from .networks import POOLINGS, GlobalPool, Pooling, backbone_network, inference_network, output_widths
 from .validation import StrOptions, check_params
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "Pooling",
     "Precision",
     "autocast",
+    "backbone_network",
     "check_precision",
     "crop_pixels",
     "decode_workers",

@@ -18,16 +18,17 @@ from torch import nn
 
 from . import __version__
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
+from .backbones.identity import warn_uncached
 from .cache import resolve_cache
 from .engine import (
     POOLINGS,
     PRECISIONS,
     Pooling,
     Precision,
+    backbone_network,
     check_precision,
     decode_workers,
     embed,
-    inference_network,
     output_widths,
     resolve_device,
 )
@@ -57,8 +58,11 @@ class PretrainedFeatureExtractor(
         ``(architecture name, checkpoint path)`` pair; or any module, whose
         output (vectors, or a feature map that is average-pooled) is the
         embedding. A module travels inside the estimator (clones, pickles)
-        and is keyed by the hash of its state dict, so changed weights never
-        meet stale cached embeddings. See :func:`skorchlite.backbones.resolve_backbone`.
+        and is keyed by a digest of its weights, buffers, attributes and the
+        code of its classes, so a change of any never meets stale cached
+        embeddings; one whose digest cannot cover all it computes (forward
+        hooks, say) is not cached, with a warning. See
+        :func:`skorchlite.backbones.resolve_backbone` and ``docs/backbones.md``.
     weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"``, a torchvision weights member such as ``"IMAGENET1K_V2"``,
         a path to a state-dict file for the named architecture, or ``None``
@@ -117,8 +121,9 @@ class PretrainedFeatureExtractor(
     fingerprint_ : dict
         What determines the embeddings: backbone, resolved weights and their
         SHA-256, preprocessing, layer, pooling, mirror TTA, precision (``"dtype"``),
-        library version. It keys the cache; :meth:`transform` refuses to
-        run when the current parameters no longer give it.
+        library version. It keys the cache; :meth:`transform` checks the
+        parameters as :meth:`fit` does and refuses to run when they no
+        longer give it (any parameter that changes the vectors).
     n_features_out_ : int
         Width of the embedding.
     layers_ : list of str or None
@@ -197,6 +202,18 @@ class PretrainedFeatureExtractor(
         check_precision(self.precision, resolve_device(self.device))
         resolve_cache(self.cache)
 
+    def _fitted_backbone(self) -> Backbone:
+        """The backbone, after every check ``fit`` makes and the check that
+        the parameters still give the fitted fingerprint: what each method
+        that embeds after ``fit`` (``transform``, :mod:`skorchlite.inspect`)
+        calls first, so that ``set_params`` after fit meets the same errors."""
+        check_is_fitted(self, "fingerprint_")
+        check_estimator_params(self)
+        self._check_params()
+        backbone = self._backbone()
+        self._check_unchanged(backbone)
+        return backbone
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> PretrainedFeatureExtractor:
         """Resolve the backbone; no image is read.
@@ -264,11 +281,20 @@ class PretrainedFeatureExtractor(
         return (backbone or self._backbone()).preprocessing.resized(self.image_size)
 
     def _network(self, device: torch.device, backbone: Backbone | None = None) -> nn.Module:
-        # Keyed by the resolved name and weights (a module's: its state
-        # dict's hash), never by the module object.
+        # Keyed by the resolved name and weights (a module's: its digest), never by the module object.
         backbone = backbone or self._backbone()
-        weights = backbone.weights
-        return inference_network(backbone.name, weights, weights.sha256, self._layers(backbone), self.pooling, device)
+        return backbone_network(backbone, self._layers(backbone), self.pooling, device)
+
+    def _namespace(self, backbone: Backbone) -> Any:
+        """The cache namespace of the fitted fingerprint; ``None`` without a
+        cache, or for a module whose digest cannot cover all it computes."""
+        cache = resolve_cache(self.cache)
+        if cache is None:
+            return None
+        if backbone.weights.unkeyed:
+            warn_uncached(backbone.name, backbone.weights.sha256, backbone.weights.unkeyed)
+            return None
+        return cache.namespace(self.fingerprint_)
 
     @property
     def _n_features_out(self) -> int:
@@ -344,16 +370,12 @@ class PretrainedFeatureExtractor(
         -------
         ndarray of shape (len(samples), n_features_out_), dtype float32
         """
-        check_is_fitted(self, "fingerprint_")
-        check_estimator_params(self)
-        backbone = self._backbone()
-        self._check_unchanged(backbone)
+        backbone = self._fitted_backbone()
         start = time.perf_counter()
         # An entry becomes None where _embed finds the file changed since.
         keys: list[str | None] = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
         dim = self.n_features_out_
-        cache = resolve_cache(self.cache)
-        namespace = cache.namespace(self.fingerprint_) if cache is not None else None
+        namespace = self._namespace(backbone)
         cached = namespace.get_many(cast("list[str]", keys), dim=dim) if namespace is not None else [None] * len(keys)
         out = np.empty((len(samples), dim), dtype=np.float32)
         rows_of: dict[str | None, list[int]] = {}
@@ -407,7 +429,7 @@ class PretrainedFeatureExtractor(
         held: dict[int, str] = {}
         computed = 0
 
-        def claimed(rows: list[int], others: list[int]) -> Iterator[int]:
+        def claimed(rows: list[int], others: list[int] | None) -> Iterator[int]:
             for row in rows:
                 key = keys[row]
                 if namespace is None or key is None:
@@ -416,7 +438,10 @@ class PretrainedFeatureExtractor(
                 held[row] = key  # first: a Ctrl-C just after claim() still releases it
                 if not namespace.claim(key):
                     del held[row]
-                    others.append(row)
+                    if others is None:  # waited for once already: computed here, so waits stay bounded
+                        yield row
+                    else:
+                        others.append(row)
                 elif (vector := namespace.get(key, dim=out.shape[1])) is not None:
                     # Written by another process between our read and our claim.
                     namespace.release(held.pop(row))
@@ -426,12 +451,13 @@ class PretrainedFeatureExtractor(
                     yield row
 
         try:
+            waited = False
             while todo:
                 others: list[int] = []
                 batches = embed(
                     network,
                     samples,
-                    claimed(todo, others),
+                    claimed(todo, None if waited else others),
                     preprocessing,
                     batch_size=self.batch_size,
                     device=device,
@@ -453,8 +479,9 @@ class PretrainedFeatureExtractor(
                     progress.update(len(rows))
                 todo = []
                 if others:
-                    waited = namespace.wait([keys[row] for row in others], out.shape[1])
-                    for row, vector in zip(others, waited, strict=True):
+                    waited = True
+                    vectors_of_others = namespace.wait([keys[row] for row in others], out.shape[1])
+                    for row, vector in zip(others, vectors_of_others, strict=True):
                         if vector is None:  # its claim was given up: ours to compute
                             todo.append(row)
                         else:

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils import Tags, TransformerTags
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .backbones import Preprocessing, describe_backbone
@@ -20,7 +19,6 @@ from .fitting import BaseFineTuner
 from .images import check_images
 from .persistence import damaged_file, load_model_state, load_network_state, save_estimator
 from .training import BatchNormMode, OptimizerName, Schedule
-from .validation import check_estimator_params
 
 __all__ = ["FineTuneClassifier"]
 
@@ -155,6 +153,15 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
     Notes
     -----
+    After ``set_params`` on a fitted classifier, every method that reads the
+    parameters (``predict``, ``predict_proba``, ``transform``, ``score``,
+    ``partial_fit``, ``save_weights``, :mod:`skorchlite.inspect`) checks them
+    as ``fit`` does, with the same errors, and refuses a ``backbone`` or
+    ``weights`` that no longer give the fitted network; the test-time
+    settings (``image_size``, ``preprocessing``, ``tta``, ``precision``,
+    ``batch_size``, ``device``...) apply as they are now, their embeddings
+    cached under their own keys.
+
     A model saved with ``joblib.dump`` or ``pickle`` is an ordinary pickle:
     loading it runs whatever code it holds, so never load one from an
     untrusted source. To share a model, use :meth:`save_weights` and
@@ -275,7 +282,6 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         warm = self.warm_start and hasattr(self, "model_")
         return self._fit(X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> FineTuneClassifier:
         """Train one epoch (with the chosen groups unfrozen), from the current
         weights when fitted.
@@ -292,6 +298,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         -------
         self : FineTuneClassifier
         """
+        # Under another name: scikit-learn's _fit_context skips the constraints
+        # in the partial_fit of a fitted estimator, which set_params may have broken.
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def _partial_fit(self, X: Any, y: Any, classes: Any, sample_weight: Any) -> FineTuneClassifier:
         if isinstance(self.class_weight, str) and self.class_weight == "balanced":
             raise ValueError(
                 "class_weight='balanced' is not supported for partial_fit: one call sees only its own rows. "
@@ -321,9 +333,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self, "model_")
-        check_estimator_params(self)
-        self._check_network_unchanged("predict")
+        self._check_fitted("predict")
         samples = check_images(X)
         device = resolve_device(self.device)
         inputs = self._inputs(samples, device)
@@ -364,9 +374,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         -------
         ndarray of shape (n_samples, n_features), dtype float32
         """
-        check_is_fitted(self, "model_")
-        check_estimator_params(self)
-        self._check_network_unchanged("transform")
+        self._check_fitted("transform")
         samples = check_images(X)
         device = resolve_device(self.device)
         # torch's Module.to overloads omit a device with memory_format, which it takes.
@@ -428,7 +436,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         ValueError
             When a parameter is not plain data (a callable ``augment``, say).
         """
-        check_is_fitted(self, "model_")
+        self._check_fitted("be saved")
         fitted = {
             "classes_": self.classes_,
             "model_": self.model_.state_dict(),

@@ -17,11 +17,12 @@ from typing import Any, Self, cast
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import _check_sample_weight
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
 from .augmentation import default_augmentation
 from .backbones import Backbone, Preprocessing, check_image_size, describe_backbone, estimator_backbone
+from .cache import resolve_cache
 from .engine import PRECISIONS, check_precision, decode_workers, resolve_device
 from .extractor import PretrainedFeatureExtractor
 from .images import Sample, check_images
@@ -30,7 +31,7 @@ from .persistence import FittedField
 from .targets import check_labels, encode_labels, loss_weights, validation_split
 from .trainer import Phase, Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES
-from .validation import Interval, StrOptions
+from .validation import Interval, StrOptions, check_estimator_params
 from .versioning import VersionedPickleMixin
 
 __all__ = [
@@ -272,11 +273,13 @@ class BaseFineTuner(VersionedPickleMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """What ``_parameter_constraints`` cannot say: a rule between two
-        parameters, the backbone's smallest input, bfloat16 support of the device."""
+        parameters, the backbone's smallest input, bfloat16 support of the
+        device, the cache folder (of the embeddings in embedding mode)."""
         if self.n_iter_no_change is not None and self.validation_fraction == 0:
             raise ValueError("n_iter_no_change needs a validation split: set validation_fraction > 0.")
         check_image_size(self.backbone, self.image_size, self.weights)
         check_precision(self.precision, resolve_device(self.device))
+        resolve_cache(self.cache)
 
     def _network_key(self) -> dict[str, str]:
         return network_key(self._backbone())
@@ -286,6 +289,18 @@ class BaseFineTuner(VersionedPickleMixin, BaseEstimator):
 
     def _check_network_unchanged(self, action: str) -> None:
         check_network_unchanged(self._network_key_, self._network_key(), action)
+
+    def _check_fitted(self, action: str) -> None:
+        """Every check ``fit`` makes of the parameters, and that they still
+        give the fitted network: what each method that reads them after fit
+        (``predict_proba``, ``transform``, ``save_weights``, an explanation)
+        runs first, so that ``set_params`` after fit meets the same errors as
+        ``fit``. The others (``image_size``, ``tta``, ``precision``...) apply
+        as they are now."""
+        check_is_fitted(self, "model_")
+        check_estimator_params(self)
+        self._check_params()
+        self._check_network_unchanged(action)
 
     def _fit(
         self,

@@ -20,6 +20,7 @@ __all__ = [
     "POOLINGS",
     "GlobalPool",
     "Pooling",
+    "backbone_network",
     "embedding_module",
     "inference_network",
     "optimize_for_inference",
@@ -131,3 +132,17 @@ def inference_network(
     """
     module = embedding_module(get_backbone(name, weights), layer, pooling)
     return optimize_for_inference(module).to(device)
+
+
+def backbone_network(
+    backbone: Backbone, layer: tuple[str | None, ...], pooling: str, device: torch.device
+) -> nn.Module:
+    """:func:`inference_network` of ``backbone`` at ``layer`` (resolved names).
+
+    Built once per process, keyed by the backbone's name and weights; but
+    afresh each time for a module whose digest does not cover all it
+    computes (``backbone.weights.unkeyed``), whose key may miss a change.
+    """
+    if backbone.weights.unkeyed:
+        return optimize_for_inference(embedding_module(backbone, layer, pooling)).to(device)
+    return inference_network(backbone.name, backbone.weights, backbone.weights.sha256, layer, pooling, device)

@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .validation import HasMethods
+from .validation import HasMethods, check_estimator_params
 from .versioning import VersionedPickleMixin
 
 __all__ = ["LayerVotingClassifier"]
@@ -23,6 +23,12 @@ def default_layer_head() -> BaseEstimator:
     """What each layer gets by default: standardised features and a
     strongly regularised, class-balanced logistic regression."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.03, class_weight="balanced", max_iter=3000))
+
+
+def _columns(widths: list[int]) -> list[slice]:
+    """The columns of each block, from the blocks' widths."""
+    ends = np.cumsum(widths)
+    return [slice(end - width, end) for width, end in zip(widths, ends, strict=True)]
 
 
 class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
@@ -54,6 +60,9 @@ class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator
     classes_ : ndarray
     estimators_ : list
         The fitted clone for each block, in column order.
+    block_widths_ : list of int
+        The width of each block (one block of all columns for
+        ``blocks=None``); ``predict`` refuses other ``blocks`` until fit again.
     n_features_in_ : int
 
     Examples
@@ -102,28 +111,39 @@ class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
         template = default_layer_head() if self.estimator is None else self.estimator
-        self.estimators_ = [clone(template).fit(X[:, columns], y) for columns in self._columns(X.shape[1])]
+        self.block_widths_ = self._widths(X.shape[1])
+        self.estimators_ = [clone(template).fit(X[:, columns], y) for columns in _columns(self.block_widths_)]
         self.classes_ = self.estimators_[0].classes_
         return self
 
-    def _columns(self, n_features: int) -> list[slice]:
+    def _widths(self, n_features: int) -> list[int]:
+        """The width of each block ``blocks`` gives for ``n_features`` columns."""
         if self.blocks is None:
-            return [slice(0, n_features)]
+            return [n_features]
         widths = [int(w) for w in self.blocks]
         if any(w < 1 for w in widths) or sum(widths) != n_features:
             raise ValueError(
                 f"blocks must be positive widths adding up to the {n_features} columns of X, got {list(self.blocks)!r}."
             )
-        ends = np.cumsum(widths)
-        return [slice(end - width, end) for width, end in zip(widths, ends, strict=True)]
+        return widths
 
     def _log_votes(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        # As fit checks them: blocks set after fit meet the same errors,
+        # and blocks other than the fitted ones are refused.
+        check_estimator_params(self)
         X = validate_data(self, X, reset=False)
+        widths = self._widths(X.shape[1])
+        # A model pickled before block_widths_ was kept predicts as it did.
+        fitted = getattr(self, "block_widths_", widths)
+        if widths != fitted:
+            raise ValueError(
+                f"blocks changed since fit (widths {fitted} -> {widths}); call fit again, or set them back."
+            )
         tiny = np.finfo(np.float64).tiny  # a probability of exactly 0 stays finite
         return sum(
             np.log(np.maximum(est.predict_proba(X[:, columns]), tiny))
-            for est, columns in zip(self.estimators_, self._columns(X.shape[1]), strict=True)
+            for est, columns in zip(self.estimators_, _columns(widths), strict=True)
         )
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -205,14 +205,49 @@ def test_flipped_payload_byte_is_a_miss_and_removed(ns):
     assert not path.exists()
 
 
-def test_wrong_dim_raises_and_keeps_the_intact_entry(ns):
-    """Issue 13, Also: a caller asking for the wrong dim never destroys good data."""
+@settings(max_examples=25, deadline=None)
+@given(
+    stored=st.integers(1, 64),
+    asked=st.integers(1, 64),
+    read=st.sampled_from(["get", "get_many", "wait"]),
+)
+def test_an_entry_of_another_width_is_set_aside_with_a_warning_and_computed_again(
+    tmp_path_factory, stored, asked, read
+):
+    """Issue 24, class 2: the cache only saves time, so a checksum-valid entry
+    of another width (another model's, written by hand or by a bug) never
+    fails a run: it is set aside, named in a warning, and computed again."""
+    if stored == asked:
+        return
+    ns = EmbeddingCache(tmp_path_factory.mktemp("cache")).namespace(FINGERPRINT)
     key = key_of(0)
-    ns.put(key, vector_of(0, dim=8))
-    for read in (lambda: ns.get(key, dim=9), lambda: ns.get_many([key], dim=9), lambda: ns.wait([key], dim=9)):
-        with pytest.raises(ValueError, match=r"holds 8 values, not the 9 asked for; it is intact and kept"):
-            read()
-    np.testing.assert_array_equal(ns.get(key, dim=8), vector_of(0, dim=8))
+    ns.put(key, vector_of(0, dim=stored))
+    reads = {"get": lambda: ns.get(key, dim=asked), "get_many": lambda: ns.get_many([key], dim=asked)[0]}
+    reads["wait"] = lambda: ns.wait([key], dim=asked)[0]
+    with pytest.warns(CacheWarning, match=rf"Cache entry {re.escape(str(_entry(ns, key)))} holds .*set aside"):
+        assert reads[read]() is None
+    assert not _entry(ns, key).exists()
+    assert [p.name for p in _entry(ns, key).parent.iterdir()] == []  # nothing left aside
+    ns.put(key, vector_of(0, dim=asked))  # the recomputed vector
+    np.testing.assert_array_equal(ns.get(key, dim=asked), vector_of(0, dim=asked))
+
+
+def test_setting_aside_never_loses_a_good_entry_written_at_the_same_moment(ns, monkeypatch):
+    """A writer replaces the wrong-width entry with a good one between the
+    read and the setting aside: the good entry stays (is put back)."""
+    key, good = key_of(0), vector_of(0, dim=8)
+    ns.put(key, vector_of(0, dim=5))
+    real_rename = os.rename
+
+    def writer_first(src, dst):
+        ns.put(key, good)  # lands just before the rename
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", writer_first)
+    with pytest.warns(CacheWarning, match="holds 5 values, not the 8"):
+        assert ns.get(key, dim=8) is None
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ns.get(key, dim=8), good)
 
 
 def test_lying_header_dim_is_a_miss(ns):

@@ -90,11 +90,12 @@ def _install_counters(set_attr=setattr) -> None:
     ``set_attr`` is ``setattr`` on the workers, monkeypatch's in this process.
     """
     import skorchlite.extractor as ext
+    import skorchlite.networks as networks
 
     if hasattr(ext, "_test_counts"):
         return
     counts = {"images": 0, "transforms": 0}
-    network, transform = ext.inference_network, ext.PretrainedFeatureExtractor.transform_samples
+    network, transform = networks.inference_network, ext.PretrainedFeatureExtractor.transform_samples
 
     def hook(module, inputs, output):
         counts["images"] += inputs[0].shape[0]
@@ -113,7 +114,7 @@ def _install_counters(set_attr=setattr) -> None:
     counted_network._test_original = network
     set_attr(ext, "_test_counts", counts)
     set_attr(ext, "_test_hooks", hooked)
-    set_attr(ext, "inference_network", counted_network)
+    set_attr(networks, "inference_network", counted_network)
     set_attr(ext.PretrainedFeatureExtractor, "transform_samples", counted_transform)
 
 
@@ -124,16 +125,16 @@ def _counts() -> dict:
 
 
 def _network_cache_info() -> tuple[int, int]:
-    import skorchlite.extractor as ext
+    import skorchlite.networks as networks
 
-    info = getattr(ext.inference_network, "_test_original", ext.inference_network).cache_info()
+    info = getattr(networks.inference_network, "_test_original", networks.inference_network).cache_info()
     return info.hits, info.misses
 
 
 def _network_cache_clear() -> None:
-    import skorchlite.extractor as ext
+    import skorchlite.networks as networks
 
-    getattr(ext.inference_network, "_test_original", ext.inference_network).cache_clear()
+    getattr(networks.inference_network, "_test_original", networks.inference_network).cache_clear()
 
 
 def _torch_threads() -> int:

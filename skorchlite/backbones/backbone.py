@@ -110,12 +110,16 @@ class WeightsRef:
 
     ``path`` is ``None`` for weights that come from no file: a random
     initialisation (id ``"random-init:seed=N"``, hash of the initial state
-    dict) or a module (id ``"module:sha256:..."``, hash of its state dict).
+    dict) or a module (id ``"module:sha256:..."``, the digest of everything
+    its outputs depend on: :func:`~skorchlite.backbones.identity.module_identity`).
+    ``unkeyed`` says what a module's digest cannot cover (``None``: nothing),
+    in which case its outputs are never cached.
     """
 
     id: str
     path: Path | None
     sha256: str
+    unkeyed: str | None = None
 
 
 @dataclass

@@ -15,10 +15,11 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from .backbone import IMAGENET_PREPROCESSING, Backbone, Preprocessing, WeightsRef
+from .identity import module_identity
 from .loading import BUILT, Recent, get_backbone
-from .weights import is_weights_path, state_dict_sha256
+from .weights import is_weights_path
 
-# Modules adopted, by class, state-dict hash, groups and preprocessing.
+# Modules adopted, by class, digest (module_identity), groups and preprocessing.
 _ADOPTED = Recent(maxsize=4)
 
 
@@ -81,7 +82,7 @@ def _module_name(module: nn.Module) -> str:
     return f"module:{type(module).__module__}.{type(module).__qualname__}"
 
 
-def _adopt(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing) -> Backbone:
+def _adopt(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing, unkeyed: str | None) -> Backbone:
     name, digest, groups = key
     model = copy.deepcopy(module).eval().requires_grad_(False)
     size = preprocessing.crop_size
@@ -110,7 +111,7 @@ def _adopt(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing
         groups = [tuple(loose)] + groups if loose else groups
     return Backbone(
         name=name,
-        weights=WeightsRef(f"module:sha256:{digest}", None, digest),
+        weights=WeightsRef(f"module:sha256:{digest}", None, digest, unkeyed),
         model=model,
         classifier=nn.Identity(),
         categories=None,
@@ -167,8 +168,10 @@ def resolve_backbone(
         layout :func:`load_state_dict` reads (``weights`` must stay
         ``"DEFAULT"``); or any module, whose output (features (N, D), or a
         feature map (N, C, H, W) that is average-pooled) is the embedding. A
-        module is deep-copied and keyed by the SHA-256 of its state dict, so
-        changed weights are a new backbone.
+        module is deep-copied and keyed by the digest of everything its
+        outputs depend on (weights, buffers, attributes, the code of its
+        classes: :func:`~skorchlite.backbones.identity.module_identity`), so
+        a change of any is a new backbone.
     weights : str, path-like or None, default="DEFAULT"
         For a registry name; ``None`` initialises it randomly from ``seed``.
     preprocessing : Preprocessing, dict or None, default=None
@@ -194,11 +197,14 @@ def resolve_backbone(
     """
     if isinstance(backbone, nn.Module):
         pre = IMAGENET_PREPROCESSING if preprocessing is None else check_preprocessing(preprocessing)
-        key = (_module_name(backbone), state_dict_sha256(backbone), _check_groups(layer_groups, backbone))
-        result = _ADOPTED.get((key, pre))
+        identity = module_identity(backbone)
+        key = (_module_name(backbone), identity.digest, _check_groups(layer_groups, backbone))
+        # An unkeyed module is adopted afresh each time: its digest may miss a change.
+        result = None if identity.unkeyed else _ADOPTED.get((key, pre))
         if result is None:
-            result = _adopt(key, backbone, pre)
-            _ADOPTED.put((key, pre), result)
+            result = _adopt(key, backbone, pre, identity.unkeyed)
+            if not identity.unkeyed:
+                _ADOPTED.put((key, pre), result)
         BUILT.put((result.name, result.weights), result)
         return copy.deepcopy(result) if copy_model else result
     if isinstance(backbone, (tuple, list)):  # a list: the pair as save_weights stores it

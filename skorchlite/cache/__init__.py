@@ -28,8 +28,11 @@ Writes go to a ``.tmp-*`` file in the entry's directory and are then renamed
 onto the entry with :func:`os.replace`, which is atomic: a reader sees either
 no entry or a complete one, even when several processes write the same key.
 A read that finds a damaged entry (bad magic, length or checksum) deletes it
-and reports a miss, so bad data is never returned. An intact entry is never
-deleted: asking for the wrong ``dim`` raises :class:`ValueError`.
+and reports a miss, so bad data is never returned. An intact entry of
+another width than the ``dim`` asked for (another model's, written by hand
+or by a bug) is a miss too: it is moved aside and deleted, with a
+:class:`CacheWarning` naming it, and the caller computes the vector again; a
+good entry that a writer put in its place meanwhile is put back.
 
 The cache only saves time, so it never costs a result: a cache that cannot be
 written (read-only, full disk, a file where its folder should be, no
@@ -49,7 +52,12 @@ process that died however it died, and a recycled pid holds no lock), when
 it is empty, garbled or unreadable (after :data:`_CLAIM_GRACE` seconds, the
 time a claim takes to be written), or when it is older than
 :data:`CLAIM_TIMEOUT` (the only test for another host's claims, whose locks
-a network filesystem may not share). Where the filesystem offers no locks,
+a network filesystem may not share). A claim's age is the larger of what its
+timestamp says and how long this process has seen that claim file, by its
+own monotonic clock: a timestamp in the future (another host's clock) never
+makes a wait longer than :data:`CLAIM_TIMEOUT`, nor does a claim that keeps
+being replaced, since a wait ends after :data:`CLAIM_TIMEOUT` in all and the
+waiting process computes what is still missing. Where the filesystem offers no locks,
 a claim of this host is abandoned when its pid is gone or now belongs to a
 process started at another time. Claims this process still holds when it
 exits (Ctrl-C included) are removed; Ctrl-C is held back for the few

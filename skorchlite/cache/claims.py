@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +30,10 @@ _OWNER = re.compile(r"(\S+) (\d+)(?: (\S+))?")  # host, pid, start time (older c
 #: Seconds after which a claim counts as abandoned whoever holds it. A claim
 #: lives from shortly before its image is decoded until its entry is written,
 #: a few batches; this bounds the wait when a process on another host dies.
+#: A claim's age is the larger of what its timestamp says and how long this
+#: process has seen it (its own monotonic clock, from the first look at that
+#: claim file and content): a clock of another host set ahead, or a
+#: timestamp in the future, never stretches a wait beyond this.
 CLAIM_TIMEOUT = 600.0
 #: A claim file is created empty, then locked and filled: an empty one this
 #: young may still be being written; an older one is abandoned.
@@ -57,6 +61,9 @@ class Holder(NamedTuple):
 
 _held: dict[Path, _Held] = {}
 _claims_lock = threading.Lock()
+# Claims of others this process has looked at: path -> (inode, content,
+# monotonic time at which that claim was, as judged by _age, zero seconds old).
+_seen: dict[Path, tuple[tuple[int, int], str, float]] = {}
 
 
 def take(path: Path) -> bool:
@@ -118,6 +125,33 @@ def holder_of(path: Path) -> Holder | None:
     """
     with _claims_lock:
         return _holder(path, take_over=False)
+
+
+def forget(paths: Iterable[Path]) -> None:
+    """Stop timing the claims at ``paths``: the caller waits for them no more.
+
+    Parameters
+    ----------
+    paths : iterable of Path
+    """
+    with _claims_lock:
+        for path in paths:
+            _seen.pop(path, None)
+
+
+def _age(path: Path, info: os.stat_result, owner: str) -> float:
+    """The age of the claim at ``path``, open with ``info`` and content
+    ``owner``: the larger of what its timestamp says (by the clock of the
+    host that wrote it) and how long this process has seen that inode with
+    that content (by its own monotonic clock). Never less than this process
+    judged it before, so a wall clock that jumps back cannot revive a claim.
+    Call with :data:`_claims_lock` held."""
+    now, inode = time.monotonic(), _inode(info)
+    first = _seen.get(path)
+    seen = now - first[2] if first is not None and first[:2] == (inode, owner) else 0.0
+    age = max(time.time() - info.st_mtime, seen)
+    _seen[path] = (inode, owner, now - age)
+    return age
 
 
 def _inode(info: os.stat_result) -> tuple[int, int]:
@@ -188,6 +222,7 @@ def _holder(path: Path, take_over: bool) -> Holder | None:
     try:
         inode = _inode(os.stat(path))
     except FileNotFoundError:
+        _seen.pop(path, None)
         return None
     except OSError:
         return None  # cannot be judged, so not waited for
@@ -209,12 +244,14 @@ def _holder(path: Path, take_over: bool) -> Holder | None:
     try:
         info = os.fstat(fd)
         owner = os.read(fd, 256).decode(errors="replace").strip()
-        age = time.time() - info.st_mtime
+        age = _age(path, info, owner)
         if _inode(info) == inode and age <= CLAIM_TIMEOUT and _alive(fd, owner, age):
             return Holder(owner or "a process writing its claim", age, False)
         if _inode(info) != inode:
             return Holder(owner, age, False)  # replaced meanwhile: look again later
         _abandon(path, inode, take_over)  # before closing, so still under our lock
+        if take_over:
+            _seen.pop(path, None)
         return None
     finally:
         os.close(fd)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
+import os
 import re
+import secrets
 import threading
 import time
 import warnings
@@ -44,7 +47,8 @@ class CacheWarning(UserWarning):
 
     Issued once per namespace and process, naming the folder, the cause and
     the fix (``SKORCHLITE_CACHE`` or ``cache=`` to a usable folder, or
-    ``cache=False``).
+    ``cache=False``); and for each entry set aside because it holds a vector
+    of another width than its namespace's, naming the entry.
     """
 
 
@@ -145,15 +149,21 @@ class CacheNamespace:
         -------
         ndarray of shape (dim,), dtype float32, read-only; or None
             ``None`` when the entry is missing, damaged (bad magic, length or
-            checksum; a damaged entry is deleted) or cannot be read.
+            checksum; a damaged entry is deleted), holds a vector of another
+            length than ``dim``, or cannot be read.
 
         Raises
         ------
         ValueError
-            If ``key`` is not a hex digest, or the entry is intact but holds
-            a vector of another length than ``dim``: a namespace holds one
-            model's vectors, so that is the caller's mistake, and the entry
-            is kept.
+            If ``key`` is not a hex digest.
+
+        Warns
+        -----
+        CacheWarning
+            For an intact entry of another length than ``dim`` (written by
+            another model, by hand or by a bug: a namespace holds one
+            model's vectors): it is set aside, and the caller computes the
+            vector again, so that one bad entry never fails every run.
 
         Examples
         --------
@@ -163,12 +173,15 @@ class CacheNamespace:
         >>> ns.put("ab" * 32, [0.5, 1.5])
         >>> ns.get("ab" * 32, dim=2)
         array([0.5, 1.5], dtype=float32)
-        >>> ns.get("ab" * 32, dim=3)
-        Traceback (most recent call last):
-        ...
-        ValueError: Cache entry ... holds 2 values, not the 3 asked for; ...
         >>> ns.get("ab" * 32)
         array([0.5, 1.5], dtype=float32)
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ns.get("ab" * 32, dim=3) is None, ns.get("ab" * 32, dim=2) is None
+        (True, True)
+        >>> print(caught[0].message)
+        Cache entry ... holds 2 values, not the 3 of this namespace's vectors ...; set aside, computed again.
         """
         path = self._entry(key)
         # Only a regular file of at most an entry's size is read: a FIFO or
@@ -179,7 +192,13 @@ class CacheNamespace:
                 data = read_limited(file, limit)
         except FileNotFoundError:
             return None
-        except (NotRegularFileError, FileTooLargeError, IsADirectoryError) as err:
+        except FileTooLargeError as err:
+            if dim is None:  # larger than any entry
+                logger.warning("Cache entry %s is not a stored vector (%s); computing instead", path, err.strerror)
+            else:
+                self._set_aside(path, f"holds more than the {dim} values", dim)
+            return None
+        except (NotRegularFileError, IsADirectoryError) as err:
             logger.warning("Cache entry %s is not a stored vector (%s); computing instead", path, err.strerror)
             return None
         except OSError as err:
@@ -197,11 +216,38 @@ class CacheNamespace:
             except OSError as err:
                 self._unusable(err, "delete")
         elif dim is not None and vector.size != dim:
-            raise ValueError(
-                f"Cache entry {path} holds {vector.size} values, not the {dim} asked for; it is intact and "
-                "kept. A namespace holds the vectors of one model: ask for that model's dimension."
-            )
+            self._set_aside(path, f"holds {vector.size} values, not the {dim}", dim)
+            return None
         return vector
+
+    def _set_aside(self, path: Path, holds: str, dim: int) -> None:
+        """Remove the entry at ``path``, of another width than ``dim``, with a
+        warning. It is moved aside first (atomic), then deleted; if what was
+        moved has this namespace's width by then, a writer replaced the
+        entry in between with a good one, which is put back unless a newer
+        one is there already. So a concurrent writer's entry is never lost
+        for good, and no vector of the wrong width is ever returned."""
+        warnings.warn(
+            f"Cache entry {path} {holds} of this namespace's vectors (written by "
+            "another model, by hand or by a bug); set aside, computed again.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        aside = path.with_name(f".tmp-aside-{secrets.token_hex(8)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return  # set aside by another reader, or replaced and renamed away: nothing of ours there
+        except OSError as err:
+            self._unusable(err, "delete")
+            return
+        try:
+            if os.stat(aside).st_size == HEADER_SIZE + 4 * dim:
+                with contextlib.suppress(OSError):  # FileExistsError: a newer entry is there
+                    os.link(aside, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(aside)
 
     def get_many(self, keys: Sequence[str], dim: int | None = None) -> list[np.ndarray | None]:
         """:meth:`get` for each key, in order.
@@ -337,8 +383,10 @@ class CacheNamespace:
         -------
         list of (ndarray or None)
             Each key's vector once written; ``None`` for a key whose claim
-            was released or abandoned without an entry, or that the calling
-            thread holds itself: the caller computes it.
+            was released or abandoned without an entry, that the calling
+            thread holds itself, or that was still claimed after
+            :data:`CLAIM_TIMEOUT` seconds of this wait (whatever the claim
+            files' timestamps say): the caller computes it.
 
         Examples
         --------
@@ -351,9 +399,11 @@ class CacheNamespace:
         """
         results: list[np.ndarray | None] = [None] * len(keys)
         waiting = list(range(len(keys)))
-        notice = time.monotonic() + WAIT_NOTICE
+        start = time.monotonic()
+        notice = start + WAIT_NOTICE
+        still: dict[int, claims.Holder] = {}
         while waiting:
-            still: dict[int, claims.Holder] = {}
+            still = {}
             for i in waiting:
                 results[i] = self.get(keys[i], dim)
                 if results[i] is not None:
@@ -365,12 +415,19 @@ class CacheNamespace:
                     # Read the entry again after seeing the claim gone: the
                     # holder writes the entry first, then releases.
                     results[i] = self.get(keys[i], dim)
-            if still and time.monotonic() >= notice:
+            now = time.monotonic()
+            if still and now - start > claims.CLAIM_TIMEOUT:
+                # Each claim is abandoned CLAIM_TIMEOUT after this process first
+                # saw it; this bounds a wait on claims that keep being replaced.
+                break
+            if still and now >= notice:
                 self._log_wait([keys[i] for i in still], list(still.values()))
-                notice = time.monotonic() + _WAIT_REPEAT
+                notice = now + _WAIT_REPEAT
             if still:
                 time.sleep(_POLL_SECONDS)
             waiting = list(still)
+        # The others keep their timing: the caller's claim() judges them by it.
+        claims.forget(self._claim_file(key) for key, result in zip(keys, results, strict=True) if result is not None)
         return results
 
     def _log_wait(self, keys: list[str], holders: list[claims.Holder]) -> None:

@@ -223,12 +223,11 @@ def _from_name(name: str, image_size: int | None) -> Explainable:
 
 def _from_estimator(model: Any) -> Explainable:
     from sklearn.pipeline import Pipeline
-    from sklearn.utils.validation import check_is_fitted
 
     from skorchlite.finetune import FineTuneClassifier
 
     if isinstance(model, FineTuneClassifier):
-        check_is_fitted(model, "model_")
+        model._check_fitted("be explained")  # as predict_proba checks its parameters
         backbone = estimator_backbone(model)
         preprocessing = backbone.preprocessing.resized(model.image_size)
         body, head = model.model_[0], model.model_[1]
@@ -272,10 +271,9 @@ def _from_pipeline(pipeline: Any) -> Explainable:
         kinds = " -> ".join(type(step).__name__ for step in steps)
         raise TypeError(f"model must be {ACCEPTED}; got a Pipeline of {kinds}.")
     assert isinstance(extractor, PretrainedFeatureExtractor) and final is not None  # for mypy: ok checked both
-    check_is_fitted(extractor, "fingerprint_")
+    backbone = extractor._fitted_backbone()  # as transform checks its parameters
     for step in middle:
         check_is_fitted(step)
-    backbone = estimator_backbone(extractor)
     preprocessing = backbone.preprocessing.resized(extractor.image_size)
     layers = backbone.resolve_layers(extractor.layer)
     plain = layers == (None,) and extractor.pooling == "avg"
