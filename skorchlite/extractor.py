@@ -203,10 +203,8 @@ class PretrainedFeatureExtractor(
         resolve_cache(self.cache)
 
     def _fitted_backbone(self) -> Backbone:
-        """The backbone, after every check ``fit`` makes and the check that
-        the parameters still give the fitted fingerprint: what each method
-        that embeds after ``fit`` (``transform``, :mod:`skorchlite.inspect`)
-        calls first, so that ``set_params`` after fit meets the same errors."""
+        """The backbone, after fit's checks and the check that the parameters still give
+        the fitted fingerprint: every method that embeds after fit calls this first."""
         check_is_fitted(self, "fingerprint_")
         check_estimator_params(self)
         self._check_params()
@@ -281,13 +279,11 @@ class PretrainedFeatureExtractor(
         return (backbone or self._backbone()).preprocessing.resized(self.image_size)
 
     def _network(self, device: torch.device, backbone: Backbone | None = None) -> nn.Module:
-        # Keyed by the resolved name and weights (a module's: its digest), never by the module object.
-        backbone = backbone or self._backbone()
+        backbone = backbone or self._backbone()  # keyed by name and weights digest, never by the module object
         return backbone_network(backbone, self._layers(backbone), self.pooling, device)
 
     def _namespace(self, backbone: Backbone) -> Any:
-        """The cache namespace of the fitted fingerprint; ``None`` without a
-        cache, or for a module whose digest cannot cover all it computes."""
+        """The fitted fingerprint's cache namespace; ``None`` without a cache or a module digest."""
         cache = resolve_cache(self.cache)
         if cache is None:
             return None
