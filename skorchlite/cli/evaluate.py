@@ -114,7 +114,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from ..folds import stratified_folds
     from ..report_page import format_score
 
-    if args.report:
+    if args.report is not None:
         check_output_folder(
             args.report, "--report", {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
         )
@@ -175,7 +175,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     matrix = confusion_matrix(y, best["predicted"], labels=classes)
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
     print(_format_confusion_matrix(classes, matrix))
-    if args.report:
+    if args.report is not None:
         written = _evaluation_report(args, X, y, classes, splits, found, results, head)
         print("\nReport: " + ", ".join(visible(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")

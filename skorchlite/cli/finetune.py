@@ -60,7 +60,9 @@ def finetune_command(args: argparse.Namespace) -> int:
 
     inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
     output = check_output_file(args.output, "-o", MODEL_SUFFIXES, inputs=inputs)
-    report = check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report else None
+    report = (
+        check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report is not None else None
+    )
     X, y = load_folder(args.dir)
     print(class_table(y))
     announce_weights(args.backbone, args.weights)
