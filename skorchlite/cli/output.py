@@ -127,6 +127,32 @@ def check_output_folder(path: str, option: str, inputs: Inputs | None = None) ->
     return out
 
 
+def check_cache_apart(inputs: Inputs) -> None:
+    """Fail before any work when the embedding cache is, or lies inside, an input.
+
+    The cache is an output the run writes: inside an image folder, its
+    folders would be read as a class by the next run.
+
+    Parameters
+    ----------
+    inputs : mapping of str to (str or None)
+        As for :func:`check_output_file`.
+
+    Raises
+    ------
+    CommandError
+        Naming the cache folder, the variable that sets it and the input.
+    """
+    from ..cache import default_cache_dir
+
+    option = (
+        "the embedding cache (set by SKORCHLITE_CACHE)"
+        if os.environ.get("SKORCHLITE_CACHE")
+        else "the embedding cache (the default; SKORCHLITE_CACHE sets another)"
+    )
+    check_apart(default_cache_dir(), option, inputs)
+
+
 def _check_named(path: str, option: str, what: str) -> None:
     # An empty path would silently mean no output, or the current folder.
     if not path:

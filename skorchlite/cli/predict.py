@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..names import csv_bytes, visible
+from .inputs import backbone_weights
 from .output import CommandError, check_output_file
 
 # How pickles begin: a protocol 2+ opcode, or one of joblib's compressions
@@ -116,7 +117,11 @@ def explain_command(args: argparse.Namespace) -> int:
     from ..inspect._model import resolve_model
     from ..inspect.gradcam import grad_cam
 
-    inputs = {"the input MODEL": args.model if Path(args.model).is_file() else None, "the input IMAGE": args.image}
+    inputs = {
+        "the input MODEL": args.model if Path(args.model).is_file() else None,
+        "the input IMAGE": args.image,
+        **({} if Path(args.model).is_file() else backbone_weights([args.model], "DEFAULT")),
+    }
     output = check_output_file(args.output, "-o", (".png",), inputs)
     if Path(args.model).is_file():
         if args.image_size is not None:
