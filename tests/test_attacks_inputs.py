@@ -271,11 +271,13 @@ def test_issue13_point9_extreme_aspect_ratios_are_refused_before_the_resize(tmp_
     Image.new("L", (2_000_000, 1)).save(line, optimize=True)
     assert line.stat().st_size < 10_000
     tall = Image.new("RGB", (1, 50_000_000 // 1000))
-    message = "the image is 2000000x1, longer than skorchlite.images.MAX_ASPECT_RATIO = 100"
+    # The long side named as it is: a wide image's width, a tall one's height.
+    message = "the image is 2000000x1, its width more than skorchlite.images.MAX_ASPECT_RATIO = 100 times its height"
     with pytest.raises(ValueError, match=re.escape(f"sample 3 ({str(line)!r}): {message}")):
         load_rgb(line, 3)  # first: before the fix the calls below would exhaust memory
     with pytest.raises(
-        ValueError, match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000")
+        ValueError,
+        match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000, its height more than"),
     ):
         load_rgb(tall, 0)
     strip = RNG.integers(0, 256, (2, 1000), dtype=np.uint8)  # 500:1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -39,8 +40,11 @@ def _load_model(path: str, trust_pickle: bool) -> Any:
     from ..persistence import NotDataError, error_cause
 
     model_path = Path(path)
-    if not model_path.is_file():
+    if not os.path.lexists(model_path):
         raise CommandError(f"model file {str(model_path)!r} does not exist")
+    if not model_path.is_file():
+        what = "a folder" if model_path.is_dir() else "not a regular file (a device, a FIFO, a socket?)"
+        raise CommandError(f"model file {str(model_path)!r} is {what}; give a model file")
     try:
         return FineTuneClassifier.load_weights(model_path)
     except NotDataError as err:

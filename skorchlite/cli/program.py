@@ -45,11 +45,13 @@ def _bounded(kind: type, low: float, high: float, why: str, *, above: bool = Fal
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+                f"expected {'an integer' if kind is int else 'a number'}, got {visible(repr(value))}"
             ) from None
         if not math.isfinite(number) or number < low or number > high or (above and number == low):
             lower = f"above {low:g}" if above else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {lower} and at most {high:g} ({why}), got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be {lower} and at most {high:g} ({why}), got {visible(repr(value))}"
+            )
         return number
 
     return parse
