@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
 
 import pytest
 from cli_helpers import image_folder
@@ -255,3 +256,13 @@ def test_a_bad_layer_is_a_short_line_that_says_how_to_list_them(capsys, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) < 600, err
     assert "skorchlite backbones --layers efficientnet_lite0" in err and "_blocks.9" in err
+
+
+def test_a_test_fold_without_a_class_is_one_note_not_sklearn_s_warnings(capsys, tmp_path):
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 3})
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise keep them from stderr
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(folder), "--cv", "4", "--no-group-duplicates", *FAST]) == 0
+    assert not [w for w in caught if "sklearn" in w.filename], [str(w.message) for w in caught]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: the test part of fold") and "lacks a class" in err, err

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, estimator: Any, splits:
     fold = np.empty(len(y), dtype=np.int64)
     scores: np.ndarray | None = None
     accuracy, balanced, models = [], [], []
+    lacking: list[int] = []
     with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
         for k, (train, test) in enumerate(splits):
             model = clone(estimator).fit(features[train], y[train])
@@ -99,8 +101,20 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, estimator: Any, splits:
                 scores = np.zeros((len(y), len(classes))) if scores is None else scores
                 scores[test] = model.predict_proba(features[test])
             accuracy.append(accuracy_score(y[test], predicted[test]))
-            balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            with warnings.catch_warnings():
+                # A test part without some class (fewer of its images than folds): sklearn's
+                # multi-line warnings about it become the one note below.
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"sklearn\.metrics")
+                balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            if len(np.unique(y[test])) < len(classes):
+                lacking.append(k + 1)
             bar.update()
+    if lacking:
+        print(
+            f"note: the test part of fold {', '.join(map(str, lacking))} lacks a class (it has fewer images than "
+            f"there are folds); its balanced accuracy averages the classes it holds. Fewer --cv folds avoid it.",
+            file=sys.stderr,
+        )
     return {
         "predicted": predicted,
         "scores": scores,
