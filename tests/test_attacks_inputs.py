@@ -253,11 +253,12 @@ def test_issue13_point3_sizes_below_the_minimum_are_refused_everywhere(tmp_path,
         grad_cam("efficientnet_lite0", X[:1], image_size=32)
     with pytest.raises(ValueError, match=re.escape("image_size=74 is too small for backbone 'inception_v3'")):
         check_image_size("inception_v3", 74)
+    folder = tmp_path / "images"  # not tmp_path, which holds the embedding cache (tests/conftest.py)
     for label in ("a", "b"):
-        (tmp_path / label).mkdir()
+        (folder / label).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(X[i]).save(tmp_path / label / f"{i}.png")
-    assert main(["evaluate", str(tmp_path), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
+            Image.fromarray(X[i]).save(folder / label / f"{i}.png")
+    assert main(["evaluate", str(folder), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
     assert "its smallest input is 33 px" in capsys.readouterr().err
 
 
