@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +19,7 @@ from .engine import Precision, autocast, decode_workers, embed, resolve_device
 from .fitting import BaseFineTuner
 from .images import check_images
 from .persistence import damaged_file, load_model_state, load_network_state, save_estimator
+from .targets import check_classes
 from .training import BatchNormMode, OptimizerName, Schedule
 
 __all__ = ["FineTuneClassifier"]
@@ -479,7 +481,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             clf._validate_params()
             if fitted["classes_"].ndim != 1:
                 raise ValueError(f"classes_ has {fitted['classes_'].ndim} dimensions, not 1")
-        clf._check_params()
+            check_classes(fitted["classes_"], "classes_", cls.__name__)
+            scale = fitted["weight_scale_"]
+            if scale is not None and not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"weight_scale_ is {scale}, not a positive number")
+            clf._check_params()  # as fit checks them: a file's values skip no bound
         clf.classes_ = fitted["classes_"]
         clf._init_model(len(clf.classes_))
         load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))

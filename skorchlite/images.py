@@ -361,8 +361,10 @@ def _check_size(size: tuple[int, int], sample: Any, index: int) -> None:
         raise ValueError(f"{describe(sample, index)}: the image has zero size ({size[0]}x{size[1]}).")
     if max(size) > MAX_ASPECT_RATIO * min(size):
         raise ValueError(
-            f"{describe(sample, index)}: the image is {size[0]}x{size[1]}, longer than "
-            f"skorchlite.images.MAX_ASPECT_RATIO = {MAX_ASPECT_RATIO} times its width; resizing its "
+            f"{describe(sample, index)}: the image is {size[0]}x{size[1]}, its "
+            f"{'width' if size[0] > size[1] else 'height'} more than "
+            f"skorchlite.images.MAX_ASPECT_RATIO = {MAX_ASPECT_RATIO} times its "
+            f"{'height' if size[0] > size[1] else 'width'}; resizing its "
             f"shorter side would make an image too large for memory. Crop it first (or raise that "
             f"limit for images you trust)."
         )

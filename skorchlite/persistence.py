@@ -83,15 +83,21 @@ class FittedField:
 
 
 def error_cause(err: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message.
+    """An exception as one line: its type and the first line of its message,
+    with the next line when the first only announces it (ends in ``:``).
 
     Examples
     --------
     >>> error_cause(KeyError("x")), error_cause(EOFError())
     ("KeyError: 'x'", 'EOFError')
+    >>> error_cause(RuntimeError("Error(s) in loading:\\n\\tsize mismatch for w.\\n\\tmore"))
+    'RuntimeError: Error(s) in loading: size mismatch for w.'
     """
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    shown = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+    return f"{type(err).__name__}: {shown}"
 
 
 @contextlib.contextmanager
@@ -143,6 +149,9 @@ def check_state_dict(state: Any, path: str | os.PathLike) -> dict[str, torch.Ten
             raise ValueError(
                 f"{str(path)!r} does not hold a state dict of tensors: entry {shown(key)} is a {type(value).__name__}."
             )
+        if value.layout != torch.strided or value.is_meta:
+            kind = "a meta tensor (no values)" if value.is_meta else f"a {value.layout} tensor"
+            raise ValueError(f"{str(path)!r} does not hold a network's weights: entry {shown(key)} is {kind}.")
     return state
 
 
@@ -175,6 +184,8 @@ def load_tensors(path: str | os.PathLike, what: str = "Weights file", *, file: B
         with warnings.catch_warnings():
             # On a pickle of protocol 3+ (joblib's), which is refused anyway.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            # torch's notes while reading (validating sparse tensors...): what the file holds is checked after.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
             return torch.load(path if file is None else file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message advises weights_only=False, which would run
@@ -282,10 +293,40 @@ def load_network_state(model: nn.Module, state: Mapping[str, Any], path: str | o
     ValueError
         When the names or shapes of ``state`` are not the network's.
     """
+    state = check_state_dict(state, path)
+    mismatch = _mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"The weights in {str(path)!r} do not fit backbone {backbone}: {mismatch}.")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{str(path)!r} holds non-finite weights (NaN or infinity, first in {shown(name)}): the "
+                "network would predict nothing; it is damaged, or its training diverged."
+            )
     try:
-        model.load_state_dict(check_state_dict(state, path))
+        model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
         raise ValueError(f"The weights in {str(path)!r} do not fit backbone {backbone}: {error_cause(err)}") from None
+
+
+def _mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """How ``state`` differs from the network's state dict ``expected``, in
+    one clause per kind (how many, and the first); empty when it fits."""
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    wrong = [name for name in expected if name in state and tuple(state[name].shape) != tuple(expected[name].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (first {shown(missing[0])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {shown(unexpected[0])})")
+    if wrong:
+        first = wrong[0]
+        parts.append(
+            f"{len(wrong)} of another shape (first {shown(first)}: {list(state[first].shape)} in the file, "
+            f"{list(expected[first].shape)} in the network)"
+        )
+    return f"{'; '.join(parts)} of {len(expected)} tensors" if parts else ""
 
 
 def load_model_state(
@@ -338,14 +379,23 @@ def load_model_state(
     unknown = sorted(map(str, set(params) - set(param_names)))
     if unknown:
         raise ValueError(f"{str(path)!r} ({written_by}) holds parameters {unknown} that {kind} does not have.")
+    # A file of this format holds every parameter and fitted field: one missing
+    # is damage, not a default (today's default may predict otherwise).
+    lacking = [f"parameter {name}" for name in param_names if name not in params and version == _FORMAT_VERSION]
+    lacking += [f"fitted {name}" for name, field in fields.items() if name not in stored and version >= field.since]
+    if lacking:
+        raise ValueError(
+            f"{str(path)!r} is a damaged {kind} weights file: it lacks {lacking[0]}"
+            + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else "")
+            + "."
+        )
     fitted = {}
     with damaged_file(path, kind):
         for name, field in fields.items():
-            if name not in stored and version < field.since:
-                fitted[name] = field.default
-                continue
-            fitted[name] = _restored(stored[name])
-            if not isinstance(fitted[name], field.types):
+            fitted[name] = _restored(stored[name]) if name in stored else field.default
+            types = field.types if isinstance(field.types, tuple) else (field.types,)
+            # bool is an int to isinstance, never to the field: best_epoch_=True is damage.
+            if not isinstance(fitted[name], types) or (isinstance(fitted[name], bool) and bool not in types):
                 raise TypeError(f"fitted {name} is a {type(fitted[name]).__name__}")
     return params, fitted
 

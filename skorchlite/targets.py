@@ -67,6 +67,54 @@ def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
     return y
 
 
+def check_classes(classes: Any, name: str, estimator_name: str) -> np.ndarray:
+    """Classes as a fit makes them (:func:`encode_labels`): labels of one
+    type (:func:`check_labels`), at least two, distinct and sorted.
+
+    Parameters
+    ----------
+    classes : array-like of shape (n_classes,)
+        E.g. a ``classes_`` read from a file.
+    name, estimator_name : str
+        As for :func:`check_labels`.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,)
+
+    Raises
+    ------
+    ValueError
+        Naming the first label that repeats or is out of order.
+
+    Examples
+    --------
+    >>> check_classes(["cat", "cat"], "classes_", "FineTuneClassifier")
+    Traceback (most recent call last):
+    ...
+    ValueError: classes_ holds 'cat' twice (at 0 and 1); a fit makes distinct classes, sorted.
+    """
+    array = np.asarray(classes)
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise ValueError(f"{name}[{int(np.argmin(np.isfinite(array)))}] is not finite: a missing label.")
+    labels = check_labels(array, name, estimator_name)
+    values = labels.tolist()  # plain values: their repr is the user's
+    for i in range(1, len(values)):
+        if not values[i - 1] < values[i]:
+            what = "twice" if values[i - 1] == values[i] else "before a smaller one"
+            raise ValueError(
+                f"{name} holds {values[i - 1]!r} {what} (at {i - 1} and {i}); a fit makes distinct classes, sorted."
+            )
+    _check_two(labels, name)
+    return labels
+
+
+def _check_two(labels: np.ndarray, name: str) -> None:
+    if len(labels) < 2:
+        found = f"a single class ({labels[0].item()!r})" if len(labels) else "no class"
+        raise ValueError(f"{name} has {found}; a classifier needs at least two.")
+
+
 def encode_labels(
     y: np.ndarray, classes: Any, known: np.ndarray | None, estimator_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +158,7 @@ def encode_labels(
         labels = known
     else:
         labels = np.unique(y if classes is None else check_labels(classes, "classes", estimator_name))
-        if len(labels) < 2:
-            raise ValueError(f"y has a single class ({labels[0]!r}); a classifier needs at least two.")
+        _check_two(labels, "y")
         unknown = set(np.unique(y)) - set(labels)
         if unknown:
             raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {list(labels)}.")

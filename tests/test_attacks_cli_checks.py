@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
 
 import pytest
 from cli_helpers import image_folder
@@ -229,3 +230,39 @@ def test_any_number_of_folds_reaches_the_work_or_is_one_line(tmp_path_factory, m
         assert status == "reached", text
     else:
         assert status == (2 if cv < 2 or cv > 10_000 else 1) and _error_lines(text) == 1, text
+
+
+@pytest.mark.parametrize("value", ["0\r", "99999\u2028", "\x1b[2J5"])
+def test_a_bad_number_never_reaches_the_terminal_raw(capsys, tmp_path, value):
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path), "--cv", value])
+    err = capsys.readouterr().err
+    assert not any(c in err for c in "\r\u2028\x1b") and err.count("error:") == 1
+    assert "got '" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("model", ["folder", "/dev/zero"])
+def test_predict_names_a_model_that_is_not_a_regular_file_as_such(capsys, tmp_path, model):
+    path = str(tmp_path) if model == "folder" else model
+    assert main(["predict", path, str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" not in err
+    assert ("is a folder" if model == "folder" else "not a regular file") in err
+
+
+def test_a_bad_layer_is_a_short_line_that_says_how_to_list_them(capsys, tmp_path):
+    folder = image_folder(tmp_path / "images", {"a": 2, "b": 2})
+    assert main(["embed", str(folder), "-o", str(tmp_path / "f.csv"), "--layer", "_blocks.99", "--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 600, err
+    assert "skorchlite backbones --layers efficientnet_lite0" in err and "_blocks.9" in err
+
+
+def test_a_test_fold_without_a_class_is_one_note_not_sklearn_s_warnings(capsys, tmp_path):
+    folder = image_folder(tmp_path / "images", {"a": 6, "b": 3})
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise keep them from stderr
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(folder), "--cv", "4", "--no-group-duplicates", *FAST]) == 0
+    assert not [w for w in caught if "sklearn" in w.filename], [str(w.message) for w in caught]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: the test part of fold") and "lacks a class" in err, err

@@ -253,11 +253,12 @@ def test_issue13_point3_sizes_below_the_minimum_are_refused_everywhere(tmp_path,
         grad_cam("efficientnet_lite0", X[:1], image_size=32)
     with pytest.raises(ValueError, match=re.escape("image_size=74 is too small for backbone 'inception_v3'")):
         check_image_size("inception_v3", 74)
+    folder = tmp_path / "images"  # not tmp_path, which holds the embedding cache (tests/conftest.py)
     for label in ("a", "b"):
-        (tmp_path / label).mkdir()
+        (folder / label).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(X[i]).save(tmp_path / label / f"{i}.png")
-    assert main(["evaluate", str(tmp_path), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
+            Image.fromarray(X[i]).save(folder / label / f"{i}.png")
+    assert main(["evaluate", str(folder), "--cv", "2", "--image-size", "32", "--verbose", "0"]) == 1
     assert "its smallest input is 33 px" in capsys.readouterr().err
 
 
@@ -271,11 +272,13 @@ def test_issue13_point9_extreme_aspect_ratios_are_refused_before_the_resize(tmp_
     Image.new("L", (2_000_000, 1)).save(line, optimize=True)
     assert line.stat().st_size < 10_000
     tall = Image.new("RGB", (1, 50_000_000 // 1000))
-    message = "the image is 2000000x1, longer than skorchlite.images.MAX_ASPECT_RATIO = 100"
+    # The long side named as it is: a wide image's width, a tall one's height.
+    message = "the image is 2000000x1, its width more than skorchlite.images.MAX_ASPECT_RATIO = 100 times its height"
     with pytest.raises(ValueError, match=re.escape(f"sample 3 ({str(line)!r}): {message}")):
         load_rgb(line, 3)  # first: before the fix the calls below would exhaust memory
     with pytest.raises(
-        ValueError, match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000")
+        ValueError,
+        match=re.escape("sample 0 (PIL image, mode 'RGB', size 1x50000): the image is 1x50000, its height more than"),
     ):
         load_rgb(tall, 0)
     strip = RNG.integers(0, 256, (2, 1000), dtype=np.uint8)  # 500:1

@@ -267,3 +267,75 @@ def test_cli_any_bytes_as_a_model_or_weights_file_are_exit_1_and_one_line(folder
     model.write_bytes(content)
     for argv in _cli_cases(folder, model):
         _fails_in_one_line(argv, "model.pth")
+
+
+# -- a model file's values are checked as fit checks them (classes 7, 8, 9) ----------------
+
+
+def _tampered(fitted, tmp_path: Path, change) -> Path:
+    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "t.pt")
+    return tmp_path / "t.pt"
+
+
+def _classes(values, dtype):
+    return lambda p: p["fitted"].update(classes_={"__ndarray__": values, "dtype": dtype})
+
+
+def _model(change):
+    def apply(payload):
+        state = payload["fitted"]["model_"]
+        change(state)
+
+    return apply
+
+
+def _zero_like_sparse(state):
+    key = next(iter(state))
+    state[key] = state[key].to_sparse()
+
+
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        (lambda p: p["params"].update(image_size=30000), ["image_size=30000", "at most 1024"]),
+        (lambda p: p["params"].pop("image_size"), ["lacks parameter image_size"]),
+        (lambda p: p["fitted"].pop("history_"), ["lacks fitted history_"]),
+        (_classes(["a", "a"], "<U1"), ["'a' twice"]),
+        (_classes(["b", "a"], "<U1"), ["before a smaller one"]),
+        (_classes([None, 1.5], "|O"), ["classes_[0] is None"]),
+        (_classes([0.1, float("nan")], "<f8"), ["classes_[1] is not finite"]),
+        (_classes([], "<U1"), ["no class"]),
+        (lambda p: p["fitted"].update(weight_scale_=float("nan")), ["weight_scale_ is nan"]),
+        (lambda p: p["fitted"].update(weight_scale_=0.0), ["weight_scale_ is 0.0"]),
+        (lambda p: p["fitted"].update(best_epoch_=True), ["best_epoch_ is a bool"]),
+        (
+            _model(
+                lambda s: s.update({k: torch.full_like(v, float("nan")) for k, v in s.items() if v.is_floating_point()})
+            ),
+            ["non-finite weights"],
+        ),
+        (_model(lambda s: s.update(extra=torch.zeros(1))), ["1 unexpected (first extra)"]),
+        (_model(lambda s: s.pop(next(iter(s)))), ["1 missing (first"]),
+        (_classes(["a", "b", "c"], "<U1"), ["2 of another shape (first 1.weight: [2, 1280] in the file, [3, 1280]"]),
+        (_model(_zero_like_sparse), ["sparse_coo tensor"]),
+    ],
+)
+def test_a_model_file_s_values_are_checked_as_fit_checks_them(fitted, folder, tmp_path, change, needles):
+    path = _tampered(fitted, tmp_path, change)
+    with pytest.raises(ValueError) as caught:
+        FineTuneClassifier.load_weights(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    _fails_in_one_line(["predict", str(path), _image(folder)], *needles)
+
+
+def test_pillow_s_decompression_bomb_limit_is_one_line(monkeypatch, folder, tmp_path):
+    from skorchlite import cli
+
+    def bomb(*args, **kwargs):
+        raise Image.DecompressionBombError("Image size (900000000 pixels) exceeds limit of 178956970 pixels")
+
+    monkeypatch.setattr(cli.predict, "_load_model", bomb)
+    err = _fails_in_one_line(["predict", str(tmp_path / "m.pt"), _image(folder)], "exceeds limit")
+    assert "internal error" not in err

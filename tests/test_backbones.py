@@ -247,3 +247,12 @@ def test_local_file_that_does_not_match_lists_the_keys(tmp_path):
     assert "shape mismatches 1 (_bn0.bias)" in message
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         get_backbone("efficientnet_lite0", weights=tmp_path / "nope.pth")
+
+
+def test_weights_location_names_what_a_backbone_reads_without_reading_it(tmp_path):
+    from skorchlite.backbones import weights_location
+
+    bundled = weights_location("efficientnet_lite0")
+    assert bundled is not None and bundled.is_dir() and len(list(bundled.glob("*.pth"))) == 1
+    assert weights_location("efficientnet_lite0", None) is None
+    assert weights_location("efficientnet_lite0", str(tmp_path / "missing.pth")) == tmp_path / "missing.pth"

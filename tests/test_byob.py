@@ -293,11 +293,12 @@ def test_point2_cli_labels_a_random_init_run_loudly(tmp_path, capsys):
 
     from skorchlite.cli import main
 
+    folder = tmp_path / "images"  # not tmp_path, which holds the embedding cache (tests/conftest.py)
     for label, images in (("dark", DARK), ("bright", BRIGHT)):
-        (tmp_path / label).mkdir()
+        (folder / label).mkdir(parents=True)
         for i, pixels in enumerate(images):
-            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
-    args = ["evaluate", str(tmp_path), "--cv", "2", "--image-size", "64", "--verbose", "0", "--weights", "random-init"]
+            Image.fromarray(pixels).save(folder / label / f"{i}.png")
+    args = ["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", "--weights", "random-init"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "RANDOM INITIALISATION" in out and "efficientnet_lite0 [random-init] + logreg" in out

@@ -219,10 +219,11 @@ def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
     from skorchlite.cli import main
 
     X, y, _ = numbered_images(24)
+    folder = tmp_path / "images"  # not tmp_path, which holds the embedding cache (tests/conftest.py)
     for i, (image, label) in enumerate(zip(X, y, strict=True)):
-        (tmp_path / label).mkdir(exist_ok=True)
-        Image.fromarray(image).save(tmp_path / label / f"{i}.png")
-    argv = ["compare", str(tmp_path), "--backbone", "efficientnet_lite0", "--no-finetune", "--cv", "2"]
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / label / f"{i}.png")
+    argv = ["compare", str(folder), "--backbone", "efficientnet_lite0", "--no-finetune", "--cv", "2"]
     assert main([*argv, "--inner-cv", "2", "--image-size", "40", "--verbose", "0"]) == 0
     out = capsys.readouterr().out
     assert "fold 1/2" not in out  # --verbose 0: the table only
@@ -232,7 +233,7 @@ def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
     assert table[-1].startswith("Use: efficientnet_lite0")
     one = tmp_path / "one-class"
     (one / "bright").mkdir(parents=True)
-    for path in list((tmp_path / "bright").iterdir())[:3]:
+    for path in list((folder / "bright").iterdir())[:3]:
         (one / "bright" / path.name).write_bytes(path.read_bytes())
     assert main(["compare", str(one)]) == 1
     assert "need at least two classes to compare strategies, found 1" in capsys.readouterr().err

@@ -38,7 +38,7 @@ from .backbone import (
 )
 from .layers import node_of
 from .lite_models import LiteSource
-from .loading import RANDOM_INIT, get_backbone, list_layers, resolve_weights
+from .loading import RANDOM_INIT, get_backbone, list_layers, resolve_weights, weights_location
 from .registry import SOURCES, check_image_size, list_backbones, min_image_size, offline_backbones, source_of
 from .resolve import Pooled, check_preprocessing, describe_backbone, estimator_backbone, resolve_backbone
 from .source import BackboneSource
@@ -75,6 +75,7 @@ __all__ = [
     "resolve_weights",
     "source_of",
     "state_dict_sha256",
+    "weights_location",
 ]
 
 

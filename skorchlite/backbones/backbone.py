@@ -190,8 +190,8 @@ class Backbone:
         Raises
         ------
         ValueError
-            For any other name, with the closest names and every available
-            one.
+            For any other name, with the closest names and where to list
+            every available one.
 
         Examples
         --------
@@ -215,7 +215,9 @@ class Backbone:
             f"Backbone {self.name!r} has no layer {layer!r}"
             + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
             + f" Shortcuts: {', '.join(shortcuts)}."
-            + f" Available layers ({len(names)}): {', '.join(names)}"
+            # Not every name: a long backbone's list would make a line of thousands of characters.
+            + f" Its {len(names)} layers are listed by: skorchlite backbones --layers {self.name}"
+            " (or skorchlite.backbones.list_layers)."
         )
 
     def layer_shortcuts(self) -> dict[str, tuple[str | None, ...]]:

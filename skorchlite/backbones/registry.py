@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from ..limits import MAX_IMAGE_SIZE, MAX_IMAGE_SIZE_REASON
 from .backbone import BackboneUnavailableError
 from .lite_models import LiteSource
 from .source import BackboneSource
@@ -123,7 +124,8 @@ def min_image_size(name: str, weights: str | os.PathLike | None = "DEFAULT") -> 
 
 
 def check_image_size(name: Any, image_size: int | None, weights: str | os.PathLike | None = "DEFAULT") -> None:
-    """Refuse an ``image_size`` below :func:`min_image_size` of the backbone.
+    """Refuse an ``image_size`` below :func:`min_image_size` of the backbone,
+    or above :data:`skorchlite.limits.MAX_IMAGE_SIZE`.
 
     ``name`` may also be any other kind of backbone an estimator takes
     (a module, a ``(name, checkpoint)`` pair); a module has no known minimum.
@@ -131,7 +133,7 @@ def check_image_size(name: Any, image_size: int | None, weights: str | os.PathLi
     Raises
     ------
     ValueError
-        Naming the backbone, the size given and the minimum.
+        Naming the backbone, the size given and the bound.
 
     Examples
     --------
@@ -142,6 +144,11 @@ def check_image_size(name: Any, image_size: int | None, weights: str | os.PathLi
     ...
     ValueError: image_size=32 is too small for backbone 'efficientnet_lite0': its smallest input is 33 px...
     """
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size={image_size} is too large: at most {MAX_IMAGE_SIZE} ({MAX_IMAGE_SIZE_REASON}), or None "
+            "for the backbone's own size."
+        )
     if image_size is None or isinstance(name, nn.Module):
         return
     if isinstance(name, (tuple, list)) and len(name) == 2:

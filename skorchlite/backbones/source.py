@@ -37,6 +37,11 @@ class BackboneSource(ABC):
         member name). Raises ValueError for an unknown member and
         BackboneUnavailableError when the file is not on this machine."""
 
+    def weights_location(self, name: str, weights: str) -> Path:
+        """What a run reads the named ``weights`` from: their file, or a
+        folder when any file added to it would change what is read."""
+        return self.weights_file(name, weights)[1]
+
     @abstractmethod
     def architecture(self, name: str) -> nn.Module:
         """The network with its classifier, randomly initialised."""

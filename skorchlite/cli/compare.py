@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from .inputs import class_table, load_folder
-from .output import CommandError
+from .output import CommandError, check_cache_apart
 
 
 def compare_command(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def compare_command(args: argparse.Namespace) -> int:
     """
     from ..strategies import compare_strategies, default_strategies
 
+    check_cache_apart({"the input DIR": args.dir})
     X, y = load_folder(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:

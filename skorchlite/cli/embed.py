@@ -10,8 +10,8 @@ import numpy as np
 
 from ..files import write_atomic
 from ..names import csv_bytes, visible
-from .inputs import announce_weights, layer_option, load_folder, weights_file
-from .output import CommandError, check_output_file, save_bytes
+from .inputs import announce_weights, backbone_weights, layer_option, load_folder, weights_file
+from .output import CommandError, check_cache_apart, check_output_file, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
 
@@ -24,10 +24,15 @@ def embed_command(args: argparse.Namespace) -> int:
     """
     from ..extractor import PretrainedFeatureExtractor
 
-    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    inputs = {
+        "the input DIR": args.dir,
+        "the --weights file": weights_file(args.weights),
+        **backbone_weights([args.backbone], args.weights),
+    }
     out = check_output_file(args.output, "-o", EMBED_FORMATS, inputs)
     suffix = out.suffix.lower()
     index = _embed_index(args, out, inputs)
+    check_cache_apart(inputs)
     if suffix == ".parquet":
         _require_parquet()
     X, y = load_folder(args.dir)

@@ -6,14 +6,23 @@ import argparse
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..names import csv_bytes, shorten_all, visible
-from .inputs import announce_weights, class_counts, class_table, layer_option, load_folder, weights_file
-from .output import CommandError, check_output_folder, write_report
+from .inputs import (
+    announce_weights,
+    backbone_weights,
+    class_counts,
+    class_table,
+    layer_option,
+    load_folder,
+    weights_file,
+)
+from .output import CommandError, check_cache_apart, check_output_folder, write_report
 
 HEADS = ("logreg", "svm", "knn", "ridge")
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.
@@ -79,6 +88,7 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, estimator: Any, splits:
     fold = np.empty(len(y), dtype=np.int64)
     scores: np.ndarray | None = None
     accuracy, balanced, models = [], [], []
+    lacking: list[int] = []
     with progress_bar(len(splits), verbose, "folds", unit="fold") as bar:
         for k, (train, test) in enumerate(splits):
             model = clone(estimator).fit(features[train], y[train])
@@ -91,8 +101,20 @@ def _cross_validate(features: np.ndarray, y: np.ndarray, estimator: Any, splits:
                 scores = np.zeros((len(y), len(classes))) if scores is None else scores
                 scores[test] = model.predict_proba(features[test])
             accuracy.append(accuracy_score(y[test], predicted[test]))
-            balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            with warnings.catch_warnings():
+                # A test part without some class (fewer of its images than folds): sklearn's
+                # multi-line warnings about it become the one note below.
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"sklearn\.metrics")
+                balanced.append(balanced_accuracy_score(y[test], predicted[test]))
+            if len(np.unique(y[test])) < len(classes):
+                lacking.append(k + 1)
             bar.update()
+    if lacking:
+        print(
+            f"note: the test part of fold {', '.join(map(str, lacking))} lacks a class (it has fewer images than "
+            f"there are folds); its balanced accuracy averages the classes it holds. Fewer --cv folds avoid it.",
+            file=sys.stderr,
+        )
     return {
         "predicted": predicted,
         "scores": scores,
@@ -114,10 +136,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from ..folds import stratified_folds
     from ..report_page import format_score
 
-    if args.report:
-        check_output_folder(
-            args.report, "--report", {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
-        )
+    inputs = {
+        "the input DIR": args.dir,
+        "the --weights file": weights_file(args.weights),
+        **backbone_weights(args.backbone, args.weights),
+    }
+    if args.report is not None:
+        check_output_folder(args.report, "--report", inputs)
+    check_cache_apart(inputs)
     X, y = _dataset(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:
@@ -175,7 +201,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     matrix = confusion_matrix(y, best["predicted"], labels=classes)
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
     print(_format_confusion_matrix(classes, matrix))
-    if args.report:
+    if args.report is not None:
         written = _evaluation_report(args, X, y, classes, splits, found, results, head)
         print("\nReport: " + ", ".join(visible(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..names import csv_bytes, visible
-from .inputs import announce_weights, class_counts, class_table, load_folder, weights_file
-from .output import check_output_file, check_output_folder, write_report
+from .inputs import announce_weights, backbone_weights, class_counts, class_table, load_folder, weights_file
+from .output import check_cache_apart, check_output_file, check_output_folder, write_report
 
 # The command line writes models as data only (FineTuneClassifier.save_weights),
 # under PyTorch's names for such files; never a pickle, which can run code.
@@ -58,9 +58,16 @@ def finetune_command(args: argparse.Namespace) -> int:
     """
     from ..finetune import FineTuneClassifier
 
-    inputs = {"the input DIR": args.dir, "the --weights file": weights_file(args.weights)}
+    inputs = {
+        "the input DIR": args.dir,
+        "the --weights file": weights_file(args.weights),
+        **backbone_weights([args.backbone], args.weights),
+    }
     output = check_output_file(args.output, "-o", MODEL_SUFFIXES, inputs=inputs)
-    report = check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report else None
+    report = (
+        check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report is not None else None
+    )
+    check_cache_apart(inputs)
     X, y = load_folder(args.dir)
     print(class_table(y))
     announce_weights(args.backbone, args.weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,36 @@ def announce_weights(backbone: str, weights: str | None) -> None:
         print(
             f"NOTE: backbone {visible(backbone)} starts from a RANDOM INITIALISATION (weights 'random-init'), not pretrained."
         )
+
+
+def backbone_weights(backbones: Iterable[str], weights: str | None) -> dict[str, str | None]:
+    """Where each backbone reads ``weights`` from (its file, or its bundled
+    weights' folder), by a label: inputs that no output may go over or into.
+
+    Parameters
+    ----------
+    backbones : iterable of str
+        The backbones the run uses.
+    weights : str or None
+        What ``--weights`` gave.
+
+    Returns
+    -------
+    dict of str to (str or None)
+        For :func:`skorchlite.cli.output.check_apart`; a backbone whose
+        weights cannot be found is left out, for the run to say so in its
+        own words.
+    """
+    from ..backbones import weights_location
+
+    found: dict[str, str | None] = {}
+    for name in backbones:
+        try:
+            where = weights_location(name, weights)
+        except (ValueError, RuntimeError, ImportError):
+            continue
+        found[f"the weights of backbone {visible(name)}"] = None if where is None else str(where)
+    return found
 
 
 def weights_file(weights: str | None) -> str | None:

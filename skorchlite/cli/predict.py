@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..names import csv_bytes, visible
+from .inputs import backbone_weights
 from .output import CommandError, check_output_file
 
 # How pickles begin: a protocol 2+ opcode, or one of joblib's compressions
@@ -38,8 +40,11 @@ def _load_model(path: str, trust_pickle: bool) -> Any:
     from ..persistence import NotDataError, error_cause
 
     model_path = Path(path)
-    if not model_path.is_file():
+    if not os.path.lexists(model_path):
         raise CommandError(f"model file {str(model_path)!r} does not exist")
+    if not model_path.is_file():
+        what = "a folder" if model_path.is_dir() else "not a regular file (a device, a FIFO, a socket?)"
+        raise CommandError(f"model file {str(model_path)!r} is {what}; give a model file")
     try:
         return FineTuneClassifier.load_weights(model_path)
     except NotDataError as err:
@@ -116,7 +121,11 @@ def explain_command(args: argparse.Namespace) -> int:
     from ..inspect._model import resolve_model
     from ..inspect.gradcam import grad_cam
 
-    inputs = {"the input MODEL": args.model if Path(args.model).is_file() else None, "the input IMAGE": args.image}
+    inputs = {
+        "the input MODEL": args.model if Path(args.model).is_file() else None,
+        "the input IMAGE": args.image,
+        **({} if Path(args.model).is_file() else backbone_weights([args.model], "DEFAULT")),
+    }
     output = check_output_file(args.output, "-o", (".png",), inputs)
     if Path(args.model).is_file():
         if args.image_size is not None:

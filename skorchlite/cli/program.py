@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..folds import CLI_WORDS, FoldError
+from ..limits import MAX_IMAGE_SIZE, MAX_IMAGE_SIZE_REASON
 from ..memory import keep_freed_memory
 from ..names import visible
 from .backbones import backbones_command
@@ -44,23 +45,20 @@ def _bounded(kind: type, low: float, high: float, why: str, *, above: bool = Fal
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+                f"expected {'an integer' if kind is int else 'a number'}, got {visible(repr(value))}"
             ) from None
         if not math.isfinite(number) or number < low or number > high or (above and number == low):
             lower = f"above {low:g}" if above else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {lower} and at most {high:g} ({why}), got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be {lower} and at most {high:g} ({why}), got {visible(repr(value))}"
+            )
         return number
 
     return parse
 
 
 _FOLDS = _bounded(int, 2, 10_000, "a fold is a held-out share: 2 at least, and more folds than images is impossible")
-_IMAGE_SIZE = _bounded(
-    int,
-    32,
-    1024,
-    "the backbones shrink an image 32-fold, and above 1024 pixels one batch needs many GB of memory",
-)
+_IMAGE_SIZE = _bounded(int, 32, MAX_IMAGE_SIZE, f"the backbones shrink an image 32-fold, and {MAX_IMAGE_SIZE_REASON}")
 _EPOCHS = _bounded(int, 1, 10_000, "each epoch is one pass over the images")
 _FREEZE_EPOCHS = _bounded(int, 0, 10_000, "head-only epochs before unfreezing; 0 for none")
 _BATCH_SIZE = _bounded(int, 1, 4096, "a batch's activations must fit in memory")
@@ -241,7 +239,7 @@ def _one_line(err: Exception) -> str:
             f"out of memory ({err or 'MemoryError'}); use a smaller --image-size or --batch-size, or a "
             "machine with more memory"
         )
-    elif isinstance(err, _EXPECTED):
+    elif isinstance(err, _EXPECTED) or _pillow_limit(err):
         message = str(err) or type(err).__name__
     else:
         message = (
@@ -249,6 +247,13 @@ def _one_line(err: Exception) -> str:
             "traceback, and report it"
         )
     return visible(" ".join(message.splitlines()))
+
+
+def _pillow_limit(err: Exception) -> bool:
+    """Pillow's refusal of an image beyond ``PIL.Image.MAX_IMAGE_PIXELS``
+    (looked up, not imported: Pillow raised it, so Pillow is loaded)."""
+    image = sys.modules.get("PIL.Image")
+    return image is not None and isinstance(err, (image.DecompressionBombError, image.DecompressionBombWarning))
 
 
 def _silence_stdout() -> None:
