@@ -6,8 +6,9 @@ import argparse
 
 import numpy as np
 
+from .apart import check_cache_apart
 from .inputs import class_table, load_folder
-from .output import CommandError, check_cache_apart
+from .output import CommandError
 
 
 def compare_command(args: argparse.Namespace) -> int:

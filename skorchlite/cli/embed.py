@@ -10,8 +10,9 @@ import numpy as np
 
 from ..files import write_atomic
 from ..names import csv_bytes, visible
+from .apart import check_cache_apart
 from .inputs import announce_weights, backbone_weights, layer_option, load_folder, weights_file
-from .output import CommandError, check_cache_apart, check_output_file, save_bytes
+from .output import CommandError, check_output_file, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
 

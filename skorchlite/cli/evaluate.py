@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..names import csv_bytes, shorten_all, visible
+from .apart import check_cache_apart
 from .inputs import (
     announce_weights,
     backbone_weights,
@@ -22,7 +23,7 @@ from .inputs import (
     load_folder,
     weights_file,
 )
-from .output import CommandError, check_cache_apart, check_output_folder, write_report
+from .output import CommandError, check_output_folder, write_report
 
 HEADS = ("logreg", "svm", "knn", "ridge")
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.

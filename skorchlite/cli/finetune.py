@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..names import csv_bytes, visible
+from .apart import check_cache_apart
 from .inputs import announce_weights, backbone_weights, class_counts, class_table, load_folder, weights_file
-from .output import check_cache_apart, check_output_file, check_output_folder, write_report
+from .output import check_output_file, check_output_folder, write_report
 
 # The command line writes models as data only (FineTuneClassifier.save_weights),
 # under PyTorch's names for such files; never a pickle, which can run code.
