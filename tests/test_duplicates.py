@@ -241,15 +241,19 @@ def test_squash_keeps_the_whole_image_at_any_aspect_ratio():
 # ------------------------------------------ issue 14 point 1: the CLI default
 @pytest.fixture
 def folder_with_a_copy(tmp_path):
-    """Two classes of four distinct images; class a also holds a cut, resized JPEG copy of its first."""
+    """Two classes of four distinct images; class a also holds a cut, resized JPEG copy of its first.
+
+    In a folder of its own: the test's embedding cache lies in ``tmp_path``,
+    and the command line refuses a cache inside its input folder."""
+    folder = tmp_path / "images"
     for label, seeds in {"a": range(10, 14), "b": range(20, 24)}.items():
-        (tmp_path / label).mkdir()
+        (folder / label).mkdir(parents=True)
         for seed in seeds:
-            smooth_field(seed).convert("RGB").save(tmp_path / label / f"{seed}.png")
+            smooth_field(seed).convert("RGB").save(folder / label / f"{seed}.png")
     smooth_field(10).crop((4, 6, 156, 160)).resize((150, 130)).convert("RGB").save(
-        tmp_path / "a" / "copy.jpg", quality=80
+        folder / "a" / "copy.jpg", quality=80
     )
-    return tmp_path
+    return folder
 
 
 @pytest.mark.parametrize("flag", [[], ["--group-duplicates"]])
