@@ -121,13 +121,14 @@ def explain_command(args: argparse.Namespace) -> int:
     from ..inspect._model import resolve_model
     from ..inspect.gradcam import grad_cam
 
+    # MODEL is a file, else a backbone name, whose own weights are then the input.
+    model_file = Path(args.model).is_file()
     inputs = {
-        "the input MODEL": args.model if Path(args.model).is_file() else None,
         "the input IMAGE": args.image,
-        **({} if Path(args.model).is_file() else backbone_weights([args.model], "DEFAULT")),
+        **({"the input MODEL": args.model} if model_file else backbone_weights([args.model], "DEFAULT")),
     }
     output = check_output_file(args.output, "-o", (".png",), inputs)
-    if Path(args.model).is_file():
+    if model_file:
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
         try:
