@@ -10,7 +10,6 @@ side, and lists the copies whose labels disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from numbers import Real
@@ -22,6 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import clone
 
+from .aligned_search import aligned_pairs
 from .images import check_images, content_key, describe
 from .progress import progress_bar
 from .validation import HasMethods, Interval, check_params
@@ -31,21 +31,6 @@ __all__ = ["DEFAULT_THRESHOLD", "Duplicates", "Pair", "find_duplicates"]
 # Measured on BUSI (780 ultrasound images) and copies of them, see
 # find_duplicates.
 DEFAULT_THRESHOLD = 0.97
-# The screen compares this many matrix elements at a time (64 MB of
-# float32), so memory stays bounded however many images there are...
-_BLOCK_ELEMENTS = 1 << 24
-# ... for at most this many images, whose crops it holds (230 kB each).
-_BLOCK_IMAGES = 128
-# The screens compare images on this many principal axes of their
-# thumbnails. Measured on 10,000 synthetic scans: 0.75 % of all pairs pass
-# the first screen at 24 axes (1.4 % at 16), and only true pairs the second;
-# on BUSI and its copies, 12 % and 0.24 % (0.21 % are copies).
-_SCREEN_AXES = 24
-# The screens run in float32: a dot product of 256 terms of vectors of norm
-# <= 1 errs by under 256 float32 roundings (1.6e-5), a distance between two
-# projections on 24 axes by under 2 * sqrt(24) * 1.6e-5 < 2e-4; this much
-# more radius keeps every pair that the full float64 comparison keeps.
-_SLACK = 1e-3
 # The pixel check: each image squashed (whole, aspect ignored) to this many
 # pixels a side in grey, then compared as _THUMB_SIDE thumbnails...
 _PIXEL_SIZE = 64
@@ -58,6 +43,12 @@ _THUMB_SIDE = 16
 # cut from (left, right), and from (top, bottom), up to 10 % in all. Steps
 # of 2.5 %: at 3.3 % a cut photograph fell to 0.964, at 2.5 % it keeps 0.984.
 _CUTS = [(a / 40, b / 40) for a in range(5) for b in range(5 - a)]
+# The search bounds an image's crops by a ball around each group of crops
+# that shift it alike: cut more from the left (top), about as much from each
+# side, or more from the right (bottom). Nine small balls pass far fewer
+# pairs than one ball around all crops (aligned_search.py).
+_SHIFTS = np.digitize([low - high for low, high in _CUTS], [-0.03, 0.03])
+_CUT_GROUPS = (3 * _SHIFTS[:, None] + _SHIFTS[None, :]).ravel()
 
 
 class Pair(NamedTuple):
@@ -236,21 +227,24 @@ def find_duplicates(
     least similar copy (0.976), every copy is found (recall 1.000; the
     embedding 0.472; pHash, which published dataset audits use, 0.895 at
     the largest Hamming distance, 9, that pairs no different images) and no
-    clearly different images are paired, in 3.8 s for all of BUSI.
+    clearly different images are paired, in 1.8 s for all of BUSI.
 
-    The work grows about linearly with the number of images: each pair is
-    screened on the 24 principal axes of the thumbnails, with bounds that
-    never drop a pair reaching ``threshold`` (two vectors of norm <= 1 with
-    dot product >= ``threshold`` are within ``sqrt(2 - 2 * threshold)`` of
-    each other, and projecting onto orthonormal axes only brings them
-    closer), and only the pairs that pass are aligned in full. The result is
-    the one comparing every pair in full gives (to float32 rounding of the
-    similarity): 3,000 synthetic scans take 6.5 s where comparing every pair
-    took 85 s, 10,000 take 33 s and 30,000 64 s (``docs/benchmarks.md``).
-    The first screen still touches every
-    pair, at a cost per pair some thousand times smaller; images that all
-    look alike (a ``threshold`` far below 0.97, copies by the thousand)
-    pass it more often and make the search slower, never less exact.
+    The work grows about linearly with the number of images
+    (:mod:`skorchlite.aligned_search`): each pair is screened on the 24
+    principal axes of the thumbnails, against a ball around all of an
+    image's crops and then around each of nine groups of them, with bounds
+    that never drop a pair reaching ``threshold`` (two vectors of norm <= 1
+    with dot product >= ``threshold`` are within ``sqrt(2 - 2 * threshold)``
+    of each other, and projecting onto orthonormal axes only brings them
+    closer); only the pairs that pass are aligned in full. The result is the
+    one comparing every pair in full gives (to float32 rounding of the
+    similarity). On synthetic scans (``benchmarks/duplicates.py
+    --scaling``): 10,000 images in 6.8 s, 30,000 in 15.6 s and 100,000 in
+    74 s, less than decoding them takes; comparing every pair took 8.1 s for
+    3,000. The first screen is the one step that sees every pair, at one
+    product of 25 numbers and one comparison each; images that all look
+    alike (a ``threshold`` far below 0.97, copies by the thousand) pass it
+    more often and make the search slower, never less exact.
 
     Parameters
     ----------
@@ -321,7 +315,12 @@ def find_duplicates(
     near = _pixel_pairs(samples, threshold, verbose)
     if extractor is not None:
         vectors = _unit(np.asarray(clone(extractor).fit_transform(X), dtype=np.float32))
-        near = _merge(near, _aligned_pairs(vectors, lambda rows: vectors[rows, None], threshold, verbose))
+        near = _merge(
+            near,
+            _near_pairs(
+                aligned_pairs(vectors, lambda rows: vectors[rows, None], threshold, np.zeros(1, np.int64), verbose)
+            ),
+        )
     pairs = sorted(_exact_pairs(keys) + [p for p in near if keys[p.i] != keys[p.j]])
     edges = np.array([(p.i, p.j) for p in pairs], dtype=np.int64).reshape(-1, 2)
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
@@ -366,77 +365,15 @@ def _pixel_pairs(samples: list[Any], threshold: float, verbose: int) -> list[Pai
 def _grey_pairs(grey: np.ndarray, threshold: float, verbose: int) -> list[Pair]:
     """:func:`_pixel_pairs` on the (n, side, side) grey squares."""
     whole = _unit_rows(_thumbnails(grey, [(0.0, 0.0)]))[:, 0]
-    return _aligned_pairs(whole, lambda rows: _unit_rows(_thumbnails(grey[rows], _CUTS)), threshold, verbose)
+
+    def crops_of(rows: slice) -> np.ndarray:
+        return _unit_rows(_thumbnails(grey[rows], _CUTS))
+
+    return _near_pairs(aligned_pairs(whole, crops_of, threshold, _CUT_GROUPS, verbose))
 
 
-def _aligned_pairs(
-    whole: np.ndarray, crops_of: Callable[[slice], np.ndarray], threshold: float, verbose: int
-) -> list[Pair]:
-    """Pairs ``(i, j)`` where some crop of ``i`` has dot product ``>= threshold``
-    with the whole of ``j``, at the better of the two alignments.
-
-    ``whole`` holds one vector per image (n, d), ``crops_of(rows)`` the crops
-    of those images (rows, crops, d); every vector has unit norm, or less. Two screens on principal axes drop the pairs that
-    cannot reach ``threshold``; the pairs left are compared in full (float64).
-    """
-    n = len(whole)
-    axes = _principal_axes(whole)
-    projected = whole @ axes
-    half_norms = 0.5 * np.einsum("ij,ij->i", projected, projected)
-    # <c, w> >= t implies |c - w|^2 = |c|^2 + |w|^2 - 2 <c, w> <= 2 - 2 t
-    # for norms <= 1 (divided by their norm, they exceed it by a few float32
-    # roundings at most, which _SLACK covers).
-    reach = np.sqrt(max(2 - 2 * threshold, 0.0)) + _SLACK
-    step = max(1, min(_BLOCK_IMAGES, _BLOCK_ELEMENTS // n))
-    found = []
-    with progress_bar(n, verbose, "comparing") as bar:
-        for start in range(0, n, step):
-            crops = crops_of(slice(start, start + step))
-            # Screen 1: the centre of each image's projected crops, widened by their spread.
-            spots = (crops.reshape(-1, crops.shape[-1]) @ axes).reshape(*crops.shape[:2], -1)
-            centres = spots.mean(axis=1)
-            spread = np.linalg.norm(spots - centres[:, None], axis=-1).max(axis=1)
-            bound = 0.5 * (np.einsum("ij,ij->i", centres, centres) - (reach + spread) ** 2)
-            scores = centres @ projected.T
-            scores -= half_norms
-            passed = scores >= bound[:, None]
-            passed[np.arange(len(crops)), np.arange(start, start + len(crops))] = False
-            rows, columns = np.nonzero(passed)
-            ends = np.searchsorted(rows, np.arange(len(crops) + 1))
-            # Screens 2 and 3, an image at a time: every projected crop, then the full vectors.
-            for row in np.flatnonzero(np.diff(ends)):
-                others = columns[ends[row] : ends[row + 1]]
-                gaps = half_norms[others] - spots[row] @ projected[others].T
-                gaps += 0.5 * np.einsum("ij,ij->i", spots[row], spots[row])[:, None]
-                others = others[gaps.min(axis=0) <= 0.5 * reach**2]
-                if len(others):
-                    best = _best_alignment(crops[row], whole[others])
-                    found += [
-                        _pair(start + int(row), int(j), float(s))
-                        for j, s in zip(others, best, strict=True)
-                        if s >= threshold
-                    ]
-            bar.update(len(crops))
-    # A pair comes once from each side's crops: keep the better alignment.
-    return _merge(found)
-
-
-def _best_alignment(crops: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    """The highest dot product of any of the (crops, d) with each of the (m, d), in float64."""
-    return (crops.astype(np.float64) @ whole.T.astype(np.float64)).max(axis=0)
-
-
-def _principal_axes(vectors: np.ndarray) -> np.ndarray:
-    """Up to ``_SCREEN_AXES`` orthonormal directions (d, k) along which the
-    vectors differ most, from at most 10,000 of them."""
-    sample = vectors[:: max(1, len(vectors) // 10_000)].astype(np.float64)
-    centred = sample - sample.mean(axis=0)
-    _, directions = np.linalg.eigh(centred.T @ centred)  # by increasing variance
-    return np.ascontiguousarray(directions[:, ::-1][:, :_SCREEN_AXES], dtype=np.float32)
-
-
-def _pair(a: int, b: int, similarity: float) -> Pair:
-    return Pair(min(a, b), max(a, b), min(similarity, 1.0), "near")
+def _near_pairs(similarities: dict[tuple[int, int], float]) -> list[Pair]:
+    return [Pair(i, j, min(similarity, 1.0), "near") for (i, j), similarity in similarities.items()]
 
 
 def _grey_squares(samples: list[Any], verbose: int) -> tuple[np.ndarray, np.ndarray]:
@@ -488,11 +425,13 @@ def _box_weights(side: int, thumb: int, low: float, high: float) -> np.ndarray:
 
 
 def _unit_rows(thumbs: np.ndarray) -> np.ndarray:
-    """Zero mean and unit norm along the last axis; a flat image stays zero, similar to nothing."""
-    centred = thumbs - thumbs.mean(axis=-1, keepdims=True)
-    norms = np.sqrt(np.einsum("...i,...i->...", centred, centred))[..., None]
-    centred /= np.maximum(norms, 1e-6)
-    return centred
+    """``thumbs`` at zero mean and unit norm along the last axis, in place (the
+    crops of 100,000 images are 23 GB: no second copy); a flat image stays
+    zero, similar to nothing."""
+    thumbs -= thumbs.mean(axis=-1, keepdims=True)
+    norms = np.sqrt(np.einsum("...i,...i->...", thumbs, thumbs))[..., None]
+    thumbs /= np.maximum(norms, 1e-6)
+    return thumbs
 
 
 def _plural(n: int, noun: str) -> str:

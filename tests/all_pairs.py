@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skorchlite import duplicates
+from skorchlite import aligned_search, duplicates
 
 
 def all_pairs(grey: np.ndarray, threshold: float, dtype: type = np.float64) -> dict[tuple[int, int], float]:
@@ -22,7 +22,7 @@ def all_pairs(grey: np.ndarray, threshold: float, dtype: type = np.float64) -> d
     """
     n = len(grey)
     whole = duplicates._unit_rows(duplicates._thumbnails(grey, [(0.0, 0.0)]))[:, 0].astype(dtype)
-    rows = max(1, duplicates._BLOCK_ELEMENTS // (n * len(duplicates._CUTS) ** 2))
+    rows = max(1, aligned_search._BLOCK_ELEMENTS // (n * len(duplicates._CUTS) ** 2))
     found: dict[tuple[int, int], float] = {}
     for start in range(0, n, rows):
         crops = duplicates._unit_rows(duplicates._thumbnails(grey[start : start + rows], duplicates._CUTS))

@@ -18,7 +18,7 @@ from PIL import Image
 from sklearn.preprocessing import FunctionTransformer
 
 from conftest import BUSI, PHOTOS, requires_busi
-from skorchlite import duplicates
+from skorchlite import aligned_search, duplicates
 from skorchlite.backbones import Preprocessing
 from skorchlite.datasets import train_val_test_split
 from skorchlite.duplicates import find_duplicates
@@ -120,7 +120,7 @@ def test_blocks_find_the_same_pairs_as_the_full_matrix(monkeypatch):
     vectors[rng.choice(60, 20, replace=False)] = vectors[rng.choice(60, 20)] + rng.normal(0, 0.05, (20, 8))
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     similar = np.triu(unit @ unit.T >= 0.97, k=1)
-    monkeypatch.setattr(duplicates, "_BLOCK_ELEMENTS", 7 * 60)  # blocks of 7 rows
+    monkeypatch.setattr(aligned_search, "_BLOCK_ELEMENTS", 7 * 60)  # blocks of 7 rows
     found = find_duplicates(distinct_images(60), extractor=fixed_embeddings(vectors))
     assert {(p.i, p.j) for p in found.pairs} == set(zip(*np.nonzero(similar), strict=True))
     assert len(found.pairs) >= 10
@@ -327,9 +327,14 @@ def test_screened_cosine_search_finds_exactly_the_pairs_of_the_full_comparison(
     similar = unit.astype(np.float64) @ unit.T.astype(np.float64)
     pairs = zip(*np.nonzero(np.triu(similar >= threshold, k=1)), strict=True)
     expected = {(int(i), int(j)): min(similar[i, j], 1.0) for i, j in pairs}
-    with mock.patch.object(duplicates, "_BLOCK_IMAGES", block), mock.patch.object(duplicates, "_SCREEN_AXES", axes):
-        found = duplicates._aligned_pairs(unit, lambda rows: unit[rows, None], threshold, verbose=0)
-    assert {(p.i, p.j): p.similarity for p in found} == pytest.approx(expected, abs=1e-12)
+    with (
+        mock.patch.object(aligned_search, "_BLOCK_IMAGES", block),
+        mock.patch.object(aligned_search, "_SCREEN_AXES", axes),
+    ):
+        found = aligned_search.aligned_pairs(
+            unit, lambda rows: unit[rows, None], threshold, np.zeros(1, int), verbose=0
+        )
+    assert {pair: min(s, 1.0) for pair, s in found.items()} == pytest.approx(expected, abs=1e-12)
 
 
 def copies_of_fields(seed: int, count: int, cuts: list[tuple[int, int, int, int]]) -> np.ndarray:
@@ -367,7 +372,7 @@ def test_screened_pixel_search_finds_exactly_the_pairs_of_every_crop_against_eve
     scores = sorted(all_pairs(grey, 0.5).values())
     threshold = min(max((scores[pick % len(scores)] if scores else 0.97) + offset, 1e-3), 1.0)
     expected = all_pairs(grey, threshold)
-    with mock.patch.object(duplicates, "_BLOCK_IMAGES", block):
+    with mock.patch.object(aligned_search, "_BLOCK_IMAGES", block):
         found = duplicates._grey_pairs(grey, threshold, verbose=0)
     assert {(p.i, p.j): p.similarity for p in found} == pytest.approx(expected, abs=1e-6)
 
@@ -396,8 +401,8 @@ def test_only_pairs_the_screens_pass_are_compared_in_full(monkeypatch):
         compared.append(len(whole))
         return best(crops, whole)
 
-    best = duplicates._best_alignment
-    monkeypatch.setattr(duplicates, "_best_alignment", counted)
+    best = aligned_search._best_alignment
+    monkeypatch.setattr(aligned_search, "_best_alignment", counted)
     grey = copies_of_fields(0, 600, [(k % 5, k % 3, 4 - k % 5, k % 2) for k in range(60)])
     found = duplicates._grey_pairs(grey, duplicates.DEFAULT_THRESHOLD, verbose=0)
     assert {(p.i, p.j) for p in found} >= {(k, 600 + k) for k in range(60)}
