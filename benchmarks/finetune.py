@@ -170,9 +170,9 @@ def bare_step_rate(
     compile time printed)."""
     from skorchlite.backbones import get_backbone
     from skorchlite.engine import autocast, crop_pixels, to_input
+    from skorchlite.finetune.steps import fold_frozen_batchnorm, set_trainable
     from skorchlite.images import load_rgb
     from skorchlite.memory import freed_memory_kept
-    from skorchlite.training import fold_frozen_batchnorm, set_trainable
 
     backbone = get_backbone("efficientnet_lite0", copy_model=True)
     preprocessing = backbone.preprocessing.resized(image_size)

@@ -44,8 +44,8 @@ import numpy as np
 from _common import busi_arguments, duplicate_groups, load_busi, machine
 
 from skorchlite import FineTuneClassifier
-from skorchlite.augmentation import default_augmentation
 from skorchlite.backbones import get_backbone
+from skorchlite.finetune.augmentation import default_augmentation
 from skorchlite.strategies import Strategy, compare_strategies, default_strategies
 
 TARGETS = {"frozen": 0.82, "fine-tuning": 0.85}

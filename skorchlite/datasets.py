@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import _num_samples
 
+from .labels import check_labels
 from .names import shorten_all, visible
 from .validation import check_params
 
@@ -380,9 +381,7 @@ def _check_sizes(sizes: Sequence[float]) -> np.ndarray:
 
 
 def _check_labels(y: Any) -> np.ndarray:
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, one per sample; got shape {labels.shape}.")
+    labels = check_labels(y, "labels")
     if len(labels) == 0:
         raise ValueError("labels are empty: there are no samples.")
     return labels

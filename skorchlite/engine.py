@@ -4,8 +4,9 @@ The extractor, the fine-tuner, :mod:`skorchlite.inspect` and
 :mod:`skorchlite.dask` all come here for the device, the precision, the
 network built for inference (once per process, by :mod:`skorchlite.networks`,
 re-exported here), decoding and preprocessing
-in threads that overlap the forward pass, batching, the decoded images kept
-across fine-tuning epochs, and the allocator policy while the work runs.
+in threads that overlap the forward pass, batching, mirror test-time
+augmentation, and the allocator policy while the work runs; and the
+constraints of the parameters both estimators take (:data:`SHARED_CONSTRAINTS`).
 So identical settings give identical tensors, whichever caller asks.
 
 Preprocessing is torchvision's ``ImageClassification`` preset, split at the
@@ -18,12 +19,12 @@ The result is bit-identical to the preset applied image by image.
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
@@ -37,14 +38,13 @@ from .backbones import Preprocessing
 from .images import Sample, load_keyed, load_rgb
 from .memory import freed_memory_kept
 from .networks import POOLINGS, GlobalPool, Pooling, backbone_network, inference_network, output_widths
-from .validation import StrOptions, check_params
+from .validation import Interval, StrOptions, check_params
 
 __all__ = [
-    "DECODED_MEMORY_BYTES",
     "POOLINGS",
     "PRECISIONS",
+    "SHARED_CONSTRAINTS",
     "GlobalPool",
-    "ImageStore",
     "Pooling",
     "Precision",
     "autocast",
@@ -53,6 +53,7 @@ __all__ = [
     "crop_pixels",
     "decode_workers",
     "embed",
+    "forward",
     "inference_network",
     "iter_batches",
     "output_widths",
@@ -65,9 +66,24 @@ __all__ = [
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-#: Decoded, resized images a fine-tuning run keeps in memory across epochs
-#: (at 256 px, about 5,000 RGB images); rows past it are decoded each epoch.
-DECODED_MEMORY_BYTES = 1 << 30
+#: The constraints of the parameters that both estimators, the extractor and
+#: the fine-tuner, take and hand to the engine (or, ``cache`` and
+#: ``verbose``, use around it), by name; each estimator's
+#: ``_parameter_constraints`` takes these entries (see :mod:`skorchlite.validation`).
+SHARED_CONSTRAINTS: dict[str, list[Any]] = {
+    "backbone": [str, tuple, list, nn.Module],
+    "weights": [str, os.PathLike, None],
+    "preprocessing": [Preprocessing, dict, None],
+    "tta": ["boolean"],
+    "image_size": [Interval(Integral, 1, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    # An int is a CUDA device index, as torch.device takes it.
+    "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
+    "precision": [StrOptions(PRECISIONS)],
+    "num_workers": [Interval(Integral, 1, None, closed="left"), None],
+    "cache": [bool, str, os.PathLike, None],
+    "verbose": ["verbose"],
+}
 
 T = TypeVar("T")
 
@@ -281,6 +297,25 @@ def prepared_batches(
     yield from iter_batches(rows, prepare, batch_size, workers)
 
 
+def forward(
+    network: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, mirror: bool = False
+) -> torch.Tensor:
+    """``network``'s outputs on a batch of ``inputs`` (N, 3, H, W).
+
+    ``mirror`` is test-time augmentation: each output averaged with that of
+    the image flipped left to right, at twice the network time (every
+    mirror TTA of the package runs here).
+
+    Examples
+    --------
+    >>> x = torch.arange(4.0).view(1, 1, 1, 4)
+    >>> forward(lambda t: t[..., 0], x, mirror=True)
+    tensor([[[1.5000]]])
+    """
+    outputs = network(inputs)
+    return (outputs + network(inputs.flip(3))) / 2 if mirror else outputs
+
+
 def embed(
     network: nn.Module,
     samples: Sequence[Sample],
@@ -301,7 +336,7 @@ def embed(
     ``rows`` may be a lazy iterable (the extractor claims rows in the cache
     just before they are decoded). ``mirror`` averages each output with
     that of the image flipped left to right (test-time augmentation, at
-    twice the network time).
+    twice the network time: :func:`forward`).
     """
     with freed_memory_kept(), torch.inference_mode(), autocast(device, precision):
         batches = prepared_batches(
@@ -309,101 +344,5 @@ def embed(
         )
         for batch_rows, items in batches:
             inputs = to_input([item.pixels for item in items], preprocessing, device)
-            outputs = network(inputs)
-            if mirror:
-                outputs = (outputs + network(inputs.flip(3))) / 2
+            outputs = forward(network, inputs, mirror=mirror)
             yield batch_rows, [item.key for item in items], outputs.float().cpu().numpy()  # type: ignore[misc]
-
-
-# --------------------------------------------------- fine-tuning inputs
-class ImageStore:
-    """Network inputs for the rows of a training set, epoch after epoch.
-
-    Each image is decoded once and kept, resized to the preprocessing's
-    ``resize_size``, up to ``max_bytes`` in all (rows past that are decoded
-    again when needed). Evaluation inputs are its centre crops; training
-    inputs pass through an augmentation first.
-
-    Parameters
-    ----------
-    samples : sequence
-        Samples from :func:`skorchlite.images.check_images`.
-    preprocessing : Preprocessing
-    workers : int
-        Decoding and augmentation threads.
-    max_bytes : int, default=DECODED_MEMORY_BYTES
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        preprocessing: Preprocessing,
-        *,
-        workers: int,
-        max_bytes: int = DECODED_MEMORY_BYTES,
-    ):
-        self.samples, self.preprocessing, self.workers, self.max_bytes = samples, preprocessing, workers, max_bytes
-        self._kept: dict[int, Image.Image] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()  # decoding threads add rows at once: the bound holds for all
-
-    def resized(self, row: int) -> Image.Image:
-        """Row ``row``'s RGB image with its shorter side at ``resize_size``."""
-        image = self._kept.get(row)
-        if image is None:
-            image = resize_short_side(load_rgb(self.samples[row], row), self.preprocessing)
-            size = image.width * image.height * 3
-            with self._lock:
-                if self._bytes + size <= self.max_bytes:
-                    self._kept[row] = image
-                    self._bytes += size
-        return image
-
-    def batches(
-        self,
-        rows: Sequence[int],
-        batch_size: int,
-        device: torch.device,
-        *,
-        augment: Callable[..., Image.Image] | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(rows, normalised channels-last batch)`` in the order of ``rows``.
-
-        An ``augment`` that takes ``(image, seed)`` (the default
-        augmentation) runs in the decoding threads, with ``seeds[k]`` for
-        ``rows[k]``, so the result does not depend on the number of threads.
-        Any other callable takes ``(image)`` and runs in the calling thread,
-        in order, so that its use of torch's global random state is
-        reproducible too.
-        """
-        seeded = getattr(augment, "seeded", False)
-        position = {row: k for k, row in enumerate(rows)}
-
-        def prepare(row: int) -> Any:
-            image = self.resized(row)
-            if seeded:
-                assert augment is not None and seeds is not None
-                return crop_pixels(augment(image, int(seeds[position[row]])), self.preprocessing)
-            return image if augment is not None else crop_pixels(image, self.preprocessing, resized=True)
-
-        with freed_memory_kept():
-            for batch_rows, items in iter_batches(rows, prepare, batch_size, self.workers):
-                if augment is not None and not seeded:
-                    items = [_user_augmented(augment(image), self.preprocessing) for image in items]
-                yield np.asarray(batch_rows), to_input(items, self.preprocessing, device)
-
-
-def _user_augmented(image: Any, preprocessing: Preprocessing) -> np.ndarray:
-    """The crop of what a user's augmentation returned (a PIL image or a
-    (C, H, W) uint8 tensor, as torchvision transforms give)."""
-    if isinstance(image, torch.Tensor):
-        if image.dtype != torch.uint8 or image.ndim != 3:
-            raise TypeError(
-                f"augment returned a {image.dtype} tensor of shape {tuple(image.shape)}; return a PIL image "
-                f"or a (C, H, W) uint8 tensor."
-            )
-        image = F.to_pil_image(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"augment returned {type(image).__name__}; return a PIL image.")
-    return crop_pixels(image.convert("RGB"), preprocessing)

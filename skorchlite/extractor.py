@@ -6,7 +6,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from numbers import Integral
 from typing import Any, cast
 
 import numpy as np
@@ -22,7 +21,7 @@ from .backbones.identity import warn_uncached
 from .cache import resolve_cache
 from .engine import (
     POOLINGS,
-    PRECISIONS,
+    SHARED_CONSTRAINTS,
     Pooling,
     Precision,
     backbone_network,
@@ -34,7 +33,7 @@ from .engine import (
 )
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
-from .validation import Interval, StrOptions, check_estimator_params
+from .validation import StrOptions, check_estimator_params, check_unchanged
 from .versioning import VersionedPickleMixin
 
 __all__ = ["PretrainedFeatureExtractor"]
@@ -146,20 +145,9 @@ class PretrainedFeatureExtractor(
     """
 
     _parameter_constraints: dict = {
-        "backbone": [str, tuple, list, nn.Module],
-        "weights": [str, os.PathLike, None],
-        "preprocessing": [Preprocessing, dict, None],
+        **SHARED_CONSTRAINTS,
         "layer": [str, list, tuple, None],
         "pooling": [StrOptions(POOLINGS)],
-        "tta": ["boolean"],
-        "image_size": [Interval(Integral, 1, None, closed="left"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        # An int is a CUDA device index, as torch.device takes it.
-        "device": [str, torch.device, Interval(Integral, 0, None, closed="left")],
-        "precision": [StrOptions(PRECISIONS)],
-        "num_workers": [Interval(Integral, 1, None, closed="left"), None],
-        "cache": [bool, str, os.PathLike, None],
-        "verbose": ["verbose"],
     }
 
     _fitted_state = ("layers_", "fingerprint_", "layer_widths_", "n_features_out_")
@@ -261,16 +249,12 @@ class PretrainedFeatureExtractor(
     def _check_unchanged(self, backbone: Backbone) -> None:
         """Refuse to embed with settings other than those fitted: their
         vectors would be stored under the fitted fingerprint."""
-        now = self._fingerprint(backbone)
-        if now != self.fingerprint_:
-            changed = ", ".join(
-                f"{key} {self.fingerprint_.get(key)!r} -> {now.get(key)!r}"
-                for key in sorted(set(now) | set(self.fingerprint_))
-                if now.get(key) != self.fingerprint_.get(key)
-            )
-            raise ValueError(
-                f"The extractor's parameters or weights changed since fit ({changed}); call fit again before transform."
-            )
+        check_unchanged(
+            self.fingerprint_,
+            self._fingerprint(backbone),
+            what="The extractor's parameters or weights",
+            remedy="call fit again before transform",
+        )
 
     def _backbone(self) -> Backbone:
         return estimator_backbone(self)

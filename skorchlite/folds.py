@@ -93,14 +93,14 @@ def class_minimum(estimator: Any) -> tuple[int, str | None]:
     """
     from sklearn.calibration import CalibratedClassifierCV
 
-    from .fitting import BaseFineTuner
+    from .finetune import FineTuneClassifier
 
     parts = [estimator]
     if hasattr(estimator, "get_params"):
         parts += [value for value in estimator.get_params(deep=True).values() if hasattr(value, "get_params")]
     count, reason = 1, None
     for part in parts:
-        if isinstance(part, BaseFineTuner) and part.validation_fraction and count < 2:
+        if isinstance(part, FineTuneClassifier) and part.validation_fraction and count < 2:
             count, reason = 2, f"{type(part).__name__}'s stratified validation_fraction={part.validation_fraction}"
         if isinstance(part, CalibratedClassifierCV) and isinstance(part.cv, int) and part.cv > count:
             count, reason = part.cv, f"CalibratedClassifierCV's internal {part.cv}-fold cross-validation"

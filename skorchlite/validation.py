@@ -37,6 +37,7 @@ __all__ = [
     "StrOptions",
     "check_estimator_params",
     "check_params",
+    "check_unchanged",
 ]
 
 
@@ -161,3 +162,42 @@ def check_estimator_params(estimator: Any) -> None:
     """
     if not get_config()["skip_parameter_validation"]:
         estimator._validate_params()
+
+
+def check_unchanged(fitted: Mapping[str, Any], now: Mapping[str, Any], *, what: str, remedy: str) -> None:
+    """Refuse settings that no longer give what was fitted, naming each change.
+
+    The one guard of every method that reads an estimator's parameters after
+    ``fit`` (``transform``, ``predict_proba``, a warm start): results of the
+    new settings would pass for the fitted ones.
+
+    Parameters
+    ----------
+    fitted, now : mapping
+        What the settings gave at ``fit``, and what they give now.
+    what : str
+        What changed, as the message starts: ``"The extractor's parameters or weights"``.
+    remedy : str
+        What to do, as the message ends.
+
+    Raises
+    ------
+    ValueError
+        ``"{what} changed since fit ({key} {fitted!r} -> {now!r}, ...); {remedy}."``
+
+    Examples
+    --------
+    >>> check_unchanged({"layer": None}, {"layer": None}, what="The parameters", remedy="call fit again")
+    >>> check_unchanged({"layer": None}, {"layer": "mid"}, what="The parameters", remedy="call fit again")
+    Traceback (most recent call last):
+    ...
+    ValueError: The parameters changed since fit (layer None -> 'mid'); call fit again.
+    """
+    if now == fitted:
+        return
+    changed = ", ".join(
+        f"{key} {fitted.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(now) | set(fitted))
+        if now.get(key) != fitted.get(key)
+    )
+    raise ValueError(f"{what} changed since fit ({changed}); {remedy}.")

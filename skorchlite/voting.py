@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .validation import HasMethods, check_estimator_params
+from .validation import HasMethods, check_estimator_params, check_unchanged
 from .versioning import VersionedPickleMixin
 
 __all__ = ["LayerVotingClassifier"]
@@ -136,10 +136,9 @@ class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator
         widths = self._widths(X.shape[1])
         # A model pickled before block_widths_ was kept predicts as it did.
         fitted = getattr(self, "block_widths_", widths)
-        if widths != fitted:
-            raise ValueError(
-                f"blocks changed since fit (widths {fitted} -> {widths}); call fit again, or set them back."
-            )
+        check_unchanged(
+            {"widths": fitted}, {"widths": widths}, what="blocks", remedy="call fit again, or set them back"
+        )
         tiny = np.finfo(np.float64).tiny  # a probability of exactly 0 stays finite
         return sum(
             np.log(np.maximum(est.predict_proba(X[:, columns]), tiny))

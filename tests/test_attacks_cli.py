@@ -19,7 +19,7 @@ from PIL import Image
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
 from skorchlite.cli import main
-from skorchlite.trainer import Trainer
+from skorchlite.finetune.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--image-size", "64", "--verbose", "0"]

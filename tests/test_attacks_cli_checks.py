@@ -17,7 +17,7 @@ from test_attacks_cli import _one_line_error as _one_line
 
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.cli import main
-from skorchlite.trainer import Trainer
+from skorchlite.finetune.loop import Trainer
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 
-import skorchlite.trainer
+import skorchlite.finetune.loop
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import resolve_weights
 
@@ -46,7 +46,7 @@ def _learned(clf):
 def _mean_step_gradient(monkeypatch, X, y, batch_size, class_weight=None, **fit_params):
     """Head gradient of each step, parameters held still, averaged over one epoch."""
     steps = []
-    real = skorchlite.trainer.make_optimizer
+    real = skorchlite.finetune.loop.make_optimizer
 
     def recording(*args, **kwargs):
         optimizer = real(*args, **kwargs)
@@ -57,7 +57,7 @@ def _mean_step_gradient(monkeypatch, X, y, batch_size, class_weight=None, **fit_
         optimizer.step = types.MethodType(step, optimizer)  # bound, as torch's schedulers expect
         return optimizer
 
-    monkeypatch.setattr(skorchlite.trainer, "make_optimizer", recording)
+    monkeypatch.setattr(skorchlite.finetune.loop, "make_optimizer", recording)
     _head_only(batch_size=batch_size, epochs=1, schedule=None, class_weight=class_weight).fit(X, y, **fit_params)
     assert len(steps) == -(-len(X) // batch_size)
     return torch.stack(steps).mean(0)
@@ -183,7 +183,7 @@ def test_13_4_a_diverging_warm_start_keeps_the_previous_model():
 
 
 def _gradient_blown_up_from_call(first):
-    real = skorchlite.trainer.weighted_loss
+    real = skorchlite.finetune.loop.weighted_loss
     calls = []
 
     def loss(*args, **kwargs):
@@ -200,7 +200,7 @@ def _gradient_blown_up_from_call(first):
 def test_13_4_a_non_finite_gradient_is_caught_before_the_step(monkeypatch, first_call, epoch):
     """Point 4: an infinite gradient under a finite loss; in epoch 2 the
     estimator keeps epoch 1's finite weights, in epoch 1 it stays unfitted."""
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _gradient_blown_up_from_call(first_call))
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _gradient_blown_up_from_call(first_call))
     clf = _head_only(epochs=2, lr=1e-2)
     with pytest.raises(FloatingPointError, match=f"gradients became non-finite.*in epoch {epoch}"):
         clf.fit(X16, Y16)
@@ -232,7 +232,7 @@ def test_13_4_ctrl_c_before_the_first_epoch_ends_leaves_no_fitted_model(monkeypa
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", interrupt)
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", interrupt)
     clf = _head_only(epochs=2)
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X16, Y16)
@@ -283,7 +283,7 @@ def test_13_14_y_as_a_column_vector_is_flattened_with_a_warning():
     with pytest.warns(DataConversionWarning):
         column = _head_only(epochs=1, lr=1e-2).fit(X16, Y16[:, None]).predict_proba(X16)
     np.testing.assert_array_equal(column, flat)
-    with pytest.raises(ValueError, match=r"1d array.*\(16, 2\)"):
+    with pytest.raises(ValueError, match=r"one-dimensional.*\(16, 2\)"):
         _head_only().fit(X16, np.c_[Y16, Y16])
 
 

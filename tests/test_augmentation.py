@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skorchlite.augmentation import DefaultAugmentation, default_augmentation
 from skorchlite.backbones import get_backbone
+from skorchlite.finetune.augmentation import DefaultAugmentation, default_augmentation
 
 
 def test_default_augmentation_is_random_and_keeps_the_resize_size():

@@ -11,10 +11,8 @@ import torch
 from PIL import Image
 
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor, engine
-from skorchlite.augmentation import default_augmentation
 from skorchlite.backbones import get_backbone
 from skorchlite.engine import (
-    ImageStore,
     check_precision,
     crop_pixels,
     embed,
@@ -22,6 +20,9 @@ from skorchlite.engine import (
     prepared_batches,
     to_input,
 )
+from skorchlite.finetune import inputs as finetune_inputs
+from skorchlite.finetune.augmentation import default_augmentation
+from skorchlite.finetune.inputs import ImageStore
 from skorchlite.images import check_images, content_key, load_rgb
 from skorchlite.inspect import resolve_model
 
@@ -73,6 +74,7 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
 
     monkeypatch.setattr(engine, "to_input", spy)
     monkeypatch.setattr("skorchlite.inspect._model.to_input", spy)
+    monkeypatch.setattr(finetune_inputs, "to_input", spy)
     caller = ["extractor"]
     PretrainedFeatureExtractor(image_size=64, batch_size=10, cache=False).fit().transform(X)
     caller[0] = "fine-tuner"
@@ -256,8 +258,8 @@ def test_the_image_store_keeps_decoded_images_within_its_bound(monkeypatch):
     samples = check_images(X)
     store = ImageStore(samples, PRE, workers=1, max_bytes=3 * 73 * 87 * 3)  # room for three resized images
     loads = []
-    real = engine.load_rgb
-    monkeypatch.setattr(engine, "load_rgb", lambda s, i: loads.append(i) or real(s, i))
+    real = finetune_inputs.load_rgb
+    monkeypatch.setattr(finetune_inputs, "load_rgb", lambda s, i: loads.append(i) or real(s, i))
     for _ in range(2):
         for _ in store.batches(list(range(len(X))), 5, torch.device("cpu")):
             pass

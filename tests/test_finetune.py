@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
 from sklearn_checks import RUN, unexplained_checks
 
-import skorchlite.trainer
+import skorchlite.finetune.loop
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
 
@@ -159,7 +159,7 @@ def test_unfreeze_beyond_the_layer_groups_fails_before_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(skorchlite.trainer.Trainer, "run", fail)
+    monkeypatch.setattr(skorchlite.finetune.loop.Trainer, "run", fail)
     clf = FineTuneClassifier(unfreeze=10, **SMALL)
     with pytest.raises(ValueError, match=r"unfreeze=10.*9 layer groups"):
         clf.fit(X16, Y16)
@@ -409,7 +409,7 @@ def test_no_validation_gives_nan_validation_columns_and_the_last_epoch(finetuned
 
 # ------------------------------------------------------------- failures during training
 def _loss_failing_at(call, exc_or_nan):
-    real = skorchlite.trainer.weighted_loss
+    real = skorchlite.finetune.loop.weighted_loss
     calls = []
 
     def loss(*args, **kwargs):
@@ -425,7 +425,7 @@ def _loss_failing_at(call, exc_or_nan):
 
 def test_a_nan_loss_names_epoch_and_rate_and_keeps_a_fitted_estimator(monkeypatch):
     # 16 images in batches of 8: two calls per epoch, so call 3 is in epoch 2.
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _loss_failing_at(3, "nan"))
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _loss_failing_at(3, "nan"))
     clf = FineTuneClassifier(unfreeze=1, freeze_epochs=1, epochs=2, lr=1e-2, **SMALL)
     with pytest.raises(FloatingPointError, match=r"nan in epoch 2 at learning rate \d"):
         clf.fit(X16, Y16)
@@ -436,7 +436,7 @@ def test_a_nan_loss_names_epoch_and_rate_and_keeps_a_fitted_estimator(monkeypatc
 
 
 def test_ctrl_c_returns_a_fitted_estimator_with_a_warning(monkeypatch):
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _loss_failing_at(3, KeyboardInterrupt()))
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _loss_failing_at(3, KeyboardInterrupt()))
     clf = FineTuneClassifier(unfreeze=1, freeze_epochs=1, epochs=2, lr=1e-2, **SMALL)
     with pytest.warns(RuntimeWarning, match="interrupted after epoch 1"):
         assert clf.fit(X16, Y16) is clf

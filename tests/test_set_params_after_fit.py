@@ -294,7 +294,7 @@ def test_finetune_output_changed_after_fit_is_refused_or_right_never_stale(tuned
             expected = outcome(call, tuned_tiny)
         with changed(tuned_tiny, change):
             actual = outcome(call, tuned_tiny)
-        assert_refused_or_equal(actual, expected, refusal="changed since this network was fitted")
+        assert_refused_or_equal(actual, expected, refusal="backbone or weights changed since fit")
 
 
 # ------------------------------------------------------------------- voting

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-import skorchlite.trainer
+import skorchlite.finetune.loop
+from skorchlite import FineTuneClassifier
 from skorchlite.backbones import Preprocessing
+from skorchlite.finetune.inputs import NetworkInputs
+from skorchlite.finetune.loop import Trainer, TrainingConfig, fine_tune_phases
+from skorchlite.finetune.parameters import FineTuneParameters
 from skorchlite.images import check_images
-from skorchlite.inputs import NetworkInputs
-from skorchlite.trainer import Trainer, TrainingConfig, fine_tune_phases
 
 CPU = torch.device("cpu")
 PRE = Preprocessing(crop_size=16, resize_size=16, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -22,25 +24,13 @@ IMAGES = check_images(np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), 
 VALID, NO_VALID = np.arange(6, 8), np.arange(0)  # rows 6 and 7 held out, or none
 
 
-def _config(**changes):
-    config = TrainingConfig(
-        phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2),
+def _config(phases=None, **changes):
+    params = FineTuneParameters.of(FineTuneClassifier(batch_size=4, schedule="onecycle", batchnorm="eval"))
+    return TrainingConfig(
+        phases=phases or fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2),
         layer_groups=(("0",),),
-        batch_size=4,
-        optimizer="adamw",
-        lr_decay=0.5,
-        weight_decay=0.01,
-        momentum=0.9,
-        schedule="onecycle",
-        warmup=0.25,
-        batchnorm="eval",
-        label_smoothing=0.0,
-        n_iter_no_change=None,
-        precision="float32",
-        compile=False,
-        verbose=0,
+        params=dataclasses.replace(params, **changes),
     )
-    return dataclasses.replace(config, **changes)
 
 
 def _trainer(valid=VALID, first_epoch=1, **changes):
@@ -55,7 +45,7 @@ def _trainer(valid=VALID, first_epoch=1, **changes):
 
 
 def _failing_loss_at(call, failure):
-    real, calls = skorchlite.trainer.weighted_loss, []
+    real, calls = skorchlite.finetune.loop.weighted_loss, []
 
     def loss(*args, **kwargs):
         calls.append(1)
@@ -70,7 +60,7 @@ def _failing_loss_at(call, failure):
 
 def test_the_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        _config().batch_size = 8
+        _config().params.batch_size = 8
 
 
 def test_a_run_returns_its_epochs_and_holds_the_best_ones_weights():
@@ -102,7 +92,7 @@ def test_a_non_finite_loss_leaves_the_weights_of_the_last_complete_epoch(monkeyp
     epoch_1 = _trainer(valid=NO_VALID, phases=head_phase)
     epoch_1.run()
     trainer = _trainer(valid=NO_VALID)
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(3, "nan"))  # epoch 2's first batch
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(3, "nan"))  # epoch 2's first batch
     with pytest.raises(FloatingPointError, match=r"training loss became nan in epoch 2 at learning rate"):
         trainer.run()
     assert len(trainer.result.history) == 1 and trainer.result.best_epoch == 1
@@ -113,7 +103,7 @@ def test_a_non_finite_loss_leaves_the_weights_of_the_last_complete_epoch(monkeyp
 def test_ctrl_c_before_the_first_epoch_ends_is_raised_and_leaves_the_starting_weights(monkeypatch):
     trainer = _trainer()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(1, KeyboardInterrupt()))
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(1, KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     assert trainer.result.history == () and trainer.result.best_epoch is None
@@ -123,6 +113,6 @@ def test_ctrl_c_before_the_first_epoch_ends_is_raised_and_leaves_the_starting_we
 
 def test_ctrl_c_after_an_epoch_ends_the_run_normally(monkeypatch):
     # Two training batches and one validation batch an epoch: call 4 is in epoch 2.
-    monkeypatch.setattr(skorchlite.trainer, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
+    monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
     result = _trainer().run()
     assert result.interrupted and len(result.history) == 1 and result.best_epoch == 1

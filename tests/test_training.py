@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skorchlite.backbones import get_backbone
-from skorchlite.training import (
+from skorchlite.finetune.steps import (
     fold_frozen_batchnorm,
     make_optimizer,
     make_schedule,

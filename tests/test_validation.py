@@ -18,8 +18,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 import skorchlite
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.engine import POOLINGS, PRECISIONS, Pooling, Precision
+from skorchlite.finetune.steps import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES, BatchNormMode, OptimizerName, Schedule
 from skorchlite.inspect.adversarial import ATTACK_METHODS, AttackMethod
-from skorchlite.training import BATCHNORM_MODES, OPTIMIZERS, SCHEDULES, BatchNormMode, OptimizerName, Schedule
 from skorchlite.validation import Interval, StrOptions, check_params
 
 POSITIVE = {"k": [Interval(Integral, 1, None, closed="left")]}

@@ -20,11 +20,13 @@ from sklearn.pipeline import make_pipeline
 
 import skorchlite
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor, versioning
+from skorchlite.finetune.augmentation import DefaultAugmentation
 from skorchlite.versioning import VERSION_KEY, InconsistentVersionWarning
 
 RNG = np.random.default_rng(0)
 X = np.concatenate([RNG.integers(0, 80, (6, 32, 32, 3)), RNG.integers(170, 256, (6, 32, 32, 3))]).astype(np.uint8)
 Y = np.array(["dark"] * 6 + ["bright"] * 6)
+OLD_PICKLE = Path(__file__).parent / "data" / "finetune_0.2.0.pkl"
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ESTIMATORS = [FineTuneClassifier, PretrainedFeatureExtractor, LayerVotingClassifier]
 
@@ -157,6 +159,21 @@ def test_an_old_fitted_pickle_without_compile_predicts_as_before(fitted, monkeyp
     with pytest.warns(InconsistentVersionWarning, match=r"skorchlite 0\.1\.0.*compile=False.*weight_scale_=None"):
         restored = pickle.loads(_pickled_by(old, "0.1.0", monkeypatch))
     np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_a_pickle_written_before_fine_tuning_became_a_package_loads_and_predicts_as_then():
+    """Issue 25: ``tests/data/finetune_0.2.0.pkl`` was written by commit 120d2f6
+    (``tests/data/write_old_pickle.py``); it names the modules
+    ``skorchlite.finetune`` and ``skorchlite.augmentation`` of that layout."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version: nothing to warn about
+        fixture = pickle.loads(OLD_PICKLE.read_bytes())
+    clf, images = fixture["estimator"], fixture["X"]
+    assert isinstance(clf, FineTuneClassifier) and clf.augment == DefaultAugmentation(size=18)
+    np.testing.assert_array_equal(clf.predict_proba(images), fixture["proba"])
+    np.testing.assert_array_equal(clf.transform(images), fixture["transform"])
+    clf.set_params(warm_start=True, epochs=1).fit(images, clf.predict(images))  # and trains on
+    assert len(clf.history_) == 3
 
 
 def test_a_pickle_without_any_recorded_version_is_named_as_such(monkeypatch):

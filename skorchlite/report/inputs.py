@@ -8,36 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_consistent_length
 
-
-def check_labels(y: Any, name: str) -> np.ndarray:
-    """Labels as a 1-D array (a pandas Series or array-like).
-
-    Parameters
-    ----------
-    y : array-like
-    name : str
-        The parameter's name, for the message.
-
-    Returns
-    -------
-    ndarray of shape (n_samples,)
-
-    Raises
-    ------
-    ValueError
-        When ``y`` is not 1-D.
-
-    Examples
-    --------
-    >>> check_labels(["cat", "dog"], "y_true")
-    array(['cat', 'dog'], dtype='<U3')
-    """
-    if hasattr(y, "to_numpy"):
-        y = y.to_numpy()
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per sample); got shape {y.shape}.")
-    return y
+from ..labels import check_labels
 
 
 def check_proba(

@@ -1,70 +1,19 @@
-"""What a classifier learns beside its images: labels checked as
-scikit-learn's classifiers take them, per-sample loss weights, and the
-stratified validation split."""
+"""What the fine-tuner learns beside its images: the classes of a fit and
+each label's index among them, per-sample loss weights, and the stratified
+validation split (the labels themselves are checked by
+:func:`skorchlite.labels.check_labels`)."""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
 
-__all__ = ["check_labels", "encode_labels", "loss_weights", "validation_split"]
+from ..labels import check_labels
 
-
-def check_labels(y: Any, name: str, estimator_name: str) -> np.ndarray:
-    """Labels as a 1-D array of one type, as scikit-learn's classifiers take them.
-
-    Parameters
-    ----------
-    y : array-like of shape (n_samples,) or (n_samples, 1)
-        All strings or all numbers; a column is flattened with a warning.
-    name : str
-        How errors name ``y``.
-    estimator_name : str
-        How the error for a missing ``y`` names the estimator.
-
-    Returns
-    -------
-    ndarray of shape (n_samples,)
-
-    Raises
-    ------
-    ValueError
-        When ``y`` or one of its labels is missing, or it is no classification target.
-    TypeError
-        When strings and numbers are mixed.
-
-    Examples
-    --------
-    >>> check_labels(["cat", "dog"], "y", "FineTuneClassifier")
-    array(['cat', 'dog'], dtype='<U3')
-    >>> check_labels(["cat", 1], "y", "FineTuneClassifier")
-    Traceback (most recent call last):
-    ...
-    TypeError: y mixes label types: str (first at 0), number (first at 1). Labels must be all strings or all numbers.
-    """
-    if y is None:
-        raise ValueError(f"{estimator_name} requires {name} to be passed, but the target {name} is None.")
-    # Checked before numpy sees them: np.asarray(["a", 1]) would silently make 1 into "1".
-    kinds: dict[str, int] = {}
-    for i, label in enumerate(np.asarray(y, dtype=object).ravel()):
-        if label is None:
-            raise ValueError(f"{name}[{i}] is None: a missing label. Drop that sample or give it a label.")
-        kind = (
-            "str" if isinstance(label, str) else "number" if isinstance(label, numbers.Number) else type(label).__name__
-        )
-        kinds.setdefault(kind, i)
-    if len(kinds) > 1:
-        found = ", ".join(f"{kind} (first at {i})" for kind, i in kinds.items())
-        raise TypeError(f"{name} mixes label types: {found}. Labels must be all strings or all numbers.")
-    y = column_or_1d(y, warn=True)
-    check_classification_targets(y)
-    return y
+__all__ = ["check_classes", "encode_labels", "loss_weights", "validation_split"]
 
 
 def check_classes(classes: Any, name: str, estimator_name: str) -> np.ndarray:
@@ -76,7 +25,7 @@ def check_classes(classes: Any, name: str, estimator_name: str) -> np.ndarray:
     classes : array-like of shape (n_classes,)
         E.g. a ``classes_`` read from a file.
     name, estimator_name : str
-        As for :func:`check_labels`.
+        How errors name the classes, and the estimator (:func:`check_labels`).
 
     Returns
     -------
@@ -97,7 +46,7 @@ def check_classes(classes: Any, name: str, estimator_name: str) -> np.ndarray:
     array = np.asarray(classes)
     if array.dtype.kind in "fc" and not np.isfinite(array).all():
         raise ValueError(f"{name}[{int(np.argmin(np.isfinite(array)))}] is not finite: a missing label.")
-    labels = check_labels(array, name, estimator_name)
+    labels = check_labels(array, name, estimator=estimator_name)
     values = labels.tolist()  # plain values: their repr is the user's
     for i in range(1, len(values)):
         if not values[i - 1] < values[i]:
@@ -157,7 +106,7 @@ def encode_labels(
             raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {list(known)}.")
         labels = known
     else:
-        labels = np.unique(y if classes is None else check_labels(classes, "classes", estimator_name))
+        labels = np.unique(y if classes is None else check_labels(classes, "classes", estimator=estimator_name))
         _check_two(labels, "y")
         unknown = set(np.unique(y)) - set(labels)
         if unknown:
@@ -176,7 +125,7 @@ def loss_weights(
 ) -> tuple[np.ndarray, float]:
     """Per-sample weights of the loss: ``sample_weight`` times
     ``class_weight``, divided by their mean over the training rows (see
-    :func:`skorchlite.training.weighted_loss`).
+    :func:`skorchlite.finetune.steps.weighted_loss`).
 
     Parameters
     ----------

@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import Tags, TransformerTags
 from torch import nn
 
-from .backbones import Preprocessing, describe_backbone
-from .engine import Precision, autocast, decode_workers, embed, resolve_device
-from .fitting import BaseFineTuner
-from .images import check_images
-from .persistence import damaged_file, load_model_state, load_network_state, save_estimator
-from .targets import check_classes
-from .training import BatchNormMode, OptimizerName, Schedule
+from ..backbones import Preprocessing
+from ..engine import Precision, autocast, resolve_device
+from ..images import check_images
+from ..versioning import VersionedPickleMixin
+from .model_file import load_fitted, save_fitted
+from .parameters import FineTuneParameters, parameter_constraints
+from .run import check_fitted, check_parameters, estimator_inputs, train_estimator
+from .steps import BatchNormMode, OptimizerName, Schedule
 
 __all__ = ["FineTuneClassifier"]
 
 
-class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
+class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     """Fine-tune a pretrained backbone with a new linear head.
 
     As fastai's ``fine_tune``: the head trains alone for ``freeze_epochs``,
@@ -92,8 +92,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Training-time augmentation before the backbone's own preprocessing,
         applied to each RGB PIL image as decoded once and kept in memory
         (its shorter side resized to the preprocessing's resize size, up to
-        :data:`skorchlite.engine.DECODED_MEMORY_BYTES` for the whole set):
-        ``"default"`` (:class:`~skorchlite.augmentation.DefaultAugmentation`:
+        :data:`skorchlite.finetune.inputs.DECODED_MEMORY_BYTES` for the whole set):
+        ``"default"`` (:class:`~skorchlite.finetune.augmentation.DefaultAugmentation`:
         random resized crop, horizontal flip, small colour jitter, run in
         the decoding threads), ``None``, or any callable taking and
         returning a PIL image, such as a torchvision transform (run in the
@@ -182,6 +182,28 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     >>> clf.predict_proba(X).shape
     (16, 2)
     """
+
+    # The one table of the parameters (finetune/parameters.py).
+    _parameter_constraints: dict = parameter_constraints()
+
+    # Set by fit; declared for mypy. weight_scale_ is None where a model
+    # comes from a version that did not keep it: the next partial_fit then
+    # scales its own rows, as those versions did.
+    classes_: np.ndarray
+    history_: list[dict[str, Any]]
+    weight_scale_: float | None
+    _embedding_mode_: bool
+    _fitted_state = (
+        "classes_",
+        "model_",
+        "layer_groups_",
+        "_network_key_",
+        "history_",
+        "best_epoch_",
+        "_embedding_mode_",
+        "weight_scale_",
+    )
+    _fitted_defaults = {"weight_scale_": None}
 
     def __init__(
         self,
@@ -282,7 +304,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             before the first fit, never half-set or non-finite.
         """
         warm = self.warm_start and hasattr(self, "model_")
-        return self._fit(X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
+        train_estimator(self, X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
+        return self
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> FineTuneClassifier:
         """Train one epoch (with the chosen groups unfrozen), from the current
@@ -312,7 +335,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                 "Compute the weights over all your labels with sklearn.utils.class_weight.compute_class_weight "
                 "and pass them as a dict."
             )
-        return self._fit(
+        train_estimator(
+            self,
             X,
             y,
             sample_weight,
@@ -322,6 +346,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             classes=classes,
             partial=True,
         )
+        return self
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -335,17 +360,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        self._check_fitted("predict")
-        samples = check_images(X)
-        device = resolve_device(self.device)
-        inputs = self._inputs(samples, device)
-        # torch's Module.to overloads omit a device with memory_format, which it takes.
-        model = self.model_.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-        out = np.empty((len(samples), len(self.classes_)), dtype=np.float32)
-        with torch.inference_mode(), autocast(device, self.precision):
-            for rows, logits in inputs.logits(model, np.arange(len(samples)), tta=self.tta):
-                out[rows] = logits.softmax(1).float().cpu().numpy()
-        return out
+        return self._infer(X, "predict", whole=True)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class of each image.
@@ -366,7 +381,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
         So a fine-tuned backbone can feed any scikit-learn estimator,
         :func:`skorchlite.find_duplicates` or a plot, also as a step of a
-        Pipeline. Runs the engine's ``embed`` with the body in eval mode.
+        Pipeline. Runs the body in eval mode on the images, without
+        test-time augmentation.
 
         Parameters
         ----------
@@ -376,25 +392,36 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         -------
         ndarray of shape (n_samples, n_features), dtype float32
         """
-        self._check_fitted("transform")
+        return self._infer(X, "transform", whole=False)
+
+    def _infer(self, X: Any, action: str, *, whole: bool) -> np.ndarray:
+        """The one inference path: the probabilities of the ``whole``
+        network (with ``tta``, from embeddings in embedding mode), else the
+        body's features on the images."""
+        self._check_fitted(action)
         samples = check_images(X)
         device = resolve_device(self.device)
-        # torch's Module.to overloads omit a device with memory_format, which it takes.
-        body = self.model_[0].to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-        out = np.empty((len(samples), cast(nn.Linear, self.model_[1]).in_features), dtype=np.float32)
-        batches = embed(
-            body,
-            samples,
-            range(len(samples)),
-            self._backbone().preprocessing.resized(self.image_size),
-            batch_size=self.batch_size,
-            device=device,
-            precision=self.precision,
-            workers=decode_workers(self.num_workers),
-        )
-        for rows, _, vectors in batches:
-            out[rows] = vectors
+        part = self.model_ if whole else self.model_[0]
+        network = part.to(device, memory_format=torch.channels_last).eval()
+        inputs = estimator_inputs(self, samples, device, embeddings=whole and self._embedding_mode_)
+        width = len(self.classes_) if whole else cast(nn.Linear, self.model_[1]).in_features
+        out = np.empty((len(samples), width), dtype=np.float32)
+        rows = np.arange(len(samples))
+        with torch.inference_mode(), autocast(device, self.precision):
+            batches = inputs.logits(network, rows, tta=self.tta) if whole else inputs.outputs(network, rows)
+            for batch_rows, outputs in batches:
+                out[batch_rows] = (outputs.softmax(1) if whole else outputs).float().cpu().numpy()
         return out
+
+    # ------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        """What ``_parameter_constraints`` cannot say (:func:`.run.check_parameters`)."""
+        check_parameters(FineTuneParameters.of(self))
+
+    def _check_fitted(self, action: str) -> None:
+        """Every check ``fit`` makes, and that the parameters still give the
+        fitted network, before ``action`` (:func:`.run.check_fitted`)."""
+        check_fitted(self, action)
 
     # ------------------------------------------------------------ persistence
     def __getstate__(self) -> dict[str, Any]:
@@ -439,16 +466,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             When a parameter is not plain data (a callable ``augment``, say).
         """
         self._check_fitted("be saved")
-        fitted = {
-            "classes_": self.classes_,
-            "model_": self.model_.state_dict(),
-            "history_": self.history_,
-            "best_epoch_": self.best_epoch_,
-            "embedding_mode_": self._embedding_mode_,
-            # partial_fit goes on weighting samples on the first call's scale.
-            "weight_scale_": self.weight_scale_ if self.weight_scale_ is None else float(self.weight_scale_),
-        }
-        return save_estimator(path, self, fitted)
+        return save_fitted(self, path)
 
     @classmethod
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
@@ -475,21 +493,4 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             A file of an older format loads, what it lacks taking the value
             that reproduces the version that wrote it.
         """
-        params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), cls._saved_state)
-        with damaged_file(path, cls.__name__):
-            clf = cls(**params)
-            clf._validate_params()
-            if fitted["classes_"].ndim != 1:
-                raise ValueError(f"classes_ has {fitted['classes_'].ndim} dimensions, not 1")
-            check_classes(fitted["classes_"], "classes_", cls.__name__)
-            scale = fitted["weight_scale_"]
-            if scale is not None and not (math.isfinite(scale) and scale > 0):
-                raise ValueError(f"weight_scale_ is {scale}, not a positive number")
-            clf._check_params()  # as fit checks them: a file's values skip no bound
-        clf.classes_ = fitted["classes_"]
-        clf._init_model(len(clf.classes_))
-        load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
-        clf.history_, clf.best_epoch_ = fitted["history_"], fitted["best_epoch_"]
-        clf._embedding_mode_ = fitted["embedding_mode_"]
-        clf.weight_scale_ = fitted["weight_scale_"]
-        return clf
+        return load_fitted(cls, path)

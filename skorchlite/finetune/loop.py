@@ -13,20 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import Precision, autocast
+from ..engine import autocast
+from ..memory import freed_memory_kept
+from ..progress import progress_bar
 from .inputs import NetworkInputs
-from .memory import freed_memory_kept
-from .progress import progress_bar
-from .training import (
-    BatchNormMode,
-    OptimizerName,
-    Schedule,
-    fold_frozen_batchnorm,
-    make_optimizer,
-    make_schedule,
-    set_trainable,
-    weighted_loss,
-)
+from .parameters import FineTuneParameters
+from .steps import fold_frozen_batchnorm, make_optimizer, make_schedule, set_trainable, weighted_loss
 
 __all__ = ["Phase", "Trainer", "TrainingConfig", "TrainingResult", "fine_tune_phases"]
 
@@ -86,43 +78,25 @@ def fine_tune_phases(n_unfrozen: int, epochs: int, *, freeze_epochs: int, lr: fl
 class TrainingConfig:
     """Everything the epoch loop reads, fixed for one run.
 
-    The fields other than ``phases`` and ``layer_groups`` mean what the
-    :class:`~skorchlite.FineTuneClassifier` parameters of the same names say.
-
     Parameters
     ----------
     phases : tuple of Phase
+        Which groups learn, for how many epochs, at what rate: the loop
+        reads the epochs and peak rates here, not in ``params``.
     layer_groups : tuple of tuples of str
         Module names of the body from input to output, the units that a
-        phase's ``n_unfrozen`` counts.
-    batch_size : int
-    optimizer : {"adamw", "sgd"}
-    lr_decay, weight_decay, momentum : float
-    schedule : {"onecycle", "cosine", None}
-    warmup : float
-    batchnorm : {"eval", "train"}
-    label_smoothing : float
-    n_iter_no_change : int or None
-    precision : {"float32", "bfloat16"}
-    compile : bool
-    verbose : int
+        phase's ``n_unfrozen`` counts (the fitted network's, never the
+        parameter).
+    params : FineTuneParameters
+        The estimator's parameters, of which the loop reads ``batch_size``,
+        ``optimizer``, ``lr_decay``, ``weight_decay``, ``momentum``,
+        ``schedule``, ``warmup``, ``batchnorm``, ``label_smoothing``,
+        ``n_iter_no_change``, ``precision``, ``compile`` and ``verbose``.
     """
 
     phases: tuple[Phase, ...]
     layer_groups: tuple[tuple[str, ...], ...]
-    batch_size: int
-    optimizer: OptimizerName
-    lr_decay: float
-    weight_decay: float
-    momentum: float
-    schedule: Schedule
-    warmup: float
-    batchnorm: BatchNormMode
-    label_smoothing: float
-    n_iter_no_change: int | None
-    precision: Precision
-    compile: bool
-    verbose: int
+    params: FineTuneParameters
 
 
 @dataclass(frozen=True)
@@ -176,6 +150,7 @@ class Trainer:
     >>> import numpy as np
     >>> from torch import nn
     >>> from skorchlite.backbones import Preprocessing
+    >>> from skorchlite.finetune import FineTuneClassifier
     >>> from skorchlite.images import check_images
     >>> pre = Preprocessing(crop_size=16, resize_size=16, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
     >>> images = check_images(np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
@@ -184,9 +159,10 @@ class Trainer:
     ... )
     >>> body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     >>> config = TrainingConfig(
-    ...     phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2), layer_groups=(("0",),), batch_size=4,
-    ...     optimizer="adamw", lr_decay=0.5, weight_decay=0.01, momentum=0.9, schedule="onecycle", warmup=0.25,
-    ...     batchnorm="eval", label_smoothing=0.0, n_iter_no_change=None, precision="float32", compile=False, verbose=0)
+    ...     phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2),
+    ...     layer_groups=(("0",),),
+    ...     params=FineTuneParameters.of(FineTuneClassifier(batch_size=4)),
+    ... )
     >>> model = nn.Sequential(body, nn.Linear(4, 2))
     >>> trainer = Trainer(
     ...     model, inputs, train=np.arange(6), valid=np.arange(6, 8), config=config, device=torch.device("cpu")
@@ -277,20 +253,20 @@ class Trainer:
     def _run_phase(self, phase: Phase) -> bool:
         """Train one phase; True when early stopping ends the whole run."""
         config, body, head = self.config, self.model[0], self.model[1]
-        in_eval = set_trainable(body, config.layer_groups, phase.n_unfrozen, batchnorm=config.batchnorm)
+        in_eval = set_trainable(body, config.layer_groups, phase.n_unfrozen, batchnorm=config.params.batchnorm)
         optimizer = make_optimizer(
             head,
             body,
             config.layer_groups,
             phase.n_unfrozen,
-            name=config.optimizer,
+            name=config.params.optimizer,
             lr=phase.lr,
-            lr_decay=config.lr_decay,
-            weight_decay=config.weight_decay,
-            momentum=config.momentum,
+            lr_decay=config.params.lr_decay,
+            weight_decay=config.params.weight_decay,
+            momentum=config.params.momentum,
         )
-        steps = -(-len(self.train) // config.batch_size)
-        schedule = make_schedule(optimizer, config.schedule, steps * phase.epochs, config.warmup)
+        steps = -(-len(self.train) // config.params.batch_size)
+        schedule = make_schedule(optimizer, config.params.schedule, steps * phase.epochs, config.params.warmup)
         for _ in range(phase.epochs):
             epoch = self.first_epoch + len(self._history)
             start = time.perf_counter()
@@ -308,7 +284,7 @@ class Trainer:
             record["seconds"] = time.perf_counter() - start
             self._history.append(record)
             self._good_state, self._good_epoch = self._snapshot(), epoch
-            if config.verbose:
+            if config.params.verbose:
                 print(_format_epoch(record), flush=True)
             if len(self.valid):
                 if record["valid_loss"] < self._best_loss:
@@ -316,8 +292,8 @@ class Trainer:
                     self._best_epoch = epoch
                 else:
                     self._stale += 1
-                    if config.n_iter_no_change is not None and self._stale >= config.n_iter_no_change:
-                        if config.verbose:
+                    if config.params.n_iter_no_change is not None and self._stale >= config.params.n_iter_no_change:
+                        if config.params.verbose:
                             print(f"Early stopping: no better validation loss for {self._stale} epochs.")
                         return True
         return False
@@ -328,7 +304,7 @@ class Trainer:
         (sharing its parameters), compiled when asked."""
         if self._network is None:
             self._network = fold_frozen_batchnorm(self.model)
-            if self.config.compile:
+            if self.config.params.compile:
                 self._network = torch.compile(self._network)
         return self._network
 
@@ -359,14 +335,14 @@ class Trainer:
             forward = self._training_network()
         total, count, last_lr = 0.0, 0, 0.0
         # A bar only where an epoch is long enough to wait for.
-        progress = progress_bar(len(order), config.verbose, f"epoch {epoch}", min_total=256)
+        progress = progress_bar(len(order), config.params.verbose, f"epoch {epoch}", min_total=256)
         try:
             for rows, batch in inputs.training_batches(order, seeds):
                 target = inputs.target[rows].to(self.device)
                 weight = inputs.weight[rows].to(self.device)
-                with autocast(self.device, config.precision):
+                with autocast(self.device, config.params.precision):
                     # Divided by the rows, not the batch's weight sum: see weighted_loss.
-                    loss = weighted_loss(forward(batch), target, weight, config.label_smoothing) / len(rows)
+                    loss = weighted_loss(forward(batch), target, weight, config.params.label_smoothing) / len(rows)
                 if not torch.isfinite(loss):
                     raise self._diverged(f"training loss became {loss.item()}", epoch, optimizer.param_groups[0]["lr"])
                 optimizer.zero_grad(set_to_none=True)
@@ -401,7 +377,7 @@ class Trainer:
         with torch.inference_mode():
             return all(
                 bool(logits.isfinite().all())
-                for _, logits in self.inputs.logits(self.model, self.train[: self.config.batch_size])
+                for _, logits in self.inputs.logits(self.model, self.train[: self.config.params.batch_size])
             )
 
     def _validate(self) -> dict[str, float]:
@@ -411,11 +387,11 @@ class Trainer:
         inputs, config = self.inputs, self.config
         assert inputs.target is not None and inputs.weight is not None  # for mypy: training inputs carry both
         loss, correct = 0.0, 0
-        with torch.inference_mode(), autocast(self.device, config.precision):
+        with torch.inference_mode(), autocast(self.device, config.params.precision):
             for rows, logits in inputs.logits(self.model, self.valid):
                 target = inputs.target[rows].to(self.device)
                 weight = inputs.weight[rows].to(self.device)
-                loss += weighted_loss(logits.float(), target, weight, config.label_smoothing).item()
+                loss += weighted_loss(logits.float(), target, weight, config.params.label_smoothing).item()
                 correct += int((logits.argmax(1) == target).sum())
         return {"valid_loss": loss / self.valid_weight, "valid_accuracy": correct / len(self.valid)}
 

@@ -1,0 +1,35 @@
+"""Fine-tuning: :class:`FineTuneClassifier` and everything one of its fits runs.
+
+One job per module, read from the estimator down:
+
+- ``estimator.py``: :class:`FineTuneClassifier`, the scikit-learn face
+  (parameters, ``fit``, ``predict_proba``, ``transform``, sharing).
+- ``parameters.py``: every parameter declared once, with its type and
+  constraints (:class:`~.parameters.FineTuneParameters`); the estimator's
+  constraints and the loop's configuration both come from it.
+- ``run.py``: parameters to one training run: the checks beyond the
+  constraints, the seed, the network and what keys it, its inputs, the
+  fitted attributes a run leaves or restores.
+- ``loop.py``: the epoch loop (:class:`~.loop.Trainer`) over phases, from a
+  frozen :class:`~.loop.TrainingConfig`: validation, best weights, early
+  stopping, non-finite values, Ctrl-C.
+- ``steps.py``: the pieces of one training step: freezing, optimiser groups
+  and rates, schedule, BatchNorm folded into convolutions, weighted loss.
+- ``inputs.py``: what the network reads (:class:`~.inputs.NetworkInputs`:
+  embeddings, or images decoded once by :class:`~.inputs.ImageStore`), and
+  the one path of inference, mirror test-time augmentation included.
+- ``targets.py``: the classes of a fit, per-sample loss weights, the
+  stratified validation split.
+- ``augmentation.py``: the default, seeded training-time augmentation.
+- ``model_file.py``: the data-only model file of ``save_weights`` and
+  ``load_weights``.
+
+Nothing here imports the command line, the report, :mod:`skorchlite.inspect`
+or :mod:`skorchlite.strategies`: they build on it.
+"""
+
+from __future__ import annotations
+
+from .estimator import FineTuneClassifier
+
+__all__ = ["FineTuneClassifier"]

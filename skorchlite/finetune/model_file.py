@@ -1,0 +1,72 @@
+"""The data-only model file of a fitted :class:`~skorchlite.FineTuneClassifier`:
+what :meth:`~skorchlite.FineTuneClassifier.save_weights` writes beside the
+parameters, and how :meth:`~skorchlite.FineTuneClassifier.load_weights`
+checks and reads it back (the file format itself is
+:mod:`skorchlite.persistence`'s)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..backbones import describe_backbone
+from ..persistence import FittedField, damaged_file, load_model_state, load_network_state, save_estimator
+from .run import init_network
+from .targets import check_classes
+
+if TYPE_CHECKING:
+    from .estimator import FineTuneClassifier
+
+__all__ = ["SAVED_STATE", "load_fitted", "save_fitted"]
+
+#: What the file holds beside the parameters, and since which format version.
+SAVED_STATE = {
+    "classes_": FittedField(np.ndarray),
+    "model_": FittedField(dict),
+    "history_": FittedField(list),
+    "best_epoch_": FittedField(int),
+    "embedding_mode_": FittedField(bool),
+    # Format 1 did not keep it; None makes the next partial_fit scale its own rows, as before.
+    "weight_scale_": FittedField((float, type(None)), since=2, default=None),
+}
+
+
+def save_fitted(estimator: FineTuneClassifier, path: str | os.PathLike) -> Path:
+    """Write the file of ``estimator`` (fitted and checked) at ``path``."""
+    fitted = {
+        "classes_": estimator.classes_,
+        "model_": estimator.model_.state_dict(),
+        "history_": estimator.history_,
+        "best_epoch_": estimator.best_epoch_,
+        "embedding_mode_": estimator._embedding_mode_,
+        # partial_fit goes on weighting samples on the first call's scale.
+        "weight_scale_": estimator.weight_scale_ if estimator.weight_scale_ is None else float(estimator.weight_scale_),
+    }
+    return save_estimator(path, estimator, fitted)
+
+
+def load_fitted(cls: type[FineTuneClassifier], path: str | os.PathLike) -> FineTuneClassifier:
+    """A fitted ``cls`` from the file at ``path``, every value checked as fit
+    would check it before the network is rebuilt and given the file's weights."""
+    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE)
+    with damaged_file(path, cls.__name__):
+        clf = cls(**params)
+        clf._validate_params()
+        if fitted["classes_"].ndim != 1:
+            raise ValueError(f"classes_ has {fitted['classes_'].ndim} dimensions, not 1")
+        check_classes(fitted["classes_"], "classes_", cls.__name__)
+        scale = fitted["weight_scale_"]
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"weight_scale_ is {scale}, not a positive number")
+        clf._check_params()  # as fit checks them: a file's values skip no bound
+    clf.classes_ = fitted["classes_"]
+    init_network(clf, len(clf.classes_))
+    load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
+    clf.history_, clf.best_epoch_ = fitted["history_"], fitted["best_epoch_"]
+    clf._embedding_mode_ = fitted["embedding_mode_"]
+    clf.weight_scale_ = fitted["weight_scale_"]
+    return clf
