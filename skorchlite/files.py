@@ -16,10 +16,11 @@ import errno
 import os
 import secrets
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from .memo import Memo
 
 __all__ = [
     "ContentMemo",
@@ -229,7 +230,8 @@ class ContentMemo:
     Parameters
     ----------
     maxsize : int
-        Entries kept; the oldest goes first.
+        Entries kept (a :class:`skorchlite.memo.Memo`); the least recently
+        used goes first.
 
     Examples
     --------
@@ -246,9 +248,7 @@ class ContentMemo:
     RACY_NS = 2_000_000_000
 
     def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._values: dict[tuple[int, ...], str] = {}
-        self._lock = threading.Lock()
+        self._digests: Memo[tuple[int, ...], str] = Memo(maxsize)
 
     @staticmethod
     def _key(file: BinaryIO) -> tuple[int, ...]:
@@ -257,8 +257,7 @@ class ContentMemo:
 
     def get(self, file: BinaryIO) -> str | None:
         """The digest remembered for the open ``file``, or ``None``."""
-        with self._lock:
-            return self._values.get(self._key(file))
+        return self._digests.get(self._key(file))
 
     def put(self, file: BinaryIO, digest: str, hashed_at: int | None = None) -> None:
         """Remember ``digest`` for ``file``, whose hashing started at
@@ -266,7 +265,4 @@ class ContentMemo:
         key = self._key(file)
         if (time.time_ns() if hashed_at is None else hashed_at) - key[3] <= self.RACY_NS:
             return
-        with self._lock:
-            if len(self._values) >= self.maxsize:
-                del self._values[next(iter(self._values))]  # the oldest entry
-            self._values[key] = digest
+        self._digests.put(key, digest)

@@ -20,6 +20,9 @@ Each form is stated once, here:
   around an ellipsis, distinct names kept distinct;
 * the data form (:func:`csv_bytes`): exact values, a name that is not UTF-8
   keeping the bytes the file system holds.
+
+And a name that is not one of the choices gets the closest ones as a hint
+(:func:`did_you_mean`), worded the same in every message.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "shorten", "shorten_all", "visible"]
+__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "did_you_mean", "shorten", "shorten_all", "visible"]
 
 #: What a lone surrogate (an undecodable byte of a file name) is shown as.
 REPLACEMENT = "\ufffd"
@@ -206,3 +209,34 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     writer.writerow(header)
     writer.writerows(rows)
     return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def did_you_mean(name: Any, choices: Iterable[Any], n: int = 3) -> str:
+    """The hint of an error message about ``name``, not one of ``choices``:
+    the closest choices (difflib's ratio at least 0.6), at most ``n``.
+
+    Parameters
+    ----------
+    name : object
+        Compared as ``str(name)``.
+    choices : iterable
+        Compared, and shown, as their ``str``.
+    n : int, default=3
+
+    Returns
+    -------
+    str
+        ``" Did you mean 'a', 'b'?"`` (with its leading space, to follow a
+        sentence), or ``""`` when no choice is close.
+
+    Examples
+    --------
+    >>> "Unknown colour 'gren'." + did_you_mean("gren", ["green", "grey", "red"])
+    "Unknown colour 'gren'. Did you mean 'green', 'grey'?"
+    >>> did_you_mean("blue", ["green", "red"])
+    ''
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=n)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
