@@ -134,7 +134,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """
     from sklearn.metrics import confusion_matrix
 
-    from ..folds import stratified_folds
+    from ..folds import fold_groups, stratified_folds
     from ..report_page import format_score
 
     inputs = {
@@ -150,16 +150,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if len(np.unique(y)) < 2:
         raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
     extractors = _extractors(args)
-    groups = found = None
-    if args.group_duplicates:
-        from ..duplicates import find_duplicates
-
-        found = find_duplicates(X, y, verbose=args.verbose)
-        groups = found.groups
-        grouped = sum(map(len, found.duplicate_groups()))
+    grouping = fold_groups(X, y, "duplicates" if args.group_duplicates else None, verbose=args.verbose)
+    groups, found = grouping.groups, grouping.duplicates
+    if found is not None:
         print(found.summary())
         print(
-            f"{grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
+            f"{grouping.n_grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
             "(--no-group-duplicates to split them at random)."
         )
     else:
