@@ -16,7 +16,6 @@ from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from . import __version__
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
 from .backbones.identity import warn_uncached
 from .cache import CacheNamespace, get_or_compute, resolve_cache
@@ -35,7 +34,7 @@ from .engine import (
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
 from .validation import Interval, StrOptions, check_estimator_params
-from .versioning import VersionedPickleMixin
+from .versioning import VersionedPickleMixin, __version__
 
 __all__ = ["PretrainedFeatureExtractor"]
 

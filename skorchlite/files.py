@@ -16,14 +16,10 @@ import errno
 import os
 import secrets
 import stat
-import time
 from pathlib import Path
 from typing import BinaryIO
 
-from .memo import Memo
-
 __all__ = [
-    "ContentMemo",
     "FileTooLargeError",
     "NotRegularFileError",
     "open_regular",
@@ -215,54 +211,3 @@ _CHUNK = 1 << 20
 
 def _too_large(size: str, max_bytes: int) -> str:
     return f"the file holds {size} bytes, over the limit of {max_bytes} bytes"
-
-
-class ContentMemo:
-    """Digests of files, remembered by what identifies a file's content.
-
-    The key is the opened file's device, inode, size, mtime and ctime:
-    replacing a file (a new inode) or rewriting it (a new ctime, which
-    users cannot set, unlike mtime with ``cp -p``, ``rsync -t`` or
-    ``touch -r``) misses, even when size and mtime are kept. A file whose
-    mtime is within 2 s of the hashing is not remembered: it can change
-    again without its mtime moving (2 s granularity on FAT; "racy git").
-
-    Parameters
-    ----------
-    maxsize : int
-        Entries kept (a :class:`skorchlite.memo.Memo`); the least recently
-        used goes first.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> memo = ContentMemo(maxsize=8)
-    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
-    >>> _ = path.write_bytes(b"data")
-    >>> os.utime(path, ns=(0, 0))  # an old file
-    >>> with open_regular(path) as file:
-    ...     memo.get(file) is None, memo.put(file, "digest"), memo.get(file)
-    (True, None, 'digest')
-    """
-
-    RACY_NS = 2_000_000_000
-
-    def __init__(self, maxsize: int):
-        self._digests: Memo[tuple[int, ...], str] = Memo(maxsize)
-
-    @staticmethod
-    def _key(file: BinaryIO) -> tuple[int, ...]:
-        st = os.fstat(file.fileno())
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    def get(self, file: BinaryIO) -> str | None:
-        """The digest remembered for the open ``file``, or ``None``."""
-        return self._digests.get(self._key(file))
-
-    def put(self, file: BinaryIO, digest: str, hashed_at: int | None = None) -> None:
-        """Remember ``digest`` for ``file``, whose hashing started at
-        ``hashed_at`` (:func:`time.time_ns`; default now)."""
-        key = self._key(file)
-        if (time.time_ns() if hashed_at is None else hashed_at) - key[3] <= self.RACY_NS:
-            return
-        self._digests.put(key, digest)

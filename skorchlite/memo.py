@@ -8,8 +8,8 @@ module reads or writes it (never a global written from another module):
 * :mod:`skorchlite.backbones.resolve`: modules adopted as backbones;
 * :mod:`skorchlite.networks`: embedding networks optimised for inference;
 * :mod:`skorchlite.images` and :mod:`skorchlite.backbones.weights`: content
-  digests of files, in a :class:`skorchlite.files.ContentMemo` (a
-  :class:`Memo` keyed by what identifies a file's content).
+  digests of files, in a :class:`ContentMemo` (a :class:`Memo` keyed by
+  what identifies a file's content).
 
 ``functools.cache`` remains only for facts that cannot change while a
 process runs (an installed library's list of models).
@@ -17,12 +17,14 @@ process runs (an installed library's list of models).
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import BinaryIO, Generic, TypeVar
 
-__all__ = ["Memo"]
+__all__ = ["ContentMemo", "Memo"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -96,3 +98,54 @@ class Memo(Generic[K, V]):
         with self._lock:
             self._values.clear()
             self.hits = self.misses = 0
+
+
+class ContentMemo:
+    """Digests of files, remembered by what identifies a file's content.
+
+    The key is the opened file's device, inode, size, mtime and ctime:
+    replacing a file (a new inode) or rewriting it (a new ctime, which
+    users cannot set, unlike mtime with ``cp -p``, ``rsync -t`` or
+    ``touch -r``) misses, even when size and mtime are kept. A file whose
+    mtime is within 2 s of the hashing is not remembered: it can change
+    again without its mtime moving (2 s granularity on FAT; "racy git").
+
+    Parameters
+    ----------
+    maxsize : int
+        Entries kept; the least recently used goes first.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> memo = ContentMemo(maxsize=8)
+    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> _ = path.write_bytes(b"data")
+    >>> os.utime(path, ns=(0, 0))  # an old file
+    >>> with open(path, "rb") as file:
+    ...     memo.get(file) is None, memo.put(file, "digest"), memo.get(file)
+    (True, None, 'digest')
+    """
+
+    RACY_NS = 2_000_000_000
+
+    def __init__(self, maxsize: int):
+        self._digests: Memo[tuple[int, ...], str] = Memo(maxsize)
+
+    @staticmethod
+    def _key(file: BinaryIO) -> tuple[int, ...]:
+        st = os.fstat(file.fileno())
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def get(self, file: BinaryIO) -> str | None:
+        """The digest remembered for the open ``file``, or ``None``."""
+        return self._digests.get(self._key(file))
+
+    def put(self, file: BinaryIO, digest: str, hashed_at: int | None = None) -> None:
+        """Remember ``digest`` for ``file``, whose hashing started at
+        ``hashed_at`` (:func:`time.time_ns`; default now)."""
+        key = self._key(file)
+        if (time.time_ns() if hashed_at is None else hashed_at) - key[3] <= self.RACY_NS:
+            return
+        self._digests.put(key, digest)

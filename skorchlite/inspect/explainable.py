@@ -33,11 +33,10 @@ from ..backbones import (
     get_backbone,
     node_of,
 )
-from ..engine import decode_workers, prepared_batches, resolve_device, to_input
+from ..engine import PooledNodes, decode_workers, prepared_batches, resolve_device, to_input
 from ..images import check_images
 from ..memory import freed_memory_kept
 from ..names import did_you_mean
-from ..networks import PooledNodes
 from ..validation import Interval, check_params
 
 ACCEPTED = (
