@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from skorchlite.cli import main
-from skorchlite.report_page import RunInfo, evaluation_page, format_score
+from skorchlite.report import RunInfo, evaluation_page, format_score
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # A label that is also markup: the page must show it, not run it.
