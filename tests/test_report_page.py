@@ -35,6 +35,18 @@ def folder(tmp_path):
     return root
 
 
+def test_the_page_is_part_of_the_report_and_its_old_names_still_import():
+    """One report package (issue 25): skorchlite.report_page names the report's own objects."""
+    import skorchlite.report
+    import skorchlite.report_page
+
+    names = [*skorchlite.report_page.__all__, "DUPLICATE_THUMBNAIL", "ERROR_THUMBNAIL", "MAX_DUPLICATE_GROUPS"]
+    assert {"evaluation_page", "finetune_page", "RunInfo"} <= set(skorchlite.report_page.__all__)
+    for name in names:
+        assert getattr(skorchlite.report_page, name) is getattr(skorchlite.report, name)
+    assert set(skorchlite.report_page.__all__) <= set(skorchlite.report.__all__)
+
+
 def _browser():
     playwright = pytest.importorskip("playwright.sync_api", reason="needs Python playwright (pip install playwright)")
     if not Path(CHROMIUM).is_file():
