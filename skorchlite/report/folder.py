@@ -276,21 +276,20 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
     """Write ``files`` into ``folder`` all at once, replacing files of those names; nothing else is touched.
 
     Each file is written under a temporary name first, then all are renamed:
-    a failure while writing leaves the folder as it was. Unlike
-    :func:`write_report_folder`, the folder may hold anything, and no
-    manifest is written.
+    a failure while writing leaves the folder as it was.
 
     Parameters
     ----------
     folder : Path
-        Created with its parents when missing.
+        Any folder (unlike :func:`write_report_folder`'s, it may hold other
+        files, and gets no manifest); made when missing.
     files : mapping of str to bytes
-        The content of each file, by plain name.
+        As for :func:`write_report_folder`.
 
     Returns
     -------
     list of Path
-        The files written, in the order given.
+        ``folder / name`` for each file.
     """
     place = _made(folder)
     staged = _stage(place, files, secrets.token_hex(6))
