@@ -6,7 +6,9 @@ image viewer) sees either the old file or the complete new one, never a
 torn one, and every file gets the permissions the user's umask asks for.
 
 Images and weights files are read through :func:`open_regular`, which
-refuses FIFOs, devices and sockets without ever blocking on them.
+refuses FIFOs, devices and sockets without ever blocking on them. Where an
+output goes is compared by :func:`resolved_path`, and a folder listed by
+:func:`folder_entries`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import BinaryIO
 __all__ = [
     "FileTooLargeError",
     "NotRegularFileError",
+    "folder_entries",
     "open_regular",
     "read_limited",
+    "resolved_path",
     "write_atomic",
 ]
 
@@ -86,6 +90,22 @@ def _temporary(folder: Path) -> tuple[int, Path]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:  # 2**-64 per try
             continue
+
+
+def resolved_path(path: Path) -> Path:
+    """``path`` absolute, its links and ``..`` resolved (as written where a link loops)."""
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: as written, then
+        return Path(os.path.abspath(path))
+
+
+def folder_entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds; nothing when it cannot be read."""
+    try:
+        return list(folder.iterdir())
+    except OSError:  # unreadable: the caller itself says so
+        return []
 
 
 class NotRegularFileError(OSError):

@@ -13,7 +13,7 @@ Each form is stated once, here:
   (Python's stand-in for a byte of a file name that is not UTF-8) becomes
   U+FFFD, the replacement character. Text without such characters is
   unchanged. The page escapes it for HTML on top
-  (:func:`skorchlite.report_page.blocks.escape`), and figures draw it
+  (:func:`skorchlite.report.markup.escape`), and figures draw it
   without math text or LaTeX (:func:`skorchlite.figures.figure_png`);
 * the short form, where space is fixed (:func:`shorten`,
   :func:`shorten_all`): at most ``width`` characters, its start and end kept
@@ -21,7 +21,8 @@ Each form is stated once, here:
 * the data form (:func:`csv_bytes`): exact values, a name that is not UTF-8
   keeping the bytes the file system holds.
 
-And a name that is not one of the choices gets the closest ones as a hint
+And how many of a thing there are, in words (:func:`plural`); and a name
+that is not one of the choices gets the closest ones as a hint
 (:func:`did_you_mean`), worded the same in every message.
 """
 
@@ -34,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "did_you_mean", "shorten", "shorten_all", "visible"]
+__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "did_you_mean", "plural", "shorten", "shorten_all", "visible"]
 
 #: What a lone surrogate (an undecodable byte of a file name) is shown as.
 REPLACEMENT = "\ufffd"
@@ -181,6 +182,17 @@ def shorten_all(names: Iterable[Any], width: int) -> list[str]:
         short[name] = candidate
         taken.add(candidate)
     return [short[name] for name in names]
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, with an ``s`` unless ``n`` is one.
+
+    Examples
+    --------
+    >>> plural(1, "pair"), plural(3, "duplicate group")
+    ('1 pair', '3 duplicate groups')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:

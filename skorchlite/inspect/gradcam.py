@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..figures import new_figure, save_figure
+from ..figures import HEATMAP_ALPHA, HEATMAP_CMAP, new_figure, save_figure
 from ..images import check_images
 from ..names import visible
 from ..validation import Interval, check_params
@@ -265,7 +265,7 @@ def draw_overlay(fig: Figure, image: Image.Image, heatmap: np.ndarray, title: st
     for ax in (plain, overlay):
         ax.imshow(np.asarray(image))
         ax.set_axis_off()
-    shown = overlay.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    shown = overlay.imshow(heatmap, cmap=HEATMAP_CMAP, alpha=HEATMAP_ALPHA, vmin=0, vmax=1)
     fig.colorbar(shown, ax=overlay, fraction=0.046, pad=0.02)
     plain.set_title("image")
     overlay.set_title("Grad-CAM")
