@@ -5,10 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Bumped whenever behaviour or a file format changes (minor while below 1.0),
-# so that model files and pickles can say which skorchlite wrote them
-# (skorchlite.versioning); docs/contributing.md says when.
-__version__ = "0.2.0"
+# Set in skorchlite.versioning, which says when it changes.
+from .versioning import __version__
 
 # Public names and the module that holds each; imported on first use so that
 # light modules (the cache, the command line's help) do not pay for torch.

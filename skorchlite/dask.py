@@ -53,13 +53,12 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from . import __version__
 from .extractor import PretrainedFeatureExtractor
 from .files import write_atomic
 from .images import check_images
 from .memory import keep_freed_memory
 from .validation import Interval, check_params
-from .versioning import describe_version
+from .versioning import __version__, describe_version
 
 __all__ = ["TorchThreads", "extract", "read_shards"]
 

@@ -23,6 +23,7 @@ from sklearn.base import clone
 
 from .aligned_search import aligned_pairs
 from .images import check_images, content_key, describe
+from .names import plural
 from .progress import progress_bar
 from .validation import HasMethods, Interval, check_params
 
@@ -133,9 +134,9 @@ class Duplicates:
         """
         groups = self.duplicate_groups()
         exact = sum(self._kind(group) == "exact" for group in groups)
-        conflicts = f"; {_plural(len(self.conflicts), 'label conflict')}" if self.labels is not None else ""
+        conflicts = f"; {plural(len(self.conflicts), 'label conflict')}" if self.labels is not None else ""
         return (
-            f"{_plural(len(groups), 'duplicate group')} ({exact} exact, {len(groups) - exact} near) holding "
+            f"{plural(len(groups), 'duplicate group')} ({exact} exact, {len(groups) - exact} near) holding "
             f"{sum(map(len, groups))} of {len(self.groups)} images at similarity >= {self.threshold:g}"
             f"{conflicts}."
         )
@@ -158,7 +159,7 @@ class Duplicates:
             lines += ["", f"group {self.groups[group[0]]}: {len(group)} images, {kind}"]
             lines += [f"  {self._name(i)}" for i in group]
         if self.conflicts:
-            lines += ["", f"Label conflicts ({_plural(len(self.conflicts), 'pair')}):"]
+            lines += ["", f"Label conflicts ({plural(len(self.conflicts), 'pair')}):"]
             for pair in self.conflicts:
                 lines += [f"  {pair.kind}, similarity {pair.similarity:.3f}:"]
                 lines += [f"    {self._name(pair.i)}", f"    {self._name(pair.j)}"]
@@ -432,7 +433,3 @@ def _unit_rows(thumbs: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("...i,...i->...", thumbs, thumbs))[..., None]
     thumbs /= np.maximum(norms, 1e-6)
     return thumbs
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

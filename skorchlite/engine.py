@@ -37,7 +37,7 @@ from torchvision.transforms import InterpolationMode
 from .backbones import Preprocessing
 from .images import Sample, load_keyed, load_rgb
 from .memory import freed_memory_kept
-from .networks import POOLINGS, GlobalPool, Pooling, backbone_network, inference_network, output_widths
+from .networks import POOLINGS, GlobalPool, PooledNodes, Pooling, backbone_network, inference_network, output_widths
 from .validation import Interval, StrOptions, check_params
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "PRECISIONS",
     "SHARED_CONSTRAINTS",
     "GlobalPool",
+    "PooledNodes",
     "Pooling",
     "Precision",
     "autocast",

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,10 +15,9 @@ from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from . import __version__
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
 from .backbones.identity import warn_uncached
-from .cache import resolve_cache
+from .cache import CacheNamespace, get_or_compute, resolve_cache
 from .engine import (
     POOLINGS,
     SHARED_CONSTRAINTS,
@@ -34,7 +33,7 @@ from .engine import (
 from .images import Sample, check_images, content_key
 from .progress import progress_bar
 from .validation import StrOptions, check_estimator_params, check_unchanged
-from .versioning import VersionedPickleMixin
+from .versioning import VersionedPickleMixin, __version__
 
 __all__ = ["PretrainedFeatureExtractor"]
 
@@ -266,7 +265,7 @@ class PretrainedFeatureExtractor(
         backbone = backbone or self._backbone()  # keyed by name and weights digest, never by the module object
         return backbone_network(backbone, self._layers(backbone), self.pooling, device)
 
-    def _namespace(self, backbone: Backbone) -> Any:
+    def _namespace(self, backbone: Backbone) -> CacheNamespace | None:
         """The fitted fingerprint's cache namespace; ``None`` without a cache or a module digest."""
         cache = resolve_cache(self.cache)
         if cache is None:
@@ -352,126 +351,42 @@ class PretrainedFeatureExtractor(
         """
         backbone = self._fitted_backbone()
         start = time.perf_counter()
-        # An entry becomes None where _embed finds the file changed since.
-        keys: list[str | None] = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
-        dim = self.n_features_out_
-        namespace = self._namespace(backbone)
-        cached = namespace.get_many(cast("list[str]", keys), dim=dim) if namespace is not None else [None] * len(keys)
-        out = np.empty((len(samples), dim), dtype=np.float32)
-        rows_of: dict[str | None, list[int]] = {}
-        for i, (key, vector) in enumerate(zip(keys, cached, strict=True)):
-            if vector is not None:
-                out[i] = vector
-            else:
-                rows_of.setdefault(key, []).append(i)
-        # Each distinct image runs through the network once, duplicates share it.
-        todo = [rows[0] for rows in rows_of.values()]
-        computed = self._embed(backbone, samples, todo, keys, out, namespace, first_index) if todo else 0
-        # A representative whose file changed since it was keyed no longer
-        # stands for its duplicates: those are embedded on their own.
-        stale = [row for rows in rows_of.values() if keys[rows[0]] is None for row in rows[1:]]
-        for rows in rows_of.values():
-            if keys[rows[0]] is not None:
-                out[rows[1:]] = out[rows[0]]
-        if stale:
-            computed += self._embed(backbone, samples, stale, keys, out, namespace, first_index)
+        keys = [content_key(s, i) for i, s in enumerate(samples, start=first_index)]
+        out = np.empty((len(samples), self.n_features_out_), dtype=np.float32)
+        filled = get_or_compute(
+            self._namespace(backbone),
+            keys,
+            lambda rows: self._embed(backbone, samples, rows, first_index),
+            out,
+            progress=lambda total: progress_bar(total, self.verbose, "embedding"),
+        )
         if self.verbose:
             print(
-                f"[PretrainedFeatureExtractor] {len(samples)} images: {computed} computed, "
-                f"{len(samples) - sum(map(len, rows_of.values()))} from cache, "
-                f"{len(todo) + len(stale) - computed} from other processes, {time.perf_counter() - start:.1f} s"
+                f"[PretrainedFeatureExtractor] {len(samples)} images: {filled.computed} computed, "
+                f"{filled.cached} from cache, {filled.shared} from other processes, "
+                f"{time.perf_counter() - start:.1f} s"
             )
         return out
 
     def _embed(
-        self,
-        backbone: Backbone,
-        samples: Sequence[Sample],
-        todo: list[int],
-        keys: list[str | None],
-        out: np.ndarray,
-        namespace: Any,
-        first_index: int,
-    ) -> int:
-        """Fill ``out[todo]``; returns how many rows went through the network.
-
-        With a cache, each row is claimed just before it is decoded: rows
-        that another process claimed are left to it and read from the cache
-        once written (or computed here if that process goes away). A row
-        whose content changed since ``keys`` was computed is stored under
-        the key of the bytes actually decoded, and its entry of ``keys``
-        becomes ``None``.
-        """
+        self, backbone: Backbone, samples: Sequence[Sample], rows: Iterator[int], first_index: int
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+        """The network's vectors of ``samples[row]`` for ``rows``, in batches
+        of ``(rows, content keys of the bytes decoded, vectors)``: what
+        :func:`~skorchlite.cache.get_or_compute` asks for."""
         device = resolve_device(self.device)
-        network = self._network(device, backbone)
-        preprocessing = self._preprocessing(backbone)
-        progress = progress_bar(len(todo), self.verbose, "embedding")
-        held: dict[int, str] = {}
-        computed = 0
-
-        def claimed(rows: list[int], others: list[int] | None) -> Iterator[int]:
-            for row in rows:
-                key = keys[row]
-                if namespace is None or key is None:
-                    yield row
-                    continue
-                held[row] = key  # first: a Ctrl-C just after claim() still releases it
-                if not namespace.claim(key):
-                    del held[row]
-                    if others is None:  # waited for once already: computed here, so waits stay bounded
-                        yield row
-                    else:
-                        others.append(row)
-                elif (vector := namespace.get(key, dim=out.shape[1])) is not None:
-                    # Written by another process between our read and our claim.
-                    namespace.release(held.pop(row))
-                    out[row] = vector
-                    progress.update(1)
-                else:
-                    yield row
-
-        try:
-            waited = False
-            while todo:
-                others: list[int] = []
-                batches = embed(
-                    network,
-                    samples,
-                    claimed(todo, None if waited else others),
-                    preprocessing,
-                    batch_size=self.batch_size,
-                    device=device,
-                    precision=self.precision,
-                    workers=decode_workers(self.num_workers),
-                    first_index=first_index,
-                    mirror=self.tta,
-                )
-                for rows, decoded_keys, vectors in batches:
-                    out[rows] = vectors
-                    computed += len(rows)
-                    for row, key, vector in zip(rows, decoded_keys, vectors, strict=True):
-                        if key != keys[row]:
-                            keys[row] = None
-                        if namespace is not None:
-                            namespace.put(key, vector)
-                            if row in held:
-                                namespace.release(held.pop(row))
-                    progress.update(len(rows))
-                todo = []
-                if others:
-                    waited = True
-                    vectors_of_others = namespace.wait([keys[row] for row in others], out.shape[1])
-                    for row, vector in zip(others, vectors_of_others, strict=True):
-                        if vector is None:  # its claim was given up: ours to compute
-                            todo.append(row)
-                        else:
-                            out[row] = vector
-                            progress.update(1)
-        finally:
-            progress.close()
-            for key in held.values():  # a failed batch: let other processes compute these
-                namespace.release(key)
-        return computed
+        return embed(
+            self._network(device, backbone),
+            samples,
+            rows,
+            self._preprocessing(backbone),
+            batch_size=self.batch_size,
+            device=device,
+            precision=self.precision,
+            workers=decode_workers(self.num_workers),
+            first_index=first_index,
+            mirror=self.tta,
+        )
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()

@@ -1,9 +1,13 @@
-"""Figure plumbing shared by the report plots and :mod:`skorchlite.inspect`.
+"""Figure plumbing shared by the report and :mod:`skorchlite.inspect`.
 
 Each figure gets its own Agg canvas (no pyplot, no display, no global
-state) and is rendered at exactly its size in inches times :data:`DPI`
-pixels, whatever the user's matplotlib settings, then written atomically.
-matplotlib is needed only here (the ``skorchlite[report]`` extra).
+state) and is rendered at exactly its size in inches (:data:`FIGSIZES`)
+times :data:`DPI` pixels, whatever the user's matplotlib settings, then
+written atomically. matplotlib is needed only here (the
+``skorchlite[report]`` extra). Images shown small (:func:`thumbnail`) and
+Grad-CAM heatmaps over their image (:data:`HEATMAP_CMAP`,
+:data:`HEATMAP_ALPHA`, :func:`overlay_heatmap`) look the same in every
+figure and on the report page.
 """
 
 from __future__ import annotations
@@ -23,10 +27,37 @@ if TYPE_CHECKING:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "figure_png", "new_figure", "require_matplotlib", "save_figure"]
+__all__ = [
+    "DPI",
+    "FIGSIZES",
+    "HEATMAP_ALPHA",
+    "HEATMAP_CMAP",
+    "figure_png",
+    "new_figure",
+    "overlay_heatmap",
+    "require_matplotlib",
+    "save_figure",
+    "thumbnail",
+]
 
 #: Pixels per inch of every PNG skorchlite draws.
 DPI = 100
+#: Size in inches (width, height) of each figure skorchlite draws, by name:
+#: the report's plots (:mod:`skorchlite.report`), then those of
+#: :mod:`skorchlite.inspect`. The PNG is this times :data:`DPI` pixels.
+FIGSIZES: dict[str, tuple[float, float]] = {
+    "confusion_matrix": (12.0, 5.5),
+    "roc_pr": (12.0, 5.5),
+    "learning_curves": (9.0, 8.0),
+    "misclassified": (12.0, 10.0),
+    "grad_cam": (10.0, 4.6),
+    "feature_maps": (10.0, 8.0),
+    "class_visualization": (10.0, 4.6),
+    "adversarial": (12.0, 4.6),
+}
+#: The colour map and opacity of a Grad-CAM heatmap drawn over its image.
+HEATMAP_CMAP = "jet"
+HEATMAP_ALPHA = 0.45
 _INSTALL = 'Plots need matplotlib: pip install "skorchlite[report]"'
 
 
@@ -101,6 +132,68 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     write_atomic(path, figure_png(fig))
     return path
+
+
+def thumbnail(image: Image.Image, side: int, min_side: int = 0) -> Image.Image:
+    """A copy of ``image`` at most ``side`` pixels long.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+    side : int
+        Longest side of the thumbnail, in pixels.
+    min_side : int, default=0
+        A smaller image (an 8x8 digit) is enlarged to at least this longest
+        side, by a whole factor, its pixels kept sharp.
+
+    Returns
+    -------
+    PIL.Image.Image
+
+    Examples
+    --------
+    >>> thumbnail(Image.new("RGB", (400, 200)), 100).size
+    (100, 50)
+    >>> thumbnail(Image.new("RGB", (8, 8)), 100, min_side=96).size
+    (96, 96)
+    """
+    image = image.copy()
+    image.thumbnail((side, side))
+    if max(image.size) < min_side:
+        scale = -(-min_side // max(image.size))
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return image
+
+
+def overlay_heatmap(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
+    """``image`` under ``heatmap``, coloured as :func:`skorchlite.inspect.grad_cam` draws it.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The image as shown, e.g. a :func:`thumbnail`.
+    heatmap : ndarray of shape (H, W)
+        Values in [0, 1] on the original image's pixel grid, resized here to
+        ``image`` (bilinear, or nearest when enlarged, as the thumbnail's
+        pixels are).
+
+    Returns
+    -------
+    PIL.Image.Image
+        An RGB image of ``image``'s size.
+
+    Examples
+    --------
+    >>> overlay_heatmap(Image.new("RGB", (4, 2)), np.ones((2, 4))).getpixel((0, 0))
+    (57, 0, 0)
+    """
+    from matplotlib import colormaps
+
+    resample = Image.Resampling.NEAREST if image.width > heatmap.shape[1] else Image.Resampling.BILINEAR
+    heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), "F").resize(image.size, resample))
+    colours = colormaps[HEATMAP_CMAP](np.clip(heat, 0, 1))[..., :3] * 255
+    blended = (1 - HEATMAP_ALPHA) * np.asarray(image.convert("RGB"), dtype=np.float64) + HEATMAP_ALPHA * colours
+    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), "RGB")
 
 
 def _literal_text(fig: Figure) -> None:

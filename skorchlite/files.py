@@ -6,7 +6,9 @@ image viewer) sees either the old file or the complete new one, never a
 torn one, and every file gets the permissions the user's umask asks for.
 
 Images and weights files are read through :func:`open_regular`, which
-refuses FIFOs, devices and sockets without ever blocking on them.
+refuses FIFOs, devices and sockets without ever blocking on them. Where an
+output goes is compared by :func:`resolved_path`, and a folder listed by
+:func:`folder_entries`.
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ import errno
 import os
 import secrets
 import stat
-import threading
-import time
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
-    "ContentMemo",
     "FileTooLargeError",
     "NotRegularFileError",
+    "folder_entries",
     "open_regular",
     "read_limited",
+    "resolved_path",
     "write_atomic",
 ]
 
@@ -89,6 +90,22 @@ def _temporary(folder: Path) -> tuple[int, Path]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:  # 2**-64 per try
             continue
+
+
+def resolved_path(path: Path) -> Path:
+    """``path`` absolute, its links and ``..`` resolved (as written where a link loops)."""
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: as written, then
+        return Path(os.path.abspath(path))
+
+
+def folder_entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds; nothing when it cannot be read."""
+    try:
+        return list(folder.iterdir())
+    except OSError:  # unreadable: the caller itself says so
+        return []
 
 
 class NotRegularFileError(OSError):
@@ -214,59 +231,3 @@ _CHUNK = 1 << 20
 
 def _too_large(size: str, max_bytes: int) -> str:
     return f"the file holds {size} bytes, over the limit of {max_bytes} bytes"
-
-
-class ContentMemo:
-    """Digests of files, remembered by what identifies a file's content.
-
-    The key is the opened file's device, inode, size, mtime and ctime:
-    replacing a file (a new inode) or rewriting it (a new ctime, which
-    users cannot set, unlike mtime with ``cp -p``, ``rsync -t`` or
-    ``touch -r``) misses, even when size and mtime are kept. A file whose
-    mtime is within 2 s of the hashing is not remembered: it can change
-    again without its mtime moving (2 s granularity on FAT; "racy git").
-
-    Parameters
-    ----------
-    maxsize : int
-        Entries kept; the oldest goes first.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> memo = ContentMemo(maxsize=8)
-    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
-    >>> _ = path.write_bytes(b"data")
-    >>> os.utime(path, ns=(0, 0))  # an old file
-    >>> with open_regular(path) as file:
-    ...     memo.get(file) is None, memo.put(file, "digest"), memo.get(file)
-    (True, None, 'digest')
-    """
-
-    RACY_NS = 2_000_000_000
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._values: dict[tuple[int, ...], str] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(file: BinaryIO) -> tuple[int, ...]:
-        st = os.fstat(file.fileno())
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    def get(self, file: BinaryIO) -> str | None:
-        """The digest remembered for the open ``file``, or ``None``."""
-        with self._lock:
-            return self._values.get(self._key(file))
-
-    def put(self, file: BinaryIO, digest: str, hashed_at: int | None = None) -> None:
-        """Remember ``digest`` for ``file``, whose hashing started at
-        ``hashed_at`` (:func:`time.time_ns`; default now)."""
-        key = self._key(file)
-        if (time.time_ns() if hashed_at is None else hashed_at) - key[3] <= self.RACY_NS:
-            return
-        with self._lock:
-            if len(self._values) >= self.maxsize:
-                del self._values[next(iter(self._values))]  # the oldest entry
-            self._values[key] = digest

@@ -1,7 +1,9 @@
-"""Cross-validation folds checked before any work: every training part holds enough of every class.
+"""Cross-validation folds checked before any work: duplicate-aware, and every training part holds enough of every class.
 
 ``skorchlite evaluate`` and :func:`skorchlite.strategies.compare_strategies`
-take their folds from :func:`stratified_folds`, so an impossible split (a
+take their groups from :func:`fold_groups` (the duplicates that must stay
+in one fold, or none with ``--no-group-duplicates`` / ``groups=None``) and
+their folds from :func:`stratified_folds`, so an impossible split (a
 class with one image, duplicate groups that put all of a class in one
 fold, a head whose own internal split needs more) fails in one line before
 the first image is embedded, not in a solver after the cross-validation.
@@ -11,12 +13,26 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["CLI_WORDS", "PYTHON_WORDS", "FoldError", "class_minimum", "nested_folds", "stratified_folds"]
+if TYPE_CHECKING:
+    from .duplicates import Duplicates
+
+__all__ = [
+    "CLI_WORDS",
+    "PYTHON_WORDS",
+    "FoldError",
+    "Grouping",
+    "class_minimum",
+    "fold_groups",
+    "nested_folds",
+    "stratified_folds",
+]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -71,6 +87,83 @@ class FoldError(ValueError):
         """
         fixes = [value if key == "text" else words[key].format(value) for key, value in self.fixes]
         return f"{self.problem}; fix: {', or '.join(fixes)}."
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The groups that duplicate-aware folds keep together, from :func:`fold_groups`.
+
+    Attributes
+    ----------
+    groups : ndarray of shape (n_samples,) or None
+        A group per image; ``None``: none (each image on its own).
+    duplicates : Duplicates or None
+        What :func:`skorchlite.duplicates.find_duplicates` found, when the
+        groups are its.
+    n_grouped : int
+        Images that share their group with another.
+    n_groups : int
+        Groups of more than one image.
+    """
+
+    groups: np.ndarray | None
+    duplicates: Duplicates | None = None
+
+    @property
+    def n_grouped(self) -> int:
+        return sum(n for n in self._sizes() if n > 1)
+
+    @property
+    def n_groups(self) -> int:
+        return sum(1 for n in self._sizes() if n > 1)
+
+    def _sizes(self) -> list[int]:
+        return [] if self.groups is None else list(Counter(self.groups.tolist()).values())
+
+
+def fold_groups(X: Any, y: np.ndarray, groups: Any = "duplicates", *, verbose: int = 0) -> Grouping:
+    """The groups of duplicate-aware folds: what no fold may split.
+
+    Parameters
+    ----------
+    X : list of paths, or array of images
+    y : ndarray of shape (n_samples,)
+    groups : "duplicates", array-like or None, default="duplicates"
+        ``"duplicates"``: the groups of
+        :func:`skorchlite.duplicates.find_duplicates` (``skorchlite
+        evaluate`` and ``compare``, unless ``--no-group-duplicates``); an
+        array: a group per image (patient ids, say); ``None``: none.
+    verbose : int, default=0
+        For :func:`~skorchlite.duplicates.find_duplicates`.
+
+    Returns
+    -------
+    Grouping
+
+    Raises
+    ------
+    ValueError
+        For an array of groups that is not one per image.
+
+    Examples
+    --------
+    >>> grouping = fold_groups(None, np.array([0, 0, 1]), groups=["a", "a", "b"])
+    >>> grouping.groups.tolist(), grouping.n_grouped, grouping.n_groups
+    (['a', 'a', 'b'], 2, 1)
+    >>> fold_groups(None, np.array([0, 1]), groups=None).groups is None
+    True
+    """
+    if isinstance(groups, str) and groups == "duplicates":
+        from .duplicates import find_duplicates
+
+        found = find_duplicates(X, y, verbose=verbose)
+        return Grouping(np.asarray(found.groups), found)
+    if groups is None:
+        return Grouping(None)
+    groups = np.asarray(groups)
+    if len(groups) != len(y):
+        raise ValueError(f"groups has {len(groups)} entries for {len(y)} images.")
+    return Grouping(groups)
 
 
 def class_minimum(estimator: Any) -> tuple[int, str | None]:
@@ -202,7 +295,7 @@ def stratified_folds(
 
 
 def nested_folds(
-    y: np.ndarray, groups: np.ndarray, plans: Sequence[tuple[int, Any]], cv: int, *, random_state: int = 0
+    y: np.ndarray, groups: np.ndarray | None, plans: Sequence[tuple[int, Any]], cv: int, *, random_state: int = 0
 ) -> tuple[list[Split], dict[tuple[int, int], list[Split]]]:
     """Outer grouped folds and, in each outer training part, each plan's inner folds, all checked at once.
 
@@ -212,8 +305,8 @@ def nested_folds(
     Parameters
     ----------
     y : ndarray of shape (n_samples,)
-    groups : ndarray of shape (n_samples,)
-        A group per image (each image its own: nothing grouped).
+    groups : ndarray of shape (n_samples,) or None
+        A group per image; ``None``: each image its own (nothing grouped).
     plans : sequence of (int, estimator)
         Each estimator's inner folds (1: the first fifth held out, as a
         5-fold split would) and the estimator, whose :func:`class_minimum`
@@ -235,6 +328,8 @@ def nested_folds(
     FoldError
         As :func:`stratified_folds`.
     """
+    # Each image its own group, not StratifiedKFold: the folds compare_strategies always made.
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     needs = [class_minimum(estimator) for _, estimator in plans]
     need, reason = max(needs, key=lambda n: n[0])
     outer = stratified_folds(

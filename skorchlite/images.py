@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .files import ContentMemo, FileTooLargeError, NotRegularFileError, open_regular, read_limited
+from .files import FileTooLargeError, NotRegularFileError, open_regular, read_limited
+from .memo import ContentMemo
 from .pixels import check_finite, to_rgb
 
 __all__ = ["Sample", "check_images", "content_key", "describe", "load_keyed", "load_rgb"]

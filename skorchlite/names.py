@@ -13,13 +13,17 @@ Each form is stated once, here:
   (Python's stand-in for a byte of a file name that is not UTF-8) becomes
   U+FFFD, the replacement character. Text without such characters is
   unchanged. The page escapes it for HTML on top
-  (:func:`skorchlite.report_page.blocks.escape`), and figures draw it
+  (:func:`skorchlite.report.markup.escape`), and figures draw it
   without math text or LaTeX (:func:`skorchlite.figures.figure_png`);
 * the short form, where space is fixed (:func:`shorten`,
   :func:`shorten_all`): at most ``width`` characters, its start and end kept
   around an ellipsis, distinct names kept distinct;
 * the data form (:func:`csv_bytes`): exact values, a name that is not UTF-8
   keeping the bytes the file system holds.
+
+And how many of a thing there are, in words (:func:`plural`); and a name
+that is not one of the choices gets the closest ones as a hint
+(:func:`did_you_mean`), worded the same in every message.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "shorten", "shorten_all", "visible"]
+__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "did_you_mean", "plural", "shorten", "shorten_all", "visible"]
 
 #: What a lone surrogate (an undecodable byte of a file name) is shown as.
 REPLACEMENT = "\ufffd"
@@ -180,6 +184,17 @@ def shorten_all(names: Iterable[Any], width: int) -> list[str]:
     return [short[name] for name in names]
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, with an ``s`` unless ``n`` is one.
+
+    Examples
+    --------
+    >>> plural(1, "pair"), plural(3, "duplicate group")
+    ('1 pair', '3 duplicate groups')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     """CSV of ``rows`` under ``header`` as UTF-8 bytes, every value exact.
 
@@ -206,3 +221,34 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     writer.writerow(header)
     writer.writerows(rows)
     return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def did_you_mean(name: Any, choices: Iterable[Any], n: int = 3) -> str:
+    """The hint of an error message about ``name``, not one of ``choices``:
+    the closest choices (difflib's ratio at least 0.6), at most ``n``.
+
+    Parameters
+    ----------
+    name : object
+        Compared as ``str(name)``.
+    choices : iterable
+        Compared, and shown, as their ``str``.
+    n : int, default=3
+
+    Returns
+    -------
+    str
+        ``" Did you mean 'a', 'b'?"`` (with its leading space, to follow a
+        sentence), or ``""`` when no choice is close.
+
+    Examples
+    --------
+    >>> "Unknown colour 'gren'." + did_you_mean("gren", ["green", "grey", "red"])
+    "Unknown colour 'gren'. Did you mean 'green', 'grey'?"
+    >>> did_you_mean("blue", ["green", "red"])
+    ''
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=n)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -1,24 +1,29 @@
 """The networks that embed: a backbone up to one or more layers, globally
 pooled, and its copy optimised for inference, built once per process.
 
-:mod:`skorchlite.engine` runs them (and re-exports the public names).
+:mod:`skorchlite.engine` runs them (and re-exports the public names);
+:mod:`skorchlite.inspect` pools the same nodes the same way
+(:class:`PooledNodes`).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from .backbones import Backbone, get_backbone
+from .memo import Memo
+
+if TYPE_CHECKING:
+    from .backbones import Backbone
 
 __all__ = [
     "POOLINGS",
     "GlobalPool",
+    "PooledNodes",
     "Pooling",
     "backbone_network",
     "embedding_module",
@@ -58,20 +63,39 @@ class GlobalPool(nn.Module):
         return torch.cat(parts[self.pooling], dim=1).flatten(1)
 
 
-class _NodeOutput(nn.Module):
-    """A traced body's outputs at ``nodes``, each pooled, concatenated in order."""
+class PooledNodes(nn.Module):
+    """A traced body's outputs at ``nodes``, each pooled, concatenated in order.
 
-    def __init__(self, body: nn.Module, nodes: Sequence[str], pooling: str):
+    Parameters
+    ----------
+    body : nn.Module
+        Returns a dict of node outputs (``create_feature_extractor``); it
+        may return more nodes than ``nodes``.
+    nodes : sequence of str
+    pooling : {"avg", "max", "avg+max"}
+
+    Examples
+    --------
+    >>> body = lambda x: {"a": x, "b": 2 * x}
+    >>> PooledNodes(body, ["a", "b"], "avg")(torch.ones(1, 3, 4, 4)).tolist()
+    [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
+    """
+
+    def __init__(self, body: Any, nodes: Sequence[str], pooling: str):
         super().__init__()
         self.body, self.nodes, self.pool = body, tuple(nodes), GlobalPool(pooling)
 
-    def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = self.body(x)
+    def parts(self, outputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Each node's output in ``outputs`` (a result of ``body``), pooled, in order."""
         return [self.pool(outputs[node]) for node in self.nodes]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.pooled(x)
+    def join(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled :meth:`parts` side by side: the embedding."""
+        parts = self.parts(outputs)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.join(self.body(x))
 
 
 def embedding_module(backbone: Backbone, layer: Any, pooling: str) -> nn.Module:
@@ -88,7 +112,7 @@ def embedding_module(backbone: Backbone, layer: Any, pooling: str) -> nn.Module:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     body = create_feature_extractor(backbone.model, {node: node for node in nodes})
-    return _NodeOutput(body, nodes, pooling).eval()
+    return PooledNodes(body, nodes, pooling).eval()
 
 
 def output_widths(network: nn.Module, image_size: int) -> tuple[int, ...]:
@@ -96,7 +120,7 @@ def output_widths(network: nn.Module, image_size: int) -> tuple[int, ...]:
     (one entry for a single layer), from one image of zeros on the CPU."""
     x = torch.zeros(1, 3, image_size, image_size)
     with torch.inference_mode():
-        parts = network.pooled(x) if isinstance(network, _NodeOutput) else [network(x)]
+        parts = network.parts(network.body(x)) if isinstance(network, PooledNodes) else [network(x)]
     return tuple(int(part.shape[1]) for part in parts)
 
 
@@ -107,7 +131,7 @@ def optimize_for_inference(module: nn.Module) -> nn.Module:
 
     # deepcopy of an fx GraphModule comes back in training mode, hence eval().
     module = copy.deepcopy(module).eval()
-    wrapper = module if isinstance(module, _NodeOutput) else None
+    wrapper = module if isinstance(module, PooledNodes) else None
     target = module if wrapper is None else wrapper.body
     try:
         fused = fuse(target, inplace=True, no_trace=wrapper is not None)
@@ -120,18 +144,25 @@ def optimize_for_inference(module: nn.Module) -> nn.Module:
     return module.eval().to(memory_format=torch.channels_last)
 
 
-@functools.lru_cache(maxsize=8)
+# Embedding networks built by this process, by backbone name, weights
+# (id and sha256: a replaced weights file is never served stale), layers,
+# pooling and device.
+_NETWORKS: Memo[tuple[Any, ...], nn.Module] = Memo(maxsize=8)
+
+
 def inference_network(
-    name: str, weights: Any, sha256: str, layer: str | tuple[str | None, ...] | None, pooling: str, device: torch.device
+    backbone: Backbone, layer: str | tuple[str | None, ...] | None, pooling: str, device: torch.device
 ) -> nn.Module:
     """The embedding network of a backbone, optimised, built once per process.
 
-    ``sha256`` keys it to the weights' content, so a replaced weights file
-    is never served stale. Several layers come as a tuple (the arguments key
-    a cache, so they must be hashable).
+    Kept by the backbone's name and weights (:class:`~skorchlite.backbones.WeightsRef`,
+    its sha256 included), never by the module object. Several layers come
+    as a tuple (they are part of the key, so must be hashable).
     """
-    module = embedding_module(get_backbone(name, weights), layer, pooling)
-    return optimize_for_inference(module).to(device)
+    key = (backbone.name, backbone.weights, layer, pooling, device)
+    return _NETWORKS.get_or_make(
+        key, lambda: optimize_for_inference(embedding_module(backbone, layer, pooling)).to(device)
+    )
 
 
 def backbone_network(
@@ -145,4 +176,4 @@ def backbone_network(
     """
     if backbone.weights.unkeyed:
         return optimize_for_inference(embedding_module(backbone, layer, pooling)).to(device)
-    return inference_network(backbone.name, backbone.weights, backbone.weights.sha256, layer, pooling, device)
+    return inference_network(backbone, layer, pooling, device)

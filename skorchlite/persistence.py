@@ -35,9 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .files import write_atomic
-from .versioning import describe_version, shown
+from .versioning import __version__, describe_version, shown
 
 __all__ = [
     "FittedField",

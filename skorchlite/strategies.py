@@ -19,7 +19,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from .backbones import get_backbone, offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
-from .folds import nested_folds
+from .folds import fold_groups, nested_folds
 from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
@@ -342,19 +342,6 @@ def _take(X: Any, rows: np.ndarray) -> Any:
     return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]
 
 
-def _groups(X: Any, y: np.ndarray, groups: Any) -> np.ndarray:
-    if isinstance(groups, str) and groups == "duplicates":
-        from .duplicates import find_duplicates
-
-        return np.asarray(find_duplicates(X, y).groups)
-    if groups is None:
-        return np.arange(len(y))
-    groups = np.asarray(groups)
-    if len(groups) != len(y):
-        raise ValueError(f"groups has {len(groups)} entries for {len(y)} images.")
-    return groups
-
-
 def compare_strategies(
     X: Any,
     y: Any,
@@ -443,10 +430,13 @@ def compare_strategies(
     names = [s.name for s in strategies]
     if not strategies or len(set(names)) != len(names):
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
-    groups = _groups(X, y, groups)
-    sizes = Counter(groups.tolist())
+    grouping = fold_groups(X, y, groups)
     outer, inner = nested_folds(
-        y, groups, [(s.inner_folds or inner_cv, s.estimator) for s in strategies], cv, random_state=random_state
+        y,
+        grouping.groups,
+        [(s.inner_folds or inner_cv, s.estimator) for s in strategies],
+        cv,
+        random_state=random_state,
     )
     shape = (len(strategies), len(outer))
     balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
@@ -485,6 +475,6 @@ def compare_strategies(
         seconds=seconds,
         candidates=candidates,
         candidate_scores=candidate_scores,
-        n_grouped=sum(n for n in sizes.values() if n > 1),
-        n_groups=sum(1 for n in sizes.values() if n > 1),
+        n_grouped=grouping.n_grouped,
+        n_groups=grouping.n_groups,
     )

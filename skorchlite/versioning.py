@@ -10,13 +10,17 @@ warns (:class:`InconsistentVersionWarning`), as scikit-learn's
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any, ClassVar
 
-from . import __version__
-
 __all__ = ["VERSION_KEY", "InconsistentVersionWarning", "VersionedPickleMixin", "describe_version", "shown"]
+
+# Bumped whenever behaviour or a file format changes (minor while below 1.0),
+# so that model files and pickles can say which skorchlite wrote them;
+# docs/contributing.md says when. It is skorchlite.__version__, kept here,
+# in a module that imports no other of the package, so that every module
+# may read it without depending on the package's __init__.
+__version__ = "0.2.0"
 
 # Where a pickled state records the version that wrote it; versions up to
 # 0.1.0 did not record one.
@@ -112,6 +116,8 @@ class VersionedPickleMixin:
         """Give ``state`` what this version reads: the defaults of the
         parameters (and of a fitted state) it lacks, returned as
         ``name=value``; or one line naming ``version`` where there is none."""
+        import inspect  # here: importing skorchlite (the command line's help) stays light
+
         no_default = inspect.Parameter.empty
         needed = {
             name: param.default

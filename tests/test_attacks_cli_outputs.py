@@ -18,8 +18,8 @@ from test_attacks_cli import FAST, _one_line_error, no_work  # noqa: F401 - the 
 
 from skorchlite import PretrainedFeatureExtractor
 from skorchlite.cli import main
-from skorchlite.cli import output as cli_output
-from skorchlite.cli.output import REPORT_MANIFEST, CommandError, ReportError, write_report, write_report_folder
+from skorchlite.report import folder as report_folder
+from skorchlite.report.folder import REPORT_MANIFEST, ReportError, ReportFolderError, save_report, write_report_folder
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_a_file_added_to_a_report_is_never_deleted(tmp_path):
     report = tmp_path / "report"
     write_report_folder(report, {"index.html": b"one"})
     (report / "my notes.txt").write_text("keep me")
-    with pytest.raises(CommandError, match="my notes.txt"):
+    with pytest.raises(ReportFolderError, match="my notes.txt"):
         write_report_folder(report, {"index.html": b"two"})
     assert (report / "my notes.txt").read_text() == "keep me" and (report / "index.html").read_bytes() == b"one"
 
@@ -146,14 +146,14 @@ def test_a_file_added_to_a_report_is_never_deleted(tmp_path):
 def test_a_write_that_fails_leaves_the_previous_report_whole(tmp_path, monkeypatch):
     report = tmp_path / "report"
     write_report_folder(report, {"index.html": b"one", "a.png": b"png"})
-    real = cli_output.write_atomic
+    real = report_folder.write_atomic
 
     def full_disk(path, data):
         if "b.png" in Path(path).name:  # under its temporary name
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(cli_output, "write_atomic", full_disk)
+    monkeypatch.setattr(report_folder, "write_atomic", full_disk)
     with pytest.raises(OSError, match="No space"):
         write_report_folder(report, {"index.html": b"two", "b.png": b"png"})
     assert _snapshot(report) == {
@@ -176,7 +176,7 @@ def test_a_report_that_cannot_be_drawn_still_saves_the_scores(tmp_path, broken):
         return {}, "a name that is not UTF-8: \udcff"
 
     with pytest.raises(ReportError) as caught:
-        write_report(tmp_path / "report", {"scores.csv": b"fold,accuracy\n1,0.5\n"}, draw)
+        save_report(tmp_path / "report", {"scores.csv": b"fold,accuracy\n1,0.5\n"}, draw)
     message = str(caught.value)
     assert "\n" not in message and "Error" in message and "scores.csv" in message
     assert (tmp_path / "report" / "scores.csv").read_bytes() == b"fold,accuracy\n1,0.5\n"
@@ -248,7 +248,7 @@ def test_only_files_proven_ours_are_ever_removed_or_changed(tmp_path_factory, en
     before = {p: _state(p) for p in [outside, *report.rglob("*")] if p.parent != report or p.name not in proven}
     try:
         write_report_folder(report, {"index.html": b"new", "scores.csv": b"s"})
-    except CommandError as err:
+    except ReportFolderError as err:
         assert "\n" not in str(err)
     else:
         assert sorted(p.name for p in report.iterdir()) == [REPORT_MANIFEST, "index.html", "scores.csv"]

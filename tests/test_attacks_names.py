@@ -17,8 +17,7 @@ from skorchlite.cli import evaluate as cli_evaluate
 from skorchlite.cli import main
 from skorchlite.datasets import summarize
 from skorchlite.figures import figure_png
-from skorchlite.report import drawing
-from skorchlite.report_page import RunInfo, evaluation_page
+from skorchlite.report import RunInfo, drawing, evaluation_page
 
 # Class folders as the file system holds them (bytes): screen clear, OSC 52
 # (set the clipboard) and a bidi override; math text, valid and not; LaTeX

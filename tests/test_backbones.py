@@ -21,7 +21,7 @@ from skorchlite.backbones import (
     offline_backbones,
     resolve_weights,
 )
-from skorchlite.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+from skorchlite.backbones.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
 from skorchlite.images import load_rgb
 
 

@@ -136,7 +136,7 @@ def test_explain_with_a_backbone_name_explains_imagenet_classes(tmp_path, capsys
     assert "must end in .png" in capsys.readouterr().err
     assert main(["explain", "efficientnet_lite0", cat, "-o", str(out), "--layer", "_head"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "did you mean '_head_act'" in err
+    assert err.count("\n") == 1 and "Did you mean '_head_act'" in err
 
 
 def test_backbones_lists_offline_status(capsys):

@@ -111,7 +111,6 @@ def _install_counters(set_attr=setattr) -> None:
         return transform(self, *args, **kwargs)
 
     hooked: dict = {}
-    counted_network._test_original = network
     set_attr(ext, "_test_counts", counts)
     set_attr(ext, "_test_hooks", hooked)
     set_attr(networks, "inference_network", counted_network)
@@ -127,14 +126,13 @@ def _counts() -> dict:
 def _network_cache_info() -> tuple[int, int]:
     import skorchlite.networks as networks
 
-    info = getattr(networks.inference_network, "_test_original", networks.inference_network).cache_info()
-    return info.hits, info.misses
+    return networks._NETWORKS.hits, networks._NETWORKS.misses
 
 
 def _network_cache_clear() -> None:
     import skorchlite.networks as networks
 
-    getattr(networks.inference_network, "_test_original", networks.inference_network).cache_clear()
+    networks._NETWORKS.clear()
 
 
 def _torch_threads() -> int:

@@ -73,7 +73,7 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
         return out
 
     monkeypatch.setattr(engine, "to_input", spy)
-    monkeypatch.setattr("skorchlite.inspect._model.to_input", spy)
+    monkeypatch.setattr("skorchlite.inspect.explainable.to_input", spy)
     monkeypatch.setattr(finetune_inputs, "to_input", spy)
     caller = ["extractor"]
     PretrainedFeatureExtractor(image_size=64, batch_size=10, cache=False).fit().transform(X)
@@ -100,14 +100,7 @@ def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypa
 
 @pytest.mark.parametrize("batch_size", [1, 3, 10])
 def test_embed_keeps_order_and_does_not_depend_on_batch_size_or_threads(batch_size):
-    network = inference_network(
-        "efficientnet_lite0",
-        "DEFAULT",
-        get_backbone("efficientnet_lite0").weights.sha256,
-        None,
-        "avg",
-        torch.device("cpu"),
-    )
+    network = inference_network(get_backbone("efficientnet_lite0"), None, "avg", torch.device("cpu"))
     samples = check_images(X)
     rows = [7, 2, 9, 0, 5]
 

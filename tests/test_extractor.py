@@ -447,10 +447,10 @@ def test_issue_14_3_cli_lists_nodes_and_shortcuts(capsys):
         (
             [MID, "_blocks.99"],
             ValueError,
-            r"no layer '_blocks.99'; did you mean '_blocks.9.*Shortcuts: penultimate, mid, "
+            r"no layer '_blocks.99'. Did you mean '_blocks.9.*Shortcuts: penultimate, mid, "
             r"stages.*layers are listed by",
         ),
-        ("stage", ValueError, r"no layer 'stage'; did you mean 'stages'"),
+        ("stage", ValueError, r"no layer 'stage'. Did you mean 'stages'"),
         ([], ValueError, "empty list"),
         ([MID, "_blocks.10"], ValueError, r"names _blocks.10.add more than once"),
         (["stages", None], ValueError, r"names None \(the penultimate features\) more than once"),

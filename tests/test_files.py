@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 
 from skorchlite import files
 from skorchlite.files import (
-    ContentMemo,
     FileTooLargeError,
     NotRegularFileError,
     open_regular,
     read_limited,
     write_atomic,
 )
+from skorchlite.memo import ContentMemo
 
 PROC_FD = Path("/proc/self/fd")
 needs_proc = pytest.mark.skipif(not PROC_FD.is_dir(), reason="counts and names descriptors through /proc/self/fd")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,8 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 
+import skorchlite
 from skorchlite import FineTuneClassifier
-from skorchlite.folds import CLI_WORDS, FoldError, class_minimum, stratified_folds
+from skorchlite.folds import CLI_WORDS, FoldError, Grouping, class_minimum, fold_groups, stratified_folds
 from skorchlite.strategies import Strategy, compare_strategies
 
 
@@ -104,3 +108,42 @@ def test_compare_strategies_asks_the_outer_folds_for_a_fine_tuners_validation_sp
     strategy = Strategy("ft", FineTuneClassifier(validation_fraction=0.1), inner_folds=1)
     with pytest.raises(FoldError, match="validation_fraction=0.1"):
         compare_strategies(X, y, [strategy], groups=None, cv=3)
+
+
+# -- duplicate-aware groups, one function for the CLI and compare_strategies (issue 25, point 5)
+@settings(max_examples=100, deadline=None)
+@given(labels=st.lists(st.integers(0, 6), min_size=1, max_size=20))
+def test_fold_groups_counts_the_images_that_share_a_group(labels):
+    y = np.zeros(len(labels))
+    grouping = fold_groups(None, y, groups=labels)
+    sizes = [labels.count(g) for g in set(labels)]
+    assert grouping.groups.tolist() == labels and grouping.duplicates is None
+    assert grouping.n_grouped == sum(n for n in sizes if n > 1)
+    assert grouping.n_groups == sum(1 for n in sizes if n > 1)
+    with pytest.raises(ValueError, match=f"groups has {len(labels)} entries for {len(labels) + 1} images"):
+        fold_groups(None, np.zeros(len(labels) + 1), groups=labels)
+
+
+def test_fold_groups_of_duplicates_and_of_none():
+    X = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    X[3] = X[0]
+    y = np.array([0, 0, 0, 1, 1, 1])
+    found = fold_groups(X, y, "duplicates")
+    assert found.duplicates is not None
+    assert found.groups[0] == found.groups[3] and (found.n_grouped, found.n_groups) == (2, 1)
+    assert fold_groups(X, y, None) == Grouping(None) and Grouping(None).n_grouped == 0
+
+
+def test_the_cli_and_compare_strategies_find_duplicate_groups_in_one_place():
+    """find_duplicates for folds is called by skorchlite.folds.fold_groups alone."""
+    package = Path(skorchlite.__file__).parent
+    callers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "duplicates.py"
+        and any(
+            isinstance(node, ast.Name) and node.id == "find_duplicates"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+    )
+    assert callers == ["folds.py"]

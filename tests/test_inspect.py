@@ -1,6 +1,6 @@
 """skorchlite.inspect, the package: its name does not shadow the standard
 library's. Each of its modules is tested in tests/test_inspect_<module>.py
-(the resolver of _model.py in tests/test_inspect_model.py); what they share
+(the resolver of explainable.py in tests/test_inspect_model.py); what they share
 is in tests/inspect_helpers.py and conftest.py (``patch_clf``)."""
 
 from __future__ import annotations

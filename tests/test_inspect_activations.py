@@ -27,7 +27,7 @@ def test_feature_maps_are_the_layer_the_extractor_pools(tmp_path):
 def test_unknown_layers_list_the_available_names(patch_clf):
     with pytest.raises(
         ValueError,
-        match=r"no layer '_head'; did you mean '_head_act'.*144 layers are listed by: skorchlite backbones --layers",
+        match=r"no layer '_head'. Did you mean '_head_act'.*144 layers are listed by: skorchlite backbones --layers",
     ):
         feature_maps(CAT, "efficientnet_lite0", "_head")
     with pytest.raises(ValueError, match=r"no layer 'layer4'.*layers are listed by"):

@@ -10,7 +10,7 @@ from inspect_helpers import CAT, patches, read_png
 
 from conftest import PHOTOS
 from skorchlite.inspect import adversarial_accuracy, adversarial_example
-from skorchlite.inspect._model import resolve_model
+from skorchlite.inspect.explainable import resolve_model
 
 pytestmark = pytest.mark.usefixtures("inspect_draws")
 

@@ -1,4 +1,4 @@
-"""skorchlite.inspect._model: the model resolver, with the model's mean/std
+"""skorchlite.inspect.explainable: the model resolver, with the model's mean/std
 normalisation inside the graph."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sklearn.svm import SVC, LinearSVC
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
 from skorchlite.inspect import grad_cam
-from skorchlite.inspect._model import resolve_model
+from skorchlite.inspect.explainable import resolve_model
 
 pytestmark = pytest.mark.usefixtures("inspect_draws")
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 import unicodedata
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skorchlite.names import ELLIPSIS, REPLACEMENT, csv_bytes, shorten, shorten_all, visible
+import skorchlite
+from skorchlite.names import ELLIPSIS, REPLACEMENT, csv_bytes, did_you_mean, shorten, shorten_all, visible
 
 # What a hostile or careless name holds: terminal escapes (CSI, OSC 52,
 # C1), bidirectional overrides, CR/backspace tricks, math text, legend
@@ -114,3 +118,39 @@ def test_shorten_all_is_bounded_and_keeps_distinct_names_distinct(names, width):
 def test_csv_keeps_exact_values_and_the_bytes_of_names_that_are_not_utf8():
     data = csv_bytes(["path", "label"], [["dir/a\udcff.png", "\x1b[2J"]])
     assert data == b"path,label\r\ndir/a\xff.png,\x1b[2J\r\n"
+
+
+# -- did you mean (issue 25, point 5: one helper, worded once) -----------------------
+@settings(max_examples=100, deadline=None)
+@given(name=st.text(max_size=12), choices=st.lists(st.text(max_size=12), max_size=8))
+def test_did_you_mean_hints_exactly_when_a_choice_is_close(name, choices):
+    hint = did_you_mean(name, choices)
+    close = [c for c in choices if difflib.SequenceMatcher(None, name, c).ratio() >= 0.6]
+    assert bool(hint) == bool(close)
+    if hint:
+        assert hint.startswith(" Did you mean ") and hint.endswith("?") and "\n" not in hint
+    if name in choices:  # the exact name is the closest of all
+        assert hint.startswith(f" Did you mean {name!r}")
+
+
+def test_did_you_mean_finds_a_typo_and_stays_quiet_far_away():
+    assert did_you_mean("resnt18", ["resnet18", "resnet50", "vit_b_16"]) == " Did you mean 'resnet18', 'resnet50'?"
+    assert did_you_mean(3, [1, 2, 33]) == " Did you mean '33'?"
+    assert did_you_mean("zebra", ["cat", "dog"]) == ""
+
+
+def test_no_other_module_words_a_did_you_mean():
+    """Every "did you mean" comes from names.did_you_mean: no module but
+    names.py asks difflib for close matches."""
+    package = Path(skorchlite.__file__).parent
+    found = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "names.py"
+        and any(
+            isinstance(node, (ast.Import, ast.ImportFrom))
+            and "difflib" in {getattr(node, "module", None), *(a.name for a in node.names)}
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+    ]
+    assert not found, found

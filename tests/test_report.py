@@ -303,6 +303,36 @@ def test_write_report_writes_what_the_inputs_allow(tmp_path):
     assert [p.name for p in paths] == ["confusion_matrix.png", "roc_pr.png"]
 
 
+@pytest.mark.parametrize("failing", range(2))
+def test_write_report_replaces_its_plots_all_at_once(tmp_path, monkeypatch, failing):
+    """A write that fails on any plot leaves the previous plots whole, the user's other files and no
+    temporary file: the plots are written through the report folder's writer (issue 25)."""
+    from skorchlite.report import folder
+
+    y, proba, pred = predictions(n=30)
+    out = tmp_path / "out"
+    write_report(out, y, pred, proba)
+    (out / "notes.txt").write_text("keep me")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = folder.write_atomic, []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) > failing:
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(folder, "write_atomic", full_disk)
+    y, proba, pred = predictions(n=30, seed=1)  # other plots
+    with pytest.raises(OSError, match="No space"):
+        write_report(out, y, pred, proba)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    write_report(out, y, pred, proba)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.keys() == before.keys() and all(after[name] != before[name] for name in after if name != "notes.txt")
+
+
 def test_missing_matplotlib_raises_an_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     message = re.escape('Plots need matplotlib: pip install "skorchlite[report]"')

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from skorchlite.cli import main
-from skorchlite.report_page import RunInfo, evaluation_page, format_score
+from skorchlite.report import RunInfo, evaluation_page, format_score
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # A label that is also markup: the page must show it, not run it.
@@ -33,6 +33,18 @@ def folder(tmp_path):
         for i in range(8):
             Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
     return root
+
+
+def test_the_page_is_part_of_the_report_and_its_old_names_still_import():
+    """One report package (issue 25): skorchlite.report_page names the report's own objects."""
+    import skorchlite.report
+    import skorchlite.report_page
+
+    names = [*skorchlite.report_page.__all__, "DUPLICATE_THUMBNAIL", "ERROR_THUMBNAIL", "MAX_DUPLICATE_GROUPS"]
+    assert {"evaluation_page", "finetune_page", "RunInfo"} <= set(skorchlite.report_page.__all__)
+    for name in names:
+        assert getattr(skorchlite.report_page, name) is getattr(skorchlite.report, name)
+    assert set(skorchlite.report_page.__all__) <= set(skorchlite.report.__all__)
 
 
 def _browser():

@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError, generate_inva
 from torch import nn
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor, engine
-from skorchlite.inspect._model import resolve_model
+from skorchlite.inspect.explainable import resolve_model
 
 RNG = np.random.default_rng(0)
 X = np.concatenate([RNG.integers(0, 90, (3, 40, 40, 3)), RNG.integers(160, 256, (3, 40, 40, 3))]).astype(np.uint8)

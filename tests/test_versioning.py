@@ -4,6 +4,7 @@ naming the version that wrote them; newer ones fail naming both versions."""
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import warnings
@@ -174,6 +175,30 @@ def test_a_pickle_written_before_fine_tuning_became_a_package_loads_and_predicts
     np.testing.assert_array_equal(clf.transform(images), fixture["transform"])
     clf.set_params(warm_start=True, epochs=1).fit(images, clf.predict(images))  # and trains on
     assert len(clf.history_) == 3
+
+
+def test_a_pickle_naming_the_old_home_of_efficientnet_lite_loads(fitted, monkeypatch):
+    """Up to 0.2.0 the architecture was ``skorchlite.efficientnet_lite``, and
+    fitted pickles name its classes there (issue 25: it moved into backbones/)."""
+    from skorchlite.backbones import efficientnet_lite as architecture
+
+    classes = [v for v in vars(architecture).values() if getattr(v, "__module__", None) == architecture.__name__]
+    with monkeypatch.context() as patch:
+        for cls in classes:  # as 0.2.0 named them
+            patch.setattr(cls, "__module__", "skorchlite.efficientnet_lite")
+        data = pickle.dumps(fitted)
+    named = set()
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module, name):
+            named.add((module, name))
+            return super().find_class(module, name)
+
+    restored = Recording(io.BytesIO(data)).load()
+    assert {("skorchlite.efficientnet_lite", "EfficientNetLite"), ("skorchlite.efficientnet_lite", "_MBConv")} <= named
+    assert not any(module == architecture.__name__ for module, _ in named)
+    assert type(restored.model_[0]) is architecture.EfficientNetLite
+    np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
 
 
 def test_a_pickle_without_any_recorded_version_is_named_as_such(monkeypatch):

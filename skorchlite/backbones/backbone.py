@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
+from ..names import did_you_mean
 from .layers import feature_node_of, node_of, shortcuts_of
 
 
@@ -202,19 +203,15 @@ class Backbone:
         >>> backbone.check_layer("_head")
         Traceback (most recent call last):
         ...
-        ValueError: Backbone 'efficientnet_lite0' has no layer '_head'; did you mean '_head_act'...
+        ValueError: Backbone 'efficientnet_lite0' has no layer '_head'. Did you mean '_head_act'...
         """
         names = self.layer_names()
         if isinstance(layer, str) and node_of(layer, names) is not None:
             return layer
-        import difflib
-
         shortcuts = self.layer_shortcuts()
-        close = difflib.get_close_matches(str(layer), [*shortcuts, *names], n=3)
         raise ValueError(
-            f"Backbone {self.name!r} has no layer {layer!r}"
-            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
-            + f" Shortcuts: {', '.join(shortcuts)}."
+            f"Backbone {self.name!r} has no layer {layer!r}.{did_you_mean(layer, [*shortcuts, *names])}"
+            f" Shortcuts: {', '.join(shortcuts)}."
             # Not every name: a long backbone's list would make a line of thousands of characters.
             + f" Its {len(names)} layers are listed by: skorchlite backbones --layers {self.name}"
             " (or skorchlite.backbones.list_layers)."

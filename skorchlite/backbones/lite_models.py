@@ -10,8 +10,8 @@ from typing import ClassVar, cast
 import torchvision
 from torch import nn
 
-from ..efficientnet_lite import LITE_CONFIGS, EfficientNetLite
 from .backbone import BackboneUnavailableError, Preprocessing
+from .efficientnet_lite import LITE_CONFIGS, EfficientNetLite
 from .source import BackboneSource
 
 

@@ -4,16 +4,13 @@ networks built without their classifier and kept per process."""
 from __future__ import annotations
 
 import copy
-import functools
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from ..memo import Memo
 from ..validation import check_params
 from .backbone import Backbone, BackboneUnavailableError, WeightsRef
 from .layers import shortcuts_of
@@ -120,15 +117,24 @@ def weights_location(name: str, weights: str | os.PathLike | None = "DEFAULT") -
     return source_of(name).weights_location(name, weights)
 
 
-@functools.lru_cache(maxsize=2)
+# What this module builds, kept per process: random initialisations by
+# (name, seed), loaded backbones by (name, WeightsRef).
+_RANDOM: Memo[tuple[str, int], tuple[nn.Module, str]] = Memo(maxsize=2)
+_LOADED: Memo[tuple[str, WeightsRef], Backbone] = Memo(maxsize=4)
+
+
 def _random_model(name: str, seed: int) -> tuple[nn.Module, str]:
     """The architecture as torch's generator seeded with ``seed`` draws it,
     and its state dict's hash (kept: the model is only ever copied, never
     changed); the caller's random stream stays as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = source_of(name).architecture(name).eval()
-    return model, state_dict_sha256(model)
+
+    def draw() -> tuple[nn.Module, str]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = source_of(name).architecture(name).eval()
+        return model, state_dict_sha256(model)
+
+    return _RANDOM.get_or_make((name, seed), draw)
 
 
 def _build(name: str, weights: WeightsRef) -> Backbone:
@@ -161,12 +167,14 @@ def _build(name: str, weights: WeightsRef) -> Backbone:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_backbone(name: str, weights: WeightsRef) -> Backbone:
-    # Building draws initial weights from torch's global generator before the
-    # stored ones replace them: the caller's random stream stays as it was.
-    with torch.random.fork_rng(devices=[]):
-        return _build(name, weights)
+def _loaded(name: str, weights: WeightsRef) -> Backbone:
+    def build() -> Backbone:
+        # Building draws initial weights from torch's global generator before the
+        # stored ones replace them: the caller's random stream stays as it was.
+        with torch.random.fork_rng(devices=[]):
+            return _build(name, weights)
+
+    return _LOADED.get_or_make((name, weights), build)
 
 
 def get_backbone(
@@ -180,11 +188,9 @@ def get_backbone(
     Parameters
     ----------
     name : str
-        A name from :func:`list_backbones`, or the name of a backbone that
-        :func:`resolve_backbone` built in this process (with its ``weights``).
+        A name from :func:`list_backbones`.
     weights : str, path-like, WeightsRef or None, default="DEFAULT"
-        See :func:`resolve_weights`; or the ``WeightsRef`` of a backbone
-        already built.
+        See :func:`resolve_weights`; or what it returned.
     copy_model : bool, default=False
         Return a private deep copy (for training); otherwise the shared,
         frozen, eval-mode instance, which callers must not modify.
@@ -205,10 +211,7 @@ def get_backbone(
     >>> bb.model(torch.zeros(1, 3, 224, 224)).shape
     torch.Size([1, 1280])
     """
-    if isinstance(weights, WeightsRef):
-        backbone = BUILT.get((name, weights)) or _cached_backbone(name, weights)
-    else:
-        backbone = _cached_backbone(name, resolve_weights(name, weights, seed=seed))
+    backbone = _loaded(name, weights if isinstance(weights, WeightsRef) else resolve_weights(name, weights, seed=seed))
     return copy.deepcopy(backbone) if copy_model else backbone
 
 
@@ -243,38 +246,3 @@ def list_layers(name: str) -> tuple[list[str], dict[str, tuple[str | None, ...]]
         nodes = get_graph_node_names(model.eval())[1]
         return nodes, shortcuts_of(name, nodes, source.layer_groups(name, model))
     return backbone.layer_names(), backbone.layer_shortcuts()
-
-
-class Recent:
-    """A small least-recently-used map of built backbones, safe across threads.
-
-    Parameters
-    ----------
-    maxsize : int
-        How many backbones it keeps; the least recently used goes first.
-    """
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._items: OrderedDict[Any, Backbone] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Backbone | None:
-        """The backbone kept under ``key`` (now the most recent), or ``None``."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def put(self, key: Any, backbone: Backbone) -> None:
-        """Keep ``backbone`` under ``key``, dropping the least recent beyond ``maxsize``."""
-        with self._lock:
-            self._items[key] = backbone
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-
-
-# By (name, weights): how an engine that holds only a backbone's name and
-# WeightsRef finds a module backbone again (resolve_backbone puts them here).
-BUILT = Recent(maxsize=16)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..limits import MAX_IMAGE_SIZE, MAX_IMAGE_SIZE_REASON
+from ..names import did_you_mean
 from .backbone import BackboneUnavailableError
 from .lite_models import LiteSource
 from .source import BackboneSource
@@ -37,12 +38,8 @@ def source_of(name: Any) -> BackboneSource:
             f"A backbone name must be a string, got {type(name).__name__}; pass a module or a "
             f"(name, checkpoint) pair as the estimators' backbone=, or see resolve_backbone."
         )
-    import difflib
-
-    close = difflib.get_close_matches(name, list_backbones(), n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ValueError(
-        f"Unknown backbone {name!r}.{hint} skorchlite.backbones.list_backbones() lists all "
+        f"Unknown backbone {name!r}.{did_you_mean(name, list_backbones())} skorchlite.backbones.list_backbones() lists all "
         f"{len(list_backbones())}; offline now: {', '.join(offline_backbones())}."
     )
 

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
+from ..memo import Memo
 from .backbone import IMAGENET_PREPROCESSING, Backbone, Preprocessing, WeightsRef
 from .identity import module_identity
-from .loading import BUILT, Recent, get_backbone
+from .loading import get_backbone
 from .weights import is_weights_path
 
 # Modules adopted, by class, digest (module_identity), groups and preprocessing.
-_ADOPTED = Recent(maxsize=4)
+_ADOPTED: Memo[tuple[Any, Preprocessing], Backbone] = Memo(maxsize=4)
 
 
 def check_preprocessing(preprocessing: Any) -> Preprocessing:
@@ -199,13 +200,10 @@ def resolve_backbone(
         pre = IMAGENET_PREPROCESSING if preprocessing is None else check_preprocessing(preprocessing)
         identity = module_identity(backbone)
         key = (_module_name(backbone), identity.digest, _check_groups(layer_groups, backbone))
-        # An unkeyed module is adopted afresh each time: its digest may miss a change.
-        result = None if identity.unkeyed else _ADOPTED.get((key, pre))
-        if result is None:
+        if identity.unkeyed:  # adopted afresh each time: its digest may miss a change
             result = _adopt(key, backbone, pre, identity.unkeyed)
-            if not identity.unkeyed:
-                _ADOPTED.put((key, pre), result)
-        BUILT.put((result.name, result.weights), result)
+        else:
+            result = _ADOPTED.get_or_make((key, pre), lambda: _adopt(key, backbone, pre, identity.unkeyed))
         return copy.deepcopy(result) if copy_model else result
     if isinstance(backbone, (tuple, list)):  # a list: the pair as save_weights stores it
         if len(backbone) != 2 or not isinstance(backbone[0], str) or not is_weights_path(backbone[1]):

@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from ..files import ContentMemo, open_regular
+from ..files import open_regular
+from ..memo import ContentMemo
 from ..persistence import check_state_dict, error_cause, load_tensors
 from .layers import set_submodule
 

@@ -41,9 +41,11 @@ and process naming the folder and the fix; vectors are then computed and not
 stored, and nothing half-written is left behind.
 
 Processes that embed the same new images at once (``n_jobs``, Dask workers)
-share the work through *claims*: before computing an entry a process creates
-``<key>.claim`` (``O_EXCL``) and holds an exclusive ``flock`` on it until it
-releases the claim; the file names its host, pid and process start time for
+share the work through *claims*, which :meth:`CacheNamespace.get_or_compute`
+takes, waits for and releases for its caller (which only says how to
+compute a row): before computing an entry a process creates
+``<key>.claim`` (``O_EXCL``) and holds an exclusive ``flock`` on it until
+it releases the claim; the file names its host, pid and process start time for
 humans. A process that finds the claim taken computes other images and then
 waits for the entry, logging what it waits for after :data:`WAIT_NOTICE`
 seconds. A claim counts as abandoned, and is taken over, when it is
@@ -71,6 +73,15 @@ from .claims import CLAIM_TIMEOUT as CLAIM_TIMEOUT
 from .entries import MAX_DIM as MAX_DIM
 from .namespace import WAIT_NOTICE as WAIT_NOTICE
 from .namespace import CacheNamespace, CacheWarning
+from .sharing import Filled, get_or_compute
 from .store import EmbeddingCache, default_cache_dir, resolve_cache
 
-__all__ = ["CacheNamespace", "CacheWarning", "EmbeddingCache", "default_cache_dir", "resolve_cache"]
+__all__ = [
+    "CacheNamespace",
+    "CacheWarning",
+    "EmbeddingCache",
+    "Filled",
+    "default_cache_dir",
+    "get_or_compute",
+    "resolve_cache",
+]

@@ -12,14 +12,14 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..files import FileTooLargeError, NotRegularFileError, open_regular, read_limited, write_atomic
-from . import claims
+from . import claims, sharing
 from .entries import HEADER_SIZE, MAX_DIM, decode, encode
 
 # The logger the documentation names, whichever module of the package logs.
@@ -367,6 +367,29 @@ class CacheNamespace:
         """
         claims.release(self._claim_file(key))
 
+    def get_or_compute(
+        self,
+        keys: Sequence[str],
+        compute: sharing.Compute,
+        out: np.ndarray,
+        progress: Callable[[int], Any] | None = None,
+    ) -> sharing.Filled:
+        """Fill ``out[i]`` with the vector of ``keys[i]``: read here, or computed
+        once by this or another process, and stored.
+
+        The claim protocol in one call: :func:`skorchlite.cache.sharing.get_or_compute`
+        on this namespace, which documents the parameters. ``compute(rows)``
+        yields ``(rows, keys of what was computed, vectors)`` batches for
+        the rows it is handed, each claimed just before.
+
+        Returns
+        -------
+        Filled
+            How many rows were read at once, computed, or computed meanwhile
+            by other processes.
+        """
+        return sharing.get_or_compute(self, keys, compute, out, progress)
+
     def wait(self, keys: Sequence[str], dim: int | None = None) -> list[np.ndarray | None]:
         """Wait for entries that other processes claimed.
 
@@ -453,29 +476,3 @@ def _reason(err: OSError) -> str:
             if parent.exists() and not parent.is_dir():
                 return f"{parent} is a file, not a folder"
     return err.strerror or str(err)
-
-
-def open_namespace(path: Path, fingerprint: Mapping[str, Any]) -> CacheNamespace:
-    """The namespace at ``path``, created with its ``fingerprint.json`` if needed.
-
-    A namespace that cannot be created is still returned: it computes
-    without storing, after one :class:`CacheWarning`.
-
-    Parameters
-    ----------
-    path : Path
-        The namespace directory.
-    fingerprint : mapping
-        The model fingerprint.
-
-    Returns
-    -------
-    CacheNamespace
-    """
-    namespace = CacheNamespace(path, fingerprint)
-    try:
-        namespace._create()
-    except OSError as err:
-        # Attributed, as before this function, to EmbeddingCache.namespace's caller.
-        namespace._unusable(err, "create", stacklevel=4)
-    return namespace

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .namespace import FINGERPRINT, CacheNamespace, open_namespace
+from .namespace import FINGERPRINT, CacheNamespace
 
 _ENTRY = re.compile(r"[0-9a-f]{64}\.emb")
 _NAMESPACE = re.compile(r"[0-9a-f]{32}")
@@ -144,7 +144,13 @@ class EmbeddingCache:
         """
         canonical = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
         name = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-        return open_namespace(self.root / name, fingerprint)
+        namespace = CacheNamespace(self.root / name, fingerprint)
+        try:
+            namespace._create()
+        except OSError as err:
+            # One that cannot be created still computes, without storing.
+            namespace._unusable(err, "create")
+        return namespace
 
     def _namespaces(self) -> list[Path]:
         # Only folders we made: a cache pointed at a busy directory by mistake

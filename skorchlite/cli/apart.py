@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..files import folder_entries, resolved_path
 from .errors import CommandError
 
 #: What each option or argument holding a path is, by the label the verbs give it.
@@ -92,14 +93,6 @@ def check_apart(out: Path, option: str, inputs: Inputs, *, folder: bool = False)
                 )
 
 
-def resolved_path(path: Path) -> Path:
-    """``path`` absolute, its links and ``..`` resolved (as written where a link loops)."""
-    try:
-        return Path(os.path.abspath(path)).resolve()
-    except (OSError, RuntimeError):  # a symlink loop: as written, then
-        return Path(os.path.abspath(path))
-
-
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         status = os.stat(path)
@@ -133,11 +126,3 @@ def _linked(path: Path) -> bool:
     except OSError:
         return False
     return stat.S_ISLNK(status.st_mode) or (stat.S_ISREG(status.st_mode) and status.st_nlink > 1)
-
-
-def folder_entries(folder: Path) -> list[Path]:
-    """What ``folder`` holds; nothing when it cannot be read."""
-    try:
-        return list(folder.iterdir())
-    except OSError:  # unreadable: the run itself says so
-        return []

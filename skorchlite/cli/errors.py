@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["CommandError", "ReportError"]
+__all__ = ["CommandError"]
 
 
 class CommandError(Exception):
     """A user error the command line reports in one line."""
-
-
-class ReportError(CommandError):
-    """The report could not be drawn; the scores were saved first."""

@@ -23,7 +23,7 @@ from .inputs import (
     load_folder,
     weights_file,
 )
-from .output import CommandError, check_output_folder, write_report
+from .output import CommandError, check_output_folder
 
 HEADS = ("logreg", "svm", "knn", "ridge")
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.
@@ -134,8 +134,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """
     from sklearn.metrics import confusion_matrix
 
-    from ..folds import stratified_folds
-    from ..report_page import format_score
+    from ..folds import fold_groups, stratified_folds
+    from ..report import format_score
 
     inputs = {
         "the input DIR": args.dir,
@@ -150,16 +150,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if len(np.unique(y)) < 2:
         raise CommandError(f"need at least two classes to evaluate, found {len(np.unique(y))}")
     extractors = _extractors(args)
-    groups = found = None
-    if args.group_duplicates:
-        from ..duplicates import find_duplicates
-
-        found = find_duplicates(X, y, verbose=args.verbose)
-        groups = found.groups
-        grouped = sum(map(len, found.duplicate_groups()))
+    grouping = fold_groups(X, y, "duplicates" if args.group_duplicates else None, verbose=args.verbose)
+    groups, found = grouping.groups, grouping.duplicates
+    if found is not None:
         print(found.summary())
         print(
-            f"{grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
+            f"{grouping.n_grouped} of {len(y)} images grouped with their duplicates: each group stays in one fold "
             "(--no-group-duplicates to split them at random)."
         )
     else:
@@ -256,8 +252,8 @@ def _evaluation_report(
     head: Any,
 ) -> list[Path]:
     """The scores, then the PNGs and the page ``index.html`` of the best backbone, written last."""
-    from ..report import report_figures
-    from ..report_page import RunInfo, error_gallery, evaluation_page
+    from ..report import RunInfo, error_gallery, evaluation_page, report_figures
+    from ..report.folder import save_report
 
     best = results[0]
     names = [str(x) for x in X] if args.dir else [f"digits image {i}" for i in range(len(y))]
@@ -297,7 +293,7 @@ def _evaluation_report(
         )
         return pngs, page
 
-    return write_report(Path(args.report), _scores(results, splits, args.head, names, y), draw)
+    return save_report(Path(args.report), _scores(results, splits, args.head, names, y), draw)
 
 
 def _fold_explainer(X: Any, result: dict, head: str) -> tuple[Any, str]:

@@ -18,7 +18,7 @@ import numpy as np
 from ..names import csv_bytes, visible
 from .apart import check_cache_apart
 from .inputs import announce_weights, backbone_weights, class_counts, class_table, load_folder, weights_file
-from .output import check_output_file, check_output_folder, write_report
+from .output import check_output_file, check_output_folder
 
 # The command line writes models as data only (FineTuneClassifier.save_weights),
 # under PyTorch's names for such files; never a pickle, which can run code.
@@ -115,8 +115,8 @@ def _finetune_report(
     args: argparse.Namespace, report: Path, clf: Any, y: np.ndarray, output: Path, seconds: float, interrupted: bool
 ) -> list[Path]:
     from ..backbones import estimator_backbone
-    from ..report import report_figures
-    from ..report_page import RunInfo, finetune_page
+    from ..report import RunInfo, finetune_page, report_figures
+    from ..report.folder import save_report
 
     columns = list(dict.fromkeys(key for record in clf.history_ for key in record))
     history = csv_bytes(columns, ([record.get(key) for key in columns] for record in clf.history_))
@@ -141,4 +141,4 @@ def _finetune_report(
         )
         return pngs, page
 
-    return write_report(report, {"history.csv": history}, draw)
+    return save_report(report, {"history.csv": history}, draw)

@@ -118,7 +118,7 @@ def explain_command(args: argparse.Namespace) -> int:
     and returns the exit status, as every verb does.
     """
     from ..backbones import list_backbones
-    from ..inspect._model import resolve_model
+    from ..inspect.explainable import resolve_model
     from ..inspect.gradcam import grad_cam
 
     # MODEL is a file, else a backbone name, whose own weights are then the input.

@@ -13,11 +13,11 @@ normalisation inside the graph. PNGs are drawn as by :mod:`skorchlite.report`
 
 from __future__ import annotations
 
-from skorchlite.inspect._model import Explainable, resolve_model
-from skorchlite.inspect.activations import feature_maps
-from skorchlite.inspect.adversarial import AdversarialExample, adversarial_accuracy, adversarial_example
-from skorchlite.inspect.gradcam import GradCAMResult, grad_cam
-from skorchlite.inspect.synthesis import ClassVisualization, class_visualization, total_variation
+from .activations import feature_maps
+from .adversarial import AdversarialExample, adversarial_accuracy, adversarial_example
+from .explainable import Explainable, resolve_model
+from .gradcam import GradCAMResult, grad_cam
+from .synthesis import ClassVisualization, class_visualization, total_variation
 
 __all__ = [
     "AdversarialExample",

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from skorchlite.figures import new_figure, save_figure
-from skorchlite.images import check_images
-from skorchlite.inspect._model import one_image, output_paths, resolve_model
-from skorchlite.inspect.sizes import FIGSIZES
-from skorchlite.names import visible
-from skorchlite.validation import Interval, StrOptions, check_params
+from ..figures import new_figure, save_figure
+from ..images import check_images
+from ..names import visible
+from ..validation import Interval, StrOptions, check_params
+from .explainable import one_image, output_paths, resolve_model
+from .sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skorchlite.figures import new_figure, save_figure
-from skorchlite.images import check_images
-from skorchlite.inspect._model import Explainable, output_paths, resolve_model
-from skorchlite.inspect.sizes import FIGSIZES
-from skorchlite.names import visible
-from skorchlite.validation import Interval, check_params
+from ..figures import HEATMAP_ALPHA, HEATMAP_CMAP, new_figure, save_figure
+from ..images import check_images
+from ..names import visible
+from ..validation import Interval, check_params
+from .explainable import Explainable, output_paths, resolve_model
+from .sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -265,7 +265,7 @@ def draw_overlay(fig: Figure, image: Image.Image, heatmap: np.ndarray, title: st
     for ax in (plain, overlay):
         ax.imshow(np.asarray(image))
         ax.set_axis_off()
-    shown = overlay.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    shown = overlay.imshow(heatmap, cmap=HEATMAP_CMAP, alpha=HEATMAP_ALPHA, vmin=0, vmax=1)
     fig.colorbar(shown, ax=overlay, fraction=0.046, pad=0.02)
     plain.set_title("image")
     overlay.set_title("Grad-CAM")

@@ -1,14 +1,9 @@
-"""Sizes of the figures :mod:`skorchlite.inspect` draws."""
+"""Sizes of the figures :mod:`skorchlite.inspect` draws: :data:`skorchlite.figures.FIGSIZES`,
+where every figure's size is set (``"grad_cam"``, ``"feature_maps"``, ``"class_visualization"``,
+``"adversarial"``)."""
 
 from __future__ import annotations
 
-__all__ = ["FIGSIZES"]
+from ..figures import FIGSIZES
 
-#: Size in inches (width, height) of each plot; the PNG is this times
-#: :data:`skorchlite.figures.DPI` pixels.
-FIGSIZES: dict[str, tuple[float, float]] = {
-    "grad_cam": (10.0, 4.6),
-    "feature_maps": (10.0, 8.0),
-    "class_visualization": (10.0, 4.6),
-    "adversarial": (12.0, 4.6),
-}
+__all__ = ["FIGSIZES"]

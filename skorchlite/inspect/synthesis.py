@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from skorchlite.figures import new_figure, save_figure
-from skorchlite.inspect._model import output_paths, resolve_model
-from skorchlite.inspect.sizes import FIGSIZES
-from skorchlite.names import visible
-from skorchlite.validation import Interval, check_params
+from ..figures import new_figure, save_figure
+from ..names import visible
+from ..validation import Interval, check_params
+from .explainable import output_paths, resolve_model
+from .sizes import FIGSIZES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

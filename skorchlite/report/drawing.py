@@ -18,7 +18,7 @@ from sklearn.metrics import (
 )
 from sklearn.utils import check_consistent_length
 
-from ..figures import new_figure
+from ..figures import FIGSIZES, new_figure, thumbnail
 from ..images import check_images, load_rgb
 from ..names import shorten, shorten_all, visible
 from .inputs import check_labels, check_proba, epoch_values, float_or_nan, history_records, rank_misclassified
@@ -27,14 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 
-#: Size in inches (width, height) of each plot; the PNG is this times ``DPI``.
-FIGSIZES: dict[str, tuple[float, float]] = {
-    "confusion_matrix": (12.0, 5.5),
-    "roc_pr": (12.0, 5.5),
-    "learning_curves": (9.0, 8.0),
-    "misclassified": (12.0, 10.0),
-}
-
 # Longest side of the thumbnails in the misclassified grid, in pixels.
 _THUMBNAIL = 256
 # Above this many classes the confusion matrix cells carry no numbers.
@@ -42,12 +34,6 @@ _MAX_ANNOTATED = 20
 # Longest class name on an axis or in a legend, in characters: longer ones
 # are shortened (the page's tables give them in full).
 _NAME_WIDTH = 18
-
-
-def _thumbnail(sample: Any, index: int) -> Image.Image:
-    image = load_rgb(sample, index)
-    image.thumbnail((_THUMBNAIL, _THUMBNAIL))
-    return image
 
 
 def confusion_matrix_figure(y_true: Any, y_pred: Any, labels: Any) -> Figure:
@@ -114,7 +100,7 @@ def misclassified_figure(X: Any, y_true: Any, y_pred: Any, proba: Any, classes: 
     wrong, confidence = rank_misclassified(y_true, y_pred, proba, classes)
     fig = new_figure(FIGSIZES["misclassified"])
     shown = wrong[:n]
-    thumbnails = [_thumbnail(samples[i], int(i)) for i in shown]
+    thumbnails = [thumbnail(load_rgb(samples[i], int(i)), _THUMBNAIL) for i in shown]
     _draw_misclassified(fig, thumbnails, shown, y_true, y_pred, confidence, len(wrong))
     return fig
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from ..figures import figure_png, require_matplotlib, save_figure
-from ..files import write_atomic
 from ..validation import Interval, check_params
 from .drawing import confusion_matrix_figure, learning_curves_figure, misclassified_figure, roc_pr_figure
+from .folder import write_files
 from .inputs import check_labels, check_proba, history_records
 
 
@@ -307,7 +307,9 @@ def write_report(
     ``confusion_matrix.png`` always; ``roc_pr.png`` with ``proba``;
     ``learning_curves.png`` with a non-empty ``history``;
     ``misclassified.png`` with ``X`` (ranked by confidence when ``proba``
-    is given). Existing files of these names are replaced.
+    is given). Existing files of these names are replaced, all at once
+    (:func:`skorchlite.report.folder.write_files`); nothing else in the
+    folder is touched.
 
     Parameters
     ----------
@@ -350,10 +352,4 @@ def write_report(
     >>> tmp.cleanup()
     """
     pngs = report_figures(y_true, y_pred, proba, classes, X, history)  # fails before creating anything
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in pngs.items():
-        write_atomic(out / name, data)
-        paths.append(out / name)
-    return paths
+    return write_files(Path(out_dir), pngs)

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
+from ..figures import thumbnail
 from ..images import check_images, load_rgb
-from .blocks import escape, format_number, format_score, html_figure, html_table
-from .gallery import DUPLICATE_THUMBNAIL, ErrorGallery, jpeg_uri, thumbnail
+from ..names import plural
+from .gallery import DUPLICATE_THUMBNAIL, MIN_THUMBNAIL, ErrorGallery, jpeg_uri
+from .markup import escape, format_number, format_score, html_figure, html_table
 
 # Duplicate groups shown with their images; the rest are only counted.
 MAX_DUPLICATE_GROUPS = 200
@@ -100,12 +102,12 @@ def _duplicates_sentence(duplicates: Any, n: int) -> str:
     return (
         f"Duplicates were grouped (<code>--group-duplicates</code>): {len(groups)} groups of copies hold "
         f"<strong>{touched} of {n} images</strong>; each group was kept within one fold. "
-        f'{_plural(conflicts, "pair")} of copies have different labels. <a href="#duplicates">See them</a>.'
+        f'{plural(conflicts, "pair")} of copies have different labels. <a href="#duplicates">See them</a>.'
     )
 
 
 def ranking_section(ranking: Sequence[Mapping[str, Any]]) -> str:
-    """The backbones ranked, as :func:`~skorchlite.report_page.evaluation_page` takes ``ranking``."""
+    """The backbones ranked, as :func:`~skorchlite.report.evaluation_page` takes ``ranking``."""
     rows = [
         [str(rank), str(r["backbone"]), format_score(r["balanced"]), format_score(r["accuracy"]), f"{r['seconds']:.1f}"]
         for rank, r in enumerate(ranking, 1)
@@ -297,7 +299,7 @@ def duplicates_section(duplicates: Any, X: Any) -> str:
 
             picture = ""
             if samples is not None:
-                uri = jpeg_uri(thumbnail(load_rgb(samples[i], i), DUPLICATE_THUMBNAIL))
+                uri = jpeg_uri(thumbnail(load_rgb(samples[i], i), DUPLICATE_THUMBNAIL, MIN_THUMBNAIL))
                 picture = (
                     f'<img src="{uri}" alt="{escape(f"Image {i}, {duplicates.names[i]}, in duplicate group {gid}")}">'
                 )
@@ -393,10 +395,6 @@ def _short_name(name: str) -> str:
     """The file name and its folder: enough to find it, short enough for a card."""
     path = Path(name)
     return str(Path(path.parent.name, path.name)) if path.parent.name else name
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _versions() -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skorchlite.backbones import (
+from ..backbones import (
     Backbone,
     Preprocessing,
     check_image_size,
@@ -34,10 +33,11 @@ from skorchlite.backbones import (
     get_backbone,
     node_of,
 )
-from skorchlite.engine import GlobalPool, decode_workers, prepared_batches, resolve_device, to_input
-from skorchlite.images import check_images
-from skorchlite.memory import freed_memory_kept
-from skorchlite.validation import Interval, check_params
+from ..engine import PooledNodes, decode_workers, prepared_batches, resolve_device, to_input
+from ..images import check_images
+from ..memory import freed_memory_kept
+from ..names import did_you_mean
+from ..validation import Interval, check_params
 
 ACCEPTED = (
     "a backbone name (its ImageNet classes), a fitted FineTuneClassifier, or a fitted Pipeline of "
@@ -68,8 +68,8 @@ class _Net(nn.Module):
         self.body, self.head = body, head
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1))
-        self.embed_nodes, self.pool = (tuple(embed_nodes) if embed_nodes else None), GlobalPool(pooling)
-        self._taps: dict[str | None, tuple[nn.Module, tuple[str, ...], str | None]] = {}
+        self.embed_nodes, self.pooling = (tuple(embed_nodes) if embed_nodes else None), pooling
+        self._taps: dict[str | None, tuple[PooledNodes, str | None]] = {}
         if self.embed_nodes is not None:
             self.trace(None)
         self.eval()
@@ -96,17 +96,16 @@ class _Net(nn.Module):
             tap = None if layer is None else node_of(layer, names)
             nodes = {node: node for node in (*outputs, *([tap] if tap is not None else []))}
             # Shares the body's modules and weights, wherever they are.
-            self._taps[layer] = (create_feature_extractor(self.body, nodes).eval(), outputs, tap)
-        return self._taps[layer][0]
+            graph = create_feature_extractor(self.body, nodes).eval()
+            self._taps[layer] = (PooledNodes(graph, outputs, self.pooling), tap)
+        return self._taps[layer][0].body
 
     def tap(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(output of node ``layer``, logits) in one forward pass."""
-        graph = self.trace(layer)
-        _, outputs, tap = self._taps[layer]
-        values = graph((x - self.mean) / self.std)
-        parts = [self.pool(values[node]) for node in outputs]
-        logits = self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
-        return (None if tap is None else values[tap]), logits
+        self.trace(layer)
+        embedding, tap = self._taps[layer]
+        values = embedding.body((x - self.mean) / self.std)
+        return (None if tap is None else values[tap]), self.head(embedding.join(values))
 
 
 @dataclass
@@ -146,10 +145,8 @@ class Explainable:
                 if str(label) == target:
                     return i
         names = [str(label) for label in labels]
-        close = difflib.get_close_matches(str(target), names, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         shown = "" if len(names) > 20 else f" Classes: {', '.join(names)}."
-        raise ValueError(f"{target!r} is not a class of {self.name}.{hint}{shown}")
+        raise ValueError(f"{target!r} is not a class of {self.name}.{did_you_mean(target, names)}{shown}")
 
     def load(self, samples: list, device: torch.device) -> tuple[list[Image.Image], torch.Tensor]:
         """Decoded RGB images and their [0, 1] pixel batch, for a few samples."""
@@ -224,7 +221,7 @@ def _from_name(name: str, image_size: int | None) -> Explainable:
 def _from_estimator(model: Any) -> Explainable:
     from sklearn.pipeline import Pipeline
 
-    from skorchlite.finetune import FineTuneClassifier
+    from ..finetune import FineTuneClassifier
 
     if isinstance(model, FineTuneClassifier):
         model._check_fitted("be explained")  # as predict_proba checks its parameters
@@ -257,7 +254,7 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     from sklearn.preprocessing import StandardScaler
     from sklearn.utils.validation import check_is_fitted
 
-    from skorchlite.extractor import PretrainedFeatureExtractor
+    from ..extractor import PretrainedFeatureExtractor
 
     steps = _steps(pipeline)
     extractor, *middle, final = steps if len(steps) >= 2 else (None, None)

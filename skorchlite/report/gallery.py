@@ -10,17 +10,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..figures import overlay_heatmap, thumbnail
 from ..images import check_images, load_rgb
-from ..report import rank_misclassified
+from .inputs import rank_misclassified
 
 # Longest side, in pixels, of an error thumbnail and of a duplicate's.
 ERROR_THUMBNAIL = 200
 DUPLICATE_THUMBNAIL = 110
 # Small images (8x8 digits) are enlarged to at least this side, pixels kept sharp.
-_MIN_SIDE = 96
+MIN_THUMBNAIL = 96
 _JPEG_QUALITY = 82
-# How much of an overlay is heatmap: as skorchlite.inspect.grad_cam draws it.
-_HEATMAP_ALPHA = 0.45
 
 
 @dataclass
@@ -83,45 +82,12 @@ def error_gallery(
     indices, confidence = rank_misclassified(y_true, y_pred, proba, classes)
     shown = indices[:n].tolist()
     images = [load_rgb(samples[i], i) for i in shown]
-    thumbnails = [jpeg_uri(thumbnail(image, ERROR_THUMBNAIL)) for image in images]
+    thumbnails = [thumbnail(image, ERROR_THUMBNAIL, MIN_THUMBNAIL) for image in images]
     overlays = None
     if explain is not None and shown:
         heatmaps = explain(shown, [y_pred[i] for i in shown])
-        overlays = [jpeg_uri(_overlay(image, heatmap)) for image, heatmap in zip(images, heatmaps, strict=True)]
-    return ErrorGallery(indices, confidence, thumbnails, overlays, note)
-
-
-def thumbnail(image: Image.Image, side: int) -> Image.Image:
-    """A copy of ``image`` at most ``side`` pixels long; tiny images are
-    enlarged with their pixels kept sharp.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-    side : int
-
-    Returns
-    -------
-    PIL.Image.Image
-    """
-    image = image.copy()
-    image.thumbnail((side, side))
-    if max(image.size) < _MIN_SIDE:  # an 8x8 digit: enlarge, keep its pixels sharp
-        scale = -(-_MIN_SIDE // max(image.size))
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    return image
-
-
-def _overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
-    """The thumbnail under its heatmap, coloured as grad_cam's PNGs are."""
-    from matplotlib import colormaps
-
-    thumb = thumbnail(image, ERROR_THUMBNAIL)
-    resample = Image.Resampling.NEAREST if thumb.width > image.width else Image.Resampling.BILINEAR
-    heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), "F").resize(thumb.size, resample))
-    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
-    blended = (1 - _HEATMAP_ALPHA) * np.asarray(thumb, dtype=np.float64) + _HEATMAP_ALPHA * colours
-    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), "RGB")
+        overlays = [jpeg_uri(overlay_heatmap(thumb, heat)) for thumb, heat in zip(thumbnails, heatmaps, strict=True)]
+    return ErrorGallery(indices, confidence, [jpeg_uri(thumb) for thumb in thumbnails], overlays, note)
 
 
 def jpeg_uri(image: Image.Image) -> str:

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import escape, format_number, html_figure, html_page
 from .gallery import ErrorGallery
+from .inputs import epoch_values
+from .markup import escape, format_number, html_figure, html_page
 from .sections import (
     RunInfo,
     confusion_section,
@@ -125,7 +126,7 @@ def finetune_page(
         Whether Ctrl-C stopped the training.
     """
     best = next((r for r in history if r.get("epoch") == best_epoch), history[-1])
-    has_valid = np.isfinite(_floats(history, "valid_loss")).any()
+    has_valid = np.isfinite(epoch_values(list(history), "valid_loss")).any()
     if has_valid:
         why = "the lowest validation loss"
         scores = (
@@ -166,16 +167,6 @@ def finetune_page(
         f"{len(counts)} classes from {_folder_name(run.folder)}"
     )
     return html_page("skorchlite finetune", subtitle, run.date, sections)
-
-
-def _floats(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    values = []
-    for record in records:
-        try:
-            values.append(float(record.get(key, float("nan"))))
-        except (TypeError, ValueError):
-            values.append(float("nan"))
-    return np.array(values)
 
 
 def _folder_name(folder: str | None) -> str:
