@@ -77,11 +77,11 @@ class PooledNodes(nn.Module):
     Examples
     --------
     >>> body = lambda x: {"a": x, "b": 2 * x}
-    >>> PooledNodes(body, ["a", "b"], "avg")(torch.ones(1, 3, 4, 4)).tolist()
+    >>> PooledNodes(body, ["a", "b"], pooling="avg")(torch.ones(1, 3, 4, 4)).tolist()
     [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
     """
 
-    def __init__(self, body: Any, nodes: Sequence[str], pooling: str):
+    def __init__(self, body: Any, nodes: Sequence[str], *, pooling: str):
         super().__init__()
         self.body, self.nodes, self.pool = body, tuple(nodes), GlobalPool(pooling)
 
@@ -112,7 +112,7 @@ def embedding_module(backbone: Backbone, layer: Any, pooling: str) -> nn.Module:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     body = create_feature_extractor(backbone.model, {node: node for node in nodes})
-    return PooledNodes(body, nodes, pooling).eval()
+    return PooledNodes(body, nodes, pooling=pooling).eval()
 
 
 def output_widths(network: nn.Module, image_size: int) -> tuple[int, ...]:

@@ -360,3 +360,15 @@ def test_point6_timm_weights_only_from_the_local_hf_cache(tmp_path, monkeypatch)
     out = PretrainedFeatureExtractor(backbone=f"timm/{name}", image_size=64, cache=False).fit_transform(X[:2])
     assert out.shape == (2, bb.embedding_dim)
     assert get_backbone(f"timm/{name}", None).weights.id == "random-init:seed=0"
+
+
+def test_a_failing_forward_is_reported_in_one_line_with_its_cause():
+    """The cause announced on a message's first line and given on the next is kept."""
+
+    class Announces(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("the input does not fit:\n(1x3 and 5x2)\n  more detail")
+
+    with pytest.raises(ValueError, match=r"RuntimeError: the input does not fit: \(1x3 and 5x2\)\. Pass") as info:
+        PretrainedFeatureExtractor(backbone=Announces(), cache=False).fit([np.zeros((8, 8, 3), np.uint8)])
+    assert "\n" not in str(info.value)

@@ -33,3 +33,14 @@ def test_the_engine_no_longer_holds_fine_tuning_inputs():
 @pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
 def test_each_module_stays_small(path):
     assert len(path.read_text(encoding="utf-8").splitlines()) < 500
+
+
+def test_a_pickle_names_the_estimator_by_its_public_path():
+    """Moving the estimator between the package's modules must not break pickles."""
+    import pickle
+    import pickletools
+
+    from skorchlite import FineTuneClassifier
+
+    ops = [arg for op, arg, _ in pickletools.genops(pickle.dumps(FineTuneClassifier(epochs=1))) if isinstance(arg, str)]
+    assert "skorchlite.finetune" in ops and "skorchlite.finetune.estimator" not in ops

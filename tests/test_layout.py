@@ -109,3 +109,11 @@ def test_one_memo_mechanism():
         or (isinstance(node, ast.Attribute) and node.attr == "lru_cache")
     ]
     assert not found, found
+
+
+def test_the_imports_stack_at_most_ten_levels_from_the_command_line():
+    """Issue 25, point 6: 13 levels and 122 import edges before it (python tests/import_graph.py)."""
+    from import_graph import chain, graph
+
+    assert len(chain("cli")) <= 10, " -> ".join(chain("cli"))
+    assert sum(map(len, graph().values())) < 122

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from ..memo import Memo
+from ..persistence import error_cause
 from .backbone import IMAGENET_PREPROCESSING, Backbone, Preprocessing, WeightsRef
 from .identity import module_identity
 from .loading import get_backbone
@@ -92,10 +93,9 @@ def _adopt(key: tuple[Any, ...], module: nn.Module, preprocessing: Preprocessing
         with torch.no_grad():
             out = model(torch.zeros(shape))
     except Exception as err:  # noqa: BLE001 - any failure of the user's forward: say where it came from
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"The backbone {name} fails on an input of shape {shape} (preprocessing {preprocessing.crop_size} px): "
-            f"{first_line}. Pass preprocessing= with the input size it takes, or a module that takes images."
+            f"{error_cause(err)}. Pass preprocessing= with the input size it takes, or a module that takes images."
         ) from err
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
         what = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"

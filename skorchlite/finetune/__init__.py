@@ -32,4 +32,8 @@ from __future__ import annotations
 
 from .estimator import FineTuneClassifier
 
+# Pickles name a class by its module: this one, the public path, so that
+# moving the estimator between this package's modules never breaks them.
+FineTuneClassifier.__module__ = __name__
+
 __all__ = ["FineTuneClassifier"]

@@ -63,8 +63,10 @@ def load_fitted(cls: type[FineTuneClassifier], path: str | os.PathLike) -> FineT
         if scale is not None and not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"weight_scale_ is {scale}, not a positive number")
         clf._check_params()  # as fit checks them: a file's values skip no bound
-    clf.classes_ = fitted["classes_"]
-    init_network(clf, len(clf.classes_))
+        clf.classes_ = fitted["classes_"]
+        # The backbone's settings (preprocessing, layer groups) are checked
+        # where the network is built.
+        init_network(clf, len(clf.classes_))
     load_network_state(clf.model_, fitted["model_"], path, describe_backbone(clf.backbone))
     clf.history_, clf.best_epoch_ = fitted["history_"], fitted["best_epoch_"]
     clf._embedding_mode_ = fitted["embedding_mode_"]

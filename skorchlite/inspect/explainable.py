@@ -97,7 +97,7 @@ class _Net(nn.Module):
             nodes = {node: node for node in (*outputs, *([tap] if tap is not None else []))}
             # Shares the body's modules and weights, wherever they are.
             graph = create_feature_extractor(self.body, nodes).eval()
-            self._taps[layer] = (PooledNodes(graph, outputs, self.pooling), tap)
+            self._taps[layer] = (PooledNodes(graph, outputs, pooling=self.pooling), tap)
         return self._taps[layer][0].body
 
     def tap(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor | None, torch.Tensor]:
