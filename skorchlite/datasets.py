@@ -15,7 +15,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import _num_samples
 
 from .labels import check_labels
-from .names import shorten_all, visible
+from .names import columns, pad, shorten_all, visible
 from .validation import check_params
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", "train_val_test_split"]
@@ -170,10 +170,13 @@ class ClassCounts(dict):
         names = shorten_all(self, _TABLE_NAME_WIDTH)
         rows = [[name, *_count_cells(row, self.totals)] for name, row in zip(names, self.values(), strict=True)]
         rows.append(["total", *_count_cells(self.totals, self.totals)])
-        widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+        widths = [max(columns(row[c]) for row in [header, *rows]) for c in range(len(header))]
         lines = [
             "  ".join(
-                [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
+                [
+                    pad(row[0], widths[0], "<"),
+                    *(pad(cell, width) for cell, width in zip(row[1:], widths[1:], strict=True)),
+                ]
             )
             for row in [header, *rows]
         ]

@@ -16,8 +16,10 @@ Each form is stated once, here:
   (:func:`skorchlite.report.markup.escape`), and figures draw it
   without math text or LaTeX (:func:`skorchlite.figures.figure_png`);
 * the short form, where space is fixed (:func:`shorten`,
-  :func:`shorten_all`): at most ``width`` characters, its start and end kept
-  around an ellipsis, distinct names kept distinct;
+  :func:`shorten_all`): at most ``width`` terminal columns (:func:`columns`:
+  a Chinese or Japanese character takes two, a combining accent none), its
+  start and end kept around an ellipsis, distinct names kept distinct; and
+  padded to a column of a table by :func:`pad`;
 * the data form (:func:`csv_bytes`): exact values, a name that is not UTF-8
   keeping the bytes the file system holds.
 
@@ -35,7 +37,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ELLIPSIS", "REPLACEMENT", "csv_bytes", "did_you_mean", "plural", "shorten", "shorten_all", "visible"]
+__all__ = [
+    "ELLIPSIS",
+    "REPLACEMENT",
+    "columns",
+    "csv_bytes",
+    "did_you_mean",
+    "pad",
+    "plural",
+    "shorten",
+    "shorten_all",
+    "visible",
+]
 
 #: What a lone surrogate (an undecodable byte of a file name) is shown as.
 REPLACEMENT = "\ufffd"
@@ -104,8 +117,52 @@ def visible(name: Any, newlines: bool = False) -> str:
     return "".join(_visible_char(char) for char in text)
 
 
+def columns(text: str) -> int:
+    """How many terminal columns ``text`` takes: East Asian wide and
+    fullwidth characters two, combining marks and format characters none,
+    every other character one.
+
+    Examples
+    --------
+    >>> columns("benign"), columns("良性"), columns("e\u0301")
+    (6, 4, 1)
+    """
+    if text.isascii():
+        return len(text)
+    return sum(_char_columns(char) for char in text)
+
+
+def _char_columns(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _prefix(text: str, room: int) -> str:
+    """The longest start of ``text`` that fits in ``room`` columns."""
+    used = 0
+    for end, char in enumerate(text):
+        used += _char_columns(char)
+        if used > room:
+            return text[:end]
+    return text
+
+
+def pad(text: str, width: int, align: str = ">") -> str:
+    """``text`` with spaces to fill ``width`` columns: before it (``">"``,
+    right-aligned) or after it (``"<"``).
+
+    Examples
+    --------
+    >>> pad("良性", 6) + "|", pad("benign", 8, "<") + "|"
+    ('  良性|', 'benign  |')
+    """
+    fill = " " * max(width - columns(text), 0)
+    return fill + text if align == ">" else text + fill
+
+
 def shorten(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters: its start and end around '…'.
+    """``text`` in at most ``width`` columns: its start and end around '…'.
 
     Two thirds of the room go to the start, where names differ most often;
     the end keeps a file's extension or a class's last word.
@@ -126,18 +183,20 @@ def shorten(text: str, width: int) -> str:
     'malignan…ons'
     >>> shorten("benign", 12)
     'benign'
+    >>> shorten("良性腫瘍の石灰化を伴う", 12)
+    '良性腫瘍…う'
     """
     if width < 1:
         raise ValueError(f"width must be at least 1, got {width}")
-    if len(text) <= width:
+    if columns(text) <= width:
         return text
-    room = width - 1
+    room = width - columns(ELLIPSIS)
     tail = room // 3
-    return text[: room - tail] + ELLIPSIS + (text[len(text) - tail :] if tail else "")
+    return _prefix(text, room - tail) + ELLIPSIS + _prefix(text[::-1], tail)[::-1]
 
 
 def shorten_all(names: Iterable[Any], width: int) -> list[str]:
-    """The visible form of each name in at most ``width`` characters, distinct names kept distinct.
+    """The visible form of each name in at most ``width`` columns, distinct names kept distinct.
 
     A name whose visible form fits, and is not also another name's, is kept
     as it is; the others are shortened (:func:`shorten`), and where two
@@ -169,7 +228,7 @@ def shorten_all(names: Iterable[Any], width: int) -> list[str]:
     distinct = list(dict.fromkeys(names))
     forms = {name: visible(name) for name in distinct}
     readings = Counter(forms.values())
-    short = {name: form for name, form in forms.items() if len(form) <= width and readings[form] == 1}
+    short = {name: form for name, form in forms.items() if columns(form) <= width and readings[form] == 1}
     taken = set(short.values())
     for name in distinct:
         if name in short:

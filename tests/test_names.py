@@ -9,11 +9,12 @@ import re
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import skorchlite
-from skorchlite.names import ELLIPSIS, REPLACEMENT, csv_bytes, did_you_mean, shorten, shorten_all, visible
+from skorchlite.names import ELLIPSIS, REPLACEMENT, columns, csv_bytes, did_you_mean, shorten, shorten_all, visible
 
 # What a hostile or careless name holds: terminal escapes (CSI, OSC 52,
 # C1), bidirectional overrides, CR/backspace tricks, math text, legend
@@ -92,13 +93,14 @@ def test_visible_examples():
 
 @given(st.text(max_size=300), st.integers(1, 60))
 def test_shorten_is_bounded_and_keeps_start_and_end(text, width):
+    """Bounded in terminal columns (a wide character takes two)."""
     short = shorten(text, width)
-    assert len(short) <= width
-    if len(text) <= width:
+    assert columns(short) <= width
+    if columns(text) <= width:
         assert short == text
     else:
         head, _, tail = short.partition(ELLIPSIS)
-        assert text.startswith(head) and text.endswith(tail) and len(head) >= len(tail)
+        assert text.startswith(head) and text.endswith(tail) and columns(head) >= columns(tail)
 
 
 @given(st.lists(st.one_of(NAMES, st.text(min_size=30, max_size=300)), max_size=30), st.integers(8, 40))
@@ -107,11 +109,11 @@ def test_shorten_all_is_bounded_and_keeps_distinct_names_distinct(names, width):
     # Long names that differ only in the middle, or only in undecodable bytes.
     names = names + [f"{'a' * 50}{k}{'z' * 50}" for k in range(3)] + ["x\udcff", "x\udcfe"]
     short = shorten_all(names, width)
-    assert all(len(s) <= width for s in short)
+    assert all(columns(s) <= width for s in short)
     assert len(set(short)) == len(set(names))  # distinct stay distinct, equal stay equal
     for name, s in zip(names, short, strict=True):
         assert visible(s) == s
-        if len(visible(name)) <= width and sum(visible(n) == visible(name) for n in set(names)) == 1:
+        if columns(visible(name)) <= width and sum(visible(n) == visible(name) for n in set(names)) == 1:
             assert s == visible(name)  # a name that fits is kept whole
 
 
@@ -154,3 +156,24 @@ def test_no_other_module_words_a_did_you_mean():
         )
     ]
     assert not found, found
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=st.lists(st.text(alphabet=st.sampled_from("ab良性腫瘍\u0301é—x1 "), max_size=30), min_size=1, max_size=6),
+    width=st.integers(8, 30),
+)
+def test_short_names_fit_their_columns_and_stay_distinct(names, width):
+    """A Chinese or Japanese character takes two terminal columns, a combining accent none: a width is columns."""
+    short = shorten_all(names, width)
+    assert all(columns(form) <= width for form in short)
+    assert len(set(short)) == len(set(names))
+
+
+def test_a_table_of_wide_names_lines_up():
+    from skorchlite.cli.evaluate import _format_confusion_matrix
+
+    table = _format_confusion_matrix(
+        np.array(["良性", "malignant", "正常な組織"]), np.array([[5, 1, 0], [2, 7, 1], [0, 0, 9]])
+    )
+    assert len({columns(line) for line in table.splitlines()}) == 1, table

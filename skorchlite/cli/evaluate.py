@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..names import csv_bytes, shorten_all, visible
+from ..names import columns, csv_bytes, pad, shorten_all, visible
 from .apart import check_cache_apart
 from .inputs import (
     announce_weights,
@@ -333,11 +333,9 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _format_confusion_matrix(classes: np.ndarray, matrix: np.ndarray) -> str:
     names = shorten_all(classes.tolist(), _NAME_WIDTH)
     # Wide enough for the longest label and the largest count, or cells run together.
-    width = max(len(str(cell)) for cell in [*names, *matrix.ravel()]) + 2
-    lines = [" " * width + "".join(f"{name:>{width}}" for name in names)]
-    lines += [
-        f"{name:>{width}}" + "".join(f"{v:>{width}}" for v in row) for name, row in zip(names, matrix, strict=True)
-    ]
+    width = max(columns(str(cell)) for cell in [*names, *matrix.ravel()]) + 2
+    lines = [" " * width + "".join(pad(name, width) for name in names)]
+    lines += [pad(name, width) + "".join(f"{v:>{width}}" for v in row) for name, row in zip(names, matrix, strict=True)]
     return "\n".join(lines)
 
 
