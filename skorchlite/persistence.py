@@ -118,6 +118,8 @@ def damaged_file(path: str | os.PathLike, kind: str) -> Iterator[None]:
     """
     try:
         yield
+    except NotDataError:
+        raise  # another file's, which it names (a backbone's weights the block read)
     except (TypeError, ValueError, LookupError, AttributeError) as err:
         raise ValueError(f"{str(path)!r} is a damaged {kind} weights file ({error_cause(err)}).") from None
 

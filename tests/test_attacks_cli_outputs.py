@@ -404,3 +404,23 @@ def test_an_output_over_a_torchvision_checkpoint_is_refused(folder, tmp_path, ca
     argv = ["finetune", str(folder), "--backbone", "resnet18", "-o", str(checkpoint)]
     _refused(capsys, argv, "is the weights of backbone resnet18")
     assert checkpoint.read_bytes() == b"resnet weights"
+
+
+def test_explain_with_a_model_file_never_writes_into_its_backbone_s_weights(
+    folder, tmp_path, capsys, request, monkeypatch
+):
+    """A saved model rebuilds its backbone from that backbone's own weights: they are inputs too."""
+    from skorchlite import FineTuneClassifier
+    from skorchlite.cli import predict
+
+    model = tmp_path / "model.pt"
+    clf = FineTuneClassifier(unfreeze=0, epochs=1, image_size=64, cache=False, validation_fraction=0)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    clf.fit(paths, [Path(p).parent.name for p in paths]).save_weights(model)
+    # Loaded with the real weights; the backbone's weights then found where the fixture puts them.
+    loaded = FineTuneClassifier.load_weights(model)
+    monkeypatch.setattr(predict, "_load_model", lambda path, trust: loaded)
+    bundled = request.getfixturevalue("bundled")
+    request.getfixturevalue("no_work")
+    _refused(capsys, ["explain", str(model), paths[0], "-o", f"{bundled}/x.png"], "lies inside the weights of backbone")
+    assert [p.name for p in bundled.iterdir()] == ["efficientnet_lite0.pth"]

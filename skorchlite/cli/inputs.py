@@ -137,6 +137,29 @@ def backbone_weights(backbones: Iterable[str], weights: str | None) -> dict[str,
     return found
 
 
+def model_weights(model: Any) -> dict[str, str | None]:
+    """The backbone weights a saved ``model`` reads when it runs (it rebuilds
+    its backbone from them): inputs that no output may go over or into, as
+    :func:`backbone_weights` gives them.
+
+    Parameters
+    ----------
+    model : estimator
+        A fine-tuned classifier, or a pipeline whose extractor names its backbone.
+
+    Returns
+    -------
+    dict of str to (str or None)
+    """
+    params = model.get_params(deep=True) if hasattr(model, "get_params") else {}
+    found: dict[str, str | None] = {}
+    for key, backbone in params.items():
+        if (key == "backbone" or key.endswith("__backbone")) and isinstance(backbone, str):
+            weights = params.get(key.removesuffix("backbone") + "weights", "DEFAULT")
+            found.update(backbone_weights([backbone], str(weights) if isinstance(weights, os.PathLike) else weights))
+    return found
+
+
 def weights_file(weights: str | None) -> str | None:
     """``--weights`` when it names a file (a checkpoint the run reads), else ``None``.
 

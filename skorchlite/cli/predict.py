@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..names import csv_bytes, visible
-from .inputs import backbone_weights
+from .inputs import backbone_weights, model_weights
 from .output import CommandError, check_output_file
 
 # How pickles begin: a protocol 2+ opcode, or one of joblib's compressions
@@ -131,8 +131,11 @@ def explain_command(args: argparse.Namespace) -> int:
     if model_file:
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
+        loaded = _load_model(args.model, args.trust_pickle)
+        # The model rebuilds its backbone: that backbone's own weights are inputs too.
+        check_output_file(args.output, "-o", (".png",), {**inputs, **model_weights(loaded)})
         try:
-            model = resolve_model(_load_model(args.model, args.trust_pickle))
+            model = resolve_model(loaded)
         except (TypeError, ValueError) as err:
             raise CommandError(f"{args.model!r}: {err}") from err
     elif args.model in list_backbones():
