@@ -241,7 +241,7 @@ def find_duplicates(
     one comparing every pair in full gives (to float32 rounding of the
     similarity). On synthetic scans (``benchmarks/duplicates.py
     --scaling``): 10,000 images in 6.8 s, 30,000 in 15.6 s and 100,000 in
-    74 s, less than decoding them takes; comparing every pair took 8.1 s for
+    74 s; comparing every pair took 8.1 s for
     3,000. The first screen is the one step that sees every pair, at one
     product of 25 numbers and one comparison each; images that all look
     alike (a ``threshold`` far below 0.97, copies by the thousand) pass it

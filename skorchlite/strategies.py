@@ -20,6 +20,7 @@ from .backbones import get_backbone, offline_backbones
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
 from .folds import fold_groups, nested_folds
+from .names import columns, pad, visible
 from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head
 
@@ -305,14 +306,14 @@ class StrategyComparison:
         return sorted(range(len(self.names)), key=lambda i: -self.balanced_accuracy[i].mean())
 
     def __str__(self) -> str:
-        width = max(len(name) for name in [*self.names, "chosen on inner folds, per outer fold"])
+        width = max(columns(visible(name)) for name in [*self.names, "chosen on inner folds, per outer fold"])
         lines = [
-            f"{'strategy':{width}}  {'balanced acc.':>15}  {'accuracy':>15}  {'seconds':>8}",
+            f"{pad('strategy', width, '<')}  {'balanced acc.':>15}  {'accuracy':>15}  {'seconds':>8}",
         ]
 
         def row(name: str, balanced: np.ndarray, accuracy: np.ndarray, seconds: str) -> str:
             return (
-                f"{name:{width}}  {balanced.mean():.3f} ± {balanced.std():.3f}    "
+                f"{pad(visible(name), width, '<')}  {balanced.mean():.3f} ± {balanced.std():.3f}    "
                 f"{accuracy.mean():.3f} ± {accuracy.std():.3f}  {seconds:>8}"
             )
 
@@ -331,9 +332,9 @@ class StrategyComparison:
             "Each row's score is its own outer test folds'; picking the top row by them would be a choice made on "
             "the test folds. The honest figure for choosing is the 'chosen on inner folds' row: in each outer fold "
             "the strategy with the best inner-fold score was taken ("
-            + ", ".join(f"{name}: {count}x" for name, count in picks.most_common())
+            + ", ".join(f"{visible(name)}: {count}x" for name, count in picks.most_common())
             + ").",
-            f"Use: {self.recommended}",
+            f"Use: {visible(self.recommended)}",
         ]
         return "\n".join(lines)
 

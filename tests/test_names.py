@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,3 +178,21 @@ def test_a_table_of_wide_names_lines_up():
         np.array(["良性", "malignant", "正常な組織"]), np.array([[5, 1, 0], [2, 7, 1], [0, 0, 9]])
     )
     assert len({columns(line) for line in table.splitlines()}) == 1, table
+
+
+def test_predicted_paths_in_any_script_line_up(tmp_path, capsys):
+    """skorchlite predict pads its paths by terminal columns."""
+    from skorchlite.cli import predict
+
+    class Model:
+        classes_ = np.array(["a", "b"])
+
+        def predict_proba(self, X):
+            return np.tile([0.25, 0.75], (len(X), 1))
+
+    args = type("Args", (), {"model": "m.pt", "trust_pickle": False, "images": ["良性画像.png", "x.png"], "csv": False})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predict, "_load_model", lambda path, trust: Model())
+        assert predict.predict_command(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and len({columns(line) for line in lines}) == 1, lines

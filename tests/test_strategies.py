@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -78,6 +80,19 @@ def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
     text = str(result)
     assert text.index("sees") < text.index("blind") and text.splitlines()[-1] == "Use: sees"
     assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
+
+
+def test_the_table_lines_up_names_in_any_script():
+    """Columns, not characters: a Japanese name takes two columns a character; a control character is escaped."""
+    from skorchlite.names import columns
+
+    X, y, groups = numbered_images()
+    strategies = [Strategy("見る", RowSpy()), Strategy("blind\x1b[2J", RowSpy(shift=1e6))]
+    table = str(compare_strategies(X, y, strategies, groups=groups, cv=3)).splitlines()[:4]
+    # Where the scores start, in columns, on every row.
+    starts = {columns(line[: re.search(r"\d\.\d{3} ±", line).start()]) for line in table[1:]}
+    assert len(starts) == 1, table
+    assert "\x1b" not in "".join(table) and "blind\\x1b[2J" in table[2]
 
 
 def test_every_candidate_setting_is_scored_on_the_inner_folds_and_logged():

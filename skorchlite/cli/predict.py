@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..names import csv_bytes, visible
+from ..names import columns, csv_bytes, pad, visible
 from .inputs import backbone_weights, model_weights
 from .output import CommandError, check_output_file
 
@@ -94,9 +94,9 @@ def predict_command(args: argparse.Namespace) -> int:
         _print_csv(header, rows)
         return 0
     paths = [visible(path) for path in args.images]
-    width = max(map(len, paths))
+    width = max(map(columns, paths))
     for path, k, row in zip(paths, best, proba, strict=True):
-        print(f"{path:{width}}  {visible(classes[k])}  {row[k]:.3f}")
+        print(f"{pad(path, width, '<')}  {visible(classes[k])}  {row[k]:.3f}")
     return 0
 
 
