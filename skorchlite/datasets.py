@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils.validation import _num_samples
+from sklearn.utils import check_random_state
 
 from .labels import check_labels
 from .names import columns, pad, shorten_all, visible
+from .private_api import num_samples, safe_indexing
 from .validation import check_params
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", "train_val_test_split"]
@@ -315,7 +315,7 @@ def train_val_test_split(
     # What no constraint can say: three fractions that sum to 1.
     fractions = _check_sizes(sizes)
     labels = _check_labels(y)
-    n_samples = _num_samples(X)
+    n_samples = num_samples(X)
     if n_samples != len(labels):
         raise ValueError(f"X has {n_samples} samples but y has {len(labels)} labels.")
     classes, class_of = np.unique(labels, return_inverse=True)
@@ -362,8 +362,8 @@ def train_val_test_split(
         ),
         parts=("train", "val", "test"),
     )
-    X_parts = [_safe_indexing(X, p) for p in parts]
-    y_parts = [_safe_indexing(y, p) for p in parts]
+    X_parts = [safe_indexing(X, p) for p in parts]
+    y_parts = [safe_indexing(y, p) for p in parts]
     return (*X_parts, *y_parts, counts)
 
 
