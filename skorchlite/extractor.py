@@ -39,11 +39,9 @@ from .versioning import VersionedPickleMixin, describe_version, embedding_format
 
 __all__ = ["PretrainedFeatureExtractor"]
 
-# What each key of a fingerprint is, for the message that names what changed since fit.
-_CHANGE_KINDS = (
-    ("weights", {"weights", "weights_sha256"}),
-    ("parameters", {"backbone", "preprocessing", "layer", "pooling", "tta", "dtype"}),
-)
+# The keys of a fingerprint that the weights (or a module backbone's digest)
+# give; every other key is a parameter's, for the message that names what changed.
+_WEIGHTS_KEYS = frozenset({"weights", "weights_sha256"})
 
 
 def _check_format(fitted: dict[str, Any]) -> None:
@@ -285,7 +283,7 @@ class PretrainedFeatureExtractor(
         fitted, now = self.fingerprint_, self._fingerprint(backbone)
         _check_format(fitted)
         changed = {key for key in set(fitted) | set(now) if fitted.get(key) != now.get(key)}
-        kinds = [kind for kind, keys in _CHANGE_KINDS if changed & keys] or ["parameters"]
+        kinds = ["parameters"] * bool(changed - _WEIGHTS_KEYS) + ["weights"] * bool(changed & _WEIGHTS_KEYS)
         check_unchanged(
             fitted, now, what=f"The extractor's {' and '.join(kinds)}", remedy="call fit again before transform"
         )

@@ -19,6 +19,7 @@ from .inputs import (
     backbone_weights,
     class_counts,
     class_table,
+    engine_params,
     layer_option,
     load_folder,
     weights_file,
@@ -144,7 +145,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     }
     if args.report is not None:
         check_output_folder(args.report, "--report", inputs)
-    check_cache_apart(inputs)
+    check_cache_apart(inputs, args.cache)
     X, y = _dataset(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:
@@ -218,6 +219,7 @@ def _extractors(args: argparse.Namespace) -> list[Any]:
             layer=layer_option(args.layer),
             image_size=args.image_size,
             verbose=args.verbose,
+            **engine_params(args),
         ).fit()
         for backbone in args.backbone
     ]
