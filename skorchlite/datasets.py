@@ -22,6 +22,11 @@ __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", 
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
+# A data set's own documentation, beside or inside its class folders (BUSI
+# has a README.md): skipped without a warning. A name with an image's
+# extension is never documentation, so no image is dropped quietly.
+_DOCUMENTATION_SUFFIXES = frozenset({".md", ".txt", ".rst"})
+_DOCUMENTATION_STEMS = frozenset({"readme", "license", "licence", "copying", "notice", "citation", "authors"})
 # How many skipped files the warning names; the count covers all of them.
 _NAMED_SKIPPED = 5
 # Longest class name in a ClassCounts table, in characters; longer ones are
@@ -33,9 +38,11 @@ def load_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     """Read a folder with one sub-folder of images per class.
 
     Image files are recognised by extension (``IMAGE_EXTENSIONS``, any case).
-    Hidden files and folders (names starting with '.') are skipped silently;
-    other files that cannot be used (not images, or directly in ``root``
-    with no class) are skipped with a warning.
+    Hidden files and folders (names starting with '.') and the data set's
+    documentation (``README``, ``LICENSE``, ``CITATION``... and ``.md``,
+    ``.txt``, ``.rst`` files) are skipped silently; other entries that
+    cannot be used (other files, folders inside a class folder, anything
+    directly in ``root`` but the class folders) are skipped with a warning.
 
     Parameters
     ----------
@@ -115,9 +122,16 @@ def load_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def _visible(folder: Path) -> list[Path]:
-    """Entries not hidden, sorted by name so that results do not depend on the filesystem."""
-    entries = (entry for entry in folder.iterdir() if not entry.name.startswith("."))
+    """Entries neither hidden nor documentation, sorted by name so that results do not depend on the filesystem."""
+    entries = (entry for entry in folder.iterdir() if not entry.name.startswith(".") and not _is_documentation(entry))
     return sorted(entries, key=lambda entry: entry.name)
+
+
+def _is_documentation(entry: Path) -> bool:
+    """A file named as a data set's documentation, unless its extension is an image's (readme.png is loaded)."""
+    name, suffix = entry.name.lower(), entry.suffix.lower()
+    documented = suffix in _DOCUMENTATION_SUFFIXES or name.split(".", 1)[0] in _DOCUMENTATION_STEMS
+    return documented and suffix not in IMAGE_EXTENSIONS and entry.is_file()
 
 
 def _is_image(entry: Path) -> bool:

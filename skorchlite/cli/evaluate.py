@@ -262,9 +262,10 @@ def _evaluation_report(
 
     def draw() -> tuple[dict[str, bytes], str]:
         proba = best["scores"]
-        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
-        explain, note = _fold_explainer(X, best, args.head)
-        if args.verbose:
+        images = args.report_images  # with --no-report-images, no file of the report shows an input image
+        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X if images else None)
+        explain, note = _fold_explainer(X, best, args.head) if images else (None, "")
+        if args.verbose and images:
             print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
         errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
         run = RunInfo(
@@ -292,6 +293,7 @@ def _evaluation_report(
             duplicates=found,
             X=X,
             ranking=results,
+            images=images,
         )
         return pngs, page
 

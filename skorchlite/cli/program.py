@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT_DIR",
         help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs",
     )
+    evaluate.add_argument(
+        "--report-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed the input images in the report (thumbnails, Grad-CAM, misclassified.png); "
+        "--no-report-images leaves them out (patient data)",
+    )
 
     compare = verb(
         "compare",
