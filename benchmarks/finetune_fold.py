@@ -16,7 +16,14 @@ penultimate features), and ``lpft:UNFREEZE:LR:EPOCHS`` (LP-FT, Kumar et al.
 2022: the head starts as that probe, then ``UNFREEZE`` groups train at
 ``LR`` for ``EPOCHS`` epochs with balanced class weights; the probe is put
 in place by wrapping ``skorchlite.finetune.run.build_network``, until the
-estimator can start its head from a probe itself).
+estimator can start its head from a probe itself), and
+``blocks-lpft:UNFREEZE:LR:EPOCHS[:fix][:noaug]`` (LP-FT in the space of the
+best frozen recipe: the network reads every ``"blocks"`` layer, pooled and
+standardised, and its linear head starts as the frozen voting heads' summed
+logits, so it starts out predicting exactly what ``blocks`` predicts; then
+``UNFREEZE`` groups train at ``LR`` for ``EPOCHS`` epochs with a cosine
+schedule; ``fix`` keeps the head as the voting heads, ``noaug`` trains
+without augmentation).
 
 Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 ``python benchmarks/finetune_fold.py 0 default blocks lpft:2:3e-4:6``.
@@ -32,9 +39,13 @@ from _common import busi_arguments, duplicate_groups, grouped_folds, load_busi, 
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
+from skorchlite.backbones import get_backbone
 from skorchlite.finetune import run
+from skorchlite.networks import PooledNodes
 from skorchlite.voting import default_layer_head
 
 PROBE_C = 0.1
@@ -59,6 +70,55 @@ def start_heads_from(fitted: LogisticRegression) -> None:
     run.build_network = with_probe
 
 
+class BlocksBody(nn.Module):
+    """``model``'s pooled ``nodes``, concatenated; its parameters keep the
+    names they have in ``model``, so that the layer groups find them."""
+
+    def __init__(self, model: nn.Module, nodes: tuple[str, ...]):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        traced = create_feature_extractor(model, {node: node for node in nodes})
+        object.__setattr__(self, "traced", PooledNodes(traced, nodes, pooling="avg"))  # shares the children
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.traced(x)
+
+
+class Standardise(nn.Module):
+    def __init__(self, mean: np.ndarray, scale: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+
+def start_from_voting(X: np.ndarray, y: np.ndarray, fix_head: bool) -> None:
+    """Every network the fine-tuner builds from now on reads the ``"blocks"``
+    layers and starts as the frozen voting heads fitted on ``X``."""
+    voting = recipe("blocks", X, y).fit(X, y)[-1]
+    scalers, heads = zip(*((e[0], e[-1]) for e in voting.estimators_), strict=True)
+    weight = np.concatenate([h.coef_ for h in heads], axis=1)
+    bias = np.sum([h.intercept_ for h in heads], axis=0)
+    if len(weight) == 1:  # two classes: one logit, split into two
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    mean = np.concatenate([s.mean_ for s in scalers])
+    scale = np.concatenate([s.scale_ for s in scalers])
+
+    def blocks_network(backbone, n_classes):
+        body = BlocksBody(backbone.model, backbone.embedding_nodes("blocks", "avg"))
+        linear = nn.Linear(weight.shape[1], n_classes)
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        linear.requires_grad_(not fix_head)
+        return nn.Sequential(body, nn.Sequential(Standardise(mean, scale), linear))
+
+    run.build_network = blocks_network
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -72,10 +132,22 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         return make_pipeline(
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
-    kind, unfreeze, lr, epochs = name.split(":")
-    if kind != "lpft":
+    kind, unfreeze, lr, epochs, *flags = name.split(":")
+    if kind == "lpft" and not flags:
+        start_heads_from(probe(X, y))
+        options = {}
+    elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
+        start_from_voting(X, y, fix_head="fix" in flags)
+        groups = get_backbone("efficientnet_lite0").layer_groups
+        options = dict(
+            layer_groups=[list(g) for g in groups],
+            schedule="cosine",
+            warmup=0.1,
+            validation_fraction=0.0,
+            augment=None if "noaug" in flags else "default",
+        )
+    else:
         raise SystemExit(f"unknown recipe {name!r}")
-    start_heads_from(probe(X, y))
     return FineTuneClassifier(
         unfreeze=unfreeze if unfreeze == "all" else int(unfreeze),
         lr=float(lr),
@@ -83,6 +155,7 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         freeze_epochs=0,
         class_weight="balanced",
         random_state=0,
+        **options,
     )
 
 

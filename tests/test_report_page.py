@@ -94,9 +94,23 @@ def _assert_not_blank(path: Path) -> None:
 def test_evaluate_report_page_in_a_browser(folder, tmp_path, capsys):
     """Issue 16: the page opens offline, no console error or failed resource,
     every image decodes, the headline equals the terminal's, the screenshot is not blank."""
+    # --head logreg: a linear head, whose errors get a Grad-CAM each (the voting default has none).
     _browser()  # skip before the work when there is no browser
     out = tmp_path / "report"
-    args = ["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", "--report", str(out)]
+    args = [
+        "evaluate",
+        str(folder),
+        "--cv",
+        "2",
+        "--image-size",
+        "64",
+        "--verbose",
+        "0",
+        "--report",
+        str(out),
+        "--head",
+        "logreg",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     balanced = re.search(r"balanced accuracy (\d\.\d{3} ± \d\.\d{3})", printed).group(1)

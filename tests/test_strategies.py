@@ -157,7 +157,23 @@ def test_default_strategies_cover_the_course_and_their_grids_are_parameters():
     features = strategies[3].estimator[0]
     assert [(e.layer, e.image_size) for _, e in features.transformer_list] == [("blocks", None), ("blocks", 288)]
     assert strategies[3].estimator[-1].blocks == blocks * 2
-    assert strategies[-1].inner_folds == 1
+    # Fine-tuning is scored on the inner folds every recipe gets, not on a hold-out of its own.
+    assert strategies[-1].inner_folds is None and strategies[-1].param_grid == {}
+
+
+def test_every_strategy_without_folds_of_its_own_is_scored_on_the_same_inner_folds():
+    """A choice between recipes is fair only on the same images: a one-fifth
+    hold-out of fine-tuning's own over-rated it on BUSI."""
+    X, y, groups = numbered_images()
+    RowSpy.log.clear()
+    strategies = [Strategy("frozen", RowSpy()), Strategy("fine-tuned", RowSpy(shift=1.0))]
+    compare_strategies(X, y, strategies, groups=groups, cv=3)
+    fitted = [trained for trained, model in RowSpy.log if isinstance(model, RowSpy)]
+    # Per outer fold: 3 inner fits and a refit of the first strategy, then the same of the second.
+    per_strategy = [fitted[k : k + 4] for k in range(0, len(fitted), 4)]
+    assert len(per_strategy) == 6
+    for outer in range(3):
+        assert per_strategy[2 * outer] == per_strategy[2 * outer + 1]
 
 
 def test_frozen_strategies_on_real_embeddings_run_end_to_end(tmp_path):

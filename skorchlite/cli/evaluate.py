@@ -26,7 +26,17 @@ from .inputs import (
 )
 from .output import CommandError, check_output_folder
 
-HEADS = ("logreg", "svm", "knn", "ridge")
+# "voting" first: the default, and the frozen recipe that scored best on BUSI's
+# grouped folds (docs/benchmarks.md); the others read one layer.
+HEADS = ("voting", "logreg", "svm", "knn", "ridge")
+# What each head means, as the output names the recipe that ran.
+HEAD_NAMES = {
+    "voting": "a logistic head per layer, their log-probabilities summed",
+    "logreg": "logistic regression",
+    "svm": "an SVM",
+    "knn": "k nearest neighbours",
+    "ridge": "a ridge classifier",
+}
 # Longest class name in the printed confusion matrix; the class table above it gives them in full.
 _NAME_WIDTH = 24
 
@@ -52,9 +62,10 @@ def _dataset(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _head(name: str, smallest_class: int = 3, smallest_fold: int = 5) -> Any:
-    """The head ``name``, its internal folds and neighbours fitted to the
-    smallest class (``smallest_class`` images) and training fold."""
+def _head(name: str, widths: Any, smallest_class: int = 3, smallest_fold: int = 5) -> Any:
+    """The head ``name`` for an extractor's layers of ``widths``, its internal
+    folds and neighbours fitted to the smallest class (``smallest_class``
+    images) and training fold."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.neighbors import KNeighborsClassifier
@@ -62,6 +73,10 @@ def _head(name: str, smallest_class: int = 3, smallest_fold: int = 5) -> Any:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from ..voting import LayerVotingClassifier, default_layer_head
+
+    if name == "voting":
+        return LayerVotingClassifier(list(widths), estimator=default_layer_head())
     # Balanced class weights: small medical data sets are rarely balanced.
     heads = {
         "logreg": lambda: LogisticRegression(max_iter=3000, class_weight="balanced"),
@@ -165,20 +180,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
     # learn a class fails here, before any image is embedded.
     need, needed_by = HEAD_NEEDS.get(args.head, (1, None))
     splits = stratified_folds(y, groups, args.cv, min_count=need, needed_by=needed_by, other_fix=HEAD_FIX)
-    head = _head(
-        args.head,
-        smallest_class=min(np.unique(y[train], return_counts=True)[1].min() for train, _ in splits),
-        smallest_fold=min(len(train) for train, _ in splits),
-    )
+    smallest = {
+        "smallest_class": min(np.unique(y[train], return_counts=True)[1].min() for train, _ in splits),
+        "smallest_fold": min(len(train) for train, _ in splits),
+    }
+    print(f"Recipe: {_recipe(args, extractors[0])}.")
     results = []
     for backbone, extractor in zip(args.backbone, extractors, strict=True):
+        head = _head(args.head, extractor.layer_widths_, **smallest)
         start = time.perf_counter()
         announce_weights(backbone, args.weights)
         features = extractor.fit_transform(X)
         result = _cross_validate(features, y, head, splits, args.verbose)
         backbone = _label(backbone, args.weights)
         result["backbone"], result["seconds"] = backbone, time.perf_counter() - start
-        result["extractor"] = extractor
+        result["extractor"], result["head"] = extractor, head
         results.append(result)
         print(
             f"{backbone} + {args.head}, {args.cv}-fold CV{' (duplicate groups kept together)' if groups is not None else ''}: "
@@ -200,7 +216,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"\nConfusion matrix of {best['backbone']} (rows: true, columns: predicted, out-of-fold):")
     print(_format_confusion_matrix(classes, matrix))
     if args.report is not None:
-        written = _evaluation_report(args, X, y, classes, splits, found, results, head)
+        written = _evaluation_report(args, X, y, classes, splits, found, results)
         print("\nReport: " + ", ".join(visible(p) for p in written))
     print(f"\nTime: {sum(r['seconds'] for r in results):.1f} s (embeddings are cached: a second run is faster)")
     return 0
@@ -216,13 +232,32 @@ def _extractors(args: argparse.Namespace) -> list[Any]:
         PretrainedFeatureExtractor(
             backbone=backbone,
             weights=args.weights,
-            layer=layer_option(args.layer),
+            layer=_layer(args),
             image_size=args.image_size,
             verbose=args.verbose,
             **engine_params(args),
         ).fit()
         for backbone in args.backbone
     ]
+
+
+def _layer(args: argparse.Namespace) -> str | list[str] | None:
+    """``--layer``; without it, every block for the voting head (one head
+    per block) and the penultimate features for the others."""
+    if args.layer is None and args.head == "voting":
+        return "blocks"
+    return layer_option(args.layer)
+
+
+def _recipe(args: argparse.Namespace, extractor: Any) -> str:
+    """The recipe that runs, in words: features, layers and head."""
+    layer = _layer(args)
+    layers = "penultimate features"
+    if layer is not None:
+        names = " ".join([layer] if isinstance(layer, str) else layer)
+        layers = f"{names} features ({len(extractor.layer_widths_)} layers)"
+    default = " (the default; --head logreg for one head on the penultimate features)" if args.head == "voting" else ""
+    return f"frozen {layers} + {HEAD_NAMES[args.head]}{default}"
 
 
 def _scores(results: list, splits: list, head: str, names: list[str], y: np.ndarray) -> dict[str, bytes]:
@@ -251,7 +286,6 @@ def _evaluation_report(
     splits: list,
     found: Any,
     results: list,
-    head: Any,
 ) -> list[Path]:
     """The scores, then the PNGs and the page ``index.html`` of the best backbone, written last."""
     from ..report import RunInfo, error_gallery, evaluation_page, report_figures
@@ -270,7 +304,7 @@ def _evaluation_report(
         errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
         run = RunInfo(
             command=shlex.join(["skorchlite", *args.argv]),
-            parameters={**_options(args), "head estimator": repr(head)},
+            parameters={**_options(args), "head estimator": repr(best["head"])},
             fingerprint=best["extractor"].fingerprint_,
             folder=None if args.dir is None else str(Path(args.dir).resolve()),
             class_counts=class_counts(y),

@@ -146,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dir", nargs="?", help="one sub-folder per class (default: scikit-learn's digits)")
     evaluate.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbones")
     evaluate.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
-    evaluate.add_argument("--head", choices=HEADS, default="logreg")
+    evaluate.add_argument(
+        "--head",
+        choices=HEADS,
+        default="voting",
+        help='voting (default): one logistic head per layer of --layer (default: "blocks"), their log-probabilities '
+        "summed; the others read one layer (default: the penultimate features)",
+    )
     evaluate.add_argument("--cv", type=_FOLDS, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     evaluate.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
