@@ -154,8 +154,9 @@ def save(model: Any, path: str | os.PathLike) -> Path:
         check_fitted(model, "be saved")
         kind, data = "FineTuneClassifier", fitted_bytes(model)
     else:
+        as_data = _as_data(model)  # first: what can never be saved, fitted or not
         check_is_fitted(model)
-        kind, data = "skops", _skops_bytes(_as_data(model))
+        kind, data = "skops", _skops_bytes(as_data)
     manifest = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -237,13 +238,13 @@ def _as_data(model: Any) -> Any:
     from .finetune import FineTuneClassifier
 
     params = model.get_params(deep=True) if hasattr(model, "get_params") else {}
-    for key, value in params.items():
+    for key, value in [("the model", model), *params.items()]:
         if isinstance(value, FineTuneClassifier):
             raise ValueError(
                 f"{key} is a FineTuneClassifier inside a {type(model).__name__}, which skorchlite.save cannot "
                 "hold yet: save the FineTuneClassifier alone."
             )
-        if hasattr(value, "backbone") and hasattr(value, "fingerprint_"):  # an extractor
+        if hasattr(value, "backbone"):  # an extractor, or another estimator of a backbone
             check_data_backbone(value)
 
     def plain(value: Any) -> Any:

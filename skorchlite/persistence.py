@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import tensorfile
 from .files import open_regular
+from .tensorfile import decode_values, encode_values, is_tensor_file
 from .versioning import __version__, describe_version, shown
 
 __all__ = [
@@ -236,7 +236,7 @@ def model_state_bytes(kind: str, params: Mapping[str, Any], fitted: Mapping[str,
         "params": {name: _plain(value, name) for name, value in params.items()},
         "fitted": {name: _storable(value, name) for name, value in fitted.items()},
     }
-    return tensorfile.dumps(payload)
+    return encode_values(payload)
 
 
 def check_data_backbone(estimator: Any) -> None:
@@ -428,10 +428,10 @@ def _read_payload(path: Path, data: bytes | None) -> Any:
                 data = file.read()
         except OSError:
             raise ValueError(f"model file {str(path)!r} does not exist or is not a regular file.") from None
-    if not tensorfile.is_tensor_file(data[:9]):
+    if not is_tensor_file(data[:9]):
         return load_tensors(path, "Model file", file=io.BytesIO(data))
     try:
-        return tensorfile.loads(data)
+        return decode_values(data)
     except Exception as err:  # whatever numpy or JSON raise on foreign bytes
         cause = str(err) if type(err) is ValueError else error_cause(err)
         raise NotDataError(f"Model file {str(path)!r} is damaged or not a skorchlite model file: {cause}.") from None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["dumps", "is_tensor_file", "loads"]
+__all__ = ["decode_values", "encode_values", "is_tensor_file"]
 
 # The metadata entry that holds the values' JSON.
 _VALUES = "skorchlite"
@@ -48,13 +48,13 @@ def is_tensor_file(head: bytes) -> bool:
 
     Examples
     --------
-    >>> is_tensor_file(dumps({"w": torch.zeros(2)})[:9]), is_tensor_file(b"PK\\x03\\x04 torch zip")
+    >>> is_tensor_file(encode_values({"w": torch.zeros(2)})[:9]), is_tensor_file(b"PK\\x03\\x04 torch zip")
     (True, False)
     """
     return len(head) > _HEADER_BYTES and head[4:_HEADER_BYTES] == bytes(4) and head[_HEADER_BYTES] == ord("{")
 
 
-def dumps(values: Any) -> bytes:
+def encode_values(values: Any) -> bytes:
     """``values`` as the bytes of a safetensors file.
 
     Parameters
@@ -83,8 +83,8 @@ def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def loads(data: bytes) -> Any:
-    """What :func:`dumps` wrote.
+def decode_values(data: bytes) -> Any:
+    """What :func:`encode_values` wrote.
 
     Parameters
     ----------

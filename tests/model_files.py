@@ -14,12 +14,12 @@ from skorchlite import tensorfile
 
 def payload_of(path: Path) -> dict:
     """What a model file of the current format holds: format, version, skorchlite, params, fitted."""
-    return tensorfile.loads(Path(path).read_bytes())
+    return tensorfile.decode_values(Path(path).read_bytes())
 
 
 def write_payload(payload: dict, path: Path) -> Path:
     """``payload`` as a file of the current format."""
-    Path(path).write_bytes(tensorfile.dumps(payload))
+    Path(path).write_bytes(tensorfile.encode_values(payload))
     return Path(path)
 
 
