@@ -196,6 +196,8 @@ def load(path: str | os.PathLike, trusted: Sequence[str | type] | None = None) -
 
     Raises
     ------
+    TypeError
+        When ``trusted`` is not a list of type names or types.
     UntrustedTypesError
         A ``ValueError`` naming the types that are not trusted.
     PickleFileError
@@ -204,7 +206,7 @@ def load(path: str | os.PathLike, trusted: Sequence[str | type] | None = None) -
         One line naming the file for anything else: missing, damaged or
         truncated, not a model file, or written by a newer format.
     """
-    path = Path(path)
+    path, trusted_types = Path(path), _trusted_list(trusted)
     try:
         with open_regular(path) as file:
             data = file.read()
@@ -213,7 +215,7 @@ def load(path: str | os.PathLike, trusted: Sequence[str | type] | None = None) -
     if data.startswith(_ZIP_START):
         archive = _open_archive(path, data)
         if _MANIFEST in archive.namelist():
-            return _load_archive(path, archive, trusted)
+            return _load_archive(path, archive, trusted_types)
     from .finetune import FineTuneClassifier
     from .finetune.model_file import load_fitted
     from .tensorfile import is_tensor_file
@@ -336,7 +338,7 @@ def _manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
     return manifest
 
 
-def _load_archive(path: Path, archive: zipfile.ZipFile, trusted: Sequence[str | type] | None) -> Any:
+def _load_archive(path: Path, archive: zipfile.ZipFile, trusted: list[str | type]) -> Any:
     kind = _manifest(path, archive)["kind"]
     data = _member(path, archive, _MEMBERS[kind])
     if kind == "FineTuneClassifier":
@@ -344,15 +346,17 @@ def _load_archive(path: Path, archive: zipfile.ZipFile, trusted: Sequence[str | 
         from .finetune.model_file import load_fitted
 
         return load_fitted(FineTuneClassifier, f"{path}:{_MEMBERS[kind]}", data)
-    return _load_skops(path, data, _trusted_list(trusted))
+    return _load_skops(path, data, trusted)
 
 
 def _trusted_list(trusted: Sequence[str | type] | None) -> list[str | type]:
+    """:data:`TRUSTED_TYPES` and the caller's ``trusted``, checked before the file is read."""
     if trusted is None:
         return list(TRUSTED_TYPES)
-    if isinstance(trusted, (str, type)):  # one name, not its letters
-        return [*TRUSTED_TYPES, trusted]
-    return [*TRUSTED_TYPES, *trusted]
+    items = [trusted] if isinstance(trusted, (str, type)) else trusted  # one name, not its letters
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, (str, type)) for t in items):
+        raise TypeError(f"trusted must be a list of type names or types, got {shown(trusted)}.")
+    return [*TRUSTED_TYPES, *items]
 
 
 def _load_skops(path: Path, data: bytes, trusted: list[str | type]) -> Any:

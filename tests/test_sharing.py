@@ -171,6 +171,12 @@ def test_a_random_forest_needs_its_tree_type_trusted_by_name(models, files):
         np.testing.assert_array_equal(loaded.predict_proba(X), models["forest"].predict_proba(X))
 
 
+@pytest.mark.parametrize("trusted", [True, 3, [None], {"a": 1}])
+def test_trusted_must_name_types(files, trusted):
+    with pytest.raises(TypeError, match="trusted must be a list of type names or types"):
+        skorchlite.load(files["forest"], trusted=trusted)
+
+
 def test_skorchlite_s_trusted_types_are_its_estimators_of_plain_data():
     from skorchlite.backbones import Preprocessing
 
