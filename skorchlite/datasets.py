@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils.validation import _num_samples
+from sklearn.utils import check_random_state
 
 from .labels import check_labels
 from .names import columns, pad, shorten_all, visible
+from .private_api import num_samples, safe_indexing
 from .validation import check_params
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassCounts", "load_image_folder", "summarize", "train_val_test_split"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
+# A data set's own documentation, beside or inside its class folders (BUSI
+# has a README.md): skipped without a warning. A name with an image's
+# extension is never documentation, so no image is dropped quietly.
+_DOCUMENTATION_SUFFIXES = frozenset({".md", ".txt", ".rst"})
+_DOCUMENTATION_STEMS = frozenset({"readme", "license", "licence", "copying", "notice", "citation", "authors"})
 # How many skipped files the warning names; the count covers all of them.
 _NAMED_SKIPPED = 5
 # Longest class name in a ClassCounts table, in characters; longer ones are
@@ -33,9 +38,11 @@ def load_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     """Read a folder with one sub-folder of images per class.
 
     Image files are recognised by extension (``IMAGE_EXTENSIONS``, any case).
-    Hidden files and folders (names starting with '.') are skipped silently;
-    other files that cannot be used (not images, or directly in ``root``
-    with no class) are skipped with a warning.
+    Hidden files and folders (names starting with '.') and the data set's
+    documentation (``README``, ``LICENSE``, ``CITATION``... and ``.md``,
+    ``.txt``, ``.rst`` files) are skipped silently; other entries that
+    cannot be used (other files, folders inside a class folder, anything
+    directly in ``root`` but the class folders) are skipped with a warning.
 
     Parameters
     ----------
@@ -115,9 +122,16 @@ def load_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def _visible(folder: Path) -> list[Path]:
-    """Entries not hidden, sorted by name so that results do not depend on the filesystem."""
-    entries = (entry for entry in folder.iterdir() if not entry.name.startswith("."))
+    """Entries neither hidden nor documentation, sorted by name so that results do not depend on the filesystem."""
+    entries = (entry for entry in folder.iterdir() if not entry.name.startswith(".") and not _is_documentation(entry))
     return sorted(entries, key=lambda entry: entry.name)
+
+
+def _is_documentation(entry: Path) -> bool:
+    """A file named as a data set's documentation, unless its extension is an image's (readme.png is loaded)."""
+    name, suffix = entry.name.lower(), entry.suffix.lower()
+    documented = suffix in _DOCUMENTATION_SUFFIXES or name.split(".", 1)[0] in _DOCUMENTATION_STEMS
+    return documented and suffix not in IMAGE_EXTENSIONS and entry.is_file()
 
 
 def _is_image(entry: Path) -> bool:
@@ -315,7 +329,7 @@ def train_val_test_split(
     # What no constraint can say: three fractions that sum to 1.
     fractions = _check_sizes(sizes)
     labels = _check_labels(y)
-    n_samples = _num_samples(X)
+    n_samples = num_samples(X)
     if n_samples != len(labels):
         raise ValueError(f"X has {n_samples} samples but y has {len(labels)} labels.")
     classes, class_of = np.unique(labels, return_inverse=True)
@@ -362,8 +376,8 @@ def train_val_test_split(
         ),
         parts=("train", "val", "test"),
     )
-    X_parts = [_safe_indexing(X, p) for p in parts]
-    y_parts = [_safe_indexing(y, p) for p in parts]
+    X_parts = [safe_indexing(X, p) for p in parts]
+    y_parts = [safe_indexing(y, p) for p in parts]
     return (*X_parts, *y_parts, counts)
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from . import versioning
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
 from .backbones.identity import warn_uncached
 from .cache import CacheNamespace, get_or_compute, resolve_cache
@@ -31,11 +32,34 @@ from .engine import (
     resolve_device,
 )
 from .images import Sample, check_images, content_key
+from .private_api import fit_context
 from .progress import progress_bar
 from .validation import StrOptions, check_estimator_params, check_unchanged
-from .versioning import VersionedPickleMixin, __version__
+from .versioning import VersionedPickleMixin, describe_version, embedding_format_of
 
 __all__ = ["PretrainedFeatureExtractor"]
+
+# The keys of a fingerprint that the weights (or a module backbone's digest)
+# give; every other key is a parameter's, for the message that names what changed.
+_WEIGHTS_KEYS = frozenset({"weights", "weights_sha256"})
+
+
+def _check_format(fitted: dict[str, Any]) -> None:
+    """Refuse a fitted fingerprint of other vectors than this version's (see
+    :data:`~skorchlite.versioning.EMBEDDING_FORMAT`), naming both."""
+    format_ = fitted.get(versioning.EMBEDDING_FORMAT_KEY)
+    if format_ == versioning.EMBEDDING_FORMAT:
+        return
+    then = (
+        f"embedding format {format_!r}"
+        if versioning.EMBEDDING_FORMAT_KEY in fitted
+        else f"the vectors of {describe_version(fitted.get('skorchlite'))}"
+    )
+    raise ValueError(
+        f"This extractor was fitted with {then}; skorchlite {versioning.__version__} computes embedding format "
+        f"{versioning.EMBEDDING_FORMAT}, whose vectors differ: fit it again before transform, and refit the steps "
+        "after it, which learned from the old vectors."
+    )
 
 
 class PretrainedFeatureExtractor(
@@ -119,9 +143,14 @@ class PretrainedFeatureExtractor(
     fingerprint_ : dict
         What determines the embeddings: backbone, resolved weights and their
         SHA-256, preprocessing, layer, pooling, mirror TTA, precision (``"dtype"``),
-        library version. It keys the cache; :meth:`transform` checks the
+        and the embedding format (:data:`skorchlite.versioning.EMBEDDING_FORMAT`,
+        which changes only when skorchlite's vectors do; not the package
+        version, so an upgrade that computes the same vectors keeps a pickled
+        model working, with an ``InconsistentVersionWarning``, and its cache
+        entries). It keys the cache; :meth:`transform` checks the
         parameters as :meth:`fit` does and refuses to run when they no
-        longer give it (any parameter that changes the vectors).
+        longer give it (any parameter that changes the vectors), or when
+        this skorchlite computes another embedding format, naming what changed.
     n_features_out_ : int
         Width of the embedding.
     layers_ : list of str or None
@@ -199,7 +228,7 @@ class PretrainedFeatureExtractor(
         self._check_unchanged(backbone)
         return backbone
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> PretrainedFeatureExtractor:
         """Resolve the backbone; no image is read.
 
@@ -242,18 +271,29 @@ class PretrainedFeatureExtractor(
             "pooling": self.pooling,
             "tta": "mirror" if self.tta else None,
             "dtype": self.precision,
-            "skorchlite": __version__,
+            # Not the package version: an upgrade that computes the same vectors keeps the model and its cache.
+            versioning.EMBEDDING_FORMAT_KEY: versioning.EMBEDDING_FORMAT,
         }
 
     def _check_unchanged(self, backbone: Backbone) -> None:
-        """Refuse to embed with settings other than those fitted: their
-        vectors would be stored under the fitted fingerprint."""
+        """Refuse to embed with settings other than those fitted, or vectors of
+        another format than the fitted one's: they would be stored under the
+        fitted fingerprint, and the steps after the extractor learned from
+        the fitted vectors. The message names what changed."""
+        fitted, now = self.fingerprint_, self._fingerprint(backbone)
+        _check_format(fitted)
+        changed = {key for key in set(fitted) | set(now) if fitted.get(key) != now.get(key)}
+        kinds = ["parameters"] * bool(changed - _WEIGHTS_KEYS) + ["weights"] * bool(changed & _WEIGHTS_KEYS)
         check_unchanged(
-            self.fingerprint_,
-            self._fingerprint(backbone),
-            what="The extractor's parameters or weights",
-            remedy="call fit again before transform",
+            fitted, now, what=f"The extractor's {' and '.join(kinds)}", remedy="call fit again before transform"
         )
+
+    @classmethod
+    def _upgrade_fitted(cls, state: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(state.get("fingerprint_"), dict):
+            # Fitted by a version that recorded itself, not its vectors' format.
+            state["fingerprint_"] = embedding_format_of(state["fingerprint_"])
+        return state
 
     def _backbone(self) -> Backbone:
         return estimator_backbone(self)
@@ -327,7 +367,8 @@ class PretrainedFeatureExtractor(
         ------
         ValueError
             For a bad image (naming its index and cause), or when the
-            parameters or weights changed since :meth:`fit`.
+            parameters, the weights or the embedding format changed since
+            :meth:`fit` (naming which).
         """
         check_is_fitted(self, "fingerprint_")
         return self.transform_samples(check_images(X))

@@ -18,16 +18,19 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
     "FileTooLargeError",
     "NotRegularFileError",
+    "atomic_output",
     "folder_entries",
     "open_regular",
     "read_limited",
     "resolved_path",
+    "write_all",
     "write_atomic",
 ]
 
@@ -53,15 +56,34 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     >>> (folder / "a.txt").read_bytes(), [p.name for p in folder.iterdir()]
     (b'hello', ['a.txt'])
     """
-    path = Path(path)
+    with atomic_output(Path(path)) as fd:
+        write_all(fd, data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[int]:
+    """A descriptor whose bytes become ``path`` when the block ends without error.
+
+    They go to a temporary file (``.tmp-*``) in the same folder, renamed over
+    ``path`` at the end (:func:`os.replace` is atomic); any error inside the
+    block, or closing or renaming, removes it, and the first error is raised.
+
+    Parameters
+    ----------
+    path : Path
+        The file; its folder must exist.
+
+    Yields
+    ------
+    int
+        A descriptor open for writing (:func:`write_all` writes to it).
+    """
     # No fsync: a crash leaves at worst a stray temp file or a truncated
     # file; cache entries are checksummed, so a damaged one is a miss.
     fd, tmp = _temporary(path.parent)
     try:
         try:
-            view = memoryview(data).cast("B")  # bytes, whatever the buffer's item size
-            while view:  # a write may be short, then fail: a full disk
-                view = view[os.write(fd, view) :]
+            yield fd
         except BaseException:
             # An error closing (or removing, below) must not replace the
             # first: a Ctrl-C would become an OSError the cache warns about.
@@ -74,6 +96,13 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(OSError):  # at worst a stray temp file
             os.unlink(tmp)
         raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to descriptor ``fd``."""
+    view = memoryview(data).cast("B")  # bytes, whatever the buffer's item size
+    while view:  # a write may be short, then fail: a full disk
+        view = view[os.write(fd, view) :]
 
 
 def _temporary(folder: Path) -> tuple[int, Path]:

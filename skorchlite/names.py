@@ -243,15 +243,15 @@ def shorten_all(names: Iterable[Any], width: int) -> list[str]:
     return [short[name] for name in names]
 
 
-def plural(n: int, noun: str) -> str:
-    """``n`` and ``noun``, with an ``s`` unless ``n`` is one.
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``n`` and ``noun``, with an ``s`` (or as ``many``) unless ``n`` is one.
 
     Examples
     --------
-    >>> plural(1, "pair"), plural(3, "duplicate group")
-    ('1 pair', '3 duplicate groups')
+    >>> plural(1, "pair"), plural(3, "duplicate group"), plural(2, "class", "classes")
+    ('1 pair', '3 duplicate groups', '2 classes')
     """
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{n} {noun if n == 1 else many or noun + 's'}"
 
 
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:

@@ -26,8 +26,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sklearn import get_config
-from sklearn.utils import _param_validation
-from sklearn.utils._param_validation import HasMethods, InvalidParameterError, Options, validate_parameter_constraints
+
+from .private_api import (
+    HasMethods,
+    InvalidParameterError,
+    Options,
+    SklearnInterval,
+    SklearnStrOptions,
+    validate_parameter_constraints,
+)
 
 __all__ = [
     "HasMethods",
@@ -41,7 +48,7 @@ __all__ = [
 ]
 
 
-class Interval(_param_validation.Interval):
+class Interval(SklearnInterval):
     """scikit-learn's ``Interval`` constraint, refusing booleans.
 
     scikit-learn counts ``True`` as the int 1; here ``unfreeze=True`` or
@@ -59,7 +66,7 @@ class Interval(_param_validation.Interval):
         return not isinstance(val, bool) and super().is_satisfied_by(val)
 
 
-class StrOptions(_param_validation.StrOptions):
+class StrOptions(SklearnStrOptions):
     """scikit-learn's ``StrOptions`` constraint, listing its options in the order given.
 
     scikit-learn takes a set, whose order changes from run to run with

@@ -1,4 +1,5 @@
-"""Which skorchlite wrote a pickle, and how a pickle of another version is read.
+"""Which skorchlite wrote a pickle, how a pickle of another version is read,
+and which vectors an extractor computes.
 
 ``skorchlite.__version__`` changes whenever behaviour or a file format
 changes, so that it can say who wrote what. Estimators pickle it beside
@@ -6,6 +7,10 @@ their state (:class:`VersionedPickleMixin`); unpickling the state of
 another version fills the parameters added since with their defaults and
 warns (:class:`InconsistentVersionWarning`), as scikit-learn's
 ``BaseEstimator.__setstate__`` warns about its own version.
+
+:data:`EMBEDDING_FORMAT` changes only when the vectors would: it, not the
+package version, is in an extractor's fingerprint, so a fitted model and its
+cached embeddings survive an upgrade that computes the same vectors.
 """
 
 from __future__ import annotations
@@ -13,7 +18,16 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
-__all__ = ["VERSION_KEY", "InconsistentVersionWarning", "VersionedPickleMixin", "describe_version", "shown"]
+__all__ = [
+    "EMBEDDING_FORMAT",
+    "EMBEDDING_FORMAT_KEY",
+    "VERSION_KEY",
+    "InconsistentVersionWarning",
+    "VersionedPickleMixin",
+    "describe_version",
+    "embedding_format_of",
+    "shown",
+]
 
 # Bumped whenever behaviour or a file format changes (minor while below 1.0),
 # so that model files and pickles can say which skorchlite wrote them;
@@ -21,6 +35,19 @@ __all__ = ["VERSION_KEY", "InconsistentVersionWarning", "VersionedPickleMixin", 
 # in a module that imports no other of the package, so that every module
 # may read it without depending on the package's __init__.
 __version__ = "0.2.0"
+
+# Bumped only when the same image, backbone, weights and parameters would
+# give other vectors (a change of decoding, resizing, normalisation, pooling,
+# the network's arithmetic...); docs/contributing.md says when. It keys the
+# cache and an extractor's fitted fingerprint, so a bump refuses models and
+# cache entries of the old vectors, and nothing else does. Format 1: the
+# vectors of skorchlite 0.2.0 and since.
+EMBEDDING_FORMAT = 1
+# Where a fingerprint records it.
+EMBEDDING_FORMAT_KEY = "embedding_format"
+# Fingerprints of these versions recorded the package version instead, and
+# their vectors are format 1's; those of earlier versions are of no format.
+_FORMAT_OF_VERSION = {"0.2.0": 1}
 
 # Where a pickled state records the version that wrote it; versions up to
 # 0.1.0 did not record one.
@@ -46,6 +73,36 @@ def describe_version(version: object) -> str:
     ('skorchlite 0.2.0', 'skorchlite 0.1.0 or earlier', "skorchlite ['9', '9']")
     """
     return f"skorchlite {_UNRECORDED if version is None else shown(version)}"
+
+
+def embedding_format_of(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """``fingerprint`` as this version writes it: one that records the
+    package version (up to 0.2.0) gets the embedding format of that
+    version's vectors instead, where it is known.
+
+    Parameters
+    ----------
+    fingerprint : dict
+        An extractor's ``fingerprint_``, as unpickled.
+
+    Returns
+    -------
+    dict
+        A new dict where the fingerprint changed, else ``fingerprint``; one
+        of a version of unknown vectors keeps its version, and is refused.
+
+    Examples
+    --------
+    >>> embedding_format_of({"pooling": "avg", "skorchlite": "0.2.0"})
+    {'pooling': 'avg', 'embedding_format': 1}
+    >>> embedding_format_of({"pooling": "avg", "skorchlite": "0.1.0"})
+    {'pooling': 'avg', 'skorchlite': '0.1.0'}
+    """
+    version = fingerprint.get("skorchlite")
+    if EMBEDDING_FORMAT_KEY in fingerprint or not isinstance(version, str) or version not in _FORMAT_OF_VERSION:
+        return fingerprint
+    upgraded = {key: value for key, value in fingerprint.items() if key != "skorchlite"}
+    return {**upgraded, EMBEDDING_FORMAT_KEY: _FORMAT_OF_VERSION[version]}
 
 
 def shown(value: object, limit: int = 40) -> str:
@@ -109,7 +166,13 @@ class VersionedPickleMixin:
                 ),
                 stacklevel=2,
             )
-        super().__setstate__(state)  # type: ignore[misc]  # BaseEstimator's, next in the MRO
+        super().__setstate__(self._upgrade_fitted(state))  # type: ignore[misc]  # BaseEstimator's, next in the MRO
+
+    @classmethod
+    def _upgrade_fitted(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with its fitted values as this version reads them (a
+        class whose fitted values changed form overrides this); any version."""
+        return state
 
     @classmethod
     def _upgrade(cls, state: dict[str, Any], version: object) -> list[str]:

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .private_api import fit_context
 from .validation import HasMethods, check_estimator_params, check_unchanged
 from .versioning import VersionedPickleMixin
 
@@ -95,7 +96,7 @@ class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator
         self.estimator = estimator
 
     # Not skipped inside: the clones' own parameters are the user's, unchecked here.
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any) -> LayerVotingClassifier:
         """Fit a clone of ``estimator`` on each block of columns.
 

@@ -75,7 +75,7 @@ def test_embed_writes_npy_with_an_index_and_csv(folder, tmp_path, capsys):
     table = tmp_path / "features.csv"
     assert main(["embed", str(folder), "-o", str(table), "--image-size", "64", "--verbose", "0"]) == 0
     rows = list(csv.reader(open(table)))
-    assert rows[0][:3] == ["path", "label", "f0"] and len(rows[0]) == 1282
+    assert rows[0][:3] == ["path", "label", "pretrainedfeatureextractor0"] and len(rows[0]) == 1282
     np.testing.assert_allclose(np.array(rows[1][2:], dtype=np.float32), features[0], rtol=1e-6)
 
 

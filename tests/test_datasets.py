@@ -46,6 +46,31 @@ def test_one_folder_per_class_sorted_by_class_then_name(tmp_path):
     assert load_quietly(str(root)) == (paths, labels)  # str or Path, same answer every call
 
 
+@pytest.mark.parametrize(
+    "documentation",
+    [["README.md"], ["LICENSE", "CITATION.cff"], ["cat/notes.txt", "dog/README"], ["Readme.rst", "dog/license.txt"]],
+)
+def test_a_data_set_s_documentation_is_skipped_silently(tmp_path, documentation):
+    """Issue 27, point 8: BUSI's README.md beside its class folders warned on every run."""
+    root = make_folder(tmp_path, ["cat/1.png", "dog/1.png", *documentation])
+    assert load_quietly(root) == ([str(root / "cat" / "1.png"), str(root / "dog" / "1.png")], ["cat", "dog"])
+
+
+@pytest.mark.parametrize("entry", ["cat/scan.dcm", "cat/README.png/x.png", "notes.txt/1.png", "cat/readme.png"])
+def test_what_looks_like_an_image_or_a_class_still_counts(tmp_path, entry):
+    """Only files named as documentation are skipped quietly: a folder named README.png or notes.txt,
+    a file of another image format, and an image named readme are not documentation."""
+    root = make_folder(tmp_path, ["cat/1.png", "dog/1.png", entry])
+    if entry == "cat/readme.png":  # an image: loaded, whatever its name
+        assert str(root / entry) in load_quietly(root)[0]
+        return
+    if entry.startswith("notes.txt/"):  # a folder: a class
+        assert load_quietly(root)[1] == ["cat", "dog", "notes.txt"]
+        return
+    with pytest.warns(UserWarning, match="skipped 1 "):
+        load_image_folder(root)
+
+
 def test_hidden_files_and_folders_are_skipped_silently(tmp_path):
     root = make_folder(tmp_path, ["cat/1.png", "cat/.DS_Store", "cat/.thumb.png", ".cache/x.png", ".hidden"])
     assert load_quietly(root) == ([str(root / "cat" / "1.png")], ["cat"])
@@ -54,13 +79,13 @@ def test_hidden_files_and_folders_are_skipped_silently(tmp_path):
 def test_files_that_are_not_images_are_counted_and_named(tmp_path):
     root = make_folder(
         tmp_path,
-        ["cat/1.png", "cat/notes.txt", "dog/1.png", "dog/nested/2.png", "README.md"]
+        ["cat/1.png", "cat/scan.dcm", "dog/1.png", "dog/nested/2.png", "labels.csv"]
         + [f"dog/extra{i}.csv" for i in range(6)],
     )
     with pytest.warns(UserWarning, match=re.escape(f"{str(root)!r}: skipped 9 ")) as record:
         paths, labels = load_image_folder(root)
     message = str(record[0].message)
-    for name in ["'README.md'", "'cat/notes.txt'", "'dog/extra0.csv'", "..."]:
+    for name in ["'labels.csv'", "'cat/scan.dcm'", "'dog/extra0.csv'", "..."]:
         assert name in message
     assert "extra5" not in message  # only the first few are named
     assert labels == ["cat", "dog"]
@@ -94,9 +119,7 @@ def test_empty_class_folder_is_an_error(tmp_path):
 @requires_busi
 @pytest.mark.busi
 def test_busi():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BUSI's README.md sits beside the class folders
-        paths, labels = load_image_folder(BUSI)
+    paths, labels = load_quietly(BUSI)  # its README.md beside the class folders is documentation
     assert len(paths) == 780
     assert collections.Counter(labels) == {"benign": 437, "malignant": 210, "normal": 133}
     assert paths[0] == str(BUSI / "benign" / "benign (1).png")

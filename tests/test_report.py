@@ -264,7 +264,7 @@ def test_misclassified_when_all_are_right(tmp_path, figures):
     path = plot_misclassified(X, y, y, np.eye(2)[y], [0, 1], tmp_path / "m.png")
     pixels = read_png(path, "misclassified")
     assert all(colour_area(pixels, colour) == 0 for colour in COLOURS)
-    assert "all 10 predictions are correct" in figures[0].axes[0].texts[0].get_text()
+    assert "every prediction of the 10 images is correct" in figures[0].axes[0].texts[0].get_text()
 
 
 def test_misclassified_rejects_bad_input(tmp_path):

@@ -2,8 +2,8 @@
 weights fingerprint and layer groups.
 
 The registry is a list of sources (:data:`SOURCES`), each a
-:class:`BackboneSource` that offers names, resolves their weights (never
-downloading), builds the network, and knows its preprocessing, classifier
+:class:`BackboneSource` that offers names, resolves their weights (fetching
+them on first use where the source can), builds the network, and knows its preprocessing, classifier
 and layer groups:
 
 1. :class:`LiteSource`: ``efficientnet_lite0/1/2``, ImageNet weights bundled
@@ -11,10 +11,15 @@ and layer groups:
 2. :class:`TorchvisionSource`: every torchvision classification model
    (``resnet50``, ``convnext_tiny``, ``vit_b_16``...) with any member of its
    weights enum, read from torchvision's own cache
-   (``$TORCH_HOME/hub/checkpoints``). A missing file is an error that says
-   where to put it.
+   (``$TORCH_HOME/hub/checkpoints``), downloaded there on first use from
+   torchvision's URL and checked against the hash prefix in its name.
+   ``SKORCHLITE_OFFLINE=1`` forbids downloads (a missing file is then an
+   error that says where to put it); ``SKORCHLITE_WEIGHTS_MIRROR`` names a
+   server to fetch from instead (:mod:`skorchlite.backbones.download`).
 3. :class:`TimmSource` (with the extra ``skorchlite[timm]``):
-   ``"timm/<model name>"``, weights from the local Hugging Face cache.
+   ``"timm/<model name>"``, weights from the local Hugging Face cache,
+   downloaded there by huggingface_hub on first use (not with
+   ``SKORCHLITE_OFFLINE`` or ``HF_HUB_OFFLINE`` set).
 
 Any of those architectures also takes a local checkpoint
 (``weights="x.pth"``) or a random initialisation (``weights=None``).

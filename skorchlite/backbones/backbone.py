@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms._presets import ImageClassification
 
 from ..names import did_you_mean
+from ..private_api import ImageClassification
 from .layers import feature_node_of, node_of, shortcuts_of
 
 

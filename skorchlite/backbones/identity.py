@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
-from torch.nn.modules import module as torch_module
 
 from ..cache import CacheWarning
+from ..private_api import global_forward_hooks
 
 __all__ = ["ModuleIdentity", "module_identity", "warn_uncached"]
 
@@ -340,7 +340,7 @@ def module_identity(module: nn.Module) -> ModuleIdentity:
         digest.unkeyed.insert(0, str(err))
     except RecursionError:
         digest.unkeyed.insert(0, "its attributes nest too deeply")
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    if global_forward_hooks():
         digest.unkeyed.append("global forward hooks (torch.nn.modules.module.register_module_forward_hook)")
     unkeyed = "; ".join(dict.fromkeys(digest.unkeyed)) or None
     return ModuleIdentity(digest.sha.hexdigest(), unkeyed)

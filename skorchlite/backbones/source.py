@@ -18,7 +18,8 @@ class BackboneSource(ABC):
 
     :func:`get_backbone` and its siblings ask the first source in
     :data:`SOURCES` that offers a name; a new family (timm, say) is one
-    subclass added there. Nothing here ever downloads.
+    subclass added there. :meth:`weights_file` never downloads; a source
+    that can fetch missing weights does so in :meth:`fetch_weights`.
     """
 
     #: What ``skorchlite backbones`` calls the source.
@@ -36,6 +37,12 @@ class BackboneSource(ABC):
         """The id and local file of named ``weights`` (``"DEFAULT"`` or a
         member name). Raises ValueError for an unknown member and
         BackboneUnavailableError when the file is not on this machine."""
+
+    def fetch_weights(self, name: str, weights: str) -> tuple[str, Path]:
+        """As :meth:`weights_file`, downloading the file first when it is not
+        on this machine and the source knows where to get it (unless
+        ``SKORCHLITE_OFFLINE`` forbids it); by default, never."""
+        return self.weights_file(name, weights)
 
     def weights_location(self, name: str, weights: str) -> Path:
         """What a run reads the named ``weights`` from: their file, or a

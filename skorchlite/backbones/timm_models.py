@@ -1,4 +1,5 @@
-"""Every timm model as ``"timm/<model name>"``, weights from the local Hugging Face cache."""
+"""Every timm model as ``"timm/<model name>"``, weights from the local
+Hugging Face cache, downloaded there on first use."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ from typing import Any
 
 from torch import nn
 
+from ..persistence import error_cause
 from .backbone import IMAGENET_PREPROCESSING, BackboneUnavailableError, Preprocessing
+from .download import offline_setting
 from .layers import top_level_groups
 from .source import BackboneSource
+
+#: The weights files of a timm model's Hugging Face repository, in order of preference.
+_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class TimmSource(BackboneSource):
     """Every timm model as ``"timm/<model name>"`` (optional extra
-    ``skorchlite[timm]``), weights only from the local Hugging Face cache
-    (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``)."""
+    ``skorchlite[timm]``), weights from the local Hugging Face cache
+    (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``), downloaded
+    there on first use."""
 
-    title = "timm (weights from the local Hugging Face cache; pip install 'skorchlite[timm]')"
+    title = "timm (weights in the Hugging Face cache, downloaded on first use; pip install 'skorchlite[timm]')"
     prefix = "timm/"
 
     @staticmethod
@@ -52,29 +59,59 @@ class TimmSource(BackboneSource):
             )
         return cfg
 
-    def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
+    def _repo(self, name: str, weights: str) -> str:
         self._timm()
         if weights != "DEFAULT":
             raise ValueError(
                 f"Backbone {name!r} takes weights 'DEFAULT' (name the tag in the backbone: 'timm/<model>.<tag>'), "
                 f"None or a file path; got {weights!r}."
             )
-        cfg = self._cfg(name)
-        repo = cfg.hf_hub_id
+        repo = self._cfg(name).hf_hub_id
         if not repo:
             raise BackboneUnavailableError(f"timm's weights of {name!r} are not on the Hugging Face Hub; use a file.")
+        return str(repo)
+
+    def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
+        repo = self._repo(name, weights)
         from huggingface_hub import constants, try_to_load_from_cache
 
-        for filename in ("model.safetensors", "pytorch_model.bin"):
+        for filename in _FILES:
             found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE)
             if isinstance(found, str):
                 return f"{name}@hf:{repo}/{filename}", Path(found)
         raise BackboneUnavailableError(
-            f"Weights of backbone {name!r} are not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
-            f"and skorchlite never downloads. On a machine with internet: huggingface-cli download {repo} "
-            f"model.safetensors, then copy the cache folder models--{repo.replace('/', '--')} there (or set "
-            f"HF_HUB_CACHE)."
+            f"Weights of backbone {name!r} are not in the local Hugging Face cache ({constants.HF_HUB_CACHE}). "
+            f"On a machine with internet: huggingface-cli download {repo} model.safetensors, then copy the cache "
+            f"folder models--{repo.replace('/', '--')} there (or set HF_HUB_CACHE); or pass the file itself as "
+            f"backbone=({name!r}, 'path/to/model.safetensors')."
         )
+
+    def fetch_weights(self, name: str, weights: str) -> tuple[str, Path]:
+        """From the local Hugging Face cache, downloaded there by
+        huggingface_hub (which checks and places the file, and follows
+        ``HF_ENDPOINT``) unless ``SKORCHLITE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set."""
+        try:
+            return self.weights_file(name, weights)
+        except BackboneUnavailableError as err:
+            if (setting := offline_setting("HF_HUB_OFFLINE")) is not None:
+                raise BackboneUnavailableError(f"{err} ({setting} forbids downloading them.)") from None
+        repo = self._repo(name, weights)
+        import huggingface_hub
+        from huggingface_hub import constants
+        from huggingface_hub.errors import EntryNotFoundError
+
+        for filename in _FILES:
+            try:
+                huggingface_hub.hf_hub_download(repo, filename, cache_dir=constants.HF_HUB_CACHE)
+            except EntryNotFoundError:  # a repository of .bin weights only: the next name
+                continue
+            except Exception as err:  # noqa: BLE001 - huggingface_hub's many network errors: one line
+                raise BackboneUnavailableError(
+                    f"Weights of backbone {name!r}: downloading {filename} of {repo} from the Hugging Face Hub "
+                    f"failed ({error_cause(err)})."
+                ) from None
+            return self.weights_file(name, weights)
+        raise BackboneUnavailableError(f"The Hugging Face repository {repo} has none of {', '.join(_FILES)}.")
 
     def architecture(self, name: str) -> nn.Module:
         return self._timm().create_model(name[len(self.prefix) :], pretrained=False)

@@ -1,4 +1,5 @@
-"""Every torchvision classification model, weights from torchvision's own cache."""
+"""Every torchvision classification model, weights from torchvision's own
+cache, downloaded there on first use."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torchvision.models import get_model_builder, get_model_weights, list_models
 
 from ..persistence import error_cause
 from .backbone import BackboneUnavailableError, Preprocessing
+from .download import fetch_file
 from .source import BackboneSource
 from .weights import load_state_dict
 
@@ -23,9 +25,11 @@ _BUILD_LOCK = threading.Lock()
 
 class TorchvisionSource(BackboneSource):
     """Every torchvision classification model, weights from torchvision's
-    own cache (``$TORCH_HOME/hub/checkpoints``)."""
+    own cache (``$TORCH_HOME/hub/checkpoints``), downloaded there on first
+    use from torchvision's URL (or ``SKORCHLITE_WEIGHTS_MIRROR``) unless
+    ``SKORCHLITE_OFFLINE`` is set."""
 
-    title = "torchvision (weights from $TORCH_HOME/hub/checkpoints)"
+    title = "torchvision (weights in $TORCH_HOME/hub/checkpoints, downloaded on first use)"
     # Heads that do not end in nn.Linear cannot be split into body + classifier.
     _no_linear_head = frozenset({"squeezenet1_0", "squeezenet1_1"})
 
@@ -43,16 +47,31 @@ class TorchvisionSource(BackboneSource):
                 f"{', '.join(['DEFAULT', *enum.__members__])}, None (random initialisation) or a path to a weights file."
             ) from None
 
-    def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
+    def checkpoint(self, name: str, weights: str) -> tuple[Any, Path]:
+        """The weights member and the file torch's cache keeps it in
+        (``torch.hub.get_dir()/checkpoints``, the URL's file name), there or not."""
         member = self.member(name, weights)
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(member.url)
+        return member, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url(member))
+
+    def url(self, member: Any) -> str:
+        """Where torchvision publishes a weights member's file."""
+        return str(member.url)
+
+    def weights_file(self, name: str, weights: str) -> tuple[str, Path]:
+        member, path = self.checkpoint(name, weights)
         if not path.is_file():
-            raise BackboneUnavailableError(
-                f"Weights {member!r} of backbone {name!r} are not on this machine and skorchlite never "
-                f"downloads. torchvision expects the file {path.name!r} in {str(path.parent)!r} (set "
-                f"TORCH_HOME to move it); copy it there from {member.url}."
-            )
+            raise BackboneUnavailableError(f"Weights {member!r} of backbone {name!r} are not in {str(path)!r}.")
         return repr(member), path
+
+    def fetch_weights(self, name: str, weights: str) -> tuple[str, Path]:
+        member, path = self.checkpoint(name, weights)
+        what = f"Weights {member!r} of backbone {name!r}"
+        fetch_file(self.url(member), path, what=what, hint="(TORCH_HOME moves torch's cache.)")
+        return repr(member), path
+
+    def weights_location(self, name: str, weights: str) -> Path:
+        # Where they are, or where a first use downloads them: no output may go there either.
+        return self.checkpoint(name, weights)[1]
 
     def architecture(self, name: str) -> nn.Module:
         return get_model_builder(name)(weights=None)

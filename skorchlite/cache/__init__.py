@@ -13,7 +13,7 @@ Layout::
 
 A *namespace* holds the vectors of one model: its name is a digest of a
 JSON fingerprint (backbone, weights hash, layer, pooling, preprocessing,
-dtype, library version), so changing any of them starts a fresh namespace
+dtype, embedding format), so changing any of them starts a fresh namespace
 instead of serving stale vectors. A *key* is the 64-hex-digit content digest
 of an image; it is validated strictly, since it becomes a file name.
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import stat
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .namespace import FINGERPRINT, CacheNamespace
 
@@ -22,9 +25,12 @@ _NAMESPACE = re.compile(r"[0-9a-f]{32}")
 def default_cache_dir() -> Path:
     """The cache directory used by ``cache=True``.
 
-    ``$SKORCHLITE_CACHE`` when set and non-empty, else
+    ``$SKORCHLITE_CACHE`` when set and non-empty, else the user's cache
+    folder as :func:`platformdirs.user_cache_dir` gives it:
     ``$XDG_CACHE_HOME/skorchlite`` (when absolute, as the XDG specification
-    asks), else ``~/.cache/skorchlite``. The environment is read at each call.
+    asks) or ``~/.cache/skorchlite`` on Linux, ``~/Library/Caches/skorchlite``
+    on macOS, ``%LOCALAPPDATA%\\skorchlite\\Cache`` on Windows. The
+    environment is read at each call.
 
     Returns
     -------
@@ -40,10 +46,13 @@ def default_cache_dir() -> Path:
     """
     if explicit := os.environ.get("SKORCHLITE_CACHE"):
         return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "skorchlite"
-    return Path.home() / ".cache" / "skorchlite"
+    import platformdirs  # here: read only where no folder is given
+
+    path = Path(platformdirs.user_cache_dir("skorchlite", appauthor=False))
+    if not path.is_absolute():
+        # A relative $XDG_CACHE_HOME, which the XDG specification says to ignore (platformdirs before 4.3 take it).
+        path = Path.home() / ".cache" / "skorchlite"
+    return path
 
 
 def resolve_cache(cache: bool | str | os.PathLike | None) -> EmbeddingCache | None:
@@ -191,14 +200,105 @@ class EmbeddingCache:
         >>> EmbeddingCache("/nonexistent/skorchlite").size()
         (0, 0)
         """
-        count = total = 0
+        entries = list(self.entries())
+        return len(entries), sum(entry.size for entry in entries)
+
+    def n_namespaces(self) -> int:
+        """Number of namespaces (one per model fingerprint) under :attr:`root`.
+
+        Examples
+        --------
+        >>> EmbeddingCache("/nonexistent/skorchlite").n_namespaces()
+        0
+        """
+        return len(self._namespaces())
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry of every namespace: regular files named as entries only
+        (claims, temporary files and anything else are not entries).
+
+        Yields
+        ------
+        Entry
+        """
         for namespace in self._namespaces():
             for path in namespace.glob("??/*.emb"):
                 if not _ENTRY.fullmatch(path.name):
                     continue
                 try:
-                    total += path.stat().st_size
-                except FileNotFoundError:
+                    info = path.lstat()
+                except FileNotFoundError:  # removed meanwhile
                     continue
-                count += 1
-        return count, total
+                if stat.S_ISREG(info.st_mode):
+                    yield Entry(path, info.st_size, max(info.st_atime, info.st_mtime))
+
+    def prune(self, *, max_size: int | None = None, older_than: float | None = None) -> tuple[int, int]:
+        """Remove entries unused for ``older_than`` seconds, then the least
+        recently used ones until the entries take at most ``max_size`` bytes.
+
+        Each entry is removed with one :func:`os.unlink`, which is atomic:
+        a process reading it meanwhile gets the whole vector or a miss (and
+        computes the vector again), never a torn one, and claims, temporary
+        files and folders are left to the processes using them. An entry's
+        last use is the later of its access time (which many systems update
+        at most daily) and the time it was written.
+
+        Parameters
+        ----------
+        max_size : int or None, default=None
+            Bytes the entries may take after pruning.
+        older_than : float or None, default=None
+            Seconds since an entry's last use beyond which it is removed.
+
+        Returns
+        -------
+        n_removed : int
+        n_bytes_freed : int
+
+        Raises
+        ------
+        ValueError
+            When neither is given, or one is negative.
+        OSError
+            When an entry cannot be removed (a read-only cache).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> ns = cache.namespace({"backbone": "resnet18"})
+        >>> for key in ("ab" * 32, "cd" * 32):
+        ...     ns.put(key, [1.0, 2.0])
+        >>> cache.prune(max_size=50)
+        (1, 36)
+        >>> cache.size()
+        (1, 36)
+        """
+        if max_size is None and older_than is None:
+            raise ValueError("prune needs max_size or older_than.")
+        if (max_size is not None and max_size < 0) or (older_than is not None and not older_than >= 0):
+            raise ValueError(f"max_size and older_than must be at least 0, got {max_size!r} and {older_than!r}.")
+        oldest = -math.inf if older_than is None else time.time() - older_than
+        entries = sorted(self.entries(), key=lambda entry: entry.used)  # least recently used first
+        total = sum(entry.size for entry in entries)
+        removed = freed = 0
+        for entry in entries:
+            if entry.used >= oldest and (max_size is None or total <= max_size):
+                break  # every later entry is newer, and the total only shrinks
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass  # removed by another process: gone all the same
+            else:
+                removed, freed = removed + 1, freed + entry.size
+            total -= entry.size
+        return removed, freed
+
+
+class Entry(NamedTuple):
+    """One cache entry: its file, its size in bytes, and its last use (seconds
+    since the epoch: the later of its access and modification times)."""
+
+    path: Path
+    size: int
+    used: float

@@ -1,8 +1,9 @@
 """The ``skorchlite`` command line (also ``python -m skorchlite``).
 
 Verbs: ``evaluate`` (the main job), ``compare``, ``embed``, ``finetune``, ``predict``,
-``explain``, ``backbones``. Errors print one line and exit with status 1 (``--debug``
-shows the traceback); Ctrl-C exits with 130. Every output path is checked
+``explain``, ``backbones``, ``cache``. Errors print one line and exit with status 1 (``--debug``
+shows the traceback); Ctrl-C exits with 130. ``--debug`` and ``--verbose`` go
+before or after the verb; ``--version`` prints the version. Every output path is checked
 before any work, and only the paths the user names are written, each
 atomically and only once the work is done.
 """

@@ -16,7 +16,7 @@ from .errors import CommandError
 Inputs = Mapping[str, "str | None"]
 
 
-def check_cache_apart(inputs: Inputs) -> None:
+def check_cache_apart(inputs: Inputs, cache: bool | str = True) -> None:
     """Fail before any work when the embedding cache is, or lies inside, an input.
 
     The cache is an output the run writes: inside an image folder, its
@@ -26,14 +26,22 @@ def check_cache_apart(inputs: Inputs) -> None:
     ----------
     inputs : mapping of str to (str or None)
         As for :func:`check_output_file`.
+    cache : bool or str, default=True
+        ``--cache``: ``True`` for the default folder, a folder, or
+        ``False`` (``--no-cache``: nothing written).
 
     Raises
     ------
     CommandError
-        Naming the cache folder, the variable that sets it and the input.
+        Naming the cache folder, the variable or option that sets it and the input.
     """
     from ..cache import default_cache_dir
 
+    if cache is False:
+        return
+    if cache is not True:
+        check_apart(Path(cache).expanduser(), "the embedding cache --cache", inputs)
+        return
     option = (
         "the embedding cache (set by SKORCHLITE_CACHE)"
         if os.environ.get("SKORCHLITE_CACHE")

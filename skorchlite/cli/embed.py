@@ -11,7 +11,7 @@ import numpy as np
 from ..files import write_atomic
 from ..names import csv_bytes, visible
 from .apart import check_cache_apart
-from .inputs import announce_weights, backbone_weights, layer_option, load_folder, weights_file
+from .inputs import announce_weights, backbone_weights, engine_params, layer_option, load_folder, weights_file
 from .output import CommandError, check_output_file, save_bytes
 
 EMBED_FORMATS = (".npy", ".csv", ".parquet")
@@ -33,7 +33,7 @@ def embed_command(args: argparse.Namespace) -> int:
     out = check_output_file(args.output, "-o", EMBED_FORMATS, inputs)
     suffix = out.suffix.lower()
     index = _embed_index(args, out, inputs)
-    check_cache_apart(inputs)
+    check_cache_apart(inputs, args.cache)
     if suffix == ".parquet":
         _require_parquet()
     X, y = load_folder(args.dir)
@@ -45,13 +45,15 @@ def embed_command(args: argparse.Namespace) -> int:
                     "write .npy or .csv (which keep the name's bytes)"
                 )
     announce_weights(args.backbone, args.weights)
-    features = PretrainedFeatureExtractor(
+    extractor = PretrainedFeatureExtractor(
         backbone=args.backbone,
         weights=args.weights,
         layer=layer_option(args.layer),
         image_size=args.image_size,
         verbose=args.verbose,
-    ).fit_transform(X)
+        **engine_params(args),
+    )
+    features = extractor.fit_transform(X)
     if index is not None:
         listing = csv_bytes(["path", "label"], zip(X, y, strict=True))  # before any write: both files, or neither
         save_bytes(out, lambda f: np.save(f, features, allow_pickle=False))
@@ -61,7 +63,7 @@ def embed_command(args: argparse.Namespace) -> int:
             f"paths and labels to {visible(index)}"
         )
         return 0
-    columns = ["path", "label", *(f"f{i}" for i in range(features.shape[1]))]
+    columns = ["path", "label", *extractor.get_feature_names_out()]
     rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
     if suffix == ".csv":
         write_atomic(out, csv_bytes(columns, rows))

@@ -19,6 +19,7 @@ from .inputs import (
     backbone_weights,
     class_counts,
     class_table,
+    engine_params,
     layer_option,
     load_folder,
     weights_file,
@@ -144,7 +145,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     }
     if args.report is not None:
         check_output_folder(args.report, "--report", inputs)
-    check_cache_apart(inputs)
+    check_cache_apart(inputs, args.cache)
     X, y = _dataset(args.dir)
     print(class_table(y))
     if len(np.unique(y)) < 2:
@@ -218,6 +219,7 @@ def _extractors(args: argparse.Namespace) -> list[Any]:
             layer=layer_option(args.layer),
             image_size=args.image_size,
             verbose=args.verbose,
+            **engine_params(args),
         ).fit()
         for backbone in args.backbone
     ]
@@ -260,9 +262,10 @@ def _evaluation_report(
 
     def draw() -> tuple[dict[str, bytes], str]:
         proba = best["scores"]
-        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X)
-        explain, note = _fold_explainer(X, best, args.head)
-        if args.verbose:
+        images = args.report_images  # with --no-report-images, no file of the report shows an input image
+        pngs = report_figures(y, best["predicted"], proba=proba, classes=classes, X=X if images else None)
+        explain, note = _fold_explainer(X, best, args.head) if images else (None, "")
+        if args.verbose and images:
             print("Drawing the report (Grad-CAM of the misclassified images)...", file=sys.stderr)
         errors = error_gallery(X, y, best["predicted"], proba, classes, explain, note=note)
         run = RunInfo(
@@ -290,6 +293,7 @@ def _evaluation_report(
             duplicates=found,
             X=X,
             ranking=results,
+            images=images,
         )
         return pngs, page
 

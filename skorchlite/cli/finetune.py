@@ -17,7 +17,15 @@ import numpy as np
 
 from ..names import csv_bytes, visible
 from .apart import check_cache_apart
-from .inputs import announce_weights, backbone_weights, class_counts, class_table, load_folder, weights_file
+from .inputs import (
+    announce_weights,
+    backbone_weights,
+    class_counts,
+    class_table,
+    engine_params,
+    load_folder,
+    weights_file,
+)
 from .output import check_output_file, check_output_folder
 
 # The command line writes models as data only, never a pickle, which can run
@@ -70,7 +78,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     report = (
         check_output_folder(args.report, "--report", {**inputs, "-o": args.output}) if args.report is not None else None
     )
-    check_cache_apart(inputs)
+    check_cache_apart(inputs, args.cache)
     X, y = load_folder(args.dir)
     print(class_table(y))
     announce_weights(args.backbone, args.weights)
@@ -82,7 +90,7 @@ def finetune_command(args: argparse.Namespace) -> int:
         freeze_epochs=args.freeze_epochs,
         lr=args.lr,
         image_size=args.image_size,
-        batch_size=args.batch_size,
+        **engine_params(args),
         class_weight="balanced" if args.balanced else None,
         validation_fraction=args.validation_fraction,
         n_iter_no_change=args.n_iter_no_change,

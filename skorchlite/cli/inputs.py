@@ -75,6 +75,21 @@ def class_counts(y: np.ndarray) -> dict[Any, int]:
     return {label: int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)}
 
 
+def engine_params(args: Any) -> dict[str, Any]:
+    """The estimators' parameters of the options every verb that embeds takes
+    (``--device``, ``--batch-size``, ``--precision``, ``--tta``, ``--cache``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    dict
+    """
+    return {name: getattr(args, name) for name in ("device", "batch_size", "precision", "tta", "cache")}
+
+
 def layer_option(names: list[str] | None) -> str | list[str] | None:
     """The extractor's ``layer`` for ``--layer NAME...``.
 

@@ -16,7 +16,9 @@ from ..folds import CLI_WORDS, FoldError
 from ..limits import MAX_IMAGE_SIZE, MAX_IMAGE_SIZE_REASON
 from ..memory import keep_freed_memory
 from ..names import visible
+from ..versioning import __version__
 from .backbones import backbones_command
+from .cache import cache_command, parse_age, parse_size
 from .compare import compare_command
 from .embed import embed_command
 from .evaluate import HEADS, evaluate_command
@@ -88,6 +90,44 @@ def _weights(value: str) -> str | None:
     return None if value.lower() in ("random-init", "none") else value
 
 
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every verb takes, before or after its name: on the
+    program (``top``, with the defaults) and on each verb (no defaults, so
+    that one given before the verb is not reset by the verb's parser)."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks on errors")
+    parser.add_argument(
+        "--verbose", type=_VERBOSE, default=default(1), help="0: quiet, 1: progress on a terminal, 2: always"
+    )
+
+
+def _cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=True,
+        help="embedding cache folder (default: SKORCHLITE_CACHE, else the user's cache folder; skorchlite cache info)",
+    )
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    """How the network runs, as the estimators' parameters of the same names
+    say; :func:`skorchlite.cli.inputs.engine_params` hands them over."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=_BATCH_SIZE, default=32, help="images per forward pass (default 32)")
+    parser.add_argument(
+        "--precision", default="float32", help="float32, or bfloat16 where the hardware computes it natively"
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average with the mirror image (twice the time)"
+    )
+    _cache_option(parser)
+    parser.add_argument("--no-cache", dest="cache", action="store_false", help="compute every embedding, store none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``skorchlite`` command line, one sub-command per verb.
 
@@ -97,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         Each verb's namespace holds ``run``, the function that runs it.
     """
     parser = argparse.ArgumentParser(prog="skorchlite", description="Transfer learning for images, with scikit-learn.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"skorchlite {__version__}")
+    _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def verb(name: str, run: Any, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--verbose", type=_VERBOSE, default=1, help="0: quiet, 1: progress on a terminal, 2: always")
+        _global_options(sub, top=False)
         sub.set_defaults(run=run)
         return sub
 
@@ -116,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cv", type=_FOLDS, default=5, help="stratified folds (default 5)")
     evaluate.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     evaluate.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
+    _engine_options(evaluate)
     evaluate.add_argument(
         "--group-duplicates",
         action=argparse.BooleanOptionalAction,
@@ -126,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         metavar="OUT_DIR",
         help="write index.html (one self-contained page) and the confusion matrix, ROC/PR and error PNGs",
+    )
+    evaluate.add_argument(
+        "--report-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed the input images in the report (thumbnails, Grad-CAM, misclassified.png); "
+        "--no-report-images leaves them out (patient data)",
     )
 
     compare = verb(
@@ -159,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
     embed.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     embed.add_argument("--layer", nargs="+", metavar="NAME", help=LAYER_HELP)
+    _engine_options(embed)
 
     finetune = verb("finetune", finetune_command, "fine-tune a backbone on an image folder and save the model")
     finetune.add_argument("dir")
@@ -176,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--freeze-epochs", type=_FREEZE_EPOCHS, default=1)
     finetune.add_argument("--lr", type=_LR, default=1e-3)
     finetune.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
-    finetune.add_argument("--batch-size", type=_BATCH_SIZE, default=32)
+    _engine_options(finetune)
     finetune.add_argument("--validation-fraction", type=_VALIDATION_FRACTION, default=0.1)
     finetune.add_argument("--n-iter-no-change", type=_PATIENCE, default=None)
     finetune.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
@@ -212,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backbones.add_argument("--offline", action="store_true", help="only those that work offline")
     backbones.add_argument("--layers", metavar="NAME", help="list the layer names and shortcuts of backbone NAME")
+
+    cache = verb("cache", cache_command, "the embedding cache: where it is and its size (info), or make it smaller")
+    cache.add_argument("action", choices=("info", "prune"))
+    cache.add_argument(
+        "--max-size", type=parse_size, metavar="SIZE", help="prune: remove the least recently used entries down to SIZE"
+    )
+    cache.add_argument(
+        "--older-than", type=parse_age, metavar="AGE", help="prune: remove entries unused for AGE (30d, 12h, 90m)"
+    )
+    _cache_option(cache)
     return parser
 
 

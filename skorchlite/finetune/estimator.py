@@ -9,13 +9,14 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import Tags, TransformerTags
 from torch import nn
 
 from ..backbones import Preprocessing
 from ..engine import Precision, autocast, resolve_device
 from ..images import check_images
+from ..private_api import fit_context
 from ..versioning import VersionedPickleMixin
 from .model_file import load_fitted, save_fitted
 from .parameters import FineTuneParameters, parameter_constraints
@@ -273,7 +274,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------ fitting
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FineTuneClassifier:
         """Fine-tune on images ``X`` with labels ``y``.
 
@@ -327,7 +328,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         # in the partial_fit of a fitted estimator, which set_params may have broken.
         return self._partial_fit(X, y, classes, sample_weight)
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def _partial_fit(self, X: Any, y: Any, classes: Any, sample_weight: Any) -> FineTuneClassifier:
         if isinstance(self.class_weight, str) and self.class_weight == "balanced":
             raise ValueError(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..backbones import Backbone, check_image_size, describe_backbone, estimator_backbone
@@ -23,6 +23,7 @@ from ..engine import check_precision, decode_workers, resolve_device
 from ..extractor import PretrainedFeatureExtractor
 from ..images import Sample, check_images
 from ..labels import check_labels
+from ..private_api import check_sample_weight
 from ..validation import check_estimator_params, check_unchanged
 from .augmentation import default_augmentation
 from .inputs import NetworkInputs
@@ -99,7 +100,7 @@ def train_estimator(
             )
         known = estimator.classes_ if warm else None
         estimator.classes_, target = encode_labels(y, classes, known, type(estimator).__name__)
-        sample_weight = _check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
+        sample_weight = check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
         n_groups = n_unfrozen(params.unfreeze, len(estimator_backbone(params).layer_groups), params.backbone)
         device = resolve_device(params.device)
         seed = fit_seed(params.random_state)

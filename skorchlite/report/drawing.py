@@ -20,7 +20,7 @@ from sklearn.utils import check_consistent_length
 
 from ..figures import FIGSIZES, new_figure, thumbnail
 from ..images import check_images, load_rgb
-from ..names import shorten, shorten_all, visible
+from ..names import plural, shorten, shorten_all, visible
 from .inputs import check_labels, check_proba, epoch_values, float_or_nan, history_records, rank_misclassified
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -277,7 +277,7 @@ def _draw_misclassified(
         ax.text(
             0.5,
             0.5,
-            f"No misclassified images:\nall {total} predictions are correct.",
+            f"No misclassified images:\nevery prediction of the {plural(total, 'image')} is correct.",
             transform=ax.transAxes,
             ha="center",
             va="center",
@@ -299,7 +299,8 @@ def _draw_misclassified(
         score = "" if confidence is None else f" ({confidence[k]:.2f})"
         ax.set_title(_fit_title(str(y_true[i]), str(y_pred[i]), score, width), fontsize=fontsize, color="darkred")
     ranked = "most confident " if confidence is not None else "first "
-    fig.suptitle(f"The {len(thumbnails)} {ranked}of {n_wrong} misclassified images (of {total})")
+    which = "The" if len(thumbnails) == n_wrong else f"The {len(thumbnails)} {ranked}of"
+    fig.suptitle(f"{which} {plural(n_wrong, 'misclassified image')} (of {total})")
 
 
 def _fit_title(true: str, pred: str, score: str, width: int) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import html
+import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..names import visible
 
@@ -55,10 +58,13 @@ background:linear-gradient(to right,#00007f,#0000ff,#00ffff,#7fff7f,#ffff00,#ff0
 .columns{display:flex;flex-wrap:wrap;gap:40px}code{background:#f4f4f4;padding:1px 4px;word-break:break-all}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}dt{font-weight:600}dd{margin:0}
 details{margin:8px 0}summary{cursor:pointer;color:#0b4f8a}
+.notice{background:#fff8e1;border:1px solid #e0b84c;border-radius:4px;padding:6px 10px;font-size:.93em}
 """
 
 
-def html_page(heading: str, subtitle: str, date: str, sections: Sequence[tuple[str, str, str]]) -> str:
+def html_page(
+    heading: str, subtitle: str, date: str, sections: Sequence[tuple[str, str, str]], notice: str = ""
+) -> str:
     """The whole page: its head and style, a header with a link to each section, the sections.
 
     Parameters
@@ -66,6 +72,9 @@ def html_page(heading: str, subtitle: str, date: str, sections: Sequence[tuple[s
     heading, subtitle, date : str
         The page's title, what it is about, and when it was made.
     sections : sequence of (anchor, title, HTML fragment)
+    notice : str, default=""
+        An HTML fragment shown boxed under the subtitle, where every reader
+        sees it (what the page holds that needs care).
 
     Returns
     -------
@@ -83,7 +92,8 @@ def html_page(heading: str, subtitle: str, date: str, sections: Sequence[tuple[s
         '<link rel="icon" href="data:,">'
         f"<title>{escape(heading)}: {escape(subtitle)}</title><style>{_STYLE}</style></head><body>"
         f'<header><h1>{escape(heading)}</h1><p class="sub">{escape(subtitle)}. Report made {escape(date)}.</p>'
-        f"<nav>{nav}</nav></header>{body}</body></html>\n"
+        + (f'<p class="notice" id="notice">{notice}</p>' if notice else "")
+        + f"<nav>{nav}</nav></header>{body}</body></html>\n"
     )
 
 
@@ -149,9 +159,44 @@ def html_figure(png: bytes, name: str, alt: str) -> str:
     """
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return (
-        f'<figure class="plot"><img src="{uri}" alt="{escape(alt)}"><figcaption>{escape(alt)} '
+        f'<figure class="plot">{html_img(uri, alt)}<figcaption>{escape(alt)} '
         f"Also in <code>{escape(name)}</code> beside this page.</figcaption></figure>"
     )
+
+
+def html_img(uri: str, alt: str) -> str:
+    """An ``<img>`` of a base64 ``data:`` URI, with its ``width`` and
+    ``height`` in pixels (read from the image's header), so the browser
+    lays the page out before the images decode and keeps their aspect
+    ratio where the style scales them.
+
+    Parameters
+    ----------
+    uri : str
+        ``data:image/...;base64,...``.
+    alt : str
+        The alternative text, escaped here.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import base64, io
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (30, 20)).save(buffer, format="PNG")
+    >>> html_img("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), "a <b>").split('" ', 1)[1]
+    'width="30" height="20" alt="a &lt;b&gt;">'
+    """
+    size = ""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1], validate=True))) as image:
+            size = f' width="{image.width}" height="{image.height}"'
+    except (IndexError, binascii.Error, OSError, ValueError):  # not an image URI: the browser sizes it, as before
+        pass
+    return f'<img src="{uri}"{size} alt="{escape(alt)}">'
 
 
 def escape(value: Any) -> str:

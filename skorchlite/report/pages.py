@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..names import plural
 from .gallery import ErrorGallery
 from .inputs import epoch_values
 from .markup import escape, format_number, html_figure, html_page
 from .sections import (
+    MAX_DUPLICATE_GROUPS,
     RunInfo,
     confusion_section,
     duplicates_section,
@@ -38,6 +41,7 @@ def evaluation_page(
     duplicates: Any = None,
     X: Any = None,
     ranking: Sequence[Mapping[str, Any]] = (),
+    images: bool = True,
 ) -> str:
     """The page of ``skorchlite evaluate --report``.
 
@@ -63,7 +67,15 @@ def evaluation_page(
     ranking : list of dict
         With several backbones: per backbone ``backbone``, ``balanced``,
         ``accuracy`` (per-fold arrays) and ``seconds``, best first.
+    images : bool, default=True
+        Embed the input images (the errors' thumbnails and Grad-CAM
+        overlays, the duplicates'); a note at the top says the page holds
+        them. ``False`` leaves them out (patient data that must not travel
+        with the page): the errors and duplicates are listed by name.
     """
+    if not images:
+        errors = None if errors is None else replace(errors, thumbnails=[], overlays=None)
+        X = None
     balanced = [fold["balanced"] for fold in folds]
     accuracy = [fold["accuracy"] for fold in folds]
     sections = [
@@ -92,8 +104,11 @@ def evaluation_page(
         sections.append(("errors", "Misclassified images", errors_section(errors, y_true, y_pred, names)))
     sections.append(("duplicates", "Duplicates", duplicates_section(duplicates, X)))
     sections.append(("run", "What was run", run_section(run)))
-    subtitle = f"{title} on {len(y_true)} images of {len(classes)} classes from {_folder_name(run.folder)}"
-    return html_page("skorchlite evaluate", subtitle, run.date, sections)
+    subtitle = (
+        f"{title} on {plural(len(y_true), 'image')} of {plural(len(classes), 'class', 'classes')} "
+        f"from {_folder_name(run.folder)}"
+    )
+    return html_page("skorchlite evaluate", subtitle, run.date, sections, _images_notice(images, errors, duplicates, X))
 
 
 def finetune_page(
@@ -163,10 +178,31 @@ def finetune_page(
     sections.append(("run", "What was run", run_section(run)))
     counts = run.class_counts
     subtitle = (
-        f"{run.fingerprint.get('backbone', '')} fine-tuned on {sum(counts.values())} images of "
-        f"{len(counts)} classes from {_folder_name(run.folder)}"
+        f"{run.fingerprint.get('backbone', '')} fine-tuned on {plural(sum(counts.values()), 'image')} of "
+        f"{plural(len(counts), 'class', 'classes')} from {_folder_name(run.folder)}"
     )
     return html_page("skorchlite finetune", subtitle, run.date, sections)
+
+
+def _images_notice(images: bool, errors: ErrorGallery | None, duplicates: Any, X: Any) -> str:
+    """What the page holds of the input images, for every reader to see."""
+    if not images:
+        return (
+            "The input images are left out of this page (<code>--no-report-images</code>): the misclassified "
+            "images and the duplicates are listed by file name only."
+        )
+    shown = 0 if errors is None else len(errors.thumbnails)
+    if duplicates is not None and X is not None:
+        shown += sum(map(len, duplicates.duplicate_groups()[:MAX_DUPLICATE_GROUPS]))
+    if not shown:
+        return ""
+    overlays = " and their Grad-CAM overlays" if errors is not None and errors.overlays is not None else ""
+    return (
+        f"This page embeds {plural(shown, 'thumbnail')} of the input images{overlays}: if they are patient data, "
+        "so is this page; "
+        "store and share it as you would them. <code>skorchlite evaluate --report DIR --no-report-images</code> "
+        "(<code>evaluation_page(..., images=False)</code>) leaves them out."
+    )
 
 
 def _folder_name(folder: str | None) -> str:

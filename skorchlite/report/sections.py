@@ -17,7 +17,7 @@ from ..figures import thumbnail
 from ..images import check_images, load_rgb
 from ..names import plural
 from .gallery import DUPLICATE_THUMBNAIL, MIN_THUMBNAIL, ErrorGallery, jpeg_uri
-from .markup import escape, format_number, format_score, html_figure, html_table
+from .markup import escape, format_number, format_score, html_figure, html_img, html_table
 
 # Duplicate groups shown with their images; the rest are only counted.
 MAX_DUPLICATE_GROUPS = 200
@@ -78,7 +78,7 @@ def headline_section(
     return (
         f'<p class="big">Balanced accuracy <strong id="balanced-accuracy">{escape(format_score(balanced))}</strong>'
         f' &nbsp; Accuracy <strong id="accuracy">{escape(format_score(accuracy))}</strong></p>'
-        f"<p>Mean ± standard deviation over {len(folds)} cross-validation folds; every image was predicted "
+        f"<p>Mean ± standard deviation over {plural(len(folds), 'cross-validation fold')}; every image was predicted "
         f"once, by a model that did not see it. Balanced accuracy is the mean recall of the classes, so a "
         f"rare class counts as much as a common one.</p>"
         f"<p>Each fold's balanced accuracy: {', '.join(f'{b:.3f}' for b in balanced)}; "
@@ -100,9 +100,10 @@ def _duplicates_sentence(duplicates: Any, n: int) -> str:
         return "Duplicates were looked for (<code>--group-duplicates</code>): none found."
     conflicts = len(duplicates.conflicts)
     return (
-        f"Duplicates were grouped (<code>--group-duplicates</code>): {len(groups)} groups of copies hold "
-        f"<strong>{touched} of {n} images</strong>; each group was kept within one fold. "
-        f'{plural(conflicts, "pair")} of copies have different labels. <a href="#duplicates">See them</a>.'
+        f"Duplicates were grouped (<code>--group-duplicates</code>): {plural(len(groups), 'set')} of copies "
+        f"{'holds' if len(groups) == 1 else 'hold'} <strong>{touched} of {n} images</strong>; each set was kept "
+        f"within one fold. {plural(conflicts, 'pair')} of copies {'has' if conflicts == 1 else 'have'} different "
+        f'labels. <a href="#duplicates">See them</a>.'
     )
 
 
@@ -204,14 +205,20 @@ def errors_section(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray,
     total = len(y_true)
     n_wrong = len(errors.indices)
     if not n_wrong:
-        return f"<p>No misclassified images: all {total} predictions are right.</p>"
+        return f"<p>No misclassified images: every prediction of the {plural(total, 'image')} is right.</p>"
     ranked = "most confident" if errors.confidence is not None else "first"
     shown = len(errors.thumbnails)
+    if not shown:
+        shown_text = "Their images are left out of this page; listed by name below. "
+    else:
+        which = "it" if n_wrong == 1 else f"all {n_wrong}" if shown == n_wrong else f"the {shown} {ranked}"
+        order = ", highest probability of the wrong class first" if errors.confidence is not None and shown > 1 else ""
+        shown_text = f"Shown: {which}{order}. "
     intro = (
-        f"<p>{n_wrong} of {total} images were misclassified (out-of-fold). "
-        + (f"Shown: all {shown}, " if shown == n_wrong else f"Shown: the {shown} {ranked}, ")
-        + ("highest probability of the wrong class first. " if errors.confidence is not None else "")
-        + f"{escape(errors.note)}</p>"
+        f"<p>{n_wrong} of {plural(total, 'image')} {'was' if n_wrong == 1 else 'were'} misclassified (out-of-fold). "
+        + shown_text
+        + (f"{escape(errors.note)}" if shown else "")
+        + "</p>"
         + (
             '<p class="legend">Grad-CAM scale: <span class="jet"></span> no evidence → most evidence</p>'
             if errors.overlays is not None
@@ -225,11 +232,9 @@ def errors_section(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray,
         caption = f"true {y_true[i]}, predicted {y_pred[i]}" + (
             f" (probability {errors.confidence[k]:.2f})" if errors.confidence is not None else ""
         )
-        pictures = f'<img src="{uri}" alt="{escape(f"Image {i}, {name}: {caption}")}">'
+        pictures = html_img(uri, f"Image {i}, {name}: {caption}")
         if errors.overlays is not None:
-            pictures += (
-                f'<img src="{errors.overlays[k]}" alt="{escape(f"Grad-CAM of {y_pred[i]} on image {i}, {name}")}">'
-            )
+            pictures += html_img(errors.overlays[k], f"Grad-CAM of {y_pred[i]} on image {i}, {name}")
         probability = (
             ""
             if errors.confidence is None
@@ -251,7 +256,12 @@ def errors_section(errors: ErrorGallery, y_true: np.ndarray, y_pred: np.ndarray,
             if k >= shown
         ]
         header = ["#", "image", "true", "predicted"] + (["probability"] if errors.confidence is not None else [])
-        rest = f"<details><summary>The other {n_wrong - shown} errors</summary>{html_table(header, rows)}</details>"
+        table = html_table(header, rows)
+        rest = (
+            table
+            if not shown
+            else f"<details><summary>{plural(n_wrong - shown, 'more error')}</summary>{table}</details>"
+        )
     return intro + f'<div class="grid">{"".join(cards)}</div>' + rest
 
 
@@ -280,13 +290,17 @@ def duplicates_section(duplicates: Any, X: Any) -> str:
     samples = check_images(X) if X is not None else None
     kinds = _group_kinds(duplicates)
     parts = []
-    for group in ordered[:MAX_DUPLICATE_GROUPS]:
-        gid = int(duplicates.groups[group[0]])
-        kind, low, high = kinds[gid]
+    for number, group in enumerate(ordered[:MAX_DUPLICATE_GROUPS], 1):
+        # Sets are numbered as shown and named by their first file: the
+        # group ids of find_duplicates mean nothing to a reader.
+        kind, low, high = kinds[int(duplicates.groups[group[0]])]
         disagree = labels is not None and len({labels[i] for i in group}) > 1
         span = f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f} to {high:.3f}"
+        first = Path(duplicates.names[group[0]]).name
+        copies = plural(len(group) - 1, f"{kind} copy", f"{kind} copies")
         head = (
-            f"<h3>Group {gid}: {len(group)} {kind} copies{' — labels disagree' if disagree else ''}</h3>"
+            f"<h3>Duplicate set {number} of {len(ordered)}: {escape(first)} and {copies}"
+            f"{' — labels disagree' if disagree else ''}</h3>"
             f'<p class="name">cosine similarity {span}</p>'
         )
         members = []
@@ -300,9 +314,7 @@ def duplicates_section(duplicates: Any, X: Any) -> str:
             picture = ""
             if samples is not None:
                 uri = jpeg_uri(thumbnail(load_rgb(samples[i], i), DUPLICATE_THUMBNAIL, MIN_THUMBNAIL))
-                picture = (
-                    f'<img src="{uri}" alt="{escape(f"Image {i}, {duplicates.names[i]}, in duplicate group {gid}")}">'
-                )
+                picture = html_img(uri, f"{duplicates.names[i]}, in duplicate set {number}")
             name = duplicates.names[i]
             members.append(
                 f'<figure class="dup">{picture}<figcaption>{label}'
@@ -313,9 +325,9 @@ def duplicates_section(duplicates: Any, X: Any) -> str:
         )
     more = ""
     if len(ordered) > MAX_DUPLICATE_GROUPS:
-        more = f"<p>And {len(ordered) - MAX_DUPLICATE_GROUPS} more groups (printed in full by the command).</p>"
+        more = f"<p>And {plural(len(ordered) - MAX_DUPLICATE_GROUPS, 'more set')} (printed in full by the command).</p>"
     order = (
-        "<p>Groups whose labels disagree come first: either a label is wrong or the images are not copies.</p>"
+        "<p>Sets whose labels disagree come first: either a label is wrong or the images are not copies.</p>"
         if conflicting
         else ""
     )
