@@ -16,6 +16,8 @@ _EXPORTS = {
     "LayerVotingClassifier": "voting",
     "get_backbone": "backbones",
     "list_backbones": "backbones",
+    "save": "model_io",
+    "load": "model_io",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -3,8 +3,9 @@
 A model saved with ``joblib.dump`` (or ``pickle``) is a program: loading
 it runs whatever it says, so it must never come from an untrusted source.
 :meth:`FineTuneClassifier.save_weights <skorchlite.FineTuneClassifier.save_weights>`
-writes a file that holds only plain values and tensors (``torch.save`` of
-a dict), and every file here is read with ``torch.load(weights_only=True)``,
+writes a file that holds only plain values and tensors: a safetensors file
+(:mod:`skorchlite.tensorfile`). Files of earlier formats (``torch.save``
+of a dict) and weights files are read with ``torch.load(weights_only=True)``,
 which refuses anything else. Any failure to read one, and any content
 other than what it should hold, is one ``ValueError`` naming the file.
 
@@ -14,6 +15,8 @@ wrote it. Format history:
 1. ``format``, ``version``, ``params``, ``fitted`` (skorchlite 0.1.0).
 2. adds ``skorchlite``, the version that wrote the file; fitted state that a
    class added since version 1 (:class:`FittedField` ``since``) is required.
+3. the same values in a safetensors file (after skorchlite 0.2.0), which no
+   Python unpickler reads.
 
 A file of an older format loads with the defaults of the fields added
 since; one of a newer format fails, naming both versions.
@@ -35,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import write_atomic
+from .files import open_regular
+from .tensorfile import decode_values, encode_values, is_tensor_file
 from .versioning import __version__, describe_version, shown
 
 __all__ = [
@@ -47,11 +51,12 @@ __all__ = [
     "load_model_state",
     "load_network_state",
     "load_tensors",
-    "save_estimator",
-    "save_model_state",
+    "check_data_backbone",
+    "estimator_bytes",
+    "model_state_bytes",
 ]
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _PLAIN = (type(None), bool, int, float, str)
 
 
@@ -200,13 +205,11 @@ def load_tensors(path: str | os.PathLike, what: str = "Weights file", *, file: B
         raise NotDataError(f"{what} {str(path)!r} is damaged or not a PyTorch file ({error_cause(err)}).") from None
 
 
-def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, Any], fitted: Mapping[str, Any]) -> Path:
-    """Write an estimator's parameters and fitted state as data only.
+def model_state_bytes(kind: str, params: Mapping[str, Any], fitted: Mapping[str, Any]) -> bytes:
+    """An estimator's parameters and fitted state as the bytes of a data-only file.
 
     Parameters
     ----------
-    path : str or path-like
-        The file (``torch.save`` format), replaced atomically.
     kind : str
         The estimator's class name, checked on load.
     params : mapping
@@ -218,15 +221,14 @@ def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, An
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    bytes
+        A safetensors file (:mod:`skorchlite.tensorfile`).
 
     Raises
     ------
     ValueError
         When a parameter cannot be stored as data (a callable, say).
     """
-    path = Path(path)
     payload = {
         "format": f"skorchlite.{kind}",
         "version": _FORMAT_VERSION,
@@ -234,34 +236,21 @@ def save_model_state(path: str | os.PathLike, kind: str, params: Mapping[str, An
         "params": {name: _plain(value, name) for name, value in params.items()},
         "fitted": {name: _storable(value, name) for name, value in fitted.items()},
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
-    return path
+    return encode_values(payload)
 
 
-def save_estimator(path: str | os.PathLike, estimator: Any, fitted: Mapping[str, Any]) -> Path:
-    """Write an estimator that takes a ``backbone``: its parameters and ``fitted`` state as data only.
+def check_data_backbone(estimator: Any) -> None:
+    """Refuse an estimator whose backbone is a module: a data-only file cannot hold it.
 
     Parameters
     ----------
-    path : str or path-like
-        The file, replaced atomically.
     estimator : BaseEstimator
-        Its ``get_params(deep=False)`` are stored; a ``preprocessing`` that
-        is a :class:`~skorchlite.backbones.Preprocessing` as its dict.
-    fitted : mapping
-        Learned state, as :func:`save_model_state` takes it.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+        An estimator that takes a ``backbone``.
 
     Raises
     ------
     ValueError
-        When the backbone is a module, or another parameter is not plain data.
+        Naming the module's class and what to do instead.
     """
     if isinstance(estimator.backbone, nn.Module):
         raise ValueError(
@@ -269,10 +258,33 @@ def save_estimator(path: str | os.PathLike, estimator: Any, fitted: Mapping[str,
             "pickle the estimator (joblib.dump) instead, or save the module's state dict and pass "
             "backbone=(architecture name, checkpoint path)."
         )
+
+
+def estimator_bytes(estimator: Any, fitted: Mapping[str, Any]) -> bytes:
+    """An estimator that takes a ``backbone``: its parameters and ``fitted`` state as a data-only file's bytes.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Its ``get_params(deep=False)`` are stored; a ``preprocessing`` that
+        is a :class:`~skorchlite.backbones.Preprocessing` as its dict.
+    fitted : mapping
+        Learned state, as :func:`model_state_bytes` takes it.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ValueError
+        When the backbone is a module, or another parameter is not plain data.
+    """
+    check_data_backbone(estimator)
     params = estimator.get_params(deep=False)
     if is_dataclass(params.get("preprocessing")):  # a Preprocessing, which this module cannot import (a cycle)
         params["preprocessing"] = asdict(params["preprocessing"])
-    return save_model_state(path, type(estimator).__name__, params, fitted)
+    return model_state_bytes(type(estimator).__name__, params, fitted)
 
 
 def load_network_state(model: nn.Module, state: Mapping[str, Any], path: str | os.PathLike, backbone: str) -> None:
@@ -331,13 +343,18 @@ def _mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Te
 
 
 def load_model_state(
-    path: str | os.PathLike, kind: str, param_names: list[str], fields: Mapping[str, FittedField]
+    path: str | os.PathLike,
+    kind: str,
+    param_names: list[str],
+    fields: Mapping[str, FittedField],
+    data: bytes | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read what :func:`save_model_state` wrote, without unpickling code.
+    """Read what :func:`model_state_bytes` wrote, or an older format, without unpickling code.
 
     Parameters
     ----------
     path : str or path-like
+        The file; with ``data``, only how errors name it.
     kind : str
         The class name the file must name.
     param_names : list of str
@@ -345,6 +362,9 @@ def load_model_state(
     fields : mapping of str to FittedField
         The fitted state the file must hold; a file of a format older than
         a field's ``since`` gets its ``default``.
+    data : bytes or None, default=None
+        The file's bytes, when they were read already (from inside a
+        :func:`skorchlite.save` file, say).
 
     Returns
     -------
@@ -359,9 +379,7 @@ def load_model_state(
         (naming the skorchlite version that wrote it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"model file {str(path)!r} does not exist or is not a regular file.")
-    payload = load_tensors(path, "Model file")
+    payload = _read_payload(path, data)
     if not isinstance(payload, dict) or payload.get("format") != f"skorchlite.{kind}":
         raise ValueError(f"{str(path)!r} is not a {kind} weights file (written by {kind}.save_weights).")
     version = payload.get("version")
@@ -401,6 +419,24 @@ def load_model_state(
     return params, fitted
 
 
+def _read_payload(path: Path, data: bytes | None) -> Any:
+    """What a model file holds: a safetensors file's values (format 3), or
+    what ``torch.load(weights_only=True)`` reads from an older one."""
+    if data is None:
+        try:
+            with open_regular(path) as file:
+                data = file.read()
+        except OSError:
+            raise ValueError(f"model file {str(path)!r} does not exist or is not a regular file.") from None
+    if not is_tensor_file(data[:9]):
+        return load_tensors(path, "Model file", file=io.BytesIO(data))
+    try:
+        return decode_values(data)
+    except Exception as err:  # whatever numpy or JSON raise on foreign bytes
+        cause = str(err) if type(err) is ValueError else error_cause(err)
+        raise NotDataError(f"Model file {str(path)!r} is damaged or not a skorchlite model file: {cause}.") from None
+
+
 def _plain(value: Any, name: str) -> Any:
     """A parameter value as plain data, or a clear error."""
     if isinstance(value, (torch.device, os.PathLike)):
@@ -420,12 +456,11 @@ def _plain(value: Any, name: str) -> Any:
 
 
 def _storable(value: Any, name: str) -> Any:
-    """Fitted state as data: ndarrays become tagged lists, which
-    ``weights_only`` loading accepts (it refuses numpy objects)."""
+    """Fitted state as data: ndarrays of numbers or strings, state dicts, plain values."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufUS" and not (value.dtype == object and _all_plain(value)):
             raise ValueError(f"Fitted attribute {name} of dtype {value.dtype} cannot be stored as data.")
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+        return value
     if isinstance(value, Mapping) and all(isinstance(v, torch.Tensor) for v in value.values()):
         return {str(k): v.detach().cpu() for k, v in value.items()}
     return _plain(value, name)
@@ -436,6 +471,7 @@ def _all_plain(array: np.ndarray) -> bool:
 
 
 def _restored(value: Any) -> Any:
+    """A fitted value as read: format 2 and earlier (``torch.save``) stored ndarrays as tagged lists."""
     if isinstance(value, dict) and set(value) == {"__ndarray__", "dtype"}:
         return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
     return value

@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from model_files import payload_of, write_payload, write_torch_payload
 from PIL import Image
 
 from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
@@ -309,9 +310,9 @@ def test_also_cli_finetune_to_pt_then_predict(folder, tmp_path, capsys):
 def test_also_a_malicious_weights_file_cannot_run_code(folder, tmp_path):
     clf, _ = _fitted(folder)
     path, marker = tmp_path / "model.pt", tmp_path / "pwned"
-    payload = torch.load(clf.save_weights(path), weights_only=True)
+    payload = payload_of(clf.save_weights(path))
     payload["fitted"]["history_"] = _Exploit(marker)
-    torch.save(payload, path)
+    write_torch_payload(payload, path)  # the format torch.load reads
     with pytest.raises(ValueError, match="model.pt"):
         FineTuneClassifier.load_weights(path)
     joblib.dump(clf, path)  # a pickle under the safe name
@@ -323,18 +324,19 @@ def test_also_a_malicious_weights_file_cannot_run_code(folder, tmp_path):
 def test_also_weights_file_contents_are_checked(folder, tmp_path):
     clf, _ = _fitted(folder)
     path = clf.save_weights(tmp_path / "model.pt")
-    payload = torch.load(path, weights_only=True)
+    payload = payload_of(path)
     for change, needle in [
         (lambda p: p.update(format="other"), "not a FineTuneClassifier weights file"),
         (lambda p: p.update(version=99), "version 99"),
         (lambda p: p["params"].update(evil=1), "evil"),
         (lambda p: p["params"].update(backbone="efficientnet_lite1"), "do not fit"),
     ]:
-        changed = torch.load(path, weights_only=True)
-        change(changed)
-        torch.save(changed, tmp_path / "changed.pt")
-        with pytest.raises(ValueError, match=needle):
-            FineTuneClassifier.load_weights(tmp_path / "changed.pt")
+        for write in (write_payload, write_torch_payload):
+            changed = payload_of(path)
+            change(changed)
+            write(changed, tmp_path / "changed.pt")
+            with pytest.raises(ValueError, match=needle):
+                FineTuneClassifier.load_weights(tmp_path / "changed.pt")
     assert payload["format"] == "skorchlite.FineTuneClassifier"
     with pytest.raises(ValueError, match="augment"):
         clf.set_params(augment=lambda image: image).save_weights(tmp_path / "other.pt")

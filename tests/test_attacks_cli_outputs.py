@@ -419,7 +419,7 @@ def test_explain_with_a_model_file_never_writes_into_its_backbone_s_weights(
     clf.fit(paths, [Path(p).parent.name for p in paths]).save_weights(model)
     # Loaded with the real weights; the backbone's weights then found where the fixture puts them.
     loaded = FineTuneClassifier.load_weights(model)
-    monkeypatch.setattr(predict, "_load_model", lambda path, trust: loaded)
+    monkeypatch.setattr(predict, "_load_model", lambda path, trust_pickle, trusted: loaded)
     bundled = request.getfixturevalue("bundled")
     request.getfixturevalue("no_work")
     _refused(capsys, ["explain", str(model), paths[0], "-o", f"{bundled}/x.png"], "lies inside the weights of backbone")

@@ -190,9 +190,13 @@ def test_predicted_paths_in_any_script_line_up(tmp_path, capsys):
         def predict_proba(self, X):
             return np.tile([0.25, 0.75], (len(X), 1))
 
-    args = type("Args", (), {"model": "m.pt", "trust_pickle": False, "images": ["良性画像.png", "x.png"], "csv": False})
+    args = type(
+        "Args",
+        (),
+        {"model": "m.pt", "trust_pickle": False, "trust": None, "images": ["良性画像.png", "x.png"], "csv": False},
+    )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(predict, "_load_model", lambda path, trust: Model())
+        patch.setattr(predict, "_load_model", lambda path, trust_pickle, trusted: Model())
         assert predict.predict_command(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and len({columns(line) for line in lines}) == 1, lines

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_files import payload_of, write_payload, write_torch_payload
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -65,17 +65,26 @@ def test_the_package_version_moved_on_from_the_unversioned_releases():
 
 
 def test_a_model_file_records_its_format_and_the_version_that_wrote_it(fitted, tmp_path):
-    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
-    assert payload["version"] == 2 and payload["skorchlite"] == skorchlite.__version__
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
+    assert payload["version"] == 3 and payload["skorchlite"] == skorchlite.__version__
     assert "weight_scale_" in payload["fitted"]
+
+
+def test_a_format_2_file_of_torch_save_still_loads_and_predicts_the_same(fitted, tmp_path):
+    """save_weights wrote torch.save archives up to format 2; they are read with weights_only=True."""
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
+    payload["version"] = 2
+    loaded = FineTuneClassifier.load_weights(write_torch_payload(payload, tmp_path / "v2.pt"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    assert loaded.get_params() == fitted.get_params() and loaded.best_epoch_ == fitted.best_epoch_
 
 
 def test_a_format_1_file_without_weight_scale_loads_predicts_and_trains_on(fitted, tmp_path):
     """As skorchlite wrote it before weight_scale_ was saved (the KeyError of issue 24)."""
-    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
     del payload["fitted"]["weight_scale_"], payload["skorchlite"]
     payload["version"] = 1
-    torch.save(payload, tmp_path / "v1.pt")
+    write_torch_payload(payload, tmp_path / "v1.pt")
     loaded = FineTuneClassifier.load_weights(tmp_path / "v1.pt")
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
     # As that version did: the next partial_fit scales its own rows, then keeps the scale.
@@ -84,22 +93,22 @@ def test_a_format_1_file_without_weight_scale_loads_predicts_and_trains_on(fitte
     loaded.partial_fit(X, Y, sample_weight=weights)
     assert loaded.weight_scale_ == pytest.approx(weights.mean())
     # And it saves again, in the current format.
-    assert torch.load(loaded.save_weights(tmp_path / "v2.pt"), weights_only=True)["version"] == 2
+    assert payload_of(loaded.save_weights(tmp_path / "v3.pt"))["version"] == 3
 
 
 def test_a_current_file_without_a_field_of_its_format_is_damaged(fitted, tmp_path):
-    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
     del payload["fitted"]["weight_scale_"]
-    torch.save(payload, tmp_path / "m.pt")
+    write_payload(payload, tmp_path / "m.pt")
     with pytest.raises(ValueError) as info:
         FineTuneClassifier.load_weights(tmp_path / "m.pt")
     _one_line(info.value, "m.pt", "damaged", "weight_scale_")
 
 
 def test_a_file_of_a_newer_format_fails_naming_both_versions(fitted, tmp_path):
-    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
     payload.update(version=99, skorchlite="9.9")
-    torch.save(payload, tmp_path / "new.pt")
+    write_payload(payload, tmp_path / "new.pt")
     with pytest.raises(ValueError) as info:
         FineTuneClassifier.load_weights(tmp_path / "new.pt")
     _one_line(info.value, "new.pt", "99", "skorchlite 9.9", f"skorchlite {skorchlite.__version__}", "upgrade")
@@ -111,11 +120,11 @@ def test_a_file_of_a_newer_format_fails_naming_both_versions(fitted, tmp_path):
     writer=st.one_of(st.text(max_size=80), st.none(), st.integers(), st.lists(st.text(max_size=5), max_size=30)),
 )
 def test_any_unreadable_format_version_is_one_line_naming_the_file(fitted, tmp_path, version, writer):
-    payload = torch.load(fitted.save_weights(tmp_path / "m.pt"), weights_only=True)
-    if version in (1, 2) and type(version) is int:
-        version = 3
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
+    if version in (1, 2, 3) and type(version) is int:
+        version = 4
     payload.update(version=version, skorchlite=writer)
-    torch.save(payload, tmp_path / "other.pt")
+    write_payload(payload, tmp_path / "other.pt")
     with pytest.raises(ValueError) as info:
         FineTuneClassifier.load_weights(tmp_path / "other.pt")
     message = _one_line(info.value, "other.pt", "format version")

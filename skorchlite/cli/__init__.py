@@ -13,7 +13,7 @@ from __future__ import annotations
 from .backbones import RANDOM_INIT_LABEL
 from .embed import EMBED_FORMATS
 from .evaluate import HEADS
-from .finetune import MODEL_SUFFIXES, WEIGHTS_SUFFIX
+from .finetune import MODEL_SUFFIXES, SHARED_SUFFIX, WEIGHTS_SUFFIX
 from .output import CommandError
 from .program import LAYER_HELP, WEIGHTS_HELP, build_parser, main, run
 
@@ -23,6 +23,7 @@ __all__ = [
     "LAYER_HELP",
     "MODEL_SUFFIXES",
     "RANDOM_INIT_LABEL",
+    "SHARED_SUFFIX",
     "WEIGHTS_HELP",
     "WEIGHTS_SUFFIX",
     "CommandError",

@@ -28,10 +28,12 @@ from .inputs import (
 )
 from .output import check_output_file, check_output_folder
 
-# The command line writes models as data only (FineTuneClassifier.save_weights),
-# under PyTorch's names for such files; never a pickle, which can run code.
+# The command line writes models as data only, never a pickle, which can run
+# code: skorchlite.save's file (SHARED_SUFFIX), or FineTuneClassifier.save_weights'
+# under PyTorch's names for such files.
+SHARED_SUFFIX = ".skorchlite"
 WEIGHTS_SUFFIX = ".pt"
-MODEL_SUFFIXES = (WEIGHTS_SUFFIX, ".pth")
+MODEL_SUFFIXES = (SHARED_SUFFIX, WEIGHTS_SUFFIX, ".pth")
 
 
 @contextlib.contextmanager
@@ -108,7 +110,12 @@ def finetune_command(args: argparse.Namespace) -> int:
         why = "no epoch was complete" if args.keep_partial else "--keep-partial keeps the best complete epoch"
         print(f"Interrupted after {epochs} epochs; nothing written ({why}).", file=sys.stderr)
         return 130
-    clf.save_weights(output)
+    if output.suffix.lower() == SHARED_SUFFIX:
+        from ..model_io import save
+
+        save(clf, output)
+    else:
+        clf.save_weights(output)
     print(
         f"{'Interrupted: trained' if interrupted else 'Trained'} {epochs} epochs in {seconds:.1f} s; "
         f"best epoch {clf.best_epoch_}; saved to {visible(output)}"

@@ -13,31 +13,16 @@ from ..names import columns, csv_bytes, pad, visible
 from .inputs import backbone_weights, model_weights
 from .output import CommandError, check_output_file
 
-# How pickles begin: a protocol 2+ opcode, or one of joblib's compressions
-# (zlib, gzip, bz2, xz, lzma, lz4).
-_PICKLE_STARTS = (
-    b"\x80",
-    b"x\x01",
-    b"x^",
-    b"x\x9c",
-    b"x\xda",
-    b"\x1f\x8b",
-    b"BZh",
-    b"\xfd7zXZ",
-    b"]\x00\x00",
-    b'\x04"M\x18',
-)
 
-
-def _load_model(path: str, trust_pickle: bool) -> Any:
+def _load_model(path: str, trust_pickle: bool, trusted: list[str] | None) -> Any:
     """A saved model, or one clear line naming the file and the cause.
 
-    Whatever its name, the file is read as data only
-    (:meth:`FineTuneClassifier.load_weights <skorchlite.FineTuneClassifier.load_weights>`);
-    only what cannot be read so is unpickled, and only with ``--trust-pickle``.
+    Whatever its name, the file is read as data only (:func:`skorchlite.load`,
+    which builds only ``trusted`` types beyond its own list); only a pickle
+    is unpickled, and only with ``--trust-pickle``, with a warning.
     """
-    from ..finetune import FineTuneClassifier
-    from ..persistence import NotDataError, error_cause
+    from ..model_io import PickleFileError, UntrustedTypesError, load
+    from ..persistence import error_cause
 
     model_path = Path(path)
     if not os.path.lexists(model_path):
@@ -46,16 +31,16 @@ def _load_model(path: str, trust_pickle: bool) -> Any:
         what = "a folder" if model_path.is_dir() else "not a regular file (a device, a FIFO, a socket?)"
         raise CommandError(f"model file {str(model_path)!r} is {what}; give a model file")
     try:
-        return FineTuneClassifier.load_weights(model_path)
-    except NotDataError as err:
+        return load(model_path, trusted=trusted)
+    except UntrustedTypesError as err:
+        raise CommandError(err.describe(" ".join(f"--trust {name}" for name in err.types))) from err
+    except PickleFileError as err:
         if not trust_pickle:
-            with model_path.open("rb") as file:
-                if not file.read(4).startswith(_PICKLE_STARTS):
-                    raise
             raise CommandError(
                 f"{str(model_path)!r} is a pickle (as joblib.dump writes), not a model file of data only (as "
-                "skorchlite finetune -o model.pt writes): loading it can run any code it holds, so skorchlite "
-                "loads it only with --trust-pickle; pass that only for a file from a source you trust"
+                "skorchlite.save and skorchlite finetune -o model.skorchlite write): loading it can run any code it "
+                "holds, so skorchlite loads it only with --trust-pickle; pass that only for a file from a source you "
+                "trust"
             ) from err
     import joblib
 
@@ -64,9 +49,14 @@ def _load_model(path: str, trust_pickle: bool) -> Any:
             model = joblib.load(model_path)
     except Exception as err:  # unpickling arbitrary bytes can raise anything
         raise CommandError(
-            f"{str(model_path)!r} is not a model file: neither data only (skorchlite finetune -o model.pt) "
+            f"{str(model_path)!r} is not a model file: neither data only (skorchlite.save) "
             f"nor a pickle joblib can load ({error_cause(err)})"
         ) from err
+    print(
+        f"warning: {visible(str(model_path))} is a pickle: loading it ran whatever code it holds (--trust-pickle). "
+        "Share models as data instead: skorchlite.save(model, 'model.skorchlite').",
+        file=sys.stderr,
+    )
     for warning in caught:  # another version's pickle: one line each, not Python's two
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     return model
@@ -79,7 +69,7 @@ def predict_command(args: argparse.Namespace) -> int:
     and returns the exit status, as every verb does.
     """
     model_path = Path(args.model)
-    model = _load_model(args.model, args.trust_pickle)
+    model = _load_model(args.model, args.trust_pickle, args.trust)
     if not hasattr(model, "predict_proba"):
         raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
     proba = model.predict_proba(list(args.images))
@@ -131,7 +121,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if model_file:
         if args.image_size is not None:
             raise CommandError("--image-size applies to a backbone name; a saved model uses its own")
-        loaded = _load_model(args.model, args.trust_pickle)
+        loaded = _load_model(args.model, args.trust_pickle, args.trust)
         # The model rebuilds its backbone: that backbone's own weights are inputs too.
         check_output_file(args.output, "-o", (".png",), {**inputs, **model_weights(loaded)})
         try:

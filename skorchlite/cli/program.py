@@ -31,10 +31,17 @@ LAYER_HELP = (
     "(default; skorchlite backbones --layers NAME lists them)"
 )
 WEIGHTS_HELP = "DEFAULT, a weights member, a checkpoint path, or random-init (a baseline without pretraining)"
-MODEL_HELP = "model file of data only (skorchlite finetune -o model.pt), or a joblib pickle with --trust-pickle"
+MODEL_HELP = (
+    "model file of data only (skorchlite.save, skorchlite finetune -o model.skorchlite), or a joblib pickle "
+    "with --trust-pickle"
+)
 TRUST_PICKLE_HELP = (
     "also load a model that is a pickle (joblib.dump): loading one runs any code it holds, so pass this "
     "only for a file from a source you trust"
+)
+TRUST_HELP = (
+    "a type the model file may build beyond the trusted ones, by full name as the refusal names it "
+    "(sklearn.tree._tree.Tree for a random forest); repeat for several; only for a file you trust"
 )
 
 
@@ -212,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = verb("finetune", finetune_command, "fine-tune a backbone on an image folder and save the model")
     finetune.add_argument("dir")
     finetune.add_argument(
-        "-o", "--output", required=True, help="model file, .pt or .pth: data only (safe to share), never a pickle"
+        "-o",
+        "--output",
+        required=True,
+        help="model file: .skorchlite (skorchlite.save's, for skorchlite.load), or .pt or .pth "
+        "(FineTuneClassifier.save_weights'); data only (safe to share), never a pickle",
     )
     finetune.add_argument("--backbone", default="efficientnet_lite0")
     finetune.add_argument("--weights", type=_weights, default="DEFAULT", help=WEIGHTS_HELP)
@@ -238,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+")
     predict.add_argument("--csv", action="store_true", help="CSV with every class's probability")
     predict.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    predict.add_argument("--trust", action="append", metavar="TYPE", help=TRUST_HELP)
 
     explain = verb(
         "explain", explain_command, "Grad-CAM of a saved model (or a backbone's ImageNet classes) on one image"
@@ -249,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="feature map (default: the last before pooling)")
     explain.add_argument("--image-size", type=_IMAGE_SIZE, default=None, help="input side, for a backbone name")
     explain.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    explain.add_argument("--trust", action="append", metavar="TYPE", help=TRUST_HELP)
 
     backbones = verb(
         "backbones", backbones_command, "list every source's backbones and whether their weights are on this machine"

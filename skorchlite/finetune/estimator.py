@@ -167,10 +167,10 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
 
     A model saved with ``joblib.dump`` or ``pickle`` is an ordinary pickle:
     loading it runs whatever code it holds, so never load one from an
-    untrusted source. To share a model, use :meth:`save_weights` and
-    :meth:`load_weights` (as ``skorchlite finetune -o model.pt`` does): the
-    parameters, classes and weights as data only, read with
-    ``torch.load(weights_only=True)``.
+    untrusted source. To share a model, use :func:`skorchlite.save` and
+    :func:`skorchlite.load` (as ``skorchlite finetune -o model.skorchlite``
+    does), or :meth:`save_weights` and :meth:`load_weights`: the parameters,
+    classes and weights as data only, in a safetensors file.
 
     Examples
     --------
@@ -447,9 +447,9 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         """Save the parameters, classes and network weights as data only.
 
         Unlike a pickle (``joblib.dump``), the file holds no code: it is a
-        ``torch.save`` archive of plain values and tensors, which
-        :meth:`load_weights` reads with ``torch.load(weights_only=True)``.
-        Share a model this way.
+        safetensors file of the weights, the other values as JSON in its
+        metadata (:mod:`skorchlite.persistence`). Share a model this way, or
+        with :func:`skorchlite.save`, which wraps this file.
 
         Parameters
         ----------
@@ -473,7 +473,8 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
         """A fitted classifier from a file of :meth:`save_weights`.
 
-        Nothing in the file is executed. The backbone's pretrained weights
+        Nothing in the file is executed. Files of earlier versions
+        (``torch.save`` archives) are read with ``torch.load(weights_only=True)``. The backbone's pretrained weights
         must be available, as for fitting (the network is rebuilt, then its
         weights are replaced by the file's).
 

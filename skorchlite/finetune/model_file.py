@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..backbones import describe_backbone
-from ..persistence import FittedField, damaged_file, load_model_state, load_network_state, save_estimator
+from ..files import write_atomic
+from ..persistence import FittedField, damaged_file, estimator_bytes, load_model_state, load_network_state
 from .run import init_network
 from .targets import check_classes
 
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
 
-__all__ = ["SAVED_STATE", "load_fitted", "save_fitted"]
+__all__ = ["SAVED_STATE", "fitted_bytes", "load_fitted", "save_fitted"]
 
 #: What the file holds beside the parameters, and since which format version.
 SAVED_STATE = {
@@ -35,8 +36,8 @@ SAVED_STATE = {
 }
 
 
-def save_fitted(estimator: FineTuneClassifier, path: str | os.PathLike) -> Path:
-    """Write the file of ``estimator`` (fitted and checked) at ``path``."""
+def fitted_bytes(estimator: FineTuneClassifier) -> bytes:
+    """The file of ``estimator`` (fitted and checked), as bytes."""
     fitted = {
         "classes_": estimator.classes_,
         "model_": estimator.model_.state_dict(),
@@ -46,13 +47,23 @@ def save_fitted(estimator: FineTuneClassifier, path: str | os.PathLike) -> Path:
         # partial_fit goes on weighting samples on the first call's scale.
         "weight_scale_": estimator.weight_scale_ if estimator.weight_scale_ is None else float(estimator.weight_scale_),
     }
-    return save_estimator(path, estimator, fitted)
+    return estimator_bytes(estimator, fitted)
 
 
-def load_fitted(cls: type[FineTuneClassifier], path: str | os.PathLike) -> FineTuneClassifier:
-    """A fitted ``cls`` from the file at ``path``, every value checked as fit
-    would check it before the network is rebuilt and given the file's weights."""
-    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE)
+def save_fitted(estimator: FineTuneClassifier, path: str | os.PathLike) -> Path:
+    """Write the file of ``estimator`` (fitted and checked) at ``path``, replaced atomically."""
+    path = Path(path)
+    write_atomic(path, fitted_bytes(estimator))
+    return path
+
+
+def load_fitted(
+    cls: type[FineTuneClassifier], path: str | os.PathLike, data: bytes | None = None
+) -> FineTuneClassifier:
+    """A fitted ``cls`` from the file at ``path`` (or its bytes ``data``, read
+    already), every value checked as fit would check it before the network
+    is rebuilt and given the file's weights."""
+    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data)
     with damaged_file(path, cls.__name__):
         clf = cls(**params)
         clf._validate_params()
