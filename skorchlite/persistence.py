@@ -14,6 +14,8 @@ wrote it. Format history:
 1. ``format``, ``version``, ``params``, ``fitted`` (skorchlite 0.1.0).
 2. adds ``skorchlite``, the version that wrote the file; fitted state that a
    class added since version 1 (:class:`FittedField` ``since``) is required.
+3. fitted state added since version 2 (the fine-tuner's ``multilabel_``):
+   a file older readers would misread, so they refuse it.
 
 A file of an older format loads with the defaults of the fields added
 since; one of a newer format fails, naming both versions.
@@ -51,7 +53,7 @@ __all__ = [
     "save_model_state",
 ]
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _PLAIN = (type(None), bool, int, float, str)
 
 
