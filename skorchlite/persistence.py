@@ -15,8 +15,9 @@ wrote it. Format history:
 1. ``format``, ``version``, ``params``, ``fitted`` (skorchlite 0.1.0).
 2. adds ``skorchlite``, the version that wrote the file; fitted state that a
    class added since version 1 (:class:`FittedField` ``since``) is required.
-3. the same values in a safetensors file (after skorchlite 0.2.0), which no
-   Python unpickler reads.
+3. the same values in a safetensors file, which no Python unpickler reads,
+   and fitted state added since version 2 (the fine-tuner's ``multilabel_``)
+   (skorchlite 0.3.0).
 
 A file of an older format loads with the defaults of the fields added
 since; one of a newer format fails, naming both versions.

@@ -370,6 +370,8 @@ def compare_strategies(
     ----------
     X : list of paths, or array of images
     y : array-like of shape (n_samples,)
+        One class per image; a multi-label indicator matrix is refused (the
+        scores are balanced accuracies of one class per image).
     strategies : sequence of Strategy or None, default=None
         ``None``: :func:`default_strategies` (fine-tuning included).
     groups : "duplicates", array-like or None, default="duplicates"
@@ -426,6 +428,11 @@ def compare_strategies(
         "compare_strategies",
     )
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(
+            f"y has shape {y.shape}, a multi-label indicator matrix: compare_strategies scores one class per "
+            "image; compare multi-label models with sklearn.model_selection.cross_validate and a group splitter."
+        )
     if len(y) != len(X):
         raise ValueError(f"X has {len(X)} images and y {len(y)} labels.")
     strategies = list(default_strategies() if strategies is None else strategies)

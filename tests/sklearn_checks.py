@@ -92,6 +92,13 @@ SKIPPED = {
     "check_classifiers_one_label_sample_weights": _TABLE + "; test_a_single_class_is_refused",
     "check_classifiers_regression_target": _TABLE,
     "check_classifiers_train": _TABLE + " and expects near-perfect training accuracy in a few epochs",
+    "check_classifiers_multilabel_representation_invariance": _TABLE
+    + "; test_finetune_multilabel.py: test_every_representation_of_y_fits_alike",
+    "check_classifiers_multilabel_output_format_predict": _TABLE
+    + "; test_finetune_multilabel.py: test_fit_predict_proba_predict_score",
+    "check_classifiers_multilabel_output_format_predict_proba": _TABLE
+    + "; test_finetune_multilabel.py: test_fit_predict_proba_predict_score",
+    "check_classifiers_multilabel_output_format_decision_function": "has no decision_function",
     "check_decision_proba_consistency": "has no decision_function",
     "check_estimators_partial_fit_n_features": _TABLE,
     "check_non_transformer_estimators_n_iter": "n_iter_ is not an attribute; history_ records the epochs",

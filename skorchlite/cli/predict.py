@@ -72,6 +72,12 @@ def predict_command(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.trust_pickle, args.trust)
     if not hasattr(model, "predict_proba"):
         raise CommandError(f"{model_path.name} holds a {type(model).__name__}, which has no predict_proba")
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if getattr(final, "multilabel_", False):  # FineTuneClassifier's and OneVsRestClassifier's flag
+        raise CommandError(
+            f"{model_path.name} holds a multi-label model (a probability per label), and predict shows one class "
+            "per image: use the model's predict_proba from Python"
+        )
     proba = model.predict_proba(list(args.images))
     classes = model.classes_
     best = proba.argmax(1)

@@ -9,7 +9,8 @@ One job per module, read from the estimator down:
   constraints and the loop's configuration both come from it.
 - ``run.py``: parameters to one training run: the checks beyond the
   constraints, the seed, the network and what keys it, its inputs, the
-  fitted attributes a run leaves or restores.
+  fitted attributes a run leaves or restores; a fitted estimator's
+  ``predict_proba`` and ``transform`` (:func:`~.run.infer`).
 - ``loop.py``: the epoch loop (:class:`~.loop.Trainer`) over phases, from a
   frozen :class:`~.loop.TrainingConfig`: validation, best weights, early
   stopping, non-finite values, Ctrl-C.
@@ -18,8 +19,9 @@ One job per module, read from the estimator down:
 - ``inputs.py``: what the network reads (:class:`~.inputs.NetworkInputs`:
   embeddings, or images decoded once by :class:`~.inputs.ImageStore`), and
   the one path of inference, mirror test-time augmentation included.
-- ``targets.py``: the classes of a fit, per-sample loss weights, the
-  stratified validation split.
+- ``targets.py``: the target of a fit (one label per sample, or a
+  multi-label indicator matrix), its classes, the loss weights, the
+  validation split.
 - ``augmentation.py``: the default, seeded training-time augmentation.
 - ``model_file.py``: the data-only model file of ``save_weights`` and
   ``load_weights``.

@@ -9,24 +9,25 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import Tags, TransformerTags
 from torch import nn
 
 from ..backbones import Preprocessing
-from ..engine import Precision, autocast, resolve_device
-from ..images import check_images
+from ..engine import Precision
 from ..private_api import fit_context
 from ..versioning import VersionedPickleMixin
 from .model_file import load_fitted, save_fitted
 from .parameters import FineTuneParameters, parameter_constraints
-from .run import check_fitted, check_parameters, estimator_inputs, train_estimator
+from .run import check_fitted, check_parameters, infer, train_estimator
 from .steps import BatchNormMode, OptimizerName, Schedule
 
 __all__ = ["FineTuneClassifier"]
 
 
-class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
+class FineTuneClassifier(
+    ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, VersionedPickleMixin, BaseEstimator
+):
     """Fine-tune a pretrained backbone with a new linear head.
 
     As fastai's ``fine_tune``: the head trains alone for ``freeze_epochs``,
@@ -37,7 +38,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     embeddings of :class:`~skorchlite.PretrainedFeatureExtractor` and its
     cache, as cheap as the extractor pipeline. ``docs/strategies.md`` gives
     the rates of each phase, how they differ from fastai's, and the
-    BatchNorm rule.
+    BatchNorm rule. A 2-D 0/1 ``y`` (a column per label) makes it multi-label.
 
     Parameters
     ----------
@@ -86,9 +87,13 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     warmup : float, default=0.25
         Fraction of each phase spent warming up.
     label_smoothing : float, default=0.0
-        Passed to the cross-entropy loss.
-    class_weight : None, "balanced" or dict, default=None
-        Weights of the classes in the loss, as in scikit-learn.
+        Passed to the cross-entropy loss (multi-label: each 0/1 moves
+        towards 1/2 by half of it, as in Keras).
+    class_weight : None, "balanced", dict or list of dict, default=None
+        Weights of the classes in the loss, as in scikit-learn. Multi-label:
+        ``"balanced"`` weighs each label's present and absent rows against
+        each other (a ``pos_weight`` of n_absent / n_present), a list gives
+        ``{0: weight, 1: weight}`` per label column.
     augment : "default", None or callable, default="default"
         Training-time augmentation before the backbone's own preprocessing,
         applied to each RGB PIL image as decoded once and kept in memory
@@ -108,8 +113,8 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         Side of the crop the network sees; ``None`` keeps the weights' own.
     batch_size : int, default=32
     validation_fraction : float, default=0.1
-        Stratified share of the training data held out to pick the best
-        epoch, whose weights are restored at the end; 0 makes no split.
+        Stratified (multi-label: random) share of the training data held out
+        to pick the best epoch, whose weights are restored at the end; 0: none.
     n_iter_no_change : int or None, default=None
         Stop when the validation loss has not improved for this many epochs.
     device : str, default="auto"
@@ -145,12 +150,15 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray
-        Class labels, in the order of ``predict_proba``'s columns.
+        Class labels, in the order of ``predict_proba``'s columns; for a
+        multi-label fit the column indices of ``y``, as in scikit-learn.
+    multilabel_ : bool
+        Whether the fit's ``y`` was a multi-label indicator matrix.
     model_ : torch.nn.Module
         The network: ``model_[0]`` the backbone, ``model_[1]`` the head.
     history_ : list of dict
-        Per epoch: epoch, phase, train_loss, valid_loss, valid_accuracy, lr,
-        seconds.
+        Per epoch: epoch, phase, train_loss, valid_loss, valid_accuracy
+        (multi-label: every label right), lr, seconds.
     best_epoch_ : int
         Epoch whose weights the model holds.
 
@@ -191,6 +199,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
     # comes from a version that did not keep it: the next partial_fit then
     # scales its own rows, as those versions did.
     classes_: np.ndarray
+    multilabel_: bool
     history_: list[dict[str, Any]]
     weight_scale_: float | None
     _embedding_mode_: bool
@@ -203,8 +212,9 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         "best_epoch_",
         "_embedding_mode_",
         "weight_scale_",
+        "multilabel_",
     )
-    _fitted_defaults = {"weight_scale_": None}
+    _fitted_defaults = {"weight_scale_": None, "multilabel_": False}
 
     def __init__(
         self,
@@ -282,8 +292,9 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         ----------
         X : sequence of images
             Paths, PIL images or arrays, as for the extractor.
-        y : array-like of shape (n_samples,)
-            Class labels, all strings or all numbers.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, all strings or all numbers; or a 0/1 indicator
+            matrix, one column per label, for several labels per image.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the samples in the loss; as in
             scikit-learn, a weight of 2 counts like the sample appearing
@@ -318,7 +329,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
             As for :meth:`fit`.
         classes : array-like, default=None
             All labels; needed on the first call when ``y`` may not show
-            every class.
+            every class (multi-label: ``y``'s columns say them all).
 
         Returns
         -------
@@ -351,7 +362,8 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``.
+        """Class probabilities, columns in the order of ``classes_``; for a
+        multi-label fit, each label's probability of being present.
 
         Parameters
         ----------
@@ -361,10 +373,11 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        return self._infer(X, "predict", whole=True)
+        return infer(self, X, "predict", whole=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Most probable class of each image.
+        """Most probable class of each image; for a multi-label fit, the 0/1
+        indicator matrix of the labels of probability above 0.5.
 
         Parameters
         ----------
@@ -372,10 +385,10 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        ndarray of shape (n_samples,) or (n_samples, n_labels)
         """
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
-        return self.classes_[proba.argmax(1)]
+        return (proba > 0.5).astype(np.int64) if self.multilabel_ else self.classes_[proba.argmax(1)]
 
     def transform(self, X: Any) -> np.ndarray:
         """The fine-tuned network's penultimate features (the head's input).
@@ -383,7 +396,9 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         So a fine-tuned backbone can feed any scikit-learn estimator,
         :func:`skorchlite.find_duplicates` or a plot, also as a step of a
         Pipeline. Runs the body in eval mode on the images, without
-        test-time augmentation.
+        test-time augmentation. ``get_feature_names_out`` names the columns
+        ``finetuneclassifier0``, ``...1``..., which ``set_output(transform="pandas")``
+        (by itself or in a Pipeline) puts on a DataFrame.
 
         Parameters
         ----------
@@ -393,26 +408,11 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_features), dtype float32
         """
-        return self._infer(X, "transform", whole=False)
+        return infer(self, X, "transform", whole=False)
 
-    def _infer(self, X: Any, action: str, *, whole: bool) -> np.ndarray:
-        """The one inference path: the probabilities of the ``whole``
-        network (with ``tta``, from embeddings in embedding mode), else the
-        body's features on the images."""
-        self._check_fitted(action)
-        samples = check_images(X)
-        device = resolve_device(self.device)
-        part = self.model_ if whole else self.model_[0]
-        network = part.to(device, memory_format=torch.channels_last).eval()
-        inputs = estimator_inputs(self, samples, device, embeddings=whole and self._embedding_mode_)
-        width = len(self.classes_) if whole else cast(nn.Linear, self.model_[1]).in_features
-        out = np.empty((len(samples), width), dtype=np.float32)
-        rows = np.arange(len(samples))
-        with torch.inference_mode(), autocast(device, self.precision):
-            batches = inputs.logits(network, rows, tta=self.tta) if whole else inputs.outputs(network, rows)
-            for batch_rows, outputs in batches:
-                out[batch_rows] = (outputs.softmax(1) if whole else outputs).float().cpu().numpy()
-        return out
+    @property
+    def _n_features_out(self) -> int:  # the width of transform, which get_feature_names_out names
+        return cast(nn.Linear, self.model_[1]).in_features
 
     # ------------------------------------------------------------ checks
     def _check_params(self) -> None:
@@ -438,6 +438,7 @@ class FineTuneClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = True  # a 0/1 indicator y; not multi-class multi-output
         tags.transformer_tags = TransformerTags(preserves_dtype=[])  # transform: the fine-tuned features
         tags.requires_fit = True
         return tags

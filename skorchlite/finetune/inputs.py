@@ -116,35 +116,56 @@ class NetworkInputs:
             return self._embedding_batches(indices)
         return self.images.batches(indices.tolist(), self.batch_size, self.device, augment=self.augment, seeds=seeds)
 
-    def logits(
-        self, model: nn.Sequential, indices: np.ndarray, tta: bool = False
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def logits(self, model: nn.Sequential, indices: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """``(rows, logits)`` of ``model`` (body, head) on unaugmented rows.
-
-        With ``tta``, the log of the mean probabilities of each image and its
-        mirror image, which needs the images even in embedding mode.
 
         Parameters
         ----------
         model : torch.nn.Sequential
             ``model[0]`` the body, ``model[1]`` the head.
         indices : ndarray of int
-        tta : bool, default=False
 
         Yields
         ------
         rows : ndarray of int
         logits : torch.Tensor of shape (N, n_classes)
         """
-        if self.embedding_mode and not tta:
+        if self.embedding_mode:
             for rows, features in self._embedding_batches(indices):
                 yield rows, model[1](features)
             return
+        yield from self.outputs(model, indices)
+
+    def probabilities(
+        self, model: nn.Sequential, indices: np.ndarray, *, tta: bool = False, multilabel: bool = False
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(rows, probabilities)`` of ``model`` (body, head) on unaugmented
+        rows: the softmax of its logits, or each label's sigmoid for a
+        ``multilabel`` model, in float32.
+
+        With ``tta``, the mean of the probabilities of each image and its
+        mirror image, which needs the images even in embedding mode.
+
+        Parameters
+        ----------
+        model : torch.nn.Sequential
+        indices : ndarray of int
+        tta, multilabel : bool, default=False
+
+        Yields
+        ------
+        rows : ndarray of int
+        probabilities : torch.Tensor of shape (N, n_classes)
+        """
+
+        def activation(logits: torch.Tensor) -> torch.Tensor:
+            return logits.float().sigmoid() if multilabel else logits.float().softmax(1)
+
         if not tta:
-            yield from self.outputs(model, indices)
+            for rows, logits in self.logits(model, indices):
+                yield rows, activation(logits)
             return
-        for rows, probabilities in self.outputs(nn.Sequential(model, nn.Softmax(dim=1)), indices, mirror=True):
-            yield rows, probabilities.log()
+        yield from self.outputs(lambda images: activation(model(images)), indices, mirror=True)
 
     def outputs(
         self, network: Callable[[torch.Tensor], torch.Tensor], indices: np.ndarray, *, mirror: bool = False

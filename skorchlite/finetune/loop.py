@@ -18,7 +18,14 @@ from ..memory import freed_memory_kept
 from ..progress import progress_bar
 from .inputs import NetworkInputs
 from .parameters import FineTuneParameters
-from .steps import fold_frozen_batchnorm, make_optimizer, make_schedule, set_trainable, weighted_loss
+from .steps import (
+    correct_predictions,
+    fold_frozen_batchnorm,
+    make_optimizer,
+    make_schedule,
+    set_trainable,
+    weighted_loss,
+)
 
 __all__ = ["Phase", "Trainer", "TrainingConfig", "TrainingResult", "fine_tune_phases"]
 
@@ -193,8 +200,10 @@ class Trainer:
             int(torch.randint(0, 2**62, (1,)).item())
         )  # drawn from the (seeded) global stream, so random_state fixes shuffling too
         assert inputs.weight is not None  # for mypy: training inputs carry weights
-        # The validation loss is the weighted mean over the whole validation set.
-        self.valid_weight = float(inputs.weight[torch.as_tensor(valid)].sum())
+        # The validation loss is the weighted mean over the whole validation set
+        # (a multi-label row weighs the mean of its labels' weights, as its loss averages them).
+        weight = inputs.weight[torch.as_tensor(valid)]
+        self.valid_weight = float((weight.mean(1) if weight.ndim == 2 else weight).sum())
         self._history: list[dict[str, Any]] = []
         self._interrupted = False
         self._best_loss = np.inf
@@ -392,7 +401,7 @@ class Trainer:
                 target = inputs.target[rows].to(self.device)
                 weight = inputs.weight[rows].to(self.device)
                 loss += weighted_loss(logits.float(), target, weight, config.params.label_smoothing).item()
-                correct += int((logits.argmax(1) == target).sum())
+                correct += correct_predictions(logits, target)
         return {"valid_loss": loss / self.valid_weight, "valid_accuracy": correct / len(self.valid)}
 
 

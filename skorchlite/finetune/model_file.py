@@ -33,6 +33,8 @@ SAVED_STATE = {
     "embedding_mode_": FittedField(bool),
     # Format 1 did not keep it; None makes the next partial_fit scale its own rows, as before.
     "weight_scale_": FittedField((float, type(None)), since=2, default=None),
+    # Formats 1 and 2 knew one label per sample only.
+    "multilabel_": FittedField(bool, since=3, default=False),
 }
 
 
@@ -46,6 +48,7 @@ def fitted_bytes(estimator: FineTuneClassifier) -> bytes:
         "embedding_mode_": estimator._embedding_mode_,
         # partial_fit goes on weighting samples on the first call's scale.
         "weight_scale_": estimator.weight_scale_ if estimator.weight_scale_ is None else float(estimator.weight_scale_),
+        "multilabel_": estimator.multilabel_,
     }
     return estimator_bytes(estimator, fitted)
 
@@ -70,6 +73,8 @@ def load_fitted(
         if fitted["classes_"].ndim != 1:
             raise ValueError(f"classes_ has {fitted['classes_'].ndim} dimensions, not 1")
         check_classes(fitted["classes_"], "classes_", cls.__name__)
+        if fitted["multilabel_"] and not np.array_equal(fitted["classes_"], np.arange(len(fitted["classes_"]))):
+            raise ValueError("classes_ of a multi-label model are not its label columns 0, 1, ...")
         scale = fitted["weight_scale_"]
         if scale is not None and not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"weight_scale_ is {scale}, not a positive number")
@@ -82,4 +87,5 @@ def load_fitted(
     clf.history_, clf.best_epoch_ = fitted["history_"], fitted["best_epoch_"]
     clf._embedding_mode_ = fitted["embedding_mode_"]
     clf.weight_scale_ = fitted["weight_scale_"]
+    clf.multilabel_ = fitted["multilabel_"]
     return clf

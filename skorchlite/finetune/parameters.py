@@ -69,7 +69,7 @@ class FineTuneParameters:
     schedule: Schedule = _allowed(StrOptions(name for name in SCHEDULES if name is not None), None)
     warmup: float = _allowed(Interval(Real, 0, 1, closed="both"))
     label_smoothing: float = _allowed(Interval(Real, 0, 1, closed="both"))
-    class_weight: Any = _allowed(StrOptions(["balanced"]), dict, None)
+    class_weight: Any = _allowed(StrOptions(["balanced"]), dict, list, None)
     augment: Any = _allowed(StrOptions(["default"]), callable, None)
     tta: bool = _shared()
     image_size: int | None = _shared()

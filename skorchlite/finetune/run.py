@@ -1,8 +1,8 @@
 """How a :class:`~skorchlite.FineTuneClassifier`'s parameters become a
 training run (:func:`train_estimator`): the checks beyond the constraints, the seed,
 the unfrozen groups, the network and what keys it, the inputs it reads, the
-loop's configuration, the fitted attributes a run leaves (or restores), and
-the messages it ends with."""
+loop's configuration, the fitted attributes a run leaves (or restores), the
+messages it ends with; and a fitted estimator's inference (:func:`infer`)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,16 @@ from torch import nn
 
 from ..backbones import Backbone, check_image_size, describe_backbone, estimator_backbone
 from ..cache import resolve_cache
-from ..engine import check_precision, decode_workers, resolve_device
+from ..engine import autocast, check_precision, decode_workers, resolve_device
 from ..extractor import PretrainedFeatureExtractor
 from ..images import Sample, check_images
-from ..labels import check_labels
 from ..private_api import check_sample_weight
 from ..validation import check_estimator_params, check_unchanged
 from .augmentation import default_augmentation
 from .inputs import NetworkInputs
 from .loop import Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .parameters import FineTuneParameters
-from .targets import encode_labels, loss_weights, validation_split
+from .targets import check_targets, encode_targets, loss_weights, validation_split
 
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
@@ -42,6 +41,7 @@ __all__ = [
     "embedding_extractor",
     "estimator_inputs",
     "fit_seed",
+    "infer",
     "init_network",
     "interrupted_message",
     "n_unfrozen",
@@ -91,15 +91,16 @@ def train_estimator(
         params = FineTuneParameters.of(estimator)
         check_parameters(params)
         samples = check_images(X)
-        y = check_labels(y, "y", estimator=type(estimator).__name__)
+        y = check_targets(y, type(estimator).__name__)
         if len(samples) != len(y):
-            raise ValueError(f"X has {len(samples)} images but y has {len(y)} labels.")
+            raise ValueError(f"X has {len(samples)} images but y has {len(y)} {'rows' if y.ndim == 2 else 'labels'}.")
         if warm:
             check_network_unchanged(
                 estimator._network_key_, network_key(estimator_backbone(params)), "continue (warm_start or partial_fit)"
             )
-        known = estimator.classes_ if warm else None
-        estimator.classes_, target = encode_labels(y, classes, known, type(estimator).__name__)
+        known = (estimator.classes_, estimator.multilabel_) if warm else None
+        estimator.classes_, target = encode_targets(y, classes, known, type(estimator).__name__)
+        estimator.multilabel_ = target.ndim == 2
         sample_weight = check_sample_weight(sample_weight, np.empty(len(samples)), ensure_non_negative=True)
         n_groups = n_unfrozen(params.unfreeze, len(estimator_backbone(params).layer_groups), params.backbone)
         device = resolve_device(params.device)
@@ -175,6 +176,30 @@ def check_fitted(estimator: FineTuneClassifier, action: str) -> None:
     params = FineTuneParameters.of(estimator)
     check_parameters(params)
     check_network_unchanged(estimator._network_key_, network_key(estimator_backbone(params)), action)
+
+
+def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) -> np.ndarray:
+    """The one inference path of a fitted ``estimator``, after
+    :func:`check_fitted` for ``action``: the probabilities of the ``whole``
+    network (from embeddings in embedding mode, unless ``tta`` needs the
+    images), else the body's features on the images (``transform``)."""
+    check_fitted(estimator, action)
+    samples = check_images(X)
+    device = resolve_device(estimator.device)
+    part = estimator.model_ if whole else estimator.model_[0]
+    network = part.to(device, memory_format=torch.channels_last).eval()
+    inputs = estimator_inputs(estimator, samples, device, embeddings=whole and estimator._embedding_mode_)
+    width = len(estimator.classes_) if whole else estimator._n_features_out
+    out = np.empty((len(samples), width), dtype=np.float32)
+    rows = np.arange(len(samples))
+    with torch.inference_mode(), autocast(device, estimator.precision):
+        if whole:
+            batches = inputs.probabilities(network, rows, tta=estimator.tta, multilabel=estimator.multilabel_)
+        else:
+            batches = inputs.outputs(network, rows)
+        for batch_rows, outputs in batches:
+            out[batch_rows] = outputs.float().cpu().numpy()
+    return out
 
 
 def estimator_inputs(

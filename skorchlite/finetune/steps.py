@@ -1,5 +1,6 @@
 """Pieces of a fine-tuning step: freezing, parameter groups, optimiser,
-schedule, folded BatchNorm and the weighted loss."""
+schedule, folded BatchNorm, the weighted loss and the count of right
+predictions."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "BatchNormMode",
     "OptimizerName",
     "Schedule",
+    "correct_predictions",
     "fold_frozen_batchnorm",
     "make_optimizer",
     "make_schedule",
@@ -222,7 +224,15 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
 def weighted_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, label_smoothing: float
 ) -> torch.Tensor:
-    """Sum over the batch of each sample's cross-entropy times its weight.
+    """Sum over the batch of each sample's loss times its weight.
+
+    For one label per sample (``target`` of class indices), the loss is the
+    cross-entropy of the softmax. For a multi-label ``target`` (0/1 floats
+    of shape (N, n_labels), ``weight`` of the same shape), it is each
+    label's binary cross-entropy of the sigmoid (PyTorch's
+    ``BCEWithLogitsLoss``) times its weight, averaged over the labels;
+    ``label_smoothing`` moves each 0/1 towards 1/2 by half its value, as
+    Keras's binary cross-entropy does.
 
     The caller divides, by a constant that does not depend on which samples
     share a batch: training by the number of rows with weights scaled to mean
@@ -231,6 +241,30 @@ def weighted_loss(
     whole validation set. (Dividing by the batch's own weight sum, as
     PyTorch's weighted mean does, only rebalances samples within a batch, and
     does nothing at ``batch_size=1``.)
+
+    Examples
+    --------
+    >>> logits, target = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+    >>> round(weighted_loss(logits, target, torch.tensor([[3.0, 1.0]]), 0.0).item() / math.log(2), 3)
+    2.0
     """
+    if target.ndim == 2:
+        smoothed = target * (1 - label_smoothing) + label_smoothing / 2
+        losses = F.binary_cross_entropy_with_logits(logits.float(), smoothed, weight=weight, reduction="none")
+        return losses.mean(1).sum()
     losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
     return (losses * weight).sum()
+
+
+def correct_predictions(logits: torch.Tensor, target: torch.Tensor) -> int:
+    """Rows of a batch predicted right: the class of the highest logit, or
+    for a multi-label ``target`` every label (a positive logit where it is
+    present), as ``score``'s subset accuracy counts them.
+
+    Examples
+    --------
+    >>> correct_predictions(torch.tensor([[2.0, -1.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    1
+    """
+    hits = ((logits > 0) == (target > 0.5)).all(1) if target.ndim == 2 else logits.argmax(1) == target
+    return int(hits.sum())

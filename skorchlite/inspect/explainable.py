@@ -225,6 +225,11 @@ def _from_estimator(model: Any) -> Explainable:
 
     if isinstance(model, FineTuneClassifier):
         model._check_fitted("be explained")  # as predict_proba checks its parameters
+        if model.multilabel_:
+            raise ValueError(
+                "This FineTuneClassifier is multi-label; explanations compare the classes of a softmax, one "
+                "class per image, so they would misstate its per-label probabilities."
+            )
         backbone = estimator_backbone(model)
         preprocessing = backbone.preprocessing.resized(model.image_size)
         body, head = model.model_[0], model.model_[1]
