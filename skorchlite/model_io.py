@@ -23,7 +23,7 @@ The file is a zip archive, its members stored uncompressed::
     model.skops         kind "skops": the estimator, through skops.io
     model.safetensors   kind "FineTuneClassifier": its save_weights file
 
-Format history: 1, the first (after skorchlite 0.2.0).
+Format history: 1, the first (skorchlite 0.3.0).
 """
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ def test_point2_cli_labels_a_random_init_run_loudly(tmp_path, capsys):
     args = ["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", "--weights", "random-init"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "RANDOM INITIALISATION" in out and "efficientnet_lite0 [random-init] + logreg" in out
+    assert "RANDOM INITIALISATION" in out and "efficientnet_lite0 [random-init] + voting" in out
 
 
 def test_point3_save_weights_keeps_a_pair_and_refuses_a_module_briefly(tmp_path):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_files import payload_of, write_torch_payload
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
@@ -314,11 +315,10 @@ def _png(folder):
 
 def test_a_format_2_file_loads_as_one_label_per_sample(tmp_path):
     clf = FineTuneClassifier(unfreeze=0, augment=None, epochs=1, image_size=64, validation_fraction=0)
-    payload = torch.load(clf.fit(X, Y[:, 0]).save_weights(tmp_path / "m.pt"), weights_only=True)
+    payload = payload_of(clf.fit(X, Y[:, 0]).save_weights(tmp_path / "m.pt"))
     del payload["fitted"]["multilabel_"]
     payload["version"] = 2
-    torch.save(payload, tmp_path / "old.pt")
-    loaded = FineTuneClassifier.load_weights(tmp_path / "old.pt")
+    loaded = FineTuneClassifier.load_weights(write_torch_payload(payload, tmp_path / "old.pt"))
     assert not loaded.multilabel_
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
 

@@ -111,8 +111,12 @@ for name, path in {[(name, str(path)) for name, path in files.items()]!r}:
         expected = _outputs(model, images)
         with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as found:
             assert sorted(found.files) == sorted(expected), name
-            for method, values in expected.items():
-                np.testing.assert_array_equal(found[method], values, err_msg=f"{name}.{method}")
+            np.testing.assert_array_equal(found["predict"], expected["predict"], err_msg=f"{name}.predict")
+            for method in expected.keys() - {"predict"}:
+                values = expected[method]
+                # The network's float32 vectors may differ in the last bit between
+                # processes (batch composition, thread count), never the model.
+                np.testing.assert_allclose(found[method], values, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{method}")
 
 
 def test_a_fine_tuned_classifier_comes_back_whole(models, files):
