@@ -392,6 +392,42 @@ def test_the_threshold_sits_between_a_hard_copy_and_a_look_alike():
     assert [(p.i, p.j) for p in found.pairs] == [(0, 2)]
 
 
+def blended_to(original: Image.Image, other: Image.Image, similarity: float) -> Image.Image:
+    """``original`` with as much of ``other`` blended in as brings it down to
+    ``similarity`` with ``original`` (by find_duplicates' own measure, which
+    falls as more is blended in), found by bisection."""
+
+    def measured(alpha: float) -> float:
+        pair = [np.asarray(original), np.asarray(Image.blend(original, other, alpha))]
+        return find_duplicates(pair, threshold=0.5).pairs[0].similarity
+
+    low, high = 0.0, 1.0
+    for _ in range(16):
+        middle = (low + high) / 2
+        low, high = (middle, high) if measured(middle) > similarity else (low, middle)
+    return Image.blend(original, other, low)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.9], ids=["default", "0.9"])
+def test_a_copy_just_above_the_threshold_is_grouped_and_one_just_below_is_not(threshold):
+    """Among distinct images (enough for the screens to matter), a copy 0.005
+    above the threshold joins its original and one 0.005 below does not:
+    the threshold moved by 0.01 either way, where it is set or where it is
+    compared, fails. The default is the documented 0.97."""
+    limit = 0.97 if threshold is None else threshold
+    fields = [smooth_field(seed, 96) for seed in range(30)]
+    above = blended_to(fields[0], fields[1], limit + 0.005)
+    below = blended_to(fields[2], fields[3], limit - 0.005)
+    X = [np.asarray(image) for image in [*fields[:3], *fields[4:], above, below]]
+    n = len(X)
+    scores = {(p.i, p.j): p.similarity for p in find_duplicates(X, threshold=0.5).pairs}
+    assert scores[0, n - 2] == pytest.approx(limit + 0.005, abs=0.001)
+    assert scores[2, n - 1] == pytest.approx(limit - 0.005, abs=0.001)
+    found = find_duplicates(X) if threshold is None else find_duplicates(X, threshold=threshold)
+    assert [(p.i, p.j) for p in found.pairs] == [(0, n - 2)]
+    assert found.groups[n - 2] == found.groups[0] and found.groups[n - 1] not in found.groups[: n - 1]
+
+
 def test_only_pairs_the_screens_pass_are_compared_in_full(monkeypatch):
     """Issue 24 class 10: 600 different images, 60 of them copied, compare
     only a few pairs in full, not all 216,000."""

@@ -373,13 +373,18 @@ def _valid_loss_now(clf, X, y, random_state):
 
 
 def test_early_stopping_keeps_the_best_epoch():
-    X, y = _toy(12, 12)
+    # Overlapping classes, so that no epoch reaches a validation loss of 0
+    # and the best epoch's weights differ from the last one's in what they score.
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.integers(0, 170, (12, 32, 32, 3)), rng.integers(85, 256, (12, 32, 32, 3))]).astype(np.uint8)
+    y = np.array(["dark"] * 12 + ["bright"] * 12)
     # A huge constant rate makes later epochs worse, so training stops early.
-    clf = _head_only(lr=1.0, schedule=None, validation_fraction=0.25, n_iter_no_change=1, epochs=6).fit(X, y)
-    history = clf.history_
+    clf = _head_only(lr=0.3, schedule=None, validation_fraction=0.25, n_iter_no_change=2, epochs=6)
+    history = clf.fit(X, y).history_
     assert len(history) < 6
     best = min(history, key=lambda h: h["valid_loss"])
     assert clf.best_epoch_ == best["epoch"] < history[-1]["epoch"]
+    assert history[-1]["valid_loss"] > best["valid_loss"] + 0.005  # the last epoch's weights score otherwise
     assert _valid_loss_now(clf, X, y, 0) == pytest.approx(best["valid_loss"], rel=1e-4)
 
 

@@ -168,18 +168,47 @@ def extractor_alternatives(tmp: Path) -> dict:
     }
 
 
+@pytest.fixture
+def emulated_bfloat16(monkeypatch):
+    """bfloat16 allowed on any CPU: emulated it is slow, but its vectors differ as they do natively."""
+    monkeypatch.setattr(engine, "native_bfloat16", lambda device: True)
+
+
+@pytest.fixture(scope="module")
+def warm_extractor(tmp_path_factory):
+    """A fitted extractor whose cache holds its vectors of X, and those vectors."""
+    fitted = PretrainedFeatureExtractor(image_size=64, cache=tmp_path_factory.mktemp("warm")).fit()
+    return fitted, fitted.transform(X)
+
+
 @pytest.mark.parametrize("name", sorted(PretrainedFeatureExtractor().get_params()))
-def test_extractor_output_changed_after_fit_is_refused_or_right_never_stale(tmp_path, name):
+def test_extractor_change_of_the_vectors_after_fit_is_refused_with_or_without_a_cache(
+    warm_extractor, tmp_path, emulated_bfloat16, name
+):
+    """Every parameter, from ``get_params``: one whose value changes the
+    vectors (computed afresh, without a cache) changes the fingerprint and
+    is refused after fit, cache or not, since the steps after the extractor
+    learned from the fitted vectors; one that does not changes neither and
+    embeds as fitted. Fitted again, the new vectors are computed, never read
+    under the old key, and the fitted settings still find theirs."""
+    fitted, before = warm_extractor
     alternatives = extractor_alternatives(tmp_path)
-    assert set(alternatives) == set(PretrainedFeatureExtractor().get_params())  # a new parameter: add its value
-    warm = tmp_path / "warm"
-    fitted = PretrainedFeatureExtractor(image_size=64, cache=warm).fit()
-    fitted.transform(X)  # the cache holds the fitted settings' vectors
+    assert set(alternatives) == set(fitted.get_params())  # a new parameter: add its value
     change = {name: alternatives[name]}
-    fresh = {"cache": tmp_path / "cold"} if name != "cache" else {}
-    expected = outcome(lambda: clone(fitted).set_params(**change, **fresh).fit().transform(X))
-    actual = outcome(lambda: fitted.set_params(**change).transform(X))
-    assert_refused_or_equal(actual, expected)
+    fresh = clone(fitted).set_params(**{"cache": False, **change}).fit()
+    vectors = fresh.transform(X)
+    changes_vectors = vectors.shape != before.shape or not np.allclose(vectors, before, atol=1e-5)
+    assert changes_vectors == (fresh.fingerprint_ != fitted.fingerprint_), "the fingerprint keys exactly the vectors"
+    for cache in (False, fitted.cache):
+        after_fit = copy.deepcopy(fitted).set_params(**{"cache": cache, **change})
+        if changes_vectors:
+            with pytest.raises(ValueError, match="changed since fit"):
+                after_fit.transform(X)
+        else:
+            np.testing.assert_allclose(after_fit.transform(X), before, atol=1e-5)
+    refitted = copy.deepcopy(fitted).set_params(**change).fit()
+    np.testing.assert_allclose(refitted.transform(X), vectors, atol=1e-5)
+    np.testing.assert_array_equal(clone(fitted).fit().transform(X), before)
 
 
 def test_explaining_a_pipeline_whose_extractor_changed_since_fit_is_refused(pipeline):
@@ -295,6 +324,17 @@ def test_finetune_output_changed_after_fit_is_refused_or_right_never_stale(tuned
         with changed(tuned_tiny, change):
             actual = outcome(call, tuned_tiny)
         assert_refused_or_equal(actual, expected, refusal="backbone or weights changed since fit")
+
+
+def test_finetune_tta_set_after_fit_averages_each_image_with_its_mirror(tuned_tiny):
+    """In embedding mode the head reads cached embeddings of the plain
+    images: tta set after fit must reach the mirror images, not the cache."""
+    assert tuned_tiny._embedding_mode_
+    expected = (tuned_tiny.predict_proba(X) + tuned_tiny.predict_proba(X[:, :, ::-1])) / 2
+    with changed(tuned_tiny, {"tta": True}):
+        tta = tuned_tiny.predict_proba(X)
+    assert not np.allclose(expected, tuned_tiny.predict_proba(X), atol=1e-4)  # the mirror matters here
+    np.testing.assert_allclose(tta, expected, atol=1e-5)
 
 
 # ------------------------------------------------------------------- voting

@@ -87,6 +87,21 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(monkeypatch):
     assert result.best_epoch == 2
 
 
+def test_the_model_ends_with_the_best_epochs_weights_not_the_last_ones(monkeypatch):
+    trainer = _trainer(phases=fine_tune_phases(1, 4, freeze_epochs=0, lr=1e-2))
+    losses, weights = iter([0.9, 0.3, 0.6, 0.8]), []
+
+    def validate():
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})  # each epoch's, as validated
+        return {"valid_loss": next(losses), "valid_accuracy": 0.5}
+
+    monkeypatch.setattr(trainer, "_validate", validate)
+    assert trainer.run().best_epoch == 2
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[key], value) for key, value in weights[1].items())
+    assert not all(torch.equal(final[key], value) for key, value in weights[-1].items())  # training moved them
+
+
 def test_a_non_finite_loss_leaves_the_weights_of_the_last_complete_epoch(monkeypatch):
     head_phase = fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2)[:1]
     epoch_1 = _trainer(valid=NO_VALID, phases=head_phase)

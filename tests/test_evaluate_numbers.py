@@ -1,0 +1,142 @@
+"""The numbers ``skorchlite evaluate`` prints and writes (issue 28, point 3):
+balanced accuracy, accuracy, class counts and the confusion matrix, on an
+imbalanced folder where balanced accuracy and accuracy differ, checked
+against scikit-learn computed from the out-of-fold predictions it saves,
+and against the folder itself. Pages are parsed as HTML."""
+
+from __future__ import annotations
+
+import csv
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
+
+from skorchlite.cli import main
+
+# Imbalanced, and all classes drawn alike: the heads err, and a rare class
+# counts as much as the common one in balanced accuracy but not in accuracy.
+COUNTS = {"common": 12, "rare a": 4, "rare b": 4}
+SCORE = r"(\d\.\d{3}) ± (\d\.\d{3})"
+# Elements without an end tag.
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _Tables(HTMLParser):
+    """Every table of a page as rows of cell texts, and the text of each element with an id."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.by_id: dict[str, str] = {}
+        self._ids: list[str | None] = []  # per open element, its id
+        self._in_cell = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+            self._in_cell = True
+        elif tag == "br" and self._in_cell:
+            self.tables[-1][-1][-1] += " "
+        if tag not in _VOID:
+            self._ids.append(dict(attrs).get("id"))
+
+    def handle_endtag(self, tag):
+        self._in_cell = self._in_cell and tag not in ("td", "th")
+        if tag not in _VOID:
+            self._ids.pop()
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.tables[-1][-1][-1] += data
+        for element_id in filter(None, self._ids):
+            self.by_id[element_id] = self.by_id.get(element_id, "") + data
+
+    def table(self, *header: str) -> list[list[str]]:
+        """The body rows of the one table whose header row is ``header``."""
+        (found,) = [t for t in self.tables if t and [cell.strip() for cell in t[0]] == list(header)]
+        return [[cell.strip() for cell in row] for row in found[1:]]
+
+
+@pytest.fixture
+def imbalanced(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for label, n in COUNTS.items():
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def _mean_std(scores: list[float]) -> tuple[float, float]:
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_evaluate_scores_and_counts_agree_with_scikit_learn_on_imbalanced_data(imbalanced, tmp_path, capsys):
+    report = tmp_path / "report"
+    args = ["evaluate", str(imbalanced), "--cv", "2", "--image-size", "64", "--verbose", "0", "--no-report-images"]
+    assert main([*args, "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+
+    # The reference: scikit-learn on the saved out-of-fold predictions, each
+    # image's label checked against its class folder.
+    with open(report / "predictions.csv", newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["image"] for row in rows) == sorted(str(p) for p in imbalanced.rglob("*.png"))
+    assert all(Path(row["image"]).parent.name == row["label"] for row in rows)
+    y = np.array([row["label"] for row in rows])
+    predicted = np.array([row["predicted"] for row in rows])
+    fold = np.array([int(row["fold"]) for row in rows])
+    folds = sorted(set(fold))
+    balanced = [balanced_accuracy_score(y[fold == k], predicted[fold == k]) for k in folds]
+    accuracy = [accuracy_score(y[fold == k], predicted[fold == k]) for k in folds]
+    assert all(abs(b - a) > 0.01 for b, a in zip(balanced, accuracy, strict=True))  # the data tell them apart
+
+    # The terminal: the class table, the scores, the confusion matrix.
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.split() == ["class", "count", "share"]))
+    table = {line.rsplit(None, 2)[0]: int(line.rsplit(None, 2)[1]) for line in lines[start + 1 : start + 4]}
+    assert table == COUNTS and lines[start + 4].split()[:2] == ["total", str(sum(COUNTS.values()))]
+    printed = re.search(rf"accuracy {SCORE}, balanced accuracy {SCORE}", out)
+    assert printed is not None, out
+    assert tuple(map(float, printed.groups())) == pytest.approx((*_mean_std(accuracy), *_mean_std(balanced)), abs=5e-4)
+    classes = sorted(COUNTS)
+    start = lines.index(next(line for line in lines if line.startswith("Confusion matrix")))
+    matrix = [[int(v) for v in line.split()[-len(classes) :]] for line in lines[start + 2 : start + 2 + len(classes)]]
+    assert matrix == confusion_matrix(y, predicted, labels=classes).tolist()
+
+    # scores.csv, at full precision.
+    with open(report / "scores.csv", newline="", encoding="utf-8") as file:
+        scores = list(csv.DictReader(file))
+    assert [int(s["fold"]) for s in scores] == folds
+    assert [int(s["test images"]) for s in scores] == [int((fold == k).sum()) for k in folds]
+    assert [float(s["balanced accuracy"]) for s in scores] == pytest.approx(balanced, abs=1e-12)
+    assert [float(s["accuracy"]) for s in scores] == pytest.approx(accuracy, abs=1e-12)
+
+    # The page: headline, each fold, classes, confusion matrix.
+    page = _Tables((report / "index.html").read_text(encoding="utf-8"))
+    headline = [re.fullmatch(SCORE, page.by_id[key].strip()) for key in ("balanced-accuracy", "accuracy")]
+    assert [tuple(map(float, m.groups())) for m in headline] == [
+        pytest.approx(_mean_std(balanced), abs=5e-4),
+        pytest.approx(_mean_std(accuracy), abs=5e-4),
+    ]
+    per_fold = page.table("fold", "test images", "balanced accuracy", "accuracy")
+    assert [int(r[1]) for r in per_fold] == [int((fold == k).sum()) for k in folds]
+    assert [float(r[2]) for r in per_fold] == pytest.approx(balanced, abs=5e-4)
+    assert [float(r[3]) for r in per_fold] == pytest.approx(accuracy, abs=5e-4)
+    assert {r[0]: int(r[1]) for r in page.table("class", "images", "share")} == {
+        **COUNTS,
+        "total": sum(COUNTS.values()),
+    }
+    cells = page.table("true \\ predicted", *classes, "total")
+    assert [[int(cell.split()[0]) for cell in row[1:-1]] for row in cells if row[0] in classes] == matrix
