@@ -50,6 +50,26 @@ def test_evaluate_ranks_several_backbones_and_heads(folder, capsys):
     assert out.count("efficientnet_lite1") >= 2
 
 
+@pytest.mark.parametrize(
+    "options, recipe",
+    [
+        ([], "frozen blocks features + a logistic head per layer, their log-probabilities summed (the default;"),
+        (["--head", "logreg"], "frozen penultimate features + logistic regression."),
+        (
+            ["--head", "voting", "--layer", "mid", "penultimate"],
+            "frozen mid penultimate features + a logistic head per layer",
+        ),
+    ],
+)
+def test_evaluate_says_which_recipe_runs_first(folder, capsys, options, recipe):
+    """Issue 26, point 6: the default is the recommended recipe, and the output names it."""
+    assert main(["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", *options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [line for line in lines if line.startswith("Recipe: ")]
+    assert len(said) == 1 and said[0].startswith("Recipe: " + recipe), said
+    assert lines.index(said[0]) < next(i for i, line in enumerate(lines) if "-fold CV" in line)
+
+
 @pytest.mark.parametrize("head", ["svm", "ridge"])
 def test_evaluate_heads(folder, capsys, head):
     assert main(["evaluate", str(folder), "--cv", "2", "--image-size", "64", "--verbose", "0", "--head", head]) == 0

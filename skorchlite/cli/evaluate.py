@@ -184,7 +184,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         "smallest_class": min(np.unique(y[train], return_counts=True)[1].min() for train, _ in splits),
         "smallest_fold": min(len(train) for train, _ in splits),
     }
-    print(f"Recipe: {_recipe(args, extractors[0])}.")
+    print(f"Recipe: {_recipe(args.head, extractors[0].layer)}.")
     results = []
     for backbone, extractor in zip(args.backbone, extractors, strict=True):
         head = _head(args.head, extractor.layer_widths_, **smallest)
@@ -249,15 +249,12 @@ def _layer(args: argparse.Namespace) -> str | list[str] | None:
     return layer_option(args.layer)
 
 
-def _recipe(args: argparse.Namespace, extractor: Any) -> str:
-    """The recipe that runs, in words: features, layers and head."""
-    layer = _layer(args)
-    layers = "penultimate features"
-    if layer is not None:
-        names = " ".join([layer] if isinstance(layer, str) else layer)
-        layers = f"{names} features ({len(extractor.layer_widths_)} layers)"
-    default = " (the default; --head logreg for one head on the penultimate features)" if args.head == "voting" else ""
-    return f"frozen {layers} + {HEAD_NAMES[args.head]}{default}"
+def _recipe(head: str, layer: Any) -> str:
+    """The recipe that runs, in words: the extractor's ``layer`` and the ``head``."""
+    names = [] if layer is None else [layer] if isinstance(layer, str) else layer
+    features = " ".join(names) + " features" if names else "penultimate features"
+    default = " (the default; --head logreg for one head on the penultimate features)" if head == "voting" else ""
+    return f"frozen {features} + {HEAD_NAMES[head]}{default}"
 
 
 def _scores(results: list, splits: list, head: str, names: list[str], y: np.ndarray) -> dict[str, bytes]:
