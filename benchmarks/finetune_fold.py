@@ -23,7 +23,13 @@ standardised, and its linear head starts as the frozen voting heads' summed
 logits, so it starts out predicting exactly what ``blocks`` predicts; then
 ``UNFREEZE`` groups train at ``LR`` for ``EPOCHS`` epochs with a cosine
 schedule; ``fix`` keeps the head as the voting heads, ``noaug`` trains
-without augmentation).
+without augmentation). ``lpft`` takes flags: ``l2sp=ALPHA`` pulls the
+backbone's weights back towards the pretrained ones (L2-SP, Li et al. 2018,
+decoupled: each step moves a weight ``lr * ALPHA`` of the way back),
+``ema=DECAY`` ends with an exponential moving average of the weights,
+``novalid`` trains on the whole training part. A recipe prefixed ``vote+``
+is also scored as the frozen ``"blocks"`` voting on its fine-tuned backbone
+(the fine-tuned network's blocks feeding ``LayerVotingClassifier``).
 
 Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 ``python benchmarks/finetune_fold.py 0 default blocks lpft:2:3e-4:6``.
@@ -44,7 +50,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
-from skorchlite.finetune import run
+from skorchlite.finetune import loop, run
 from skorchlite.networks import PooledNodes
 from skorchlite.voting import default_layer_head
 
@@ -119,6 +125,57 @@ def start_from_voting(X: np.ndarray, y: np.ndarray, fix_head: bool) -> None:
     run.build_network = blocks_network
 
 
+def anchor_and_average(l2sp: float, ema: float) -> None:
+    """Every optimiser the fine-tuner makes from now on pulls the backbone's
+    weights back towards their pretrained values (L2-SP, Li et al. 2018, in
+    decoupled form: each step moves a weight ``lr * l2sp`` of the way back),
+    and every snapshot the trainer takes (the weights it ends with) is an
+    exponential moving average of the weights with decay ``ema``."""
+    make = loop.make_optimizer
+    shadow: dict[str, torch.Tensor] = {}
+
+    def anchored(head, body, *args, **kwargs):
+        optimizer = make(head, body, *args, **kwargs)
+        start = {p: p.detach().clone() for p in body.parameters() if p.requires_grad}
+        network = nn.Sequential(body, head)
+        shadow.clear()
+        shadow.update({k: v.detach().clone() for k, v in network.state_dict().items()})
+
+        def after_step(optimizer, args, kwargs):
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if l2sp and p in start:
+                            p.add_(p - start[p], alpha=-group["lr"] * l2sp)
+                if ema:
+                    for k, v in network.state_dict().items():
+                        if v.is_floating_point():
+                            shadow[k].mul_(ema).add_(v, alpha=1 - ema)
+                        else:
+                            shadow[k].copy_(v)
+
+        optimizer.register_step_post_hook(after_step)
+        return optimizer
+
+    loop.make_optimizer = anchored
+    if ema:
+        snapshot = loop.Trainer._snapshot
+
+        def averaged(trainer):
+            return {k: v.clone() for k, v in shadow.items()} if shadow else snapshot(trainer)
+
+        loop.Trainer._snapshot = averaged
+
+
+def finetuned_blocks(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray):
+    """Frozen voting on the ``"blocks"`` layers of ``model``'s fine-tuned backbone."""
+    path = f"/tmp/finetuned-{id(model)}.pth"
+    torch.save(model.model_[0].state_dict(), path)
+    widths = PretrainedFeatureExtractor(weights=path, layer="blocks").fit().layer_widths_
+    voting = LayerVotingClassifier(widths, estimator=default_layer_head())
+    return make_pipeline(PretrainedFeatureExtractor(weights=path, layer="blocks"), voting).fit(X, y)
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -133,9 +190,11 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
     kind, unfreeze, lr, epochs, *flags = name.split(":")
-    if kind == "lpft" and not flags:
+    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid"} for f in flags):
         start_heads_from(probe(X, y))
-        options = {}
+        settings = dict(f.split("=") if "=" in f else (f, "1") for f in flags)
+        anchor_and_average(float(settings.get("l2sp", 0)), float(settings.get("ema", 0)))
+        options = {"validation_fraction": 0.0} if "novalid" in settings else {}
     elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
         start_from_voting(X, y, fix_head="fix" in flags)
         groups = get_backbone("efficientnet_lite0").layer_groups
@@ -168,12 +227,18 @@ def main() -> None:
     X, y = load_busi(args.data, args.limit)
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
     for name in args.recipes:
-        model = recipe(name, X[train], y[train])
+        then_vote = name.startswith("vote+")
+        model = recipe(name.removeprefix("vote+"), X[train], y[train])
         start = time.perf_counter()
         model.fit(X[train], y[train])
         seconds = time.perf_counter() - start
         score = balanced_accuracy_score(y[test], model.predict(X[test]))
         print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
+        if then_vote:
+            voting = finetuned_blocks(model, X[train], y[train])
+            score = balanced_accuracy_score(y[test], voting.predict(X[test]))
+            seconds = time.perf_counter() - start
+            print(f"fold {args.fold}  {name + ' voting':24} balanced accuracy {score:.3f}  fit {seconds:.0f} s")
 
 
 if __name__ == "__main__":
