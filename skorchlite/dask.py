@@ -311,8 +311,9 @@ def read_shards(directory: str | os.PathLike) -> da.Array:
     >>> manifest = {"format": "skorchlite-embeddings", "version": 1, "n_images": 3, "n_features": 2,
     ...             "dtype": "float32", "shards": [{"file": "part-00000.npy", "start": 0, "stop": 3}]}
     >>> _ = (folder / "manifest.json").write_text(json.dumps(manifest))
-    >>> read_shards(folder).sum().compute()
-    np.float32(6.0)
+    >>> total = read_shards(folder).sum().compute()
+    >>> float(total), total.dtype
+    (6.0, dtype('float32'))
     """
     directory = Path(directory)
     try:

@@ -6,9 +6,10 @@ here only (``tests/test_private_api.py`` fails when another module imports
 one) makes a release that moves one fail at import, in this module, naming
 it; and the list below is what to check against a new release.
 
-Tested with (the newest releases, which ``.ci/run`` installs): scikit-learn
-1.9.1, torch 2.14.1, torchvision 0.29.1. The scikit-learn names were also
-checked at scikit-learn 1.6.1, the lower bound in ``pyproject.toml``.
+Tested with (``.ci/run`` runs the tests on both): the newest releases,
+scikit-learn 1.9.1, torch 2.14.1, torchvision 0.29.1; and the lower bounds
+in ``pyproject.toml`` (``.ci/lowest.txt``), scikit-learn 1.6.1, torch 2.3.0,
+torchvision 0.18.0.
 
 ==========================================  ===================================
 private name                                 what for

@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 import skorchlite
 from skorchlite import private_api
 
 PACKAGE = Path(skorchlite.__file__).parent
 PYPROJECT = PACKAGE.parent / "pyproject.toml"
+LOWEST = PACKAGE.parent / ".ci" / "lowest.txt"
 LIBRARIES = ("sklearn", "torch", "torchvision")
 
 
@@ -156,14 +160,74 @@ def test_every_package_the_code_imports_is_declared():
 
 
 def test_the_lower_bounds_are_installed_or_older():
-    """What CI installs (the newest releases) satisfies the declared bounds."""
-    from packaging.requirements import Requirement
-
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
-    for text in project["dependencies"]:
+    """What CI installs (the newest releases, then the lowest) satisfies the declared bounds."""
+    for text in _project()["dependencies"]:
         requirement = Requirement(text)
         installed = importlib.metadata.version(requirement.name)
         assert requirement.specifier.contains(installed, prereleases=True), (text, installed)
+
+
+def lower_bounds(requirements: list[str]) -> dict[str, Version | None]:
+    """Each requirement's distribution and its ``>=`` bound (None without one)."""
+    bounds: dict[str, Version | None] = {}
+    for text in requirements:
+        requirement = Requirement(text)
+        lows = [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
+        bounds[canonicalize_name(requirement.name)] = max(lows, default=None)
+    return bounds
+
+
+def drift(project: dict, lowest: str) -> list[str]:
+    """How the ``name==version`` lines of ``lowest`` (comments aside) miss
+    pyproject's ``project`` table: a dependency not pinned at its lower bound,
+    or a pin of an extra's package that is not its bound there."""
+    pinned: dict[str, Version] = {}
+    problems = []
+    for line in lowest.splitlines():
+        line = line.partition("#")[0].strip()
+        if line:
+            requirement = Requirement(line)
+            specs = list(requirement.specifier)
+            if [spec.operator for spec in specs] != ["=="]:
+                problems.append(f"{line}: not one pinned release")
+            else:
+                pinned[canonicalize_name(requirement.name)] = Version(specs[0].version)
+    required = lower_bounds(project["dependencies"])
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    declared = {**lower_bounds(extras), **required}
+    for name, bound in declared.items():
+        if name in required and bound is None:
+            problems.append(f"{name}: a dependency without a lower bound")
+        elif (name in required or name in pinned) and pinned.get(name) != bound:
+            problems.append(f"{name}: pinned at {pinned.get(name)}, the lower bound is {bound}")
+    problems += [f"{name}: pinned, not declared" for name in pinned.keys() - declared.keys()]
+    return problems
+
+
+def _project() -> dict:
+    return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+
+
+def test_ci_installs_each_lower_bound_exactly():
+    """.ci/run's second stage installs .ci/lowest.txt, every dependency at its
+    lower bound: a bound that drifts from what that stage tests fails here."""
+    assert drift(_project(), LOWEST.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("numpy==", "# numpy=="),  # a dependency left out
+        ("torch==2.3.0", "torch==2.3.1"),  # not the bound
+        ("torch==2.3.0", "torch>=2.3"),  # not a pin
+        ("tqdm==", "pandas==1.5.3\ntqdm=="),  # an extra's package below its bound
+        ("tqdm==", "requests==2.0\ntqdm=="),  # not declared
+    ],
+)
+def test_the_lowest_check_catches_drift(old, new):
+    lowest = LOWEST.read_text(encoding="utf-8")
+    assert old in lowest
+    assert drift(_project(), lowest.replace(old, new, 1))
 
 
 def test_private_api_is_importable_without_torch_loaded_by_it():
