@@ -17,7 +17,7 @@ from torch import nn
 
 from . import versioning
 from .backbones import Backbone, Preprocessing, check_image_size, estimator_backbone
-from .backbones.identity import warn_uncached
+from .backbones.identity import upgrade_module_digest, warn_uncached
 from .cache import CacheNamespace, get_or_compute, resolve_cache
 from .engine import (
     POOLINGS,
@@ -293,6 +293,7 @@ class PretrainedFeatureExtractor(
         if isinstance(state.get("fingerprint_"), dict):
             # Fitted by a version that recorded itself, not its vectors' format.
             state["fingerprint_"] = embedding_format_of(state["fingerprint_"])
+            state["fingerprint_"] = upgrade_module_digest(state["fingerprint_"], state.get("backbone"))
         return state
 
     def _backbone(self) -> Backbone:

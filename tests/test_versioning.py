@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model_files import payload_of, write_payload, write_torch_payload
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from torch import nn
 
 import skorchlite
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor, versioning
+from skorchlite.backbones import identity
 from skorchlite.finetune.augmentation import DefaultAugmentation
 from skorchlite.persistence import _FORMAT_VERSION
 from skorchlite.versioning import VERSION_KEY, InconsistentVersionWarning
@@ -172,19 +178,76 @@ def test_an_old_fitted_pickle_without_compile_predicts_as_before(fitted, monkeyp
     np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
 
 
-def test_a_pickle_written_before_fine_tuning_became_a_package_loads_and_predicts_as_then():
+# What the module backbone's digest of OLD_PICKLE began with: skorchlite
+# 0.3.0 and earlier put the versions of the packages that wrote it there.
+OLD_PICKLE_HEADER = (
+    "module identity 1",
+    "python 3.11.7 (main, May  9 2026, 07:35:25) [GCC 12.2.0]",
+    "torch 2.14.1+cu130",
+    "torchvision 0.29.1+cu130",
+    "numpy 2.4.6",
+)
+
+
+def test_a_pickle_written_before_fine_tuning_became_a_package_loads_and_predicts_as_then(monkeypatch):
     """Issue 25: ``tests/data/finetune_0.2.0.pkl`` was written by commit 120d2f6
     (``tests/data/write_old_pickle.py``); it names the modules
-    ``skorchlite.finetune`` and ``skorchlite.augmentation`` of that layout."""
+    ``skorchlite.finetune`` and ``skorchlite.augmentation`` of that layout.
+    Its module backbone's digest held the versions of the packages that wrote
+    it, which the upgrade recognises (here whatever releases run the test)."""
+    monkeypatch.setattr(identity, "_HEADER_1", OLD_PICKLE_HEADER)
     # 0.3.0 added multilabel_; a model of 0.2.0 had one label per sample.
     with pytest.warns(InconsistentVersionWarning, match=r"skorchlite 0\.2\.0 .*multilabel_=False"):
         fixture = pickle.loads(OLD_PICKLE.read_bytes())
     clf, images = fixture["estimator"], fixture["X"]
     assert isinstance(clf, FineTuneClassifier) and clf.augment == DefaultAugmentation(size=18)
-    np.testing.assert_array_equal(clf.predict_proba(images), fixture["proba"])
-    np.testing.assert_array_equal(clf.transform(images), fixture["transform"])
+    assert clf._network_key_["weights_sha256"] == identity.module_identity(clf.backbone).digest
+    # Other releases of torch may round the last bits differently.
+    np.testing.assert_allclose(clf.predict_proba(images), fixture["proba"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(clf.transform(images), fixture["transform"], rtol=1e-5, atol=1e-6)
     clf.set_params(warm_start=True, epochs=1).fit(images, clf.predict(images))  # and trains on
     assert len(clf.history_) == 3
+
+
+def test_an_old_digest_that_other_releases_wrote_is_refused_as_a_changed_backbone(monkeypatch):
+    """Where the old digest cannot be recognised (written under releases
+    other than the ones it is checked against), the model is refused, never
+    trusted blindly."""
+    monkeypatch.setattr(identity, "_HEADER_1", (*OLD_PICKLE_HEADER[:-1], "numpy 0.0.1"))
+    with pytest.warns(InconsistentVersionWarning):
+        fixture = pickle.loads(OLD_PICKLE.read_bytes())
+    with pytest.raises(ValueError, match="backbone or weights"):
+        fixture["estimator"].predict_proba(fixture["X"])
+
+
+UPGRADED = """
+import pickle, sys, warnings
+import numpy, torch, torchvision
+torch.__version__, torchvision.__version__, numpy.__version__ = "2.99.0", "0.99.0", "2.6.99"
+warnings.simplefilter("error")  # no version warning: skorchlite's version is the same
+clf, extractor, X = pickle.loads(sys.stdin.buffer.read())
+sys.stdout.buffer.write(pickle.dumps((clf.predict_proba(X), extractor.transform(X))))
+"""
+
+
+def test_models_with_a_module_backbone_survive_an_upgrade_of_torch_and_numpy(tmp_path):
+    """A module backbone's digest names torch's, torchvision's and numpy's
+    classes but not their versions: under other releases the fitted models
+    keep predicting (they refused before), and their cache entries are found."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    y = np.array(["dark"] * 6 + ["bright"] * 6)
+    options = dict(preprocessing={"size": 16}, cache=tmp_path)
+    clf = FineTuneClassifier(body, unfreeze=1, epochs=1, validation_fraction=0, random_state=0, **options).fit(X, y)
+    extractor = PretrainedFeatureExtractor(body, **options).fit(X)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", UPGRADED], input=pickle.dumps((clf, extractor, X)), capture_output=True, env=env
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    proba, features = pickle.loads(done.stdout)
+    np.testing.assert_array_equal(proba, clf.predict_proba(X))
+    np.testing.assert_array_equal(features, extractor.transform(X))
 
 
 def test_a_pickle_naming_the_old_home_of_efficientnet_lite_loads(fitted, monkeypatch):

@@ -41,6 +41,7 @@ from .backbone import (
     WeightsRef,
     imagenet_predict,
 )
+from .identity import upgrade_module_digest
 from .layers import node_of
 from .lite_models import LiteSource
 from .loading import RANDOM_INIT, get_backbone, list_layers, resolve_weights, weights_location
@@ -80,6 +81,7 @@ __all__ = [
     "resolve_weights",
     "source_of",
     "state_dict_sha256",
+    "upgrade_module_digest",
     "weights_location",
 ]
 

@@ -8,8 +8,13 @@ not persistent, tensors and plain values held as attributes
 closures and the globals they read), and a ``forward`` replaced on the
 instance. :func:`module_identity` digests all of these; code is digested as
 Python compiled it (bytecode, constants, names), so it needs no source file
-and comments or moved lines do not count. torch's and torchvision's own
-classes are named, with the versions of those packages. What cannot be
+and comments or moved lines do not count; Python's bytecode tag
+(``cpython-311``) is in the digest, since bytecode differs between Python
+releases. The classes and functions of torch, torchvision, numpy and the
+standard library are named, not digested, and their versions are not in the
+digest: an upgrade of torch keeps a fitted model and its cached embeddings,
+as it does for a named backbone (whose embeddings are keyed by
+:data:`skorchlite.versioning.EMBEDDING_FORMAT`). What cannot be
 digested (forward hooks, an attribute of an unknown kind, an object graph
 too large) makes the module *unkeyed*: its digest covers the rest, and its
 embeddings are not cached.
@@ -36,20 +41,21 @@ from torch import nn
 from ..cache import CacheWarning
 from ..private_api import global_forward_hooks
 
-__all__ = ["ModuleIdentity", "module_identity", "warn_uncached"]
+__all__ = ["ModuleIdentity", "module_identity", "upgrade_module_digest", "warn_uncached"]
 
-# Packages whose classes and functions are named, not digested: their
-# versions are in the digest (the standard library's: Python's).
-_VERSIONS = tuple(
-    f"{name} {version}"
-    for name, version in [
-        ("python", sys.version),
-        ("torch", torch.__version__),
-        ("torchvision", torchvision.__version__),
-        ("numpy", np.__version__),
-    ]
-)
+# Packages whose classes and functions are named, not digested.
 _VERSIONED = sys.stdlib_module_names | {"builtins", "torch", "torchvision", "numpy"}
+# What a digest starts with. skorchlite 0.3.0 and earlier started it with the
+# full versions of Python and of those packages, so that any upgrade refused
+# a fitted model; :func:`upgrade_module_digest` recognises those digests.
+_HEADER = ("module identity 2", sys.implementation.cache_tag or sys.version)
+_HEADER_1 = (
+    "module identity 1",
+    f"python {sys.version}",
+    f"torch {torch.__version__}",
+    f"torchvision {torchvision.__version__}",
+    f"numpy {np.__version__}",
+)
 # nn.Module's own bookkeeping: parameters, buffers and submodules are digested
 # apart, hooks are checked apart, and the mode is the caller's (eval to embed).
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
@@ -332,8 +338,12 @@ def module_identity(module: nn.Module) -> ModuleIdentity:
     >>> module_identity(net).unkeyed
     'forward hooks on the module'
     """
+    return _identity(module, _HEADER)
+
+
+def _identity(module: nn.Module, header: tuple[str, ...]) -> ModuleIdentity:
     digest = _Digest()
-    digest.add("module identity 1", *_VERSIONS)
+    digest.add(*header)
     try:
         digest.module(module, "")
     except _Unkeyed as err:
@@ -344,6 +354,44 @@ def module_identity(module: nn.Module) -> ModuleIdentity:
         digest.unkeyed.append("global forward hooks (torch.nn.modules.module.register_module_forward_hook)")
     unkeyed = "; ".join(dict.fromkeys(digest.unkeyed)) or None
     return ModuleIdentity(digest.sha.hexdigest(), unkeyed)
+
+
+def upgrade_module_digest(key: Any, module: Any) -> Any:
+    """A fitted ``key`` (a dict of strings: a fingerprint, a network key)
+    with ``module``'s digest as skorchlite 0.3.0 and earlier computed it
+    replaced by :func:`module_identity`'s.
+
+    Those digests held the versions of Python, torch, torchvision and
+    numpy, so they are recognised only under the versions that wrote them:
+    under others ``key`` is returned as it is, and the check of the fitted
+    model against its parameters refuses it, as it did.
+
+    Parameters
+    ----------
+    key : object
+        A fitted key; anything but a dict is returned as it is.
+    module : object
+        The estimator's backbone; anything but a module returns ``key``.
+
+    Returns
+    -------
+    object
+
+    Examples
+    --------
+    >>> net = nn.Linear(2, 2)
+    >>> old = {"weights_sha256": _identity(net, _HEADER_1).digest}
+    >>> upgrade_module_digest(old, net) == {"weights_sha256": module_identity(net).digest}
+    True
+    """
+    if not isinstance(key, dict) or not isinstance(module, nn.Module):
+        return key
+    now = module_identity(module).digest
+    texts = [value for value in key.values() if isinstance(value, str)]
+    if any(now in text for text in texts):
+        return key
+    earlier = _identity(module, _HEADER_1).digest
+    return {name: value.replace(earlier, now) if isinstance(value, str) else value for name, value in key.items()}
 
 
 def warn_uncached(name: str, digest: str, unkeyed: str) -> None:

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeatures
 from sklearn.utils import Tags, TransformerTags
 from torch import nn
 
-from ..backbones import Preprocessing
+from ..backbones import Preprocessing, upgrade_module_digest
 from ..engine import Precision
 from ..private_api import fit_context
 from ..versioning import VersionedPickleMixin
@@ -425,6 +425,13 @@ class FineTuneClassifier(
         check_fitted(self, action)
 
     # ------------------------------------------------------------ persistence
+    @classmethod
+    def _upgrade_fitted(cls, state: dict[str, Any]) -> dict[str, Any]:
+        # A module backbone's digest of 0.3.0 and earlier held torch's version.
+        if "_network_key_" in state:
+            state["_network_key_"] = upgrade_module_digest(state["_network_key_"], state.get("backbone"))
+        return state
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Pickles load on CPU-only machines: keep device tensors out.
