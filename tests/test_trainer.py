@@ -131,3 +131,42 @@ def test_ctrl_c_after_an_epoch_ends_the_run_normally(monkeypatch):
     monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
     result = _trainer().run()
     assert result.interrupted and len(result.history) == 1 and result.best_epoch == 1
+
+
+@pytest.mark.parametrize("n_unfrozen", [0, 1, 3])
+@pytest.mark.parametrize("freeze_epochs", [0, 2])
+def test_phases_are_fastais_fine_tune(n_unfrozen, freeze_epochs):
+    phases = fine_tune_phases(n_unfrozen, 5, freeze_epochs=freeze_epochs, lr=0.04)
+    got = [(p.name, p.n_unfrozen, p.epochs, p.lr) for p in phases]
+    if n_unfrozen and freeze_epochs:  # the head alone at lr, then the groups with it at lr / 2
+        assert got == [("head", 0, freeze_epochs, 0.04), ("fine-tune", n_unfrozen, 5, 0.02)]
+    else:
+        assert got == [("fine-tune" if n_unfrozen else "head", n_unfrozen, 5, 0.04)]
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_validation_loss_is_the_weighted_mean_cross_entropy_and_accuracy_the_share_right(label_smoothing):
+    torch.manual_seed(1)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    target, weight = [0, 1, 1, 0, 1, 0, 0, 1], [1.0, 2.0, 0.5, 1.0, 3.0, 0.25, 1.0, 2.0]
+    inputs = NetworkInputs(IMAGES, PRE, batch_size=3, device=CPU, workers=1, target=target, weight=weight)
+    model = nn.Sequential(body, nn.Linear(4, 2))
+    valid = np.array([7, 2, 4, 5, 0])  # two batches of 3
+    trainer = Trainer(
+        model,
+        inputs,
+        train=np.array([1, 3, 6]),
+        valid=valid,
+        config=_config(label_smoothing=label_smoothing),
+        device=CPU,
+    )
+    # By hand, from the images' preprocessed pixels, in one batch.
+    model.eval()
+    with torch.no_grad():
+        pixels = torch.cat([batch for _, batch in inputs.training_batches(valid)])
+        logits = model(pixels)
+    t, w = torch.tensor(target)[valid], torch.tensor(weight)[valid]
+    losses = torch.nn.functional.cross_entropy(logits, t, reduction="none", label_smoothing=label_smoothing)
+    got = trainer._validate()
+    assert got["valid_loss"] == pytest.approx(float((w * losses).sum() / w.sum()), rel=1e-5)
+    assert got["valid_accuracy"] == pytest.approx(float((logits.argmax(1) == t).float().mean()))
