@@ -13,6 +13,7 @@ Run it from the repository root, before and after touching those modules::
     .venv/bin/pip install -e ".[dev,mutation]"
     .venv/bin/python benchmarks/mutation.py                # every module
     .venv/bin/python benchmarks/mutation.py --module voting --module "cache keys"
+    .venv/bin/python benchmarks/mutation.py --resume       # only what the last run left untested
     .venv/bin/python benchmarks/mutation.py --no-run       # the score of the last run
 
 mutmut's configuration (the files copied with trampolines, the tests it may
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -62,7 +64,6 @@ MODULES: dict[str, tuple[str, ...]] = {
         "skorchlite.engine.x_crop_pixels__*",
         "skorchlite.engine.x_to_input__*",
         "skorchlite.engine.x_forward__*",
-        "skorchlite.backbones.backbone.xǁPreprocessingǁcrop_box__*",
         "skorchlite.backbones.backbone.xǁPreprocessingǁresized__*",
     ),
     "fingerprint": (
@@ -187,6 +188,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only these (repeatable)")
     parser.add_argument("--no-run", action="store_true", help="print the score of the last run only")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="test only the mutants the last run left untested or timed out (mutmut reruns every mutant it is named)",
+    )
     parser.add_argument("--max-children", type=int, help="mutants tested at once (mutmut's default: the cores)")
     args = parser.parse_args()
     modules = args.module or list(MODULES)
@@ -194,13 +200,22 @@ def main() -> None:
         mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent))
         if mutmut is None:
             sys.exit('mutmut is not installed: .venv/bin/pip install -e ".[dev,mutation]"')
-        command = [mutmut, "run", *[p for m in modules for p in MODULES[m]]]
+        names = [p for m in modules for p in MODULES[m]]
+        if args.resume and (codes := results()):
+            names = sorted(
+                n for n, code in codes.items() if module_of(n, modules) and STATUS.get(code) in ("not run", "timeout")
+            )
+        command = [mutmut, "run", *names]
         if args.max_children:
             command[2:2] = ["--max-children", str(args.max_children)]
+        # One thread per mutant's process: each is forked from a server that imported torch, and an
+        # OpenMP pool started before a fork deadlocks the child (mutmut would count it a timeout).
+        env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         start = time.perf_counter()
-        # mutmut's own exit status says nothing about the score; the .meta files do.
-        subprocess.run(command, cwd=ROOT, check=False)
-        print(f"\nmutmut ran {time.perf_counter() - start:.0f} s")
+        if names:
+            # mutmut's own exit status says nothing about the score; the .meta files do.
+            subprocess.run(command, cwd=ROOT, env=env, check=False)
+        print(f"\nmutmut ran {time.perf_counter() - start:.0f} s on {len(names)} names or patterns")
     report(modules)
 
 

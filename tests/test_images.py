@@ -18,6 +18,7 @@ from PIL import Image
 
 from skorchlite import images
 from skorchlite.images import check_images, content_key, describe, load_rgb
+from skorchlite.pixels import deep_to_uint8
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RNG = np.random.default_rng(0)
@@ -216,6 +217,13 @@ def test_every_16_bit_value_scales_to_the_nearest_8_bit_value():
     v = values.astype(np.int64)
     nearest = (2 * 255 * v + 65535) // (2 * 65535)  # no ties: 65535 is odd
     np.testing.assert_array_equal(got[..., 0], nearest)
+
+
+@pytest.mark.parametrize(
+    "array", [np.array([[0, 40000]], np.uint16), np.array([[-3, 7e4]], np.int32), np.ones((1, 2), np.float32)]
+)
+def test_deep_images_become_8_bit_arrays(array):
+    assert deep_to_uint8(Image.fromarray(array), "sample 0").dtype == np.uint8
 
 
 def test_32_bit_integers_are_clipped_to_the_16_bit_range_before_scaling():
