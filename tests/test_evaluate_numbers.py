@@ -118,6 +118,8 @@ def test_evaluate_scores_and_counts_agree_with_scikit_learn_on_imbalanced_data(i
     # scores.csv, at full precision.
     with open(report / "scores.csv", newline="", encoding="utf-8") as file:
         scores = list(csv.DictReader(file))
+    assert list(scores[0]) == ["backbone", "head", "fold", "test images", "accuracy", "balanced accuracy"]
+    assert {(s["backbone"], s["head"]) for s in scores} == {("efficientnet_lite0", "voting")}  # the defaults
     assert [int(s["fold"]) for s in scores] == folds
     assert [int(s["test images"]) for s in scores] == [int((fold == k).sum()) for k in folds]
     assert [float(s["balanced accuracy"]) for s in scores] == pytest.approx(balanced, abs=1e-12)
@@ -140,3 +142,46 @@ def test_evaluate_scores_and_counts_agree_with_scikit_learn_on_imbalanced_data(i
     }
     cells = page.table("true \\ predicted", *classes, "total")
     assert [[int(cell.split()[0]) for cell in row[1:-1]] for row in cells if row[0] in classes] == matrix
+
+
+def test_cross_validation_is_each_folds_own_model_scored_by_scikit_learn(capsys):
+    """_cross_validate's out-of-fold predictions, probabilities, models and per-fold scores
+    against a clone fitted on each training part here; a test part that lacks a class is named."""
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    rng = np.random.default_rng(3)
+    y = np.array(["a"] * 9 + ["b"] * 6 + ["c"] * 2)
+    features = rng.normal(size=(len(y), 4)) + (y == "b")[:, None]
+    order = rng.permutation(len(y))
+    # Three folds; "c"'s two images fall in folds 1 and 3, so fold 2's test part lacks it.
+    c = np.flatnonzero(y == "c")
+    rest = [i for i in order if y[i] != "c"]
+    tests = [np.array([*rest[0:5], c[0]]), np.array(rest[5:10]), np.array([*rest[10:], c[1]])]
+    splits = [(np.setdiff1d(np.arange(len(y)), test), test) for test in tests]
+    head = LogisticRegression(C=0.5)
+    got = _cross_validate(features, y, head, splits, verbose=0)
+    proba = np.zeros((len(y), 3))
+    for k, (train, test) in enumerate(splits):
+        model = clone(head).fit(features[train], y[train])
+        np.testing.assert_array_equal(got["predicted"][test], model.predict(features[test]))
+        np.testing.assert_array_equal(got["fold"][test], k)
+        np.testing.assert_allclose(got["models"][k].coef_, model.coef_)
+        proba[test] = model.predict_proba(features[test])
+        assert got["accuracy"][k] == accuracy_score(y[test], model.predict(features[test]))
+        assert got["balanced"][k] == balanced_accuracy_score(y[test], model.predict(features[test]))
+    np.testing.assert_allclose(got["scores"], proba)
+    assert "the test part of fold 2 lacks a class" in capsys.readouterr().err
+
+
+def test_cross_validation_of_a_head_without_probabilities_has_no_scores():
+    from sklearn.linear_model import RidgeClassifier
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    y = np.array(["a", "b"] * 4)
+    features = np.random.default_rng(0).normal(size=(8, 3))
+    splits = [(np.arange(4, 8), np.arange(4)), (np.arange(4), np.arange(4, 8))]
+    assert _cross_validate(features, y, RidgeClassifier(), splits, verbose=0)["scores"] is None
