@@ -27,6 +27,8 @@ def test_given_classes_and_a_continued_fit_keep_their_order():
     known = np.array(["ant", "cat", "dog"])
     classes, target = encode_labels(np.array(["dog", "ant"]), None, known, "FineTuneClassifier")
     assert classes is known and target.tolist() == [2, 0]
+    classes, target = encode_labels(np.array(["dog"]), ["dog", "ant", "cat"], known, "FineTuneClassifier")
+    assert classes is known and target.tolist() == [2]  # the same classes, given in any order
     with pytest.raises(ValueError, match=r"y has labels \['emu'\] not seen in the first fit"):
         encode_labels(np.array(["emu", "ant"]), None, known, "FineTuneClassifier")
     with pytest.raises(ValueError, match=r"classes=\['ant', 'cat'\] is not the same as in the first fit"):

@@ -84,3 +84,30 @@ def test_blocks_that_do_not_tile_the_columns_are_refused(blocks):
     X, y = _blocks_data()
     with pytest.raises(ValueError, match="blocks must be positive widths adding up to the 9 columns"):
         LayerVotingClassifier(blocks).fit(X, y)
+
+
+class _ColumnsAreProbabilities:
+    """A head whose probabilities are its input columns, unnormalised: votes set by hand."""
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return np.asarray(X, dtype=float)
+
+
+def test_probabilities_are_normalised_per_row_however_small_the_votes():
+    """Row by row: one row's votes near 1e-400 (their logs near -920), another's near 1."""
+    tiny, plain = np.array([1e-200, 2e-200, 3e-200]), np.array([0.2, 0.3, 0.5])
+    X = np.array([[*tiny, *tiny], [*plain, *plain]])
+    model = LayerVotingClassifier([3, 3], estimator=_ColumnsAreProbabilities()).fit(X, [0, 1])
+    model.classes_ = np.array([0, 1, 2])  # three columns of votes
+    squares = np.array([tiny / tiny.sum(), plain]) ** 2  # per row, scaled freely before normalising
+    np.testing.assert_allclose(model.predict_proba(X), squares / squares.sum(axis=1, keepdims=True), rtol=1e-9)
