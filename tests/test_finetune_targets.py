@@ -174,3 +174,11 @@ def test_a_class_may_weigh_zero():
     weights, scale = loss_weights(np.ones(4), target, classes, {"a": 0.0, "b": 3.0}, np.arange(4), np.arange(0))
     assert scale == 1.5
     np.testing.assert_allclose(weights, [0.0, 2.0, 2.0, 0.0])
+
+
+def test_given_classes_are_checked_as_the_estimators_classes():
+    with pytest.raises(TypeError, match=r"^classes mixes label types: number \(first at 0\), str \(first at 1\)"):
+        encode_labels(np.array(["a", "b"]), [1, "a"], None, "FineTuneClassifier")
+    # As a classifier's target: continuous values are no classes.
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        encode_labels(np.array([0.5, 1.5]), [0.5, 1.5], None, "FineTuneClassifier")

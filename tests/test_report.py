@@ -387,10 +387,13 @@ def test_per_class_numbers_are_scikit_learns(seed):
     macro and support-weighted averages over the classes that have them, recomputed here."""
     rng = np.random.default_rng(seed)
     classes = np.array(["cat", "dog", "emu", "owl"])
-    # Seeds 0 and 1: "owl" never occurs, so its curves are undefined; seed 6: only "cat" does,
-    # so only its average precision is defined (every image is a positive); the others: all four.
-    occurring = {0: 3, 1: 3, 6: 1}.get(seed, 4)
+    # Seeds 0 and 1: "owl" never occurs, so its curves are undefined; seed 5: it occurs once;
+    # seed 6: only "cat" occurs, so only its average precision is defined (every image is a
+    # positive); the others: all four.
+    occurring = {0: 3, 1: 3, 5: 3, 6: 1}.get(seed, 4)
     y_true = rng.choice(classes[:occurring], size=rng.integers(12, 30))
+    if seed == 5:
+        y_true[0] = "owl"
     proba = rng.dirichlet(np.ones(4), size=len(y_true))
     y_pred = classes[proba.argmax(1)]
     got = _table_rows(per_class_section(y_true, y_pred, proba, classes))
