@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -162,7 +163,10 @@ def test_cross_validation_is_each_folds_own_model_scored_by_scikit_learn(capsys)
     tests = [np.array([*rest[0:5], c[0]]), np.array(rest[5:10]), np.array([*rest[10:], c[1]])]
     splits = [(np.setdiff1d(np.arange(len(y)), test), test) for test in tests]
     head = LogisticRegression(C=0.5)
-    got = _cross_validate(features, y, head, splits, verbose=0)
+    with warnings.catch_warnings():
+        # scikit-learn's warning about fold 2's missing class becomes the one note below, never shown.
+        warnings.simplefilter("error", UserWarning)
+        got = _cross_validate(features, y, head, splits, verbose=0)
     proba = np.zeros((len(y), 3))
     for k, (train, test) in enumerate(splits):
         model = clone(head).fit(features[train], y[train])
@@ -185,3 +189,21 @@ def test_cross_validation_of_a_head_without_probabilities_has_no_scores():
     features = np.random.default_rng(0).normal(size=(8, 3))
     splits = [(np.arange(4, 8), np.arange(4)), (np.arange(4), np.arange(4, 8))]
     assert _cross_validate(features, y, RidgeClassifier(), splits, verbose=0)["scores"] is None
+
+
+@pytest.mark.parametrize(
+    "names", [["a", "b", "c"], ["benign", "malignant", "x"], ["short", "a_much_longer_class_name"]]
+)
+def test_the_printed_confusion_matrix_reads_back_as_the_matrix(names):
+    """Right-aligned columns of one width, wide enough for every name and count: each row's
+    cells split back into its name and counts, and every column ends where its header ends."""
+    from skorchlite.cli.evaluate import _format_confusion_matrix
+
+    matrix = np.arange(len(names) ** 2).reshape(len(names), -1) * 4567 % 100003
+    lines = _format_confusion_matrix(np.array(names), matrix).splitlines()
+    assert lines[0].split() == names
+    assert [line.split() for line in lines[1:]] == [[n, *map(str, row)] for n, row in zip(names, matrix, strict=True)]
+    assert len({len(line) for line in lines}) == 1
+    header_ends = [m.end() for m in re.finditer(r"\S+", lines[0])]
+    for line in lines[1:]:
+        assert [m.end() for m in re.finditer(r"\S+", line)][1:] == header_ends

@@ -182,3 +182,8 @@ def test_given_classes_are_checked_as_the_estimators_classes():
     # As a classifier's target: continuous values are no classes.
     with pytest.raises(ValueError, match="Unknown label type: continuous"):
         encode_labels(np.array([0.5, 1.5]), [0.5, 1.5], None, "FineTuneClassifier")
+
+
+def test_one_class_is_not_enough():
+    with pytest.raises(ValueError, match=r"^y has a single class \('cat'\); a classifier needs at least two.$"):
+        encode_labels(np.array(["cat", "cat"]), None, None, "FineTuneClassifier")
