@@ -157,10 +157,10 @@ def test_cross_validation_is_each_folds_own_model_scored_by_scikit_learn(capsys)
     y = np.array(["a"] * 9 + ["b"] * 6 + ["c"] * 2)
     features = rng.normal(size=(len(y), 4)) + (y == "b")[:, None]
     order = rng.permutation(len(y))
-    # Three folds; "c"'s two images fall in folds 1 and 3, so fold 2's test part lacks it.
+    # Four folds; "c"'s two images fall in folds 1 and 3, so folds 2 and 4 lack it.
     c = np.flatnonzero(y == "c")
     rest = [i for i in order if y[i] != "c"]
-    tests = [np.array([*rest[0:5], c[0]]), np.array(rest[5:10]), np.array([*rest[10:], c[1]])]
+    tests = [np.array([*rest[0:4], c[0]]), np.array(rest[4:8]), np.array([*rest[8:11], c[1]]), np.array(rest[11:])]
     splits = [(np.setdiff1d(np.arange(len(y)), test), test) for test in tests]
     head = LogisticRegression(C=0.5)
     with warnings.catch_warnings():
@@ -177,7 +177,9 @@ def test_cross_validation_is_each_folds_own_model_scored_by_scikit_learn(capsys)
         assert got["accuracy"][k] == accuracy_score(y[test], model.predict(features[test]))
         assert got["balanced"][k] == balanced_accuracy_score(y[test], model.predict(features[test]))
     np.testing.assert_allclose(got["scores"], proba)
-    assert "the test part of fold 2 lacks a class" in capsys.readouterr().err
+    lacking = [str(k + 1) for k, (_, test) in enumerate(splits) if set(y[test]) != set(y)]
+    assert len(lacking) >= 2  # the note lists them all
+    assert f"note: the test part of fold {', '.join(lacking)} lacks a class" in capsys.readouterr().err
 
 
 def test_cross_validation_of_a_head_without_probabilities_has_no_scores():
@@ -207,3 +209,22 @@ def test_the_printed_confusion_matrix_reads_back_as_the_matrix(names):
     header_ends = [m.end() for m in re.finditer(r"\S+", lines[0])]
     for line in lines[1:]:
         assert [m.end() for m in re.finditer(r"\S+", line)][1:] == header_ends
+
+
+def test_a_fold_lacking_a_predicted_class_is_scored_without_scikit_learns_warning():
+    """A head that predicts a class a test part lacks: scikit-learn warns; evaluate says it once, in its note."""
+    from sklearn.dummy import DummyClassifier
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    y = np.array(["a", "b", "c", "a", "b", "c", "a", "b"])
+    # Fold 1's test part lacks "c", which the head predicts for every image.
+    splits = [(np.arange(2, 8), np.array([0, 1])), (np.array([0, 1, 5, 6, 7]), np.array([2, 3, 4]))]
+    head = DummyClassifier(strategy="constant", constant="c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        got = _cross_validate(np.zeros((8, 1)), y, head, splits, verbose=0)
+    for k, (_, test) in enumerate(splits):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert got["balanced"][k] == balanced_accuracy_score(y[test], ["c"] * len(test))

@@ -149,8 +149,12 @@ def test_balanced_needs_each_label_present_and_absent_among_the_training_rows(co
 
 def test_single_label_refusals():
     target, classes = np.array([0, 1, 1]), np.array(["a", "b"])
-    with pytest.raises(ValueError, match="class_weight is a list .one dict per label column."):
+    with pytest.raises(ValueError) as info:
         loss_weights(np.ones(3), target, classes, [{0: 1}], np.arange(3), np.arange(0))
+    assert str(info.value) == (
+        "class_weight is a list (one dict per label column), which is for a multi-label y; for one "
+        "label per sample give 'balanced' or a dict {class: weight}."
+    )
     with pytest.raises(ValueError, match="finite weight >= 0; class 'b' gets -2.0"):
         loss_weights(np.ones(3), target, classes, {"a": 1.0, "b": -2.0}, np.arange(3), np.arange(0))
 
