@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -111,3 +113,25 @@ def test_probabilities_are_normalised_per_row_however_small_the_votes():
     model.classes_ = np.array([0, 1, 2])  # three columns of votes
     squares = np.array([tiny / tiny.sum(), plain]) ** 2  # per row, scaled freely before normalising
     np.testing.assert_allclose(model.predict_proba(X), squares / squares.sum(axis=1, keepdims=True), rtol=1e-9)
+
+
+def test_blocks_changed_after_fit_are_refused_until_set_back():
+    X, y = _blocks_data()
+    model = LayerVotingClassifier([3, 2, 4]).fit(X, y)
+    expected = model.predict_proba(X)
+    model.set_params(blocks=[4, 5])
+    with pytest.raises(ValueError) as info:
+        model.predict(X)
+    message = str(info.value)
+    assert re.match(r"blocks changed since fit\b", message) and "[3, 2, 4] -> [4, 5]" in message
+    assert re.search(r"\bcall fit again, or set them back\.$", message)
+    model.set_params(blocks=[3, 2, 4])
+    np.testing.assert_array_equal(model.predict_proba(X), expected)
+
+
+def test_a_model_pickled_before_block_widths_were_kept_predicts_as_it_did():
+    X, y = _blocks_data()
+    model = LayerVotingClassifier([3, 2, 4]).fit(X, y)
+    expected = model.predict_proba(X)
+    del model.block_widths_  # as such a pickle loads
+    np.testing.assert_array_equal(model.predict_proba(X), expected)
