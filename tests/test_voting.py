@@ -135,3 +135,9 @@ def test_a_model_pickled_before_block_widths_were_kept_predicts_as_it_did():
     expected = model.predict_proba(X)
     del model.block_widths_  # as such a pickle loads
     np.testing.assert_array_equal(model.predict_proba(X), expected)
+
+
+def test_a_block_may_be_one_column_wide():
+    X, y = _blocks_data()
+    model = LayerVotingClassifier([1, 8]).fit(X, y)
+    assert model.block_widths_ == [1, 8] and model.estimators_[0][-1].coef_.shape[1] == 1
