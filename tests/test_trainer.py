@@ -4,6 +4,7 @@ with the best complete epoch's weights whatever stops it."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -170,3 +171,71 @@ def test_validation_loss_is_the_weighted_mean_cross_entropy_and_accuracy_the_sha
     got = trainer._validate()
     assert got["valid_loss"] == pytest.approx(float((w * losses).sum() / w.sum()), rel=1e-5)
     assert got["valid_accuracy"] == pytest.approx(float((logits.argmax(1) == t).float().mean()))
+
+
+def _params_of(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_the_head_phase_leaves_the_body_and_the_fine_tune_phase_trains_it():
+    trainer = _trainer(valid=NO_VALID, phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2)[:1])
+    body, head = _params_of(trainer.model[0]), _params_of(trainer.model[1])
+    trainer.run()
+    assert all(torch.equal(v, body[k]) for k, v in trainer.model[0].state_dict().items())
+    assert not all(torch.equal(v, head[k]) for k, v in trainer.model[1].state_dict().items())
+    trainer = _trainer(valid=NO_VALID, phases=fine_tune_phases(1, 1, freeze_epochs=0, lr=1e-2))
+    body = _params_of(trainer.model[0])
+    trainer.run()
+    assert not all(torch.equal(v, body[k]) for k, v in trainer.model[0].state_dict().items())
+
+
+def test_each_epochs_record_and_verbose_line(capsys):
+    start = time.perf_counter()
+    trainer = _trainer(verbose=1)
+    result = trainer.run()
+    elapsed = time.perf_counter() - start
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [skorchlite.finetune.loop._format_epoch(h) for h in result.history]
+    for h in result.history:
+        assert set(h) == {"epoch", "phase", "train_loss", "valid_loss", "valid_accuracy", "lr", "seconds"}
+        assert np.isfinite(h["train_loss"]) and h["train_loss"] > 0
+        assert 0 < h["seconds"] < elapsed and 0 < h["lr"] <= 1e-2
+
+
+def test_early_stopping_in_the_head_phase_skips_the_fine_tune_phase(monkeypatch, capsys):
+    trainer = _trainer(n_iter_no_change=1, verbose=1, phases=fine_tune_phases(1, 3, freeze_epochs=3, lr=1e-2))
+    losses = iter([0.5, 0.5, 0.1, 0.1, 0.1, 0.1])  # equal is no better: epoch 1 stays the best
+    monkeypatch.setattr(trainer, "_validate", lambda: {"valid_loss": next(losses), "valid_accuracy": 0.5})
+    result = trainer.run()
+    assert [h["phase"] for h in result.history] == ["head", "head"] and result.best_epoch == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "Early stopping: no better validation loss for 1 epochs."
+
+
+@pytest.mark.parametrize(
+    ("what", "valid", "message"),
+    [
+        ("weights", NO_VALID, r"weights became non-finite \(inf or NaN\)"),
+        ("validation", VALID, "validation loss became nan"),
+        ("outputs", NO_VALID, r"network's outputs became non-finite \(finite weights too large\)"),
+    ],
+)
+def test_what_diverged_is_named_with_its_epoch_and_learning_rate(monkeypatch, what, valid, message):
+    trainer = _trainer(valid=valid, phases=fine_tune_phases(1, 2, freeze_epochs=0, lr=1e-2))
+    step, steps = trainer._step, []
+
+    def poisoned_step(optimizer, epoch):  # epoch 2's last step leaves a weight infinite
+        step(optimizer, epoch)
+        steps.append(epoch)
+        if steps.count(2) == -(-len(trainer.train) // 4) and what == "weights":
+            with torch.no_grad():
+                trainer.model[1].weight[0, 0] = float("inf")
+
+    monkeypatch.setattr(trainer, "_step", poisoned_step)
+    if what == "validation":
+        validate = trainer._validate
+        monkeypatch.setattr(trainer, "_validate", lambda: {**validate(), "valid_loss": float("nan")})
+    if what == "outputs":
+        monkeypatch.setattr(trainer, "_outputs_finite", lambda: False)
+    epoch = 2 if what == "weights" else 1
+    with pytest.raises(FloatingPointError, match=rf"^The {message} in epoch {epoch} at learning rate \d[\d.e-]*$"):
+        trainer.run()
