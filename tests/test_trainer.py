@@ -77,6 +77,7 @@ def test_a_run_returns_its_epochs_and_holds_the_best_ones_weights():
 def test_without_validation_the_model_holds_the_last_epoch():
     result = _trainer(valid=NO_VALID).run()
     assert result.best_epoch == 3 and all(np.isnan(h["valid_loss"]) for h in result.history)
+    assert all(np.isnan(h["valid_accuracy"]) for h in result.history)
 
 
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(monkeypatch):
