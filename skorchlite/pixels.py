@@ -30,14 +30,14 @@ def to_rgb(image: Image.Image, name: str) -> Image.Image:
         image = Image.fromarray(deep_to_uint8(image, name))
     if image.mode == "RGB" and not image.has_transparency_data:
         return image
-    if image.has_transparency_data:
-        # Onto white, as image viewers and browsers show transparency; black
-        # would turn dark strokes on a transparent background invisible.
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     try:
+        if image.has_transparency_data:
+            # Onto white, as image viewers and browsers show transparency; black
+            # would turn dark strokes on a transparent background invisible.
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
         return image.convert("RGB")
-    except ValueError as err:
+    except ValueError as err:  # e.g. premultiplied "La", which Pillow converts to nothing
         raise ValueError(f"{name}: Pillow cannot convert mode {image.mode!r} to RGB ({err}).") from err
 
 

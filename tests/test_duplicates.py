@@ -21,7 +21,7 @@ from conftest import BUSI, PHOTOS, requires_busi
 from skorchlite import aligned_search, duplicates
 from skorchlite.backbones import Preprocessing
 from skorchlite.datasets import train_val_test_split
-from skorchlite.duplicates import find_duplicates
+from skorchlite.duplicates import Duplicates, find_duplicates
 from skorchlite.engine import crop_pixels
 
 
@@ -451,3 +451,19 @@ def test_progress_is_shown_when_asked(capsys):
     assert "reading" in err and "comparing" in err
     find_duplicates([np.asarray(smooth_field(seed)) for seed in range(3)])
     assert capsys.readouterr().err == ""
+
+
+def test_duplicate_groups_list_each_groups_images_in_order():
+    """Many images, groups drawn at random: each group of two or more, by its first image,
+    members ascending, against np.flatnonzero (a sort that is not stable would shuffle them)."""
+    groups = np.random.default_rng(0).integers(0, 300, 2000)
+    # Numbered by first appearance, as find_duplicates numbers its components.
+    _, first = np.unique(groups, return_index=True)
+    renumber = {g: k for k, g in enumerate(groups[np.sort(first)])}
+    groups = np.array([renumber[g] for g in groups])
+    found = Duplicates(groups, [], [], 0.97, [f"image {i}" for i in range(len(groups))], None)
+    expected = [np.flatnonzero(groups == g) for g in range(groups.max() + 1) if (groups == g).sum() > 1]
+    got = found.duplicate_groups()
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def test_evaluate_scores_and_counts_agree_with_scikit_learn_on_imbalanced_data(i
     # scores.csv, at full precision.
     with open(report / "scores.csv", newline="", encoding="utf-8") as file:
         scores = list(csv.DictReader(file))
+    assert list(scores[0]) == ["backbone", "head", "fold", "test images", "accuracy", "balanced accuracy"]
+    assert {(s["backbone"], s["head"]) for s in scores} == {("efficientnet_lite0", "voting")}  # the defaults
     assert [int(s["fold"]) for s in scores] == folds
     assert [int(s["test images"]) for s in scores] == [int((fold == k).sum()) for k in folds]
     assert [float(s["balanced accuracy"]) for s in scores] == pytest.approx(balanced, abs=1e-12)
@@ -140,3 +143,88 @@ def test_evaluate_scores_and_counts_agree_with_scikit_learn_on_imbalanced_data(i
     }
     cells = page.table("true \\ predicted", *classes, "total")
     assert [[int(cell.split()[0]) for cell in row[1:-1]] for row in cells if row[0] in classes] == matrix
+
+
+def test_cross_validation_is_each_folds_own_model_scored_by_scikit_learn(capsys):
+    """_cross_validate's out-of-fold predictions, probabilities, models and per-fold scores
+    against a clone fitted on each training part here; a test part that lacks a class is named."""
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    rng = np.random.default_rng(3)
+    y = np.array(["a"] * 9 + ["b"] * 6 + ["c"] * 2)
+    features = rng.normal(size=(len(y), 4)) + (y == "b")[:, None]
+    order = rng.permutation(len(y))
+    # Four folds; "c"'s two images fall in folds 1 and 3, so folds 2 and 4 lack it.
+    c = np.flatnonzero(y == "c")
+    rest = [i for i in order if y[i] != "c"]
+    tests = [np.array([*rest[0:4], c[0]]), np.array(rest[4:8]), np.array([*rest[8:11], c[1]]), np.array(rest[11:])]
+    splits = [(np.setdiff1d(np.arange(len(y)), test), test) for test in tests]
+    head = LogisticRegression(C=0.5)
+    with warnings.catch_warnings():
+        # scikit-learn's warning about fold 2's missing class becomes the one note below, never shown.
+        warnings.simplefilter("error", UserWarning)
+        got = _cross_validate(features, y, head, splits, verbose=0)
+    proba = np.zeros((len(y), 3))
+    for k, (train, test) in enumerate(splits):
+        model = clone(head).fit(features[train], y[train])
+        np.testing.assert_array_equal(got["predicted"][test], model.predict(features[test]))
+        np.testing.assert_array_equal(got["fold"][test], k)
+        np.testing.assert_allclose(got["models"][k].coef_, model.coef_)
+        proba[test] = model.predict_proba(features[test])
+        assert got["accuracy"][k] == accuracy_score(y[test], model.predict(features[test]))
+        assert got["balanced"][k] == balanced_accuracy_score(y[test], model.predict(features[test]))
+    np.testing.assert_allclose(got["scores"], proba)
+    lacking = [str(k + 1) for k, (_, test) in enumerate(splits) if set(y[test]) != set(y)]
+    assert len(lacking) >= 2  # the note lists them all
+    assert f"note: the test part of fold {', '.join(lacking)} lacks a class" in capsys.readouterr().err
+
+
+def test_cross_validation_of_a_head_without_probabilities_has_no_scores():
+    from sklearn.linear_model import RidgeClassifier
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    y = np.array(["a", "b"] * 4)
+    features = np.random.default_rng(0).normal(size=(8, 3))
+    splits = [(np.arange(4, 8), np.arange(4)), (np.arange(4), np.arange(4, 8))]
+    assert _cross_validate(features, y, RidgeClassifier(), splits, verbose=0)["scores"] is None
+
+
+@pytest.mark.parametrize(
+    "names", [["a", "b", "c"], ["benign", "malignant", "x"], ["short", "a_much_longer_class_name"]]
+)
+def test_the_printed_confusion_matrix_reads_back_as_the_matrix(names):
+    """Right-aligned columns of one width, wide enough for every name and count: each row's
+    cells split back into its name and counts, and every column ends where its header ends."""
+    from skorchlite.cli.evaluate import _format_confusion_matrix
+
+    matrix = np.arange(len(names) ** 2).reshape(len(names), -1) * 4567 % 100003
+    lines = _format_confusion_matrix(np.array(names), matrix).splitlines()
+    assert lines[0].split() == names
+    assert [line.split() for line in lines[1:]] == [[n, *map(str, row)] for n, row in zip(names, matrix, strict=True)]
+    assert len({len(line) for line in lines}) == 1
+    header_ends = [m.end() for m in re.finditer(r"\S+", lines[0])]
+    for line in lines[1:]:
+        assert [m.end() for m in re.finditer(r"\S+", line)][1:] == header_ends
+
+
+def test_a_fold_lacking_a_predicted_class_is_scored_without_scikit_learns_warning():
+    """A head that predicts a class a test part lacks: scikit-learn warns; evaluate says it once, in its note."""
+    from sklearn.dummy import DummyClassifier
+
+    from skorchlite.cli.evaluate import _cross_validate
+
+    y = np.array(["a", "b", "c", "a", "b", "c", "a", "b"])
+    # Fold 1's test part lacks "c", which the head predicts for every image.
+    splits = [(np.arange(2, 8), np.array([0, 1])), (np.array([0, 1, 5, 6, 7]), np.array([2, 3, 4]))]
+    head = DummyClassifier(strategy="constant", constant="c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        got = _cross_validate(np.zeros((8, 1)), y, head, splits, verbose=0)
+    for k, (_, test) in enumerate(splits):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert got["balanced"][k] == balanced_accuracy_score(y[test], ["c"] * len(test))

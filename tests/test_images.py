@@ -18,6 +18,7 @@ from PIL import Image
 
 from skorchlite import images
 from skorchlite.images import check_images, content_key, describe, load_rgb
+from skorchlite.pixels import deep_to_uint8
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RNG = np.random.default_rng(0)
@@ -209,6 +210,40 @@ def test_deep_pil_modes_are_scaled_like_16_bit(dtype):
     assert rgb(image)[..., 0].tolist() == [[0, 100, 255]]
 
 
+def test_every_16_bit_value_scales_to_the_nearest_8_bit_value():
+    """All 65,536 values of a 16-bit image against round(v * 255 / 65535) in exact integers."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    got = rgb(Image.fromarray(values))
+    assert got.dtype == np.uint8
+    v = values.astype(np.int64)
+    nearest = (2 * 255 * v + 65535) // (2 * 65535)  # no ties: 65535 is odd
+    np.testing.assert_array_equal(got[..., 0], nearest)
+
+
+@pytest.mark.parametrize(
+    "array", [np.array([[0, 40000]], np.uint16), np.array([[-3, 7e4]], np.int32), np.ones((1, 2), np.float32)]
+)
+def test_deep_images_become_8_bit_arrays(array):
+    assert deep_to_uint8(Image.fromarray(array), "sample 0").dtype == np.uint8
+
+
+def test_32_bit_integers_are_clipped_to_the_16_bit_range_before_scaling():
+    image = Image.fromarray(np.array([[-70000, -1, 0, 65535, 65536, 2**31 - 1]], dtype=np.int32))
+    assert image.mode == "I"
+    assert rgb(image)[..., 0].tolist() == [[0, 0, 0, 255, 255, 255]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float32, (1, 8), elements=st.floats(0, 1, width=32)), st.floats(1.0078125, 255, width=32))
+def test_float_images_are_unit_intensities_up_to_1_and_0_255_above(unit, peak):
+    """At most 1: intensities times 255; any larger value: already 0-255; rounded to nearest."""
+    got = rgb(Image.fromarray(unit))[..., 0]
+    np.testing.assert_array_equal(got, np.rint(unit * np.float32(255)).astype(np.uint8))
+    wide = np.concatenate([unit, [[peak]]], axis=1).astype(np.float32)
+    got = rgb(Image.fromarray(wide))[..., 0]
+    np.testing.assert_array_equal(got, np.rint(np.clip(wide, 0, 255)).astype(np.uint8))
+
+
 def test_float_mode_images():
     unit = Image.fromarray(np.array([[0, 0.2, 1]], dtype=np.float32))
     assert rgb(unit)[..., 0].tolist() == [[0, 51, 255]]
@@ -236,6 +271,17 @@ def test_palette_images_with_and_without_transparency(tmp_path):
     assert rgb(save(palette, tmp_path / "p.png")).tolist() == [[[0, 0, 0], [255, 0, 0]]]
     assert rgb(save(palette, tmp_path / "t.png", transparency=0)).tolist() == [[WHITE, [255, 0, 0]]]
     assert rgb(save(palette, tmp_path / "t.gif", transparency=0)).tolist() == [[WHITE, [255, 0, 0]]]
+
+
+def test_a_transparent_colour_of_an_rgb_image_becomes_white():
+    image = Image.fromarray(np.array([[[0, 0, 0], [10, 20, 30]]], dtype=np.uint8))
+    image.info["transparency"] = (0, 0, 0)  # as an RGB PNG's tRNS chunk reads
+    assert rgb(image).tolist() == [[WHITE, [10, 20, 30]]]
+
+
+def test_a_mode_pillow_cannot_convert_names_the_sample():
+    with raises_naming(ValueError, "sample 3", "'La'", "Pillow cannot convert"):
+        load_rgb(Image.new("La", (2, 2)), 3)
 
 
 def test_cmyk_jpeg_is_converted_by_pillow(tmp_path):
@@ -319,6 +365,22 @@ def test_describe():
 
 
 # ------------------------------------------------------------ content keys
+def test_content_keys_are_the_cache_formats_digests(tmp_path):
+    """The keys name cache entries on disk: any change orphans every user's cache, so they are
+    pinned to their definition (blake2b-256 of a kind prefix and the content)."""
+
+    def blake(*parts: bytes) -> str:
+        return hashlib.blake2b(b"".join(parts), digest_size=32).hexdigest()
+
+    pixels = noise(5, 7)
+    path = save(Image.fromarray(pixels), tmp_path / "a.png")
+    assert content_key(path, 0) == blake(b"file:", path.read_bytes())
+    image = Image.fromarray(pixels[..., 0])  # grey: keyed by the RGB pixels load_rgb makes of it
+    assert content_key(image, 0) == blake(b"pil:(7, 5):", np.repeat(pixels[..., :1], 3, axis=2).tobytes())
+    strided = np.asfortranarray(pixels.astype("<u2"))
+    assert content_key(strided, 0) == blake(b"array:<u2:(5, 7, 3):", np.ascontiguousarray(strided).tobytes())
+
+
 @PROPERTY
 @given(batches, st.data())
 def test_content_key_is_deterministic_and_sees_every_pixel(batch, data):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from skorchlite.report import (
     DPI,
@@ -23,6 +24,7 @@ from skorchlite.report import (
     plots,
     write_report,
 )
+from skorchlite.report.sections import per_class_section
 
 CLASSES = np.array(["benign", "malignant", "normal"])
 NAN = float("nan")
@@ -364,3 +366,64 @@ def test_pngs_follow_the_umask_so_colleagues_can_open_them(tmp_path):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]  # no temporary file left
+
+
+def _table_rows(html: str) -> dict[str, list[str]]:
+    """First cell -> the other cells, of every row with data cells."""
+    rows = re.findall(r"<tr><td>(.*?)</td>(.*?)</tr>", html)
+    return {name: re.findall(r"<td[^>]*>(.*?)</td>", rest) for name, rest in rows}
+
+
+def _close(cell: str, value: float) -> bool:
+    """A printed number (or the dash of a missing one) against the value it stands for."""
+    if not np.isfinite(value):
+        return cell == "–"
+    return abs(float(cell) - value) <= 0.0005 + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(7))
+def test_per_class_numbers_are_scikit_learns(seed):
+    """Precision, recall, F1, support, ROC AUC and average precision per class, and their
+    macro and support-weighted averages over the classes that have them, recomputed here."""
+    rng = np.random.default_rng(seed)
+    classes = np.array(["cat", "dog", "emu", "owl"])
+    # Seeds 0 and 1: "owl" never occurs, so its curves are undefined; seed 5: it occurs once;
+    # seed 6: only "cat" occurs, so only its average precision is defined (every image is a
+    # positive); the others: all four.
+    occurring = {0: 3, 1: 3, 5: 3, 6: 1}.get(seed, 4)
+    y_true = rng.choice(classes[:occurring], size=rng.integers(12, 30))
+    if seed == 5:
+        y_true[0] = "owl"
+    proba = rng.dirichlet(np.ones(4), size=len(y_true))
+    y_pred = classes[proba.argmax(1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an area computed where it is undefined warns (or raises)
+        got = _table_rows(per_class_section(y_true, y_pred, proba, classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    aucs, aps = [], []
+    for j, label in enumerate(classes):
+        positive = y_true == label
+        aucs.append(roc_auc_score(positive, proba[:, j]) if 0 < positive.sum() < len(y_true) else np.nan)
+        aps.append(average_precision_score(positive, proba[:, j]) if positive.any() else np.nan)
+    aucs, aps = np.array(aucs), np.array(aps)
+    for j, label in enumerate(classes):
+        expected = [precision[j], recall[j], f1[j], support[j], aucs[j], aps[j]]
+        assert all(_close(c, v) for c, v in zip(got[label], expected, strict=True)), (label, got[label], expected)
+
+    def average(values, weights):
+        keep = np.isfinite(values)
+        if not keep.any():
+            return np.nan
+        return np.average(values[keep], weights=None if weights is None else weights[keep])
+
+    for name, weights in [("macro average", None), ("weighted average", support)]:
+        expected = [np.average(v, weights=weights) for v in (precision, recall, f1)] + [support.sum()]
+        expected += [average(aucs, weights), average(aps, weights)]
+        assert all(_close(c, v) for c, v in zip(got[name], expected, strict=True)), (name, got[name], expected)
+
+
+def test_per_class_without_probabilities_has_no_curve_columns():
+    y = np.array(["a", "b", "b"])
+    html = per_class_section(y, np.array(["a", "a", "b"]), None, np.array(["a", "b"]))
+    assert '<th scope="col">ROC AUC</th>' not in html
+    assert [len(cells) for cells in _table_rows(html).values()] == [4, 4, 4, 4]

@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from skorchlite import LayerVotingClassifier, PretrainedFeatureExtractor
-from skorchlite.strategies import HEAD_C, Strategy, compare_strategies, default_strategies
+from skorchlite.strategies import HEAD_C, Strategy, _frozen, _take, compare_strategies, default_strategies
 
 N = 36
 
@@ -268,3 +268,15 @@ def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
         (one / "bright" / path.name).write_bytes(path.read_bytes())
     assert main(["compare", str(one)]) == 1
     assert "need at least two classes to compare strategies, found 1" in capsys.readouterr().err
+
+
+def test_a_frozen_recipe_takes_the_documented_parameter_names():
+    """docs/backbones.md's grids name the extractor's parameters "features__..." and the head's "clf__..."."""
+    params = _frozen(PretrainedFeatureExtractor(), LogisticRegression()).get_params()
+    assert {"features__backbone", "features__layer", "clf__C"} <= set(params)
+
+
+def test_rows_of_a_list_of_paths_stay_a_list():
+    paths = [f"image {i}.png" for i in range(5)]
+    assert _take(paths, np.array([3, 0])) == ["image 3.png", "image 0.png"]
+    np.testing.assert_array_equal(_take(np.arange(5) * 10, np.array([3, 0])), [30, 0])

@@ -4,6 +4,7 @@ with the best complete epoch's weights whatever stops it."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_a_run_returns_its_epochs_and_holds_the_best_ones_weights():
 def test_without_validation_the_model_holds_the_last_epoch():
     result = _trainer(valid=NO_VALID).run()
     assert result.best_epoch == 3 and all(np.isnan(h["valid_loss"]) for h in result.history)
+    assert all(np.isnan(h["valid_accuracy"]) for h in result.history)
 
 
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(monkeypatch):
@@ -131,3 +133,110 @@ def test_ctrl_c_after_an_epoch_ends_the_run_normally(monkeypatch):
     monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
     result = _trainer().run()
     assert result.interrupted and len(result.history) == 1 and result.best_epoch == 1
+
+
+@pytest.mark.parametrize("n_unfrozen", [0, 1, 3])
+@pytest.mark.parametrize("freeze_epochs", [0, 2])
+def test_phases_are_fastais_fine_tune(n_unfrozen, freeze_epochs):
+    phases = fine_tune_phases(n_unfrozen, 5, freeze_epochs=freeze_epochs, lr=0.04)
+    got = [(p.name, p.n_unfrozen, p.epochs, p.lr) for p in phases]
+    if n_unfrozen and freeze_epochs:  # the head alone at lr, then the groups with it at lr / 2
+        assert got == [("head", 0, freeze_epochs, 0.04), ("fine-tune", n_unfrozen, 5, 0.02)]
+    else:
+        assert got == [("fine-tune" if n_unfrozen else "head", n_unfrozen, 5, 0.04)]
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_validation_loss_is_the_weighted_mean_cross_entropy_and_accuracy_the_share_right(label_smoothing):
+    torch.manual_seed(1)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    target, weight = [0, 1, 1, 0, 1, 0, 0, 1], [1.0, 2.0, 0.5, 1.0, 3.0, 0.25, 1.0, 2.0]
+    inputs = NetworkInputs(IMAGES, PRE, batch_size=3, device=CPU, workers=1, target=target, weight=weight)
+    model = nn.Sequential(body, nn.Linear(4, 2))
+    valid = np.array([7, 2, 4, 5, 0])  # two batches of 3
+    trainer = Trainer(
+        model,
+        inputs,
+        train=np.array([1, 3, 6]),
+        valid=valid,
+        config=_config(label_smoothing=label_smoothing),
+        device=CPU,
+    )
+    # By hand, from the images' preprocessed pixels, in one batch.
+    model.eval()
+    with torch.no_grad():
+        pixels = torch.cat([batch for _, batch in inputs.training_batches(valid)])
+        logits = model(pixels)
+    t, w = torch.tensor(target)[valid], torch.tensor(weight)[valid]
+    losses = torch.nn.functional.cross_entropy(logits, t, reduction="none", label_smoothing=label_smoothing)
+    got = trainer._validate()
+    assert got["valid_loss"] == pytest.approx(float((w * losses).sum() / w.sum()), rel=1e-5)
+    assert got["valid_accuracy"] == pytest.approx(float((logits.argmax(1) == t).float().mean()))
+
+
+def _params_of(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_the_head_phase_leaves_the_body_and_the_fine_tune_phase_trains_it():
+    trainer = _trainer(valid=NO_VALID, phases=fine_tune_phases(1, 2, freeze_epochs=1, lr=1e-2)[:1])
+    body, head = _params_of(trainer.model[0]), _params_of(trainer.model[1])
+    trainer.run()
+    assert all(torch.equal(v, body[k]) for k, v in trainer.model[0].state_dict().items())
+    assert not all(torch.equal(v, head[k]) for k, v in trainer.model[1].state_dict().items())
+    trainer = _trainer(valid=NO_VALID, phases=fine_tune_phases(1, 1, freeze_epochs=0, lr=1e-2))
+    body = _params_of(trainer.model[0])
+    trainer.run()
+    assert not all(torch.equal(v, body[k]) for k, v in trainer.model[0].state_dict().items())
+
+
+def test_each_epochs_record_and_verbose_line(capsys):
+    start = time.perf_counter()
+    trainer = _trainer(verbose=1)
+    result = trainer.run()
+    elapsed = time.perf_counter() - start
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [skorchlite.finetune.loop._format_epoch(h) for h in result.history]
+    for h in result.history:
+        assert set(h) == {"epoch", "phase", "train_loss", "valid_loss", "valid_accuracy", "lr", "seconds"}
+        assert np.isfinite(h["train_loss"]) and h["train_loss"] > 0
+        assert 0 < h["seconds"] < elapsed and 0 < h["lr"] <= 1e-2
+
+
+def test_early_stopping_in_the_head_phase_skips_the_fine_tune_phase(monkeypatch, capsys):
+    trainer = _trainer(n_iter_no_change=1, verbose=1, phases=fine_tune_phases(1, 3, freeze_epochs=3, lr=1e-2))
+    losses = iter([0.5, 0.5, 0.1, 0.1, 0.1, 0.1])  # equal is no better: epoch 1 stays the best
+    monkeypatch.setattr(trainer, "_validate", lambda: {"valid_loss": next(losses), "valid_accuracy": 0.5})
+    result = trainer.run()
+    assert [h["phase"] for h in result.history] == ["head", "head"] and result.best_epoch == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "Early stopping: no better validation loss for 1 epochs."
+
+
+@pytest.mark.parametrize(
+    ("what", "valid", "message"),
+    [
+        ("weights", NO_VALID, r"weights became non-finite \(inf or NaN\)"),
+        ("validation", VALID, "validation loss became nan"),
+        ("outputs", NO_VALID, r"network's outputs became non-finite \(finite weights too large\)"),
+    ],
+)
+def test_what_diverged_is_named_with_its_epoch_and_learning_rate(monkeypatch, what, valid, message):
+    trainer = _trainer(valid=valid, phases=fine_tune_phases(1, 2, freeze_epochs=0, lr=1e-2))
+    step, steps = trainer._step, []
+
+    def poisoned_step(optimizer, epoch):  # epoch 2's last step leaves a weight infinite
+        step(optimizer, epoch)
+        steps.append(epoch)
+        if steps.count(2) == -(-len(trainer.train) // 4) and what == "weights":
+            with torch.no_grad():
+                trainer.model[1].weight[0, 0] = float("inf")
+
+    monkeypatch.setattr(trainer, "_step", poisoned_step)
+    if what == "validation":
+        validate = trainer._validate
+        monkeypatch.setattr(trainer, "_validate", lambda: {**validate(), "valid_loss": float("nan")})
+    if what == "outputs":
+        monkeypatch.setattr(trainer, "_outputs_finite", lambda: False)
+    epoch = 2 if what == "weights" else 1
+    with pytest.raises(FloatingPointError, match=rf"^The {message} in epoch {epoch} at learning rate \d[\d.e-]*$"):
+        trainer.run()

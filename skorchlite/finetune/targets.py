@@ -216,18 +216,19 @@ def encode_labels(
     (['cat', 'dog'], [1, 0, 1])
     """
     if known is not None:
-        unknown = set(np.unique(y)) - set(known)
+        # Python scalars in the messages: numpy's repr would read np.str_('cat').
+        unknown = set(np.unique(y).tolist()) - set(known.tolist())
         if unknown:
-            raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {list(known)}.")
+            raise ValueError(f"y has labels {sorted(unknown)} not seen in the first fit: {known.tolist()}.")
         if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), known):
-            raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {list(known)}.")
+            raise ValueError(f"classes={list(classes)!r} is not the same as in the first fit: {known.tolist()}.")
         labels = known
     else:
         labels = np.unique(y if classes is None else check_labels(classes, "classes", estimator=estimator_name))
         _check_two(labels, "y")
-        unknown = set(np.unique(y)) - set(labels)
+        unknown = set(np.unique(y).tolist()) - set(labels.tolist())
         if unknown:
-            raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {list(labels)}.")
+            raise ValueError(f"y has labels {sorted(unknown)} that are not in classes: {labels.tolist()}.")
     return labels, np.searchsorted(labels, y)
 
 
@@ -300,7 +301,9 @@ def loss_weights(
                 "label per sample give 'balanced' or a dict {class: weight}."
             )
         # "balanced" counts the training rows: those the loss sees.
-        per_class = _class_weights(class_weight, classes, classes[target[train]], [f"class {c!r}" for c in classes])
+        per_class = _class_weights(
+            class_weight, classes, classes[target[train]], [f"class {c!r}" for c in classes.tolist()]
+        )
         weight = weight * per_class[target]
     for rows, name in [(train, "training"), (valid, "validation")]:
         if len(rows) and not weight[rows].sum() > 0:
