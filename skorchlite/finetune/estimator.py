@@ -13,13 +13,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeatures
 from sklearn.utils import Tags, TransformerTags
 from torch import nn
 
-from ..backbones import Preprocessing, upgrade_module_digest
+from ..backbones import Preprocessing
 from ..engine import Precision
 from ..private_api import fit_context
 from ..versioning import VersionedPickleMixin
 from .model_file import load_fitted, save_fitted
 from .parameters import FineTuneParameters, parameter_constraints
-from .run import check_fitted, check_parameters, infer, train_estimator
+from .run import check_fitted, check_parameters, infer, train_estimator, upgrade_network_key
 from .steps import BatchNormMode, OptimizerName, Schedule
 
 __all__ = ["FineTuneClassifier"]
@@ -195,9 +195,8 @@ class FineTuneClassifier(
     # The one table of the parameters (finetune/parameters.py).
     _parameter_constraints: dict = parameter_constraints()
 
-    # Set by fit; declared for mypy. weight_scale_ is None where a model
-    # comes from a version that did not keep it: the next partial_fit then
-    # scales its own rows, as those versions did.
+    # Set by fit; declared for mypy. weight_scale_ is None where a version did not
+    # keep it: the next partial_fit then scales its own rows, as those versions did.
     classes_: np.ndarray
     multilabel_: bool
     history_: list[dict[str, Any]]
@@ -296,10 +295,9 @@ class FineTuneClassifier(
             Class labels, all strings or all numbers; or a 0/1 indicator
             matrix, one column per label, for several labels per image.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples in the loss; as in
-            scikit-learn, a weight of 2 counts like the sample appearing
-            twice, at any batch size (the weights, times ``class_weight``,
-            are scaled to mean 1 over the training rows).
+            Non-negative weights of the samples in the loss; as in scikit-learn, a weight of 2
+            counts like the sample appearing twice, at any batch size (the weights, times
+            ``class_weight``, are scaled to mean 1 over the training rows).
 
         Returns
         -------
@@ -308,12 +306,11 @@ class FineTuneClassifier(
         Raises
         ------
         FloatingPointError
-            When a loss, gradient or weight becomes infinite or NaN (a too
-            high ``lr``). An error during training (this one, any other, or
-            Ctrl-C, which otherwise ends training with a warning) leaves the
-            weights of the best epoch this fit completed; if it completed
-            none, the estimator is left as it was before ``fit``: unfitted
-            before the first fit, never half-set or non-finite.
+            When a loss, gradient or weight becomes infinite or NaN (a too high ``lr``).
+            An error during training (this one, any other, or Ctrl-C, which otherwise
+            ends training with a warning) leaves the weights of the best epoch this fit
+            completed; if it completed none, the estimator is left as it was before
+            ``fit``: unfitted before the first fit, never half-set or non-finite.
         """
         warm = self.warm_start and hasattr(self, "model_")
         train_estimator(self, X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
@@ -420,17 +417,13 @@ class FineTuneClassifier(
         check_parameters(FineTuneParameters.of(self))
 
     def _check_fitted(self, action: str) -> None:
-        """Every check ``fit`` makes, and that the parameters still give the
-        fitted network, before ``action`` (:func:`.run.check_fitted`)."""
+        """``fit``'s checks, and that the parameters give the fitted network (:func:`.run.check_fitted`)."""
         check_fitted(self, action)
 
     # ------------------------------------------------------------ persistence
     @classmethod
     def _upgrade_fitted(cls, state: dict[str, Any]) -> dict[str, Any]:
-        # A module backbone's digest of 0.3.0 and earlier held torch's version.
-        if "_network_key_" in state:
-            state["_network_key_"] = upgrade_module_digest(state["_network_key_"], state.get("backbone"))
-        return state
+        return upgrade_network_key(state)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

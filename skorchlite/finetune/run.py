@@ -17,7 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ..backbones import Backbone, check_image_size, describe_backbone, estimator_backbone
+from ..backbones import Backbone, check_image_size, describe_backbone, estimator_backbone, upgrade_module_digest
 from ..cache import resolve_cache
 from ..engine import autocast, check_precision, decode_workers, resolve_device
 from ..extractor import PretrainedFeatureExtractor
@@ -50,6 +50,7 @@ __all__ = [
     "non_finite_error",
     "seeded",
     "train_estimator",
+    "upgrade_network_key",
 ]
 
 
@@ -305,6 +306,16 @@ def network_key(backbone: Backbone) -> dict[str, str]:
     every backbone here pools globally, so a warm start may continue at
     another size, as progressive resizing does)."""
     return {"backbone": backbone.name, "weights_sha256": backbone.weights.sha256}
+
+
+def upgrade_network_key(state: dict[str, Any]) -> dict[str, Any]:
+    """A pickled estimator's ``state`` with its :func:`network_key` as this
+    version computes it: a module backbone's digest of skorchlite 0.3.0 and
+    earlier held the versions of torch and numpy
+    (:func:`~skorchlite.backbones.upgrade_module_digest`)."""
+    if "_network_key_" in state:
+        state["_network_key_"] = upgrade_module_digest(state["_network_key_"], state.get("backbone"))
+    return state
 
 
 def check_network_unchanged(fitted: Mapping[str, str], now: Mapping[str, str], action: str) -> None:
