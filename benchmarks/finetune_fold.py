@@ -37,7 +37,9 @@ Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -169,7 +171,7 @@ def anchor_and_average(l2sp: float, ema: float) -> None:
 
 def finetuned_blocks(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray):
     """Frozen voting on the ``"blocks"`` layers of ``model``'s fine-tuned backbone."""
-    path = f"/tmp/finetuned-{id(model)}.pth"
+    path = Path(tempfile.mkdtemp(prefix="finetune_fold-")) / "backbone.pth"  # read again at predict: kept
     torch.save(model.model_[0].state_dict(), path)
     widths = PretrainedFeatureExtractor(weights=path, layer="blocks").fit().layer_widths_
     voting = LayerVotingClassifier(widths, estimator=default_layer_head())
@@ -226,7 +228,13 @@ def main() -> None:
     print(machine())
     X, y = load_busi(args.data, args.limit)
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
+    # What a recipe patches (the network built, the optimiser, the snapshot),
+    # put back after it, so that each recipe of one run starts from the library's own.
+    patched = [(run, "build_network"), (loop, "make_optimizer"), (loop.Trainer, "_snapshot")]
+    originals = [getattr(owner, name) for owner, name in patched]
     for name in args.recipes:
+        for (owner, attribute), original in zip(patched, originals, strict=True):
+            setattr(owner, attribute, original)
         then_vote = name.startswith("vote+")
         model = recipe(name.removeprefix("vote+"), X[train], y[train])
         start = time.perf_counter()
