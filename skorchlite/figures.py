@@ -89,14 +89,17 @@ def new_figure(size: tuple[float, float]) -> Figure:
     Examples
     --------
     >>> fig = new_figure((2.0, 1.0))
-    >>> fig.get_size_inches().tolist(), fig.dpi
+    >>> fig.get_size_inches().round(6).tolist(), fig.dpi
     ([2.0, 1.0], 100)
     """
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size, dpi=DPI, facecolor="white", layout="constrained")
+    # A millionth of a pixel over: the canvas takes int(inches * DPI) pixels,
+    # and 4.6 * 100 is 459.99999999999994 where matplotlib 3.7 keeps it so.
+    width, height = ((round(side * DPI) + 1e-6) / DPI for side in size)
+    fig = Figure(figsize=(width, height), dpi=DPI, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

@@ -99,6 +99,23 @@ def test_embed_writes_npy_with_an_index_and_csv(folder, tmp_path, capsys):
     np.testing.assert_allclose(np.array(rows[1][2:], dtype=np.float32), features[0], rtol=1e-6)
 
 
+def test_embed_writes_parquet_with_the_rows_and_columns_of_the_csv(folder, tmp_path):
+    import pandas as pd
+
+    tables = {}
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"features{suffix}"
+        assert main(["embed", str(folder), "-o", str(out), "--image-size", "64", "--verbose", "0"]) == 0
+        tables[suffix] = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    csv_table, parquet = tables[".csv"], tables[".parquet"]
+    assert list(parquet.columns) == list(csv_table.columns) and parquet.shape == (16, 1282)
+    assert parquet["path"].tolist() == csv_table["path"].tolist()
+    assert parquet["label"].tolist() == csv_table["label"].tolist()
+    features = parquet.iloc[:, 2:].to_numpy()
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, csv_table.iloc[:, 2:].to_numpy(), rtol=1e-6)
+
+
 def test_embed_rejects_an_unknown_format(folder, tmp_path, capsys):
     assert main(["embed", str(folder), "-o", str(tmp_path / "x.txt"), "--verbose", "0"]) == 1
     assert ".npy, .csv or .parquet" in capsys.readouterr().err

@@ -240,3 +240,43 @@ def test_what_diverged_is_named_with_its_epoch_and_learning_rate(monkeypatch, wh
     epoch = 2 if what == "weights" else 1
     with pytest.raises(FloatingPointError, match=rf"^The {message} in epoch {epoch} at learning rate \d[\d.e-]*$"):
         trainer.run()
+
+
+@pytest.mark.parametrize("batchnorm, moves", [("eval", False), ("train", True)])
+def test_the_batchnorm_mode_decides_whether_unfrozen_running_statistics_move(batchnorm, moves):
+    trainer = _trainer(valid=NO_VALID, batchnorm=batchnorm, phases=fine_tune_phases(1, 1, freeze_epochs=0, lr=1e-2))
+    norm = nn.BatchNorm2d(4)
+    trainer.model[0][0] = nn.Sequential(trainer.model[0][0], norm)  # in the unfrozen layer group "0"
+    before = norm.running_mean.clone()
+    trainer.run()
+    assert torch.equal(norm.running_mean, before) is not moves
+
+
+@pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.0), ("sgd", 0.7), ("adamw", 0.9)])
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_each_phase_builds_the_configured_optimiser_and_a_schedule_that_spans_it(
+    monkeypatch, optimizer, momentum, schedule
+):
+    built = []
+    make_schedule = skorchlite.finetune.loop.make_schedule
+
+    def spy(opt, kind, total_steps, warmup):
+        built.append((opt, total_steps, make_schedule(opt, kind, total_steps, warmup)))
+        return built[-1][2]
+
+    monkeypatch.setattr(skorchlite.finetune.loop, "make_schedule", spy)
+    phases = fine_tune_phases(1, 3, freeze_epochs=2, lr=1e-2)
+    _trainer(valid=NO_VALID, phases=phases, optimizer=optimizer, momentum=momentum, schedule=schedule, warmup=0.3).run()
+    steps = 2  # six training rows in batches of four
+    assert len(built) == len(phases)
+    for (opt, total_steps, sched), phase in zip(built, phases, strict=True):
+        if optimizer == "adamw":
+            assert type(opt) is torch.optim.AdamW
+        else:
+            assert type(opt) is torch.optim.SGD
+            assert all(g["momentum"] == momentum and g["nesterov"] == (momentum > 0) for g in opt.param_groups)
+        # One scheduler step per batch, and the last one reaches the schedule's end.
+        assert total_steps == sched.last_epoch == steps * phase.epochs
+        head_lr = opt.param_groups[0]["lr"]
+        end = phase.lr / 25 / 1e4 if schedule == "onecycle" else 0.0
+        assert head_lr == pytest.approx(end, abs=1e-12)

@@ -98,7 +98,7 @@ class TimmSource(BackboneSource):
         repo = self._repo(name, weights)
         import huggingface_hub
         from huggingface_hub import constants
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import EntryNotFoundError  # also in 0.20, before huggingface_hub.errors
 
         for filename in _FILES:
             try:

@@ -63,14 +63,17 @@ def embed_command(args: argparse.Namespace) -> int:
             f"paths and labels to {visible(index)}"
         )
         return 0
-    columns = ["path", "label", *extractor.get_feature_names_out()]
-    rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
+    names = extractor.get_feature_names_out()
     if suffix == ".csv":
-        write_atomic(out, csv_bytes(columns, rows))
+        rows = ([path, label, *vector] for path, label, vector in zip(X, y, features.tolist(), strict=True))
+        write_atomic(out, csv_bytes(["path", "label", *names], rows))
     else:
         import pandas as pd
 
-        table = pd.DataFrame(list(rows), columns=columns)
+        # From the array, not from rows of Python floats: the columns stay float32.
+        table = pd.DataFrame(features, columns=names)
+        table.insert(0, "label", list(y))
+        table.insert(0, "path", list(X))
         save_bytes(out, table.to_parquet)
     print(
         f"Wrote {features.shape[0]} embeddings of {features.shape[1]} features with paths and labels to {visible(out)}"

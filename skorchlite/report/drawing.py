@@ -140,6 +140,18 @@ def _draw_confusion_matrix(fig: Figure, y_true: Any, y_pred: Any, labels: Any) -
         right.images[0].set_clim(0, 1)
 
 
+def _legend(ax: Any, lines: dict[str, Any], **kwargs: Any) -> None:
+    """A legend entry for each line, its text exactly the dict's key.
+
+    matplotlib leaves out an entry whose label starts with "_", as a class
+    name may; before 3.8 even a label passed explicitly to ``legend()``. So
+    the entries are made with neutral labels and given their texts after.
+    """
+    legend = ax.legend(handles=list(lines.values()), labels=[" "] * len(lines), **kwargs)
+    for text, label in zip(legend.get_texts(), lines, strict=True):
+        text.set_text(label)
+
+
 def _draw_roc_pr(fig: Figure, y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> None:
     from matplotlib import colormaps
 
@@ -171,11 +183,9 @@ def _draw_roc_pr(fig: Figure, y_true: np.ndarray, proba: np.ndarray, classes: np
     roc_ax.set_title("ROC, one-vs-rest" + (f" (macro AUC {np.mean(roc_aucs):.3f})" if roc_aucs else ""))
     pr_ax.set_title("Precision-recall, one-vs-rest" + (f" (macro AP {np.mean(aps):.3f})" if aps else ""))
     legend = {"fontsize": "small" if len(classes) <= 10 else "x-small", "ncols": 1 if len(classes) <= 12 else 2}
-    # Handles and labels given, not taken from the lines: matplotlib leaves
-    # out a line whose label starts with "_", as a class name may.
-    roc_ax.legend(handles=list(roc_lines.values()), labels=list(roc_lines), loc="lower right", **legend)
+    _legend(roc_ax, roc_lines, loc="lower right", **legend)
     if aps:
-        pr_ax.legend(handles=list(pr_lines.values()), labels=list(pr_lines), loc="lower left", **legend)
+        _legend(pr_ax, pr_lines, loc="lower left", **legend)
     for ax in (roc_ax, pr_ax):
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
