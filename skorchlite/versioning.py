@@ -34,7 +34,7 @@ __all__ = [
 # docs/contributing.md says when. It is skorchlite.__version__, kept here,
 # in a module that imports no other of the package, so that every module
 # may read it without depending on the package's __init__.
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Bumped only when the same image, backbone, weights and parameters would
 # give other vectors (a change of decoding, resizing, normalisation, pooling,
@@ -157,6 +157,7 @@ class VersionedPickleMixin:
         version = state.pop(VERSION_KEY, None)
         if version != __version__:
             filled = self._upgrade(state, version)
+            state = self._upgrade_fitted(state)
             warnings.warn(
                 InconsistentVersionWarning(
                     f"This {type(self).__name__} was pickled by {describe_version(version)} and is loaded by "
@@ -166,12 +167,14 @@ class VersionedPickleMixin:
                 ),
                 stacklevel=2,
             )
-        super().__setstate__(self._upgrade_fitted(state))  # type: ignore[misc]  # BaseEstimator's, next in the MRO
+        super().__setstate__(state)  # type: ignore[misc]  # BaseEstimator's, next in the MRO
 
     @classmethod
     def _upgrade_fitted(cls, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` with its fitted values as this version reads them (a
-        class whose fitted values changed form overrides this); any version."""
+        """``state``, pickled by another version, with its fitted values as
+        this version reads them (a class whose fitted values changed form
+        overrides this). A pickle of this version is not passed here: an
+        upgrade may cost (a module backbone's weights digested)."""
         return state
 
     @classmethod

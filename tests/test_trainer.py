@@ -37,7 +37,10 @@ def _config(phases=None, **changes):
 def _trainer(valid=VALID, first_epoch=1, **changes):
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    inputs = NetworkInputs(IMAGES, PRE, batch_size=4, device=CPU, workers=1, target=[0, 1] * 4, weight=[1.0] * 8)
+    batch_size = changes.get("batch_size", 4)
+    inputs = NetworkInputs(
+        IMAGES, PRE, batch_size=batch_size, device=CPU, workers=1, target=[0, 1] * 4, weight=[1.0] * 8
+    )
     train = np.setdiff1d(np.arange(8), valid)
     model = nn.Sequential(body, nn.Linear(4, 2))
     return Trainer(
@@ -131,7 +134,10 @@ def test_ctrl_c_before_the_first_epoch_ends_is_raised_and_leaves_the_starting_we
 def test_ctrl_c_after_an_epoch_ends_the_run_normally(monkeypatch):
     # Two training batches and one validation batch an epoch: call 4 is in epoch 2.
     monkeypatch.setattr(skorchlite.finetune.loop, "weighted_loss", _failing_loss_at(4, KeyboardInterrupt()))
-    result = _trainer().run()
+    try:
+        result = _trainer().run()
+    except KeyboardInterrupt:  # a failure, not an interrupted test session
+        pytest.fail("Ctrl-C after a complete epoch was raised, not turned into an interrupted run")
     assert result.interrupted and len(result.history) == 1 and result.best_epoch == 1
 
 
@@ -266,8 +272,9 @@ def test_each_phase_builds_the_configured_optimiser_and_a_schedule_that_spans_it
 
     monkeypatch.setattr(skorchlite.finetune.loop, "make_schedule", spy)
     phases = fine_tune_phases(1, 3, freeze_epochs=2, lr=1e-2)
-    _trainer(valid=NO_VALID, phases=phases, optimizer=optimizer, momentum=momentum, schedule=schedule, warmup=0.3).run()
-    steps = 2  # six training rows in batches of four
+    changes = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule, "warmup": 0.3, "batch_size": 3}
+    _trainer(valid=NO_VALID, phases=phases, **changes).run()
+    steps = 3  # eight training rows in batches of three, the last one short
     assert len(built) == len(phases)
     for (opt, total_steps, sched), phase in zip(built, phases, strict=True):
         if optimizer == "adamw":

@@ -252,6 +252,28 @@ def test_models_with_a_module_backbone_survive_an_upgrade_of_torch_and_numpy(tmp
     np.testing.assert_array_equal(features, extractor.transform(X))
 
 
+def test_only_a_pickle_of_another_version_has_its_module_digest_upgraded(tmp_path, monkeypatch):
+    """The upgrade digests the module's weights: a pickle of this version,
+    which holds the digest as it is computed now, is loaded without it."""
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    options = dict(preprocessing={"size": 16}, cache=tmp_path)
+    y = ["dark"] * 6 + ["bright"] * 6
+    fitted = [
+        FineTuneClassifier(body, unfreeze=1, epochs=1, validation_fraction=0, random_state=0, **options).fit(X, y),
+        PretrainedFeatureExtractor(body, **options).fit(X),
+    ]
+    digested = []
+    real = identity.module_identity
+    monkeypatch.setattr(identity, "module_identity", lambda module: digested.append(module) or real(module))
+    for estimator in fitted:
+        digested.clear()
+        pickle.loads(pickle.dumps(estimator))
+        assert digested == []
+        with pytest.warns(InconsistentVersionWarning):
+            pickle.loads(_pickled_by(estimator, "0.3.0", monkeypatch))
+        assert len(digested) == 1
+
+
 def test_a_pickle_naming_the_old_home_of_efficientnet_lite_loads(fitted, monkeypatch):
     """Up to 0.2.0 the architecture was ``skorchlite.efficientnet_lite``, and
     fitted pickles name its classes there (issue 25: it moved into backbones/)."""
