@@ -176,6 +176,39 @@ def test_entry_file_layout(ns):
     assert len(data) == 28 + 4 * 5
 
 
+@pytest.mark.parametrize("dim", [0, 1, 5])
+def test_every_prefix_of_an_entry_is_damaged_and_the_whole_decodes(dim):
+    """Each cut is read as damaged (None), never as an error or a vector;
+    the whole entry gives its vector back, an empty one included."""
+    from skorchlite.cache import entries
+
+    vector = np.arange(dim, dtype="<f4") + 0.5
+    data = entries.encode(vector)
+    for size in range(len(data)):
+        assert entries.decode(data[:size]) is None, size
+    decoded = entries.decode(data)
+    assert decoded.dtype == np.float32 and decoded.shape == (dim,)
+    np.testing.assert_array_equal(decoded, vector)
+
+
+def test_a_namespace_that_cannot_be_created_warns_whole_and_computes_without_storing(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_bytes(b"")
+    root = blocker / "cache"
+    with pytest.warns(CacheWarning) as caught:
+        ns = EmbeddingCache(root).namespace(FINGERPRINT)
+    [message] = [str(w.message) for w in caught]
+    assert re.fullmatch(
+        rf"The embedding cache {re.escape(str(root))} cannot be used: cannot create {re.escape(str(root))}\S* "
+        rf"\({re.escape(str(blocker))} is a file, not a folder\)\. Embeddings are computed but not stored, which "
+        r"is slower\. Set SKORCHLITE_CACHE \(or cache=\) to a writable folder, or pass cache=False to turn the "
+        r"cache off\.",
+        message,
+    ), message
+    ns.put(key_of(0), vector_of(0))  # not stored, and no second warning
+    assert ns.get(key_of(0)) is None and not root.exists()
+
+
 # --- damaged entries ---------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from skorchlite import images
+from skorchlite import files, images
 from skorchlite.images import check_images, content_key, describe, load_rgb
 from skorchlite.pixels import deep_to_uint8
 
@@ -442,6 +443,42 @@ def test_content_key_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path):
     path.write_bytes(b"fir5t")
     os.utime(path, ns=(old, old))  # as cp -p or rsync -t would
     assert content_key(path, 0) != first
+
+
+def test_a_file_modified_while_it_was_hashed_is_not_remembered(tmp_path, monkeypatch):
+    """Its mtime is later than the hashing's start, however old it is by
+    the time the digest is kept: the bytes hashed may predate the change."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"first")
+    changed = time.time_ns() - 3600 * 10**9
+    os.utime(path, ns=(changed, changed))
+    # The hashing began a second before that change (the kept digest's clock, memo's, is now).
+    monkeypatch.setattr(images, "time", types.SimpleNamespace(time_ns=lambda: changed - 10**9))
+    reads = count_reads(monkeypatch)
+    content_key(path, 0)
+    content_key(path, 0)
+    assert len(reads) == 2
+
+
+def test_a_file_over_the_size_cap_is_refused_before_its_bytes_are_hashed(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    path.write_bytes(b"x" * 100)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 99)
+    with pytest.raises(ValueError, match=r"sample 3 .*100 bytes.*over the limit of 99 bytes"):
+        content_key(path, 3)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 100)
+    assert content_key(path, 3) == hashlib.blake2b(b"file:" + b"x" * 100, digest_size=32).hexdigest()
+
+
+def test_a_file_that_grows_past_the_size_cap_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "growing.png"
+    path.write_bytes(b"x" * 100)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 99)
+    # As if the file had held fewer bytes when it was opened (checked) and grown since.
+    monkeypatch.setattr(images, "open_regular", lambda path, max_bytes: files.open_regular(path))
+    for read in (content_key, load_rgb):
+        with pytest.raises(ValueError, match=r"sample 3 .*over the limit of 99 bytes"):
+            read(path, 3)
 
 
 def test_recently_modified_files_are_always_rehashed(tmp_path, monkeypatch):
