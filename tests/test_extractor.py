@@ -525,3 +525,31 @@ def test_issue_14_3_grad_cam_explains_a_multi_layer_pipeline():
     # would silently return only one of two names for it).
     aliased = grad_cam(pipe, list(X[:1]), layer="_blocks.10")
     np.testing.assert_allclose(aliased.heatmaps[0], result.heatmaps[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_fitted_fingerprint_holds_exactly_what_makes_the_vectors():
+    """Its JSON names the cache's namespace: a key renamed or added orphans
+    every stored entry, so the keys are pinned here."""
+    from dataclasses import asdict
+
+    from skorchlite.backbones import get_backbone
+
+    backbone = get_backbone("efficientnet_lite0")
+    extractor = PretrainedFeatureExtractor(image_size=40, cache=False).fit()
+    assert extractor.fingerprint_ == {
+        "backbone": "efficientnet_lite0",
+        "weights": backbone.weights.id,
+        "weights_sha256": backbone.weights.sha256,
+        "preprocessing": asdict(backbone.preprocessing.resized(40)),
+        "layer": None,
+        "pooling": "avg",
+        "tta": None,
+        "dtype": "float32",
+        "embedding_format": 1,
+    }
+    assert backbone.fingerprint() == {
+        "backbone": "efficientnet_lite0",
+        "weights": backbone.weights.id,
+        "weights_sha256": backbone.weights.sha256,
+        "preprocessing": asdict(backbone.preprocessing),
+    }
