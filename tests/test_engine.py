@@ -56,6 +56,27 @@ def test_preprocessing_is_bit_identical_to_torchvisions_preset():
         )
 
 
+def test_inputs_stay_float32_under_a_float64_default_dtype():
+    """A user's torch.set_default_dtype(torch.float64) must not turn the
+    batch into float64, which the float32 weights would refuse."""
+    pre = get_backbone("efficientnet_lite0").preprocessing
+    crops = [crop_pixels(load_rgb(x, i), pre) for i, x in enumerate(X)]
+    expected = to_input(crops, pre, torch.device("cpu"))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = to_input(crops, pre, torch.device("cpu"))
+    finally:
+        torch.set_default_dtype(default)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_forward_without_mirror_is_the_network_alone():
+    x = torch.arange(8.0).view(2, 1, 1, 4)
+    torch.testing.assert_close(engine.forward(lambda t: t[..., 0], x), x[..., 0], rtol=0, atol=0)
+
+
 def test_the_three_callers_get_identical_tensors_for_identical_settings(monkeypatch):
     """Extractor, fine-tuner and inspection all feed the network what the engine makes."""
     seen: dict[str, torch.Tensor] = {}
