@@ -144,7 +144,7 @@ def _legend(ax: Any, lines: dict[str, Any], **kwargs: Any) -> None:
     """A legend entry for each line, its text exactly the dict's key.
 
     matplotlib leaves out an entry whose label starts with "_", as a class
-    name may; before 3.8 even a label passed explicitly to ``legend()``. So
+    name may; matplotlib 3.7 even a label passed explicitly to ``legend()``. So
     the entries are made with neutral labels and given their texts after.
     """
     legend = ax.legend(handles=list(lines.values()), labels=[" "] * len(lines), **kwargs)
