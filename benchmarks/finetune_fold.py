@@ -27,7 +27,11 @@ without augmentation). ``lpft`` takes flags: ``l2sp=ALPHA`` pulls the
 backbone's weights back towards the pretrained ones (L2-SP, Li et al. 2018,
 decoupled: each step moves a weight ``lr * ALPHA`` of the way back),
 ``ema=DECAY`` ends with an exponential moving average of the weights,
-``novalid`` trains on the whole training part. A recipe prefixed ``vote+``
+``novalid`` trains on the whole training part, ``seed=N`` sets its
+``random_state`` (0 otherwise), ``size=PX`` its ``image_size``. Recipes
+joined by ``&`` are fitted each and scored as one, their log-probabilities
+averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
+``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. A recipe prefixed ``vote+``
 is also scored as the frozen ``"blocks"`` voting on its fine-tuned backbone
 (the fine-tuned network's blocks feeding ``LayerVotingClassifier``).
 
@@ -192,11 +196,13 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
     kind, unfreeze, lr, epochs, *flags = name.split(":")
-    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid"} for f in flags):
+    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size"} for f in flags):
         start_heads_from(probe(X, y))
         settings = dict(f.split("=") if "=" in f else (f, "1") for f in flags)
         anchor_and_average(float(settings.get("l2sp", 0)), float(settings.get("ema", 0)))
         options = {"validation_fraction": 0.0} if "novalid" in settings else {}
+        options |= {"random_state": int(settings.get("seed", 0))}
+        options |= {"image_size": int(settings["size"])} if "size" in settings else {}
     elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
         start_from_voting(X, y, fix_head="fix" in flags)
         groups = get_backbone("efficientnet_lite0").layer_groups
@@ -215,8 +221,7 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         epochs=int(epochs),
         freeze_epochs=0,
         class_weight="balanced",
-        random_state=0,
-        **options,
+        **({"random_state": 0} | options),
     )
 
 
@@ -229,21 +234,23 @@ def main() -> None:
     X, y = load_busi(args.data, args.limit)
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
     # What a recipe patches (the network built, the optimiser, the snapshot),
-    # put back after it, so that each recipe of one run starts from the library's own.
+    # put back before each, so that each recipe of one run starts from the library's own.
     patched = [(run, "build_network"), (loop, "make_optimizer"), (loop.Trainer, "_snapshot")]
     originals = [getattr(owner, name) for owner, name in patched]
     for name in args.recipes:
-        for (owner, attribute), original in zip(patched, originals, strict=True):
-            setattr(owner, attribute, original)
-        then_vote = name.startswith("vote+")
-        model = recipe(name.removeprefix("vote+"), X[train], y[train])
         start = time.perf_counter()
-        model.fit(X[train], y[train])
+        models = []
+        for member in name.split("&"):
+            for (owner, attribute), original in zip(patched, originals, strict=True):
+                setattr(owner, attribute, original)
+            models.append(recipe(member.removeprefix("vote+"), X[train], y[train]).fit(X[train], y[train]))
         seconds = time.perf_counter() - start
-        score = balanced_accuracy_score(y[test], model.predict(X[test]))
+        # Members average their log-probabilities, as the voting heads do.
+        log_proba = np.mean([np.log(np.clip(m.predict_proba(X[test]), 1e-12, None)) for m in models], axis=0)
+        score = balanced_accuracy_score(y[test], models[0].classes_[log_proba.argmax(axis=1)])
         print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
-        if then_vote:
-            voting = finetuned_blocks(model, X[train], y[train])
+        if name.startswith("vote+") and len(models) == 1:
+            voting = finetuned_blocks(models[0], X[train], y[train])
             score = balanced_accuracy_score(y[test], voting.predict(X[test]))
             seconds = time.perf_counter() - start
             print(f"fold {args.fold}  {name + ' voting':24} balanced accuracy {score:.3f}  fit {seconds:.0f} s")

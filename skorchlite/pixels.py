@@ -34,7 +34,7 @@ def to_rgb(image: Image.Image, name: str) -> Image.Image:
         if image.has_transparency_data:
             # Onto white, as image viewers and browsers show transparency; black
             # would turn dark strokes on a transparent background invisible.
-            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            white = Image.new("RGBA", image.size, "white")
             return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
         return image.convert("RGB")
     except ValueError as err:  # e.g. premultiplied "La", which Pillow converts to nothing

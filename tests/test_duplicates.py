@@ -467,3 +467,25 @@ def test_duplicate_groups_list_each_groups_images_in_order():
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_box_weights_area_average_their_cells():
+    """Each thumbnail cell is the area-weighted mean of the pixels it
+    covers (rows sum to 1), in float32: the crops of many images are
+    held at once."""
+    weights = duplicates._box_weights(side=3, thumb=2, low=0.0, high=3.0)
+    assert weights.dtype == np.float32
+    np.testing.assert_allclose(weights, [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]], rtol=1e-6)
+    # A cut border: cells of [0.5, 2.5) only.
+    np.testing.assert_allclose(
+        duplicates._box_weights(side=3, thumb=2, low=0.5, high=2.5), [[0.5, 0.5, 0], [0, 0.5, 0.5]], rtol=1e-6
+    )
+
+
+def test_faint_rows_still_reach_unit_norm_and_similarities_stop_at_one():
+    """A thumbnail varying by a hundredth of a grey level is still a
+    pattern (unit norm after centring); a cosine rounded above 1 is 1."""
+    rows = duplicates._unit_rows(np.array([[0.0, 0.01, 0.0, 0.01]], dtype=np.float32))
+    np.testing.assert_allclose(rows, [[-0.5, 0.5, -0.5, 0.5]], rtol=1e-5)
+    (pair,) = duplicates._near_pairs({(0, 1): 1.0000001})
+    assert pair == (0, 1, 1.0, "near")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -54,6 +56,23 @@ def test_preprocessing_is_bit_identical_to_torchvisions_preset():
         torch.testing.assert_close(
             unnormalised, torch.stack([pre.transform(normalize=False)(i) for i in images]), rtol=0, atol=0
         )
+
+
+def test_a_bicubic_preprocessing_is_honoured_by_both_resizes():
+    """timm's presets and several torchvision weights resize bicubic: the
+    interpolation must reach the short-side resize and the squash alike, with
+    no warning (antialias=False on a PIL image warns and is ignored)."""
+    pre = dataclasses.replace(PRE, interpolation="bicubic")
+    images = [load_rgb(x, i) for i, x in enumerate(X)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_input([crop_pixels(image, pre) for image in images], pre, torch.device("cpu"))
+        squashed = [crop_pixels(image, pre, squash=True) for image in images]
+    torch.testing.assert_close(got, torch.stack([pre.transform()(i) for i in images]), rtol=0, atol=0)
+    side = (pre.crop_size, pre.crop_size)
+    for image, pixels in zip(images, squashed, strict=True):
+        np.testing.assert_array_equal(pixels, np.asarray(image.resize(side, Image.Resampling.BICUBIC)))
+        assert not np.array_equal(pixels, np.asarray(image.resize(side, Image.Resampling.BILINEAR)))
 
 
 def test_inputs_stay_float32_under_a_float64_default_dtype():
