@@ -28,7 +28,9 @@ backbone's weights back towards the pretrained ones (L2-SP, Li et al. 2018,
 decoupled: each step moves a weight ``lr * ALPHA`` of the way back),
 ``ema=DECAY`` ends with an exponential moving average of the weights,
 ``novalid`` trains on the whole training part, ``seed=N`` sets its
-``random_state`` (0 otherwise), ``size=PX`` its ``image_size``. Recipes
+``random_state`` (0 otherwise), ``size=PX`` its ``image_size``, ``us``
+trains with ultrasound-plausible augmentation (``UltrasoundAugmentation``:
+the default policy, then gain, depth attenuation and speckle). Recipes
 joined by ``&`` are fitted each and scored as one, their log-probabilities
 averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
 ``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. A recipe prefixed ``vote+``
@@ -43,11 +45,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import busi_arguments, duplicate_groups, grouped_folds, load_busi, machine
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
@@ -57,6 +61,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import get_backbone
 from skorchlite.finetune import loop, run
+from skorchlite.finetune.augmentation import DefaultAugmentation
 from skorchlite.networks import PooledNodes
 from skorchlite.voting import default_layer_head
 
@@ -182,6 +187,30 @@ def finetuned_blocks(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray):
     return make_pipeline(PretrainedFeatureExtractor(weights=path, layer="blocks"), voting).fit(X, y)
 
 
+@dataclass(frozen=True)
+class UltrasoundAugmentation:
+    """The default policy, then what changes between ultrasound machines and
+    sessions: an overall gain, attenuation with depth (the image's rows
+    darken towards the bottom) and multiplicative speckle, correlated over
+    a few pixels (drawn at a quarter of the size, resized up)."""
+
+    size: int
+    seeded = True
+
+    def __call__(self, image: Image.Image, seed: int) -> Image.Image:
+        out = DefaultAugmentation(size=self.size)(image, seed)
+        rng = np.random.default_rng([seed, 1])
+        pixels = np.asarray(out, dtype=np.float32)
+        depth = np.linspace(0.0, 1.0, self.size, dtype=np.float32)[:, None, None]
+        pixels *= rng.uniform(0.8, 1.2) * np.exp(-rng.uniform(0.0, 0.6) * depth)
+        if rng.random() < 0.5:
+            k, side = rng.uniform(8.0, 30.0), max(self.size // 4, 1)
+            noise = rng.gamma(k, 1 / k, (side, side)).astype(np.float32)
+            grain = Image.fromarray(noise, mode="F").resize((self.size, self.size), Image.Resampling.BILINEAR)
+            pixels *= np.asarray(grain)[..., None]
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -196,13 +225,15 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
     kind, unfreeze, lr, epochs, *flags = name.split(":")
-    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size"} for f in flags):
+    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size", "us"} for f in flags):
         start_heads_from(probe(X, y))
         settings = dict(f.split("=") if "=" in f else (f, "1") for f in flags)
         anchor_and_average(float(settings.get("l2sp", 0)), float(settings.get("ema", 0)))
         options = {"validation_fraction": 0.0} if "novalid" in settings else {}
         options |= {"random_state": int(settings.get("seed", 0))}
         options |= {"image_size": int(settings["size"])} if "size" in settings else {}
+        resize = get_backbone("efficientnet_lite0").preprocessing.resized(options.get("image_size")).resize_size
+        options |= {"augment": UltrasoundAugmentation(resize)} if "us" in settings else {}
     elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
         start_from_voting(X, y, fix_head="fix" in flags)
         groups = get_backbone("efficientnet_lite0").layer_groups
