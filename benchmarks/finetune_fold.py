@@ -206,7 +206,7 @@ class UltrasoundAugmentation:
         if rng.random() < 0.5:
             k, side = rng.uniform(8.0, 30.0), max(self.size // 4, 1)
             noise = rng.gamma(k, 1 / k, (side, side)).astype(np.float32)
-            grain = Image.fromarray(noise, mode="F").resize((self.size, self.size), Image.Resampling.BILINEAR)
+            grain = Image.fromarray(noise).resize((self.size, self.size), Image.Resampling.BILINEAR)
             pixels *= np.asarray(grain)[..., None]
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
