@@ -37,7 +37,8 @@ averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
 is also scored as the frozen ``"blocks"`` voting on its fine-tuned backbone
 (the fine-tuned network's blocks feeding ``LayerVotingClassifier``).
 
-Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
+``--classes benign malignant`` keeps those classes only (BUSI's two-class
+task). Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 ``python benchmarks/finetune_fold.py 0 default blocks lpft:2:3e-4:6``.
 """
 
@@ -73,15 +74,24 @@ def probe(X: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced").fit(features, y)
 
 
+def two_logits(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A linear model's weights with one row per class: a two-class model's
+    single logit split into two that differ by it (the same softmax)."""
+    if len(weight) > 1:
+        return weight, bias
+    return np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+
+
 def start_heads_from(fitted: LogisticRegression) -> None:
     """Every network the fine-tuner builds from now on starts its head as ``fitted``."""
     build = run.build_network
+    weight, bias = two_logits(fitted.coef_, fitted.intercept_)
 
     def with_probe(backbone, n_classes):
         network = build(backbone, n_classes)
         with torch.no_grad():
-            network[1].weight.copy_(torch.as_tensor(fitted.coef_, dtype=torch.float32))
-            network[1].bias.copy_(torch.as_tensor(fitted.intercept_, dtype=torch.float32))
+            network[1].weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            network[1].bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         return network
 
     run.build_network = with_probe
@@ -119,8 +129,7 @@ def start_from_voting(X: np.ndarray, y: np.ndarray, fix_head: bool) -> None:
     scalers, heads = zip(*((e[0], e[-1]) for e in voting.estimators_), strict=True)
     weight = np.concatenate([h.coef_ for h in heads], axis=1)
     bias = np.sum([h.intercept_ for h in heads], axis=0)
-    if len(weight) == 1:  # two classes: one logit, split into two
-        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    weight, bias = two_logits(weight, bias)
     mean = np.concatenate([s.mean_ for s in scalers])
     scale = np.concatenate([s.scale_ for s in scalers])
 
@@ -260,9 +269,12 @@ def main() -> None:
     parser = busi_arguments(__doc__, quick=300)
     parser.add_argument("fold", type=int, choices=range(5))
     parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant)")
     args = parser.parse_args()
     print(machine())
     X, y = load_busi(args.data, args.limit)
+    if args.classes:
+        X, y = X[np.isin(y, args.classes)], y[np.isin(y, args.classes)]
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
     # What a recipe patches (the network built, the optimiser, the snapshot),
     # put back before each, so that each recipe of one run starts from the library's own.
