@@ -152,8 +152,8 @@ def _curve_areas(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> 
     for j, label in enumerate(classes.tolist()):
         positive = y_true == label
         both = 0 < positive.sum() < len(positive)
-        aucs.append(roc_auc_score(positive, proba[:, j]) if both else float("nan"))
-        aps.append(average_precision_score(positive, proba[:, j]) if positive.any() else float("nan"))
+        aucs.append(roc_auc_score(positive, proba[:, j]) if both else np.nan)
+        aps.append(average_precision_score(positive, proba[:, j]) if positive.any() else np.nan)
     return aucs, aps
 
 
@@ -393,7 +393,7 @@ def _average(values: Sequence[float], weights: Any) -> float:
     array = np.asarray(values, dtype=float)
     keep = np.isfinite(array)
     if not keep.any():
-        return float("nan")
+        return np.nan
     return float(np.average(array[keep], weights=None if weights is None else np.asarray(weights)[keep]))
 
 
