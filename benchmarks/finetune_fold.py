@@ -30,7 +30,9 @@ decoupled: each step moves a weight ``lr * ALPHA`` of the way back),
 ``novalid`` trains on the whole training part, ``seed=N`` sets its
 ``random_state`` (0 otherwise), ``size=PX`` its ``image_size``, ``us``
 trains with ultrasound-plausible augmentation (``UltrasoundAugmentation``:
-the default policy, then gain, depth attenuation and speckle). Recipes
+the default policy, then gain, depth attenuation and speckle), ``ta`` with
+one TrivialAugment Wide operation after the default policy
+(``TrivialAugmentation``). Recipes
 joined by ``&`` are fitted each and scored as one, their log-probabilities
 averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
 ``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. A recipe prefixed ``vote+``
@@ -52,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import busi_arguments, duplicate_groups, grouped_folds, load_busi, machine
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
@@ -220,6 +222,37 @@ class UltrasoundAugmentation:
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+@dataclass(frozen=True)
+class TrivialAugmentation:
+    """The default policy, then one operation of TrivialAugment Wide (Müller
+    and Hutter 2021) at a uniform strength, drawn from ``seed`` (torchvision's
+    own draws from the global generator, which the decoding threads share)."""
+
+    size: int
+    seeded = True
+
+    def __call__(self, image: Image.Image, seed: int) -> Image.Image:
+        out = DefaultAugmentation(size=self.size)(image, seed)
+        rng = np.random.default_rng([seed, 2])
+        m, sign = rng.uniform(0.0, 1.0), rng.choice([-1.0, 1.0])
+        operations = [
+            lambda i: i,
+            lambda i: ImageOps.autocontrast(i),
+            lambda i: ImageOps.equalize(i),
+            lambda i: i.rotate(sign * 135 * m, resample=Image.Resampling.BILINEAR),
+            lambda i: ImageOps.solarize(i, int(255 * (1 - m))),
+            lambda i: ImageOps.posterize(i, int(8 - 6 * m)),
+            lambda i: ImageEnhance.Contrast(i).enhance(1 + sign * 0.99 * m),
+            lambda i: ImageEnhance.Brightness(i).enhance(1 + sign * 0.99 * m),
+            lambda i: ImageEnhance.Sharpness(i).enhance(1 + sign * 0.99 * m),
+            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, sign * 0.99 * m, 0, 0, 1, 0)),
+            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, sign * 0.99 * m, 1, 0)),
+            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, sign * 32 * m, 0, 1, 0)),
+            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, 0, 1, sign * 32 * m)),
+        ]
+        return operations[rng.integers(len(operations))](out)
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -234,7 +267,7 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
     kind, unfreeze, lr, epochs, *flags = name.split(":")
-    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size", "us"} for f in flags):
+    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size", "us", "ta"} for f in flags):
         start_heads_from(probe(X, y))
         settings = dict(f.split("=") if "=" in f else (f, "1") for f in flags)
         anchor_and_average(float(settings.get("l2sp", 0)), float(settings.get("ema", 0)))
@@ -243,6 +276,7 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         options |= {"image_size": int(settings["size"])} if "size" in settings else {}
         resize = get_backbone("efficientnet_lite0").preprocessing.resized(options.get("image_size")).resize_size
         options |= {"augment": UltrasoundAugmentation(resize)} if "us" in settings else {}
+        options |= {"augment": TrivialAugmentation(resize)} if "ta" in settings else {}
     elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
         start_from_voting(X, y, fix_head="fix" in flags)
         groups = get_backbone("efficientnet_lite0").layer_groups
