@@ -274,9 +274,13 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         options = {"validation_fraction": 0.0} if "novalid" in settings else {}
         options |= {"random_state": int(settings.get("seed", 0))}
         options |= {"image_size": int(settings["size"])} if "size" in settings else {}
-        resize = get_backbone("efficientnet_lite0").preprocessing.resized(options.get("image_size")).resize_size
-        options |= {"augment": UltrasoundAugmentation(resize)} if "us" in settings else {}
-        options |= {"augment": TrivialAugmentation(resize)} if "ta" in settings else {}
+        policies = [p for flag, p in (("us", UltrasoundAugmentation), ("ta", TrivialAugmentation)) if flag in settings]
+        if len(policies) > 1:
+            raise SystemExit(f"{name!r}: one augmentation flag at most (us or ta)")
+        if policies:
+            # At the size the fine-tuner gives its own default policy: the preset's resize.
+            preset = get_backbone("efficientnet_lite0").preprocessing.resized(options.get("image_size"))
+            options["augment"] = policies[0](preset.resize_size)
     elif kind == "blocks-lpft" and set(flags) <= {"fix", "noaug"}:
         start_from_voting(X, y, fix_head="fix" in flags)
         groups = get_backbone("efficientnet_lite0").layer_groups
@@ -308,7 +312,10 @@ def main() -> None:
     print(machine())
     X, y = load_busi(args.data, args.limit)
     if args.classes:
-        X, y = X[np.isin(y, args.classes)], y[np.isin(y, args.classes)]
+        if unknown := sorted(set(args.classes) - set(y.tolist())):
+            parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
+        keep = np.isin(y, args.classes)
+        X, y = X[keep], y[keep]
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
     # What a recipe patches (the network built, the optimiser, the snapshot),
     # put back before each, so that each recipe of one run starts from the library's own.
