@@ -32,7 +32,9 @@ decoupled: each step moves a weight ``lr * ALPHA`` of the way back),
 trains with ultrasound-plausible augmentation (``UltrasoundAugmentation``:
 the default policy, then gain, depth attenuation and speckle), ``ta`` with
 one TrivialAugment Wide operation after the default policy
-(``TrivialAugmentation``). Recipes
+(``TrivialAugmentation``), ``ra`` with RandAugment's two operations at
+magnitude 9 (``RandAugmentation``), ``mixup=ALPHA`` or ``cutmix=ALPHA``
+mixes each training batch with itself shuffled (``mix_batches``). Recipes
 joined by ``&`` are fitted each and scored as one, their log-probabilities
 averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
 ``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. A recipe prefixed ``vote+``
@@ -40,7 +42,9 @@ is also scored as the frozen ``"blocks"`` voting on its fine-tuned backbone
 (the fine-tuned network's blocks feeding ``LayerVotingClassifier``).
 
 ``--classes benign malignant`` keeps those classes only (BUSI's two-class
-task). Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
+task); ``--views N`` also scores each recipe on N test-time views of each
+test image (``views``: the image, its mirror, a central zoom and the corner
+crops), their log-probabilities averaged. Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 ``python benchmarks/finetune_fold.py 0 default blocks lpft:2:3e-4:6``.
 """
 
@@ -222,6 +226,34 @@ class UltrasoundAugmentation:
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def image_operations(m: float, sign: float, ranges: dict[str, float]) -> list:
+    """The image operations of TrivialAugment and RandAugment at strength
+    ``m`` (0 to 1) in direction ``sign``, each scaled by its ``ranges``
+    (torchvision's "wide" ranges or RandAugment's; shifts in pixels)."""
+    rotate, enhance, shear, shift = (ranges[k] * m * sign for k in ("rotate", "enhance", "shear", "shift"))
+    return [
+        lambda i: i,
+        lambda i: ImageOps.autocontrast(i),
+        lambda i: ImageOps.equalize(i),
+        lambda i: i.rotate(rotate, resample=Image.Resampling.BILINEAR),
+        lambda i: ImageOps.solarize(i, int(255 * (1 - m))),
+        lambda i: ImageOps.posterize(i, int(8 - ranges["posterize"] * m)),
+        lambda i: ImageEnhance.Contrast(i).enhance(1 + enhance),
+        lambda i: ImageEnhance.Brightness(i).enhance(1 + enhance),
+        lambda i: ImageEnhance.Sharpness(i).enhance(1 + enhance),
+        lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, shear, 0, 0, 1, 0)),
+        lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, shear, 1, 0)),
+        lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, shift, 0, 1, 0)),
+        lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, 0, 1, shift)),
+    ]
+
+
+# torchvision's ranges of TrivialAugment Wide and of RandAugment (Cubuk et
+# al. 2020), whose shift is 150/331 of the image's side.
+WIDE_RANGES = {"rotate": 135.0, "enhance": 0.99, "shear": 0.99, "shift": 32.0, "posterize": 6.0}
+RAND_RANGES = {"rotate": 30.0, "enhance": 0.9, "shear": 0.3, "posterize": 4.0}
+
+
 @dataclass(frozen=True)
 class TrivialAugmentation:
     """The default policy, then one operation of TrivialAugment Wide (Müller
@@ -234,23 +266,89 @@ class TrivialAugmentation:
     def __call__(self, image: Image.Image, seed: int) -> Image.Image:
         out = DefaultAugmentation(size=self.size)(image, seed)
         rng = np.random.default_rng([seed, 2])
-        m, sign = rng.uniform(0.0, 1.0), rng.choice([-1.0, 1.0])
-        operations = [
-            lambda i: i,
-            lambda i: ImageOps.autocontrast(i),
-            lambda i: ImageOps.equalize(i),
-            lambda i: i.rotate(sign * 135 * m, resample=Image.Resampling.BILINEAR),
-            lambda i: ImageOps.solarize(i, int(255 * (1 - m))),
-            lambda i: ImageOps.posterize(i, int(8 - 6 * m)),
-            lambda i: ImageEnhance.Contrast(i).enhance(1 + sign * 0.99 * m),
-            lambda i: ImageEnhance.Brightness(i).enhance(1 + sign * 0.99 * m),
-            lambda i: ImageEnhance.Sharpness(i).enhance(1 + sign * 0.99 * m),
-            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, sign * 0.99 * m, 0, 0, 1, 0)),
-            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, sign * 0.99 * m, 1, 0)),
-            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, sign * 32 * m, 0, 1, 0)),
-            lambda i: i.transform(i.size, Image.Transform.AFFINE, (1, 0, 0, 0, 1, sign * 32 * m)),
-        ]
+        operations = image_operations(rng.uniform(0.0, 1.0), rng.choice([-1.0, 1.0]), WIDE_RANGES)
         return operations[rng.integers(len(operations))](out)
+
+
+@dataclass(frozen=True)
+class RandAugmentation:
+    """The default policy, then RandAugment's two operations at its magnitude
+    9 of 30 (Cubuk et al. 2020, torchvision's defaults), drawn from ``seed``."""
+
+    size: int
+    seeded = True
+
+    def __call__(self, image: Image.Image, seed: int) -> Image.Image:
+        out = DefaultAugmentation(size=self.size)(image, seed)
+        rng = np.random.default_rng([seed, 3])
+        for _ in range(2):
+            ranges = RAND_RANGES | {"shift": 150 / 331 * self.size}
+            operations = image_operations(9 / 30, rng.choice([-1.0, 1.0]), ranges)
+            out = operations[rng.integers(len(operations))](out)
+        return out
+
+
+def mix_batches(alpha: float, cut: bool) -> None:
+    """Every training step from now on mixes its batch with a shuffled copy
+    of itself, a Beta(``alpha``, ``alpha``) share ``lam`` of the first:
+    MixUp (Zhang et al. 2018) blends the pixels, CutMix (Yun et al. 2019,
+    ``cut``) pastes a box of ``1 - lam`` of the area; the loss is the same
+    blend of the two images' losses."""
+    network = loop.Trainer._training_network
+    loss = loop.weighted_loss
+    rng = np.random.default_rng(0)
+    mixed: list[tuple[float, torch.Tensor]] = []
+
+    def mixing(trainer):
+        net = network(trainer)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            lam, order = float(rng.beta(alpha, alpha)), torch.as_tensor(rng.permutation(len(x)))
+            if cut:
+                h, w = x.shape[-2:]
+                bh, bw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
+                top, left = rng.integers(h - bh + 1), rng.integers(w - bw + 1)
+                x = x.clone()
+                x[..., top : top + bh, left : left + bw] = x[order][..., top : top + bh, left : left + bw]
+                lam = 1 - bh * bw / (h * w)
+            else:
+                x = lam * x + (1 - lam) * x[order]
+            mixed.append((lam, order))
+            return net(x)
+
+        return forward
+
+    def mixed_loss(logits, target, weight, smoothing):
+        if not mixed:  # validation: the images as they are
+            return loss(logits, target, weight, smoothing)
+        lam, order = mixed.pop()
+        return lam * loss(logits, target, weight, smoothing) + (1 - lam) * loss(
+            logits, target[order], weight[order], smoothing
+        )
+
+    loop.Trainer._training_network = mixing
+    loop.weighted_loss = mixed_loss
+
+
+def views(X: np.ndarray, n: int) -> list[list[Image.Image]]:
+    """``n`` test-time views of each image: as it is, mirrored, then a
+    central zoom to 7/8 of each side, mirrored, then the four corner 7/8
+    crops."""
+    images = [ImageOps.exif_transpose(Image.open(path)).convert("RGB") for path in X]
+
+    def crop(i: Image.Image, x: float, y: float) -> Image.Image:
+        w, h = int(i.width * 7 / 8), int(i.height * 7 / 8)
+        left, top = int((i.width - w) * x), int((i.height - h) * y)
+        return i.crop((left, top, left + w, top + h))
+
+    transforms = [
+        lambda i: i,
+        ImageOps.mirror,
+        lambda i: crop(i, 0.5, 0.5),
+        lambda i: ImageOps.mirror(crop(i, 0.5, 0.5)),
+        *(lambda i, x=x, y=y: crop(i, x, y) for x, y in ((0, 0), (1, 0), (0, 1), (1, 1))),
+    ]
+    return [[t(i) for i in images] for t in transforms[:n]]
 
 
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
@@ -267,16 +365,24 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             PretrainedFeatureExtractor(), LogisticRegression(C=PROBE_C, max_iter=3000, class_weight="balanced")
         )
     kind, unfreeze, lr, epochs, *flags = name.split(":")
-    if kind == "lpft" and all(f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size", "us", "ta"} for f in flags):
+    if kind == "lpft" and all(
+        f.split("=")[0] in {"l2sp", "ema", "novalid", "seed", "size", "us", "ta", "ra", "mixup", "cutmix"}
+        for f in flags
+    ):
         start_heads_from(probe(X, y))
         settings = dict(f.split("=") if "=" in f else (f, "1") for f in flags)
         anchor_and_average(float(settings.get("l2sp", 0)), float(settings.get("ema", 0)))
         options = {"validation_fraction": 0.0} if "novalid" in settings else {}
         options |= {"random_state": int(settings.get("seed", 0))}
         options |= {"image_size": int(settings["size"])} if "size" in settings else {}
-        policies = [p for flag, p in (("us", UltrasoundAugmentation), ("ta", TrivialAugmentation)) if flag in settings]
+        flagged = (("us", UltrasoundAugmentation), ("ta", TrivialAugmentation), ("ra", RandAugmentation))
+        policies = [p for flag, p in flagged if flag in settings]
         if len(policies) > 1:
-            raise SystemExit(f"{name!r}: one augmentation flag at most (us or ta)")
+            raise SystemExit(f"{name!r}: one augmentation flag at most (us, ta or ra)")
+        if "mixup" in settings and "cutmix" in settings:
+            raise SystemExit(f"{name!r}: mixup or cutmix, not both")
+        if mixing := [f for f in ("mixup", "cutmix") if f in settings]:
+            mix_batches(float(settings[mixing[0]]), cut=mixing[0] == "cutmix")
         if policies:
             # At the size the fine-tuner gives its own default policy: the preset's resize.
             preset = get_backbone("efficientnet_lite0").preprocessing.resized(options.get("image_size"))
@@ -308,6 +414,7 @@ def main() -> None:
     parser.add_argument("fold", type=int, choices=range(5))
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant)")
+    parser.add_argument("--views", type=int, choices=range(2, 9), help="also score with this many test-time views")
     args = parser.parse_args()
     print(machine())
     X, y = load_busi(args.data, args.limit)
@@ -319,7 +426,13 @@ def main() -> None:
     train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
     # What a recipe patches (the network built, the optimiser, the snapshot),
     # put back before each, so that each recipe of one run starts from the library's own.
-    patched = [(run, "build_network"), (loop, "make_optimizer"), (loop.Trainer, "_snapshot")]
+    patched = [
+        (run, "build_network"),
+        (loop, "make_optimizer"),
+        (loop, "weighted_loss"),
+        (loop.Trainer, "_snapshot"),
+        (loop.Trainer, "_training_network"),
+    ]
     originals = [getattr(owner, name) for owner, name in patched]
     for name in args.recipes:
         start = time.perf_counter()
@@ -333,6 +446,13 @@ def main() -> None:
         log_proba = np.mean([np.log(np.clip(m.predict_proba(X[test]), 1e-12, None)) for m in models], axis=0)
         score = balanced_accuracy_score(y[test], models[0].classes_[log_proba.argmax(axis=1)])
         print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
+        if args.views:
+            test_views = views(X[test], args.views)
+            log_proba = np.mean(
+                [np.log(np.clip(m.predict_proba(v), 1e-12, None)) for m in models for v in test_views], axis=0
+            )
+            score = balanced_accuracy_score(y[test], models[0].classes_[log_proba.argmax(axis=1)])
+            print(f"fold {args.fold}  {name + f' {args.views} views':24} balanced accuracy {score:.3f}", flush=True)
         if name.startswith("vote+") and len(models) == 1:
             voting = finetuned_blocks(models[0], X[train], y[train])
             score = balanced_accuracy_score(y[test], voting.predict(X[test]))
