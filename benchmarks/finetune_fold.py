@@ -69,6 +69,7 @@ from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeat
 from skorchlite.backbones import get_backbone
 from skorchlite.finetune import loop, run
 from skorchlite.finetune.augmentation import DefaultAugmentation
+from skorchlite.images import check_images, load_rgb
 from skorchlite.networks import PooledNodes
 from skorchlite.voting import default_layer_head
 
@@ -334,7 +335,7 @@ def views(X: np.ndarray, n: int) -> list[list[Image.Image]]:
     """``n`` test-time views of each image: as it is, mirrored, then a
     central zoom to 7/8 of each side, mirrored, then the four corner 7/8
     crops."""
-    images = [ImageOps.exif_transpose(Image.open(path)).convert("RGB") for path in X]
+    images = [load_rgb(sample, index) for index, sample in enumerate(check_images(X))]
 
     def crop(i: Image.Image, x: float, y: float) -> Image.Image:
         w, h = int(i.width * 7 / 8), int(i.height * 7 / 8)
