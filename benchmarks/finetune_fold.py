@@ -10,8 +10,11 @@ seconds its fit took. A quick way to try a fine-tuning lever before the
 verdict.
 
 Recipes: ``default`` (``FineTuneClassifier()``), ``balanced`` (with
-``class_weight="balanced"``), ``blocks`` (frozen ``"blocks"`` features, a
-head per layer voting), ``probe`` (logistic regression on frozen
+``class_weight="balanced"``), ``strategy`` (the fine-tuning of
+``default_strategies``: all layers, balanced, mirror TTA), ``blocks``
+(frozen ``"blocks"`` features, a head per layer voting),
+``ft:NAME=VALUE:...`` (``FineTuneClassifier`` with those parameters, e.g.
+``ft:unfreeze=all:lr=5e-3``), ``probe`` (logistic regression on frozen
 penultimate features), and ``lpft:UNFREEZE:LR:EPOCHS`` (LP-FT, Kumar et al.
 2022: the head starts as that probe, then ``UNFREEZE`` groups train at
 ``LR`` for ``EPOCHS`` epochs with balanced class weights; the probe is put
@@ -50,6 +53,7 @@ crops), their log-probabilities averaged. Run: ``python benchmarks/finetune_fold
 
 from __future__ import annotations
 
+import ast
 import tempfile
 import time
 from dataclasses import dataclass
@@ -71,6 +75,7 @@ from skorchlite.finetune import loop, run
 from skorchlite.finetune.augmentation import DefaultAugmentation
 from skorchlite.images import check_images, load_rgb
 from skorchlite.networks import PooledNodes
+from skorchlite.strategies import default_strategies
 from skorchlite.voting import default_layer_head
 
 PROBE_C = 0.1
@@ -352,11 +357,24 @@ def views(X: np.ndarray, n: int) -> list[list[Image.Image]]:
     return [[t(i) for i in images] for t in transforms[:n]]
 
 
+def literal(text: str):
+    """A Python literal (``5e-3``, ``True``, ``None``), else the text itself (``all``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
     if name == "balanced":
         return FineTuneClassifier(random_state=0, class_weight="balanced")
+    if name == "strategy":
+        return default_strategies(["efficientnet_lite0"])[-1].estimator
+    if name.startswith("ft:"):
+        settings = dict(setting.split("=", 1) for setting in name.split(":")[1:])
+        return FineTuneClassifier(**{"random_state": 0} | {k: literal(v) for k, v in settings.items()})
     if name == "blocks":
         widths = PretrainedFeatureExtractor(layer="blocks").fit().layer_widths_
         voting = LayerVotingClassifier(widths, estimator=default_layer_head())
