@@ -93,9 +93,9 @@ def default_strategies(
     (:class:`~skorchlite.LayerVotingClassifier`): the first backbone's at
     its own resolution, and at that and :data:`RESOLUTION_STEP` pixels
     more; with several backbones, all of them, without and with mirror
-    test-time augmentation. With ``finetune``, all layers of the
-    first backbone fine-tuned (default augmentation, balanced class
-    weights, mirror TTA). Each frozen head chooses its ``C`` from
+    test-time augmentation. With ``finetune``, the first backbone
+    fine-tuned with :class:`~skorchlite.FineTuneClassifier`'s defaults
+    (every layer group), balanced class weights and mirror TTA. Each frozen head chooses its ``C`` from
     :data:`HEAD_C` on inner folds; fine-tuning is scored on the same
     inner folds, so that the choice between recipes compares them on
     the same images.
@@ -198,10 +198,6 @@ def default_strategies(
     if finetune:
         model = FineTuneClassifier(
             backbone=first,
-            unfreeze="all",
-            freeze_epochs=2,
-            epochs=8,
-            lr=5e-3,
             class_weight="balanced",
             tta=True,
             image_size=image_size,

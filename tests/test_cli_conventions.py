@@ -64,6 +64,15 @@ def test_global_options_go_before_or_after_the_verb(verb, verbose, debug, before
     assert args.debug is debug
 
 
+def test_finetune_defaults_are_the_estimators():
+    """The recipe ``skorchlite finetune DIR -o M`` trains is ``FineTuneClassifier()``'s."""
+    args = build_parser().parse_args(["finetune", "d", "-o", "m.skorchlite"])
+    defaults = skorchlite.FineTuneClassifier().get_params()
+    shared = ["backbone", "weights", "unfreeze", "epochs", "freeze_epochs", "lr", "image_size"]
+    shared += ["validation_fraction", "n_iter_no_change", "batch_size", "precision", "tta"]
+    assert {name: getattr(args, name) for name in shared} == {name: defaults[name] for name in shared}
+
+
 # --- evaluate's and embed's engine options -----------------------------------------
 
 

@@ -148,6 +148,8 @@ def test_finetune_report_page_in_a_browser(folder, tmp_path, capsys):
         str(model),
         "--unfreeze",
         "1",
+        "--freeze-epochs",
+        "1",
         "--epochs",
         "2",
         "--image-size",
