@@ -7,9 +7,9 @@ features with one head per layer voting (Lite0 at its own resolution, Lite0
 at two resolutions, all backbones with and without mirror test-time
 augmentation), and all layers fine-tuned. Outer folds: 5-fold ``StratifiedGroupKFold(shuffle=True,
 random_state=0)`` on ``find_duplicates`` groups. Each recipe's head C is
-chosen on inner grouped folds of each outer training fold, and fine-tuning
-is scored on the same folds; so is the strategy of the "chosen on inner
-folds" row chosen.
+chosen on inner grouped folds of each outer training fold, where
+fine-tuning is scored too; the "chosen on inner folds" row takes, per
+outer fold, the strategy with the best inner score.
 
 Prints the ranked table (balanced accuracy ± std over the outer folds,
 accuracy, seconds), then the targets of issue 14: the best frozen recipe

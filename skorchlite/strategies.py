@@ -95,10 +95,10 @@ def default_strategies(
     more; with several backbones, all of them, without and with mirror
     test-time augmentation. With ``finetune``, the first backbone
     fine-tuned with :class:`~skorchlite.FineTuneClassifier`'s defaults
-    (every layer group), balanced class weights and mirror TTA. Each frozen head chooses its ``C`` from
-    :data:`HEAD_C` on inner folds; fine-tuning is scored on the same
-    inner folds, so that the choice between recipes compares them on
-    the same images.
+    (every layer group), balanced class weights and mirror TTA. Each
+    frozen head chooses its ``C`` from :data:`HEAD_C` on inner folds;
+    fine-tuning is scored on the same inner folds, so that the choice
+    between recipes compares them on the same images.
 
     Parameters
     ----------

@@ -58,7 +58,7 @@ class FineTuneClassifier(
         module's: its top-level children that hold parameters).
     unfreeze : int or "all", default="all"
         Number of layer groups to train, counted from the output; 0 trains
-        the head only. These defaults scored best on BUSI (``docs/medical.md``).
+        the head only. This default and those of ``epochs``, ``freeze_epochs``, ``lr`` scored best on BUSI.
     epochs : int, default=8
         Epochs with the chosen groups unfrozen (or head-only epochs when
         ``unfreeze=0``).
