@@ -428,6 +428,14 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
     )
 
 
+def averaged_score(models: list, inputs: list, y: np.ndarray) -> float:
+    """Balanced accuracy of the models' log-probabilities averaged over
+    models and over ``inputs`` (the same images, seen one way in each), as
+    the voting heads average theirs."""
+    log_proba = np.mean([np.log(np.clip(m.predict_proba(X), 1e-12, None)) for m in models for X in inputs], axis=0)
+    return balanced_accuracy_score(y, models[0].classes_[log_proba.argmax(axis=1)])
+
+
 def main() -> None:
     parser = busi_arguments(__doc__, quick=300)
     parser.add_argument("fold", type=int, choices=range(5))
@@ -461,16 +469,10 @@ def main() -> None:
                 setattr(owner, attribute, original)
             models.append(recipe(member.removeprefix("vote+"), X[train], y[train]).fit(X[train], y[train]))
         seconds = time.perf_counter() - start
-        # Members average their log-probabilities, as the voting heads do.
-        log_proba = np.mean([np.log(np.clip(m.predict_proba(X[test]), 1e-12, None)) for m in models], axis=0)
-        score = balanced_accuracy_score(y[test], models[0].classes_[log_proba.argmax(axis=1)])
+        score = averaged_score(models, [X[test]], y[test])
         print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
         if args.views:
-            test_views = views(X[test], args.views)
-            log_proba = np.mean(
-                [np.log(np.clip(m.predict_proba(v), 1e-12, None)) for m in models for v in test_views], axis=0
-            )
-            score = balanced_accuracy_score(y[test], models[0].classes_[log_proba.argmax(axis=1)])
+            score = averaged_score(models, views(X[test], args.views), y[test])
             print(f"fold {args.fold}  {name + f' {args.views} views':24} balanced accuracy {score:.3f}", flush=True)
         if name.startswith("vote+") and len(models) == 1:
             voting = finetuned_blocks(models[0], X[train], y[train])
