@@ -373,7 +373,10 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "strategy":
         return default_strategies(["efficientnet_lite0"])[-1].estimator
     if name.startswith("ft:"):
-        settings = dict(setting.split("=", 1) for setting in name.split(":")[1:])
+        pairs = [setting.split("=", 1) for setting in name.split(":")[1:]]
+        if any(len(pair) != 2 for pair in pairs):
+            raise SystemExit(f"{name!r}: each setting after 'ft:' is NAME=VALUE")
+        settings = dict(pairs)
         return FineTuneClassifier(**{"random_state": 0} | {k: literal(v) for k, v in settings.items()})
     if name == "blocks":
         widths = PretrainedFeatureExtractor(layer="blocks").fit().layer_widths_
