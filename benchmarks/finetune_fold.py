@@ -54,10 +54,8 @@ crops), their log-probabilities averaged. Run: ``python benchmarks/finetune_fold
 from __future__ import annotations
 
 import ast
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -200,12 +198,13 @@ def anchor_and_average(l2sp: float, ema: float) -> None:
 
 
 def finetuned_blocks(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray):
-    """Frozen voting on the ``"blocks"`` layers of ``model``'s fine-tuned backbone."""
-    path = Path(tempfile.mkdtemp(prefix="finetune_fold-")) / "backbone.pth"  # read again at predict: kept
-    torch.save(model.model_[0].state_dict(), path)
-    widths = PretrainedFeatureExtractor(weights=path, layer="blocks").fit().layer_widths_
-    voting = LayerVotingClassifier(widths, estimator=default_layer_head())
-    return make_pipeline(PretrainedFeatureExtractor(weights=path, layer="blocks"), voting).fit(X, y)
+    """Frozen voting on the ``"blocks"`` layers of ``model``'s fine-tuned
+    backbone (``layer="blocks"``, as ``default_strategies`` runs it, without
+    fitting ``model`` again)."""
+    model.set_params(layer="blocks")
+    extractor = PretrainedFeatureExtractor(backbone=model.backbone, weights=model.weights, layer="blocks")
+    voting = LayerVotingClassifier(extractor.fit().layer_widths_, estimator=default_layer_head())
+    return make_pipeline(model, voting.fit(model.transform(X), y))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,16 @@ from torchvision.transforms import InterpolationMode
 from .backbones import Preprocessing
 from .images import Sample, load_keyed, load_rgb
 from .memory import freed_memory_kept
-from .networks import POOLINGS, GlobalPool, PooledNodes, Pooling, backbone_network, inference_network, output_widths
+from .networks import (
+    POOLINGS,
+    GlobalPool,
+    PooledNodes,
+    Pooling,
+    backbone_network,
+    embedding_module,
+    inference_network,
+    output_widths,
+)
 from .validation import Interval, StrOptions, check_params
 
 __all__ = [
@@ -54,6 +63,7 @@ __all__ = [
     "crop_pixels",
     "decode_workers",
     "embed",
+    "embedding_module",
     "forward",
     "inference_network",
     "iter_batches",
@@ -76,6 +86,7 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "weights": [str, os.PathLike, None],
     "preprocessing": [Preprocessing, dict, None],
     "tta": ["boolean"],
+    "layer": [str, list, tuple, None],
     "image_size": [Interval(Integral, 1, None, closed="left"), None],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     # An int is a CUDA device index, as torch.device takes it.

@@ -174,7 +174,6 @@ class PretrainedFeatureExtractor(
 
     _parameter_constraints: dict = {
         **SHARED_CONSTRAINTS,
-        "layer": [str, list, tuple, None],
         "pooling": [StrOptions(POOLINGS)],
     }
 

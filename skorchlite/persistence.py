@@ -18,9 +18,12 @@ wrote it. Format history:
 3. the same values in a safetensors file, which no Python unpickler reads,
    and fitted state added since version 2 (the fine-tuner's ``multilabel_``)
    (skorchlite 0.3.0).
+4. parameters added since version 3 (the fine-tuner's ``layer``), which a
+   file of version 3 lacks; every parameter is required from version 3 on,
+   each from the version that added it (skorchlite 0.5.0).
 
-A file of an older format loads with the defaults of the fields added
-since; one of a newer format fails, naming both versions.
+A file of an older format loads with the defaults of the fields and
+parameters added since; one of a newer format fails, naming both versions.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ __all__ = [
     "model_state_bytes",
 ]
 
-_FORMAT_VERSION = 3
+_FORMAT_VERSION = 4
+# The first format whose files hold every parameter of the class.
+_ALL_PARAMS_SINCE = 3
 _PLAIN = (type(None), bool, int, float, str)
 
 
@@ -349,6 +354,7 @@ def load_model_state(
     param_names: list[str],
     fields: Mapping[str, FittedField],
     data: bytes | None = None,
+    params_since: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read what :func:`model_state_bytes` wrote, or an older format, without unpickling code.
 
@@ -366,11 +372,16 @@ def load_model_state(
     data : bytes or None, default=None
         The file's bytes, when they were read already (from inside a
         :func:`skorchlite.save` file, say).
+    params_since : mapping of str to int or None, default=None
+        The format version that added each parameter added after version 3;
+        a file of an earlier format lacks it, and the class's default (the
+        behaviour of the version that wrote the file) applies.
 
     Returns
     -------
     params, fitted : dict
-        As saved; ndarrays come back as ndarrays; ``fitted`` holds exactly ``fields``.
+        As saved (the parameters the file's format lacks left out); ndarrays
+        come back as ndarrays; ``fitted`` holds exactly ``fields``.
 
     Raises
     ------
@@ -399,9 +410,10 @@ def load_model_state(
     unknown = sorted(map(str, set(params) - set(param_names)))
     if unknown:
         raise ValueError(f"{str(path)!r} ({written_by}) holds parameters {unknown} that {kind} does not have.")
-    # A file of this format holds every parameter and fitted field: one missing
-    # is damage, not a default (today's default may predict otherwise).
-    lacking = [f"parameter {name}" for name in param_names if name not in params and version == _FORMAT_VERSION]
+    # A file holds every parameter (from format 3 on) and fitted field of its
+    # format: one missing is damage, not a default (today's may predict otherwise).
+    since = {name: max(_ALL_PARAMS_SINCE, (params_since or {}).get(name, 0)) for name in param_names}
+    lacking = [f"parameter {name}" for name in param_names if name not in params and version >= since[name]]
     lacking += [f"fitted {name}" for name, field in fields.items() if name not in stored and version >= field.since]
     if lacking:
         raise ValueError(

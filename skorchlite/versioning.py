@@ -34,7 +34,7 @@ __all__ = [
 # docs/contributing.md says when. It is skorchlite.__version__, kept here,
 # in a module that imports no other of the package, so that every module
 # may read it without depending on the package's __init__.
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 # Bumped only when the same image, backbone, weights and parameters would
 # give other vectors (a change of decoding, resizing, normalisation, pooling,

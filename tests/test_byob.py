@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from torch import nn
 
 import skorchlite.backbones as backbones
-from skorchlite import FineTuneClassifier, PretrainedFeatureExtractor
+from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.backbones import (
     BackboneSource,
     BackboneUnavailableError,
@@ -275,6 +275,34 @@ def test_point4_finetune_transform_gives_the_fine_tuned_features():
     assert not np.allclose(features, pretrained, atol=1e-4)  # the unfrozen group changed them
     pipe = make_pipeline(clone(clf), LogisticRegression(max_iter=200)).fit(X, Y)
     assert pipe.predict(X).shape == (12,)
+
+
+def test_point4_transform_at_a_layer_gives_the_fine_tuned_backbones_layers(tmp_path):
+    clf = FineTuneClassifier(
+        epochs=1, freeze_epochs=0, image_size=64, batch_size=6, validation_fraction=0, random_state=0, cache=False
+    )
+    clf.set_params(layer="blocks").fit(X, Y)
+    features = clf.transform(X)
+    frozen = PretrainedFeatureExtractor(layer="blocks", image_size=64, cache=False).fit()
+    assert features.shape == (12, sum(frozen.layer_widths_)) and features.dtype == np.float32
+    assert len(clf.get_feature_names_out()) == features.shape[1]
+    # The vectors of the extractor that reads the fine-tuned backbone's weights.
+    torch.save(clf.model_[0].state_dict(), tmp_path / "tuned.pth")
+    tuned = PretrainedFeatureExtractor(weights=tmp_path / "tuned.pth", layer="blocks", image_size=64, cache=False)
+    np.testing.assert_allclose(features, tuned.fit_transform(X), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(features, frozen.transform(X), atol=1e-3)
+    # A transform-time setting: the same fit gives the head's input again, and predicts the same.
+    proba = clf.predict_proba(X)
+    assert clf.set_params(layer=None).transform(X).shape == (12, 1280)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    voting = LayerVotingClassifier(frozen.layer_widths_)
+    pipe = make_pipeline(clone(clf).set_params(layer="blocks"), voting).fit(X, Y)
+    assert pipe.score(X, Y) > 0.5
+
+
+def test_point4_an_unknown_layer_is_refused_before_training():
+    with pytest.raises(ValueError, match="_blocks.99"):
+        FineTuneClassifier(layer="_blocks.99", image_size=64, cache=False).fit(X, Y)
 
 
 # ------------------------------------------------------------------ 5. CLI

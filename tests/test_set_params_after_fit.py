@@ -303,6 +303,7 @@ def finetune_alternatives(tmp: Path) -> dict:
         "class_weight": "balanced",
         "augment": "default",
         "tta": True,
+        "layer": ["x", None],  # the input, pooled, beside the penultimate features
         "image_size": 24,
         "batch_size": 1,
         "validation_fraction": 0.5,

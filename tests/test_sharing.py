@@ -293,6 +293,19 @@ def test_a_module_backbone_or_a_nested_fine_tuner_is_refused_when_saving(models,
     assert not list(tmp_path.iterdir())
 
 
+def test_voting_on_fine_tuned_layers_travels_as_its_two_steps(tmp_path):
+    """What docs/strategies.md says to do while save refuses the Pipeline: each fitted step on its own."""
+    widths = _extractor(layer="blocks").fit().layer_widths_
+    tuned = FineTuneClassifier(
+        layer="blocks", epochs=1, freeze_epochs=0, image_size=64, validation_fraction=0, random_state=0, cache=False
+    )
+    pipe = make_pipeline(tuned, LayerVotingClassifier(widths)).fit(X, Y)
+    parts = [skorchlite.save(step, tmp_path / f"{name}.skorchlite") for name, step in pipe.steps]
+    back = make_pipeline(*(skorchlite.load(path) for path in parts))
+    assert back[0].layer == "blocks"
+    np.testing.assert_array_equal(back.predict_proba(X), pipe.predict_proba(X))
+
+
 # -- damaged, truncated, foreign files --------------------------------------------------------
 
 

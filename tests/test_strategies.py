@@ -159,6 +159,11 @@ def test_default_strategies_cover_the_course_and_their_grids_are_parameters():
     assert strategies[3].estimator[-1].blocks == blocks * 2
     # Fine-tuning is scored on the inner folds every recipe gets, not on a hold-out of its own.
     assert strategies[-1].inner_folds is None and strategies[-1].param_grid == {}
+    # The voting recipe on the fine-tuned backbone's layers, its C kept (a grid would fine-tune again).
+    tuned = strategies[-2]
+    assert tuned.name == 'efficientnet_lite0 fine-tuned "blocks", a head per layer voting'
+    assert tuned.estimator[0].layer == "blocks" and tuned.estimator[0].get_params()["unfreeze"] == "all"
+    assert tuned.estimator[-1].blocks == blocks and tuned.param_grid == {} and tuned.inner_folds is None
 
 
 def test_every_strategy_without_folds_of_its_own_is_scored_on_the_same_inner_folds():

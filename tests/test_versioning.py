@@ -73,7 +73,7 @@ def test_the_package_version_moved_on_from_the_unversioned_releases():
 
 def test_a_model_file_records_its_format_and_the_version_that_wrote_it(fitted, tmp_path):
     payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
-    assert payload["version"] == 3 == _FORMAT_VERSION and payload["skorchlite"] == skorchlite.__version__
+    assert payload["version"] == 4 == _FORMAT_VERSION and payload["skorchlite"] == skorchlite.__version__
     assert "weight_scale_" in payload["fitted"] and "multilabel_" in payload["fitted"]
 
 
@@ -101,6 +101,26 @@ def test_a_format_1_file_without_weight_scale_loads_predicts_and_trains_on(fitte
     assert loaded.weight_scale_ == pytest.approx(weights.mean())
     # And it saves again, in the current format.
     assert payload_of(loaded.save_weights(tmp_path / "v3.pt"))["version"] == _FORMAT_VERSION
+
+
+def test_a_format_3_file_without_layer_loads_with_the_penultimate_features(fitted, tmp_path):
+    """Format 3 (skorchlite 0.4.0) had no layer parameter: its transform gave the head's input."""
+    payload = payload_of(fitted.save_weights(tmp_path / "m.pt"))
+    del payload["params"]["layer"]
+    payload.update(version=3, skorchlite="0.4.0")
+    loaded = FineTuneClassifier.load_weights(write_payload(payload, tmp_path / "v3.pt"))
+    assert loaded.layer is None and loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.transform(X), fitted.transform(X))
+    # From format 4 on the parameter is part of the file: one missing is damage.
+    payload["version"] = _FORMAT_VERSION
+    with pytest.raises(ValueError) as info:
+        FineTuneClassifier.load_weights(write_payload(payload, tmp_path / "v4.pt"))
+    _one_line(info.value, "v4.pt", "damaged", "parameter layer")
+
+
+def test_a_current_file_keeps_layer(fitted, tmp_path):
+    path = clone(fitted).set_params(layer="blocks").fit(X, Y).save_weights(tmp_path / "m.pt")
+    assert FineTuneClassifier.load_weights(path).layer == "blocks"
 
 
 def test_a_current_file_without_a_field_of_its_format_is_damaged(fitted, tmp_path):

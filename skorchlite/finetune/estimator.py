@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ..private_api import fit_context
 from ..versioning import VersionedPickleMixin
 from .model_file import load_fitted, save_fitted
 from .parameters import FineTuneParameters, parameter_constraints
-from .run import check_fitted, check_parameters, infer, train_estimator, upgrade_network_key
+from .run import check_fitted, check_parameters, infer, train_estimator, transform_width, upgrade_network_key
 from .steps import BatchNormMode, OptimizerName, Schedule
 
 __all__ = ["FineTuneClassifier"]
@@ -109,6 +109,10 @@ class FineTuneClassifier(
     tta : bool, default=False
         Test-time augmentation: ``predict_proba`` averages the image and its
         mirror image.
+    layer : str, list or None, default=None
+        What :meth:`transform` returns of the fine-tuned backbone, as the extractor's ``layer``:
+        ``None`` the penultimate features; ``"blocks"`` feeds a :class:`~skorchlite.LayerVotingClassifier`
+        after it in a Pipeline, the best recipe on BUSI (``docs/medical.md``). Fit ignores it.
     image_size : int or None, default=None
         Side of the crop the network sees; ``None`` keeps the weights' own.
     batch_size : int, default=32
@@ -237,6 +241,7 @@ class FineTuneClassifier(
         class_weight: Any = None,
         augment: Any = "default",
         tta: bool = False,
+        layer: Any = None,
         image_size: int | None = None,
         batch_size: int = 32,
         validation_fraction: float = 0.1,
@@ -269,6 +274,7 @@ class FineTuneClassifier(
         self.class_weight = class_weight
         self.augment = augment
         self.tta = tta
+        self.layer = layer
         self.image_size = image_size
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
@@ -338,12 +344,6 @@ class FineTuneClassifier(
 
     @fit_context(prefer_skip_nested_validation=True)
     def _partial_fit(self, X: Any, y: Any, classes: Any, sample_weight: Any) -> FineTuneClassifier:
-        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
-            raise ValueError(
-                "class_weight='balanced' is not supported for partial_fit: one call sees only its own rows. "
-                "Compute the weights over all your labels with sklearn.utils.class_weight.compute_class_weight "
-                "and pass them as a dict."
-            )
         train_estimator(
             self,
             X,
@@ -388,7 +388,7 @@ class FineTuneClassifier(
         return (proba > 0.5).astype(np.int64) if self.multilabel_ else self.classes_[proba.argmax(1)]
 
     def transform(self, X: Any) -> np.ndarray:
-        """The fine-tuned network's penultimate features (the head's input).
+        """The fine-tuned network's features at ``layer`` (by default the head's input).
 
         So a fine-tuned backbone can feed any scikit-learn estimator,
         :func:`skorchlite.find_duplicates` or a plot, also as a step of a
@@ -409,7 +409,7 @@ class FineTuneClassifier(
 
     @property
     def _n_features_out(self) -> int:  # the width of transform, which get_feature_names_out names
-        return cast(nn.Linear, self.model_[1]).in_features
+        return transform_width(self)
 
     # ------------------------------------------------------------ checks
     def _check_params(self) -> None:

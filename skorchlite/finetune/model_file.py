@@ -22,7 +22,11 @@ from .targets import check_classes
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
 
-__all__ = ["SAVED_STATE", "fitted_bytes", "load_fitted", "save_fitted"]
+__all__ = ["PARAMETERS_SINCE", "SAVED_STATE", "fitted_bytes", "load_fitted", "save_fitted"]
+
+#: The format version that added each parameter added since format 3 (a file
+#: of format 3 lacks it; the default, None, is how that version transformed).
+PARAMETERS_SINCE = {"layer": 4}
 
 #: What the file holds beside the parameters, and since which format version.
 SAVED_STATE = {
@@ -66,7 +70,7 @@ def load_fitted(
     """A fitted ``cls`` from the file at ``path`` (or its bytes ``data``, read
     already), every value checked as fit would check it before the network
     is rebuilt and given the file's weights."""
-    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data)
+    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data, PARAMETERS_SINCE)
     with damaged_file(path, cls.__name__):
         clf = cls(**params)
         clf._validate_params()

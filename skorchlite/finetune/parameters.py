@@ -72,6 +72,7 @@ class FineTuneParameters:
     class_weight: Any = _allowed(StrOptions(["balanced"]), dict, list, None)
     augment: Any = _allowed(StrOptions(["default"]), callable, None)
     tta: bool = _shared()
+    layer: Any = _shared()
     image_size: int | None = _shared()
     batch_size: int = _shared()
     validation_fraction: float = _allowed(Interval(Real, 0, 1, closed="left"))

@@ -7,6 +7,7 @@ messages it ends with; and a fitted estimator's inference (:func:`infer`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,14 @@ from torch import nn
 
 from ..backbones import Backbone, check_image_size, describe_backbone, estimator_backbone, upgrade_module_digest
 from ..cache import resolve_cache
-from ..engine import autocast, check_precision, decode_workers, resolve_device
+from ..engine import (
+    autocast,
+    check_precision,
+    decode_workers,
+    embedding_module,
+    output_widths,
+    resolve_device,
+)
 from ..extractor import PretrainedFeatureExtractor
 from ..images import Sample, check_images
 from ..private_api import check_sample_weight
@@ -50,6 +58,8 @@ __all__ = [
     "non_finite_error",
     "seeded",
     "train_estimator",
+    "transform_network",
+    "transform_width",
     "upgrade_network_key",
 ]
 
@@ -91,6 +101,12 @@ def train_estimator(
     try:
         params = FineTuneParameters.of(estimator)
         check_parameters(params)
+        if partial and isinstance(params.class_weight, str) and params.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: one call sees only its own rows. "
+                "Compute the weights over all your labels with sklearn.utils.class_weight.compute_class_weight "
+                "and pass them as a dict."
+            )
         samples = check_images(X)
         y = check_targets(y, type(estimator).__name__)
         if len(samples) != len(y):
@@ -187,10 +203,10 @@ def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) ->
     check_fitted(estimator, action)
     samples = check_images(X)
     device = resolve_device(estimator.device)
-    part = estimator.model_ if whole else estimator.model_[0]
-    network = part.to(device, memory_format=torch.channels_last).eval()
+    part = estimator.model_ if whole else transform_network(estimator)
+    network = part.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     inputs = estimator_inputs(estimator, samples, device, embeddings=whole and estimator._embedding_mode_)
-    width = len(estimator.classes_) if whole else estimator._n_features_out
+    width = len(estimator.classes_) if whole else transform_width(estimator)
     out = np.empty((len(samples), width), dtype=np.float32)
     rows = np.arange(len(samples))
     with torch.inference_mode(), autocast(device, estimator.precision):
@@ -201,6 +217,24 @@ def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) ->
         for batch_rows, outputs in batches:
             out[batch_rows] = outputs.float().cpu().numpy()
     return out
+
+
+def transform_network(estimator: FineTuneClassifier) -> nn.Module:
+    """The fitted body up to ``estimator.layer``, each layer average-pooled
+    (the body itself for the penultimate features); shares its weights."""
+    backbone = estimator_backbone(FineTuneParameters.of(estimator))
+    return embedding_module(dataclasses.replace(backbone, model=estimator.model_[0]), estimator.layer, "avg")
+
+
+def transform_width(estimator: FineTuneClassifier) -> int:
+    """The width of ``transform``: the head's input, or the layers' pooled
+    widths summed (those of the pretrained backbone, whose shape it keeps)."""
+    if estimator.layer is None:
+        return cast(nn.Linear, estimator.model_[1]).in_features
+    params = FineTuneParameters.of(estimator)
+    backbone = estimator_backbone(params)
+    size = backbone.preprocessing.resized(params.image_size).crop_size
+    return sum(output_widths(embedding_module(backbone, estimator.layer, "avg"), size))
 
 
 def estimator_inputs(
@@ -239,6 +273,8 @@ def check_parameters(params: FineTuneParameters) -> None:
     check_image_size(params.backbone, params.image_size, params.weights)
     check_precision(params.precision, resolve_device(params.device))
     resolve_cache(params.cache)
+    if params.layer is not None:
+        estimator_backbone(params).resolve_layers(params.layer)
 
 
 def fit_seed(random_state: Any) -> int | None:
