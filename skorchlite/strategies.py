@@ -186,10 +186,10 @@ def default_strategies(
     blocks = PretrainedFeatureExtractor(backbone=first, layer="blocks", **options)
     own_size = image_size or get_backbone(first).preprocessing.crop_size
     larger = clone(blocks).set_params(image_size=own_size + RESOLUTION_STEP)
-    widths = widths_of([blocks])
+    block_widths = widths_of([blocks])
     strategies += [
-        voting(f'{first} "blocks"', [blocks], widths),
-        voting(f'{first} "blocks" at {own_size} and {larger.image_size} px', [blocks, larger], widths * 2),
+        voting(f'{first} "blocks"', [blocks], block_widths),
+        voting(f'{first} "blocks" at {own_size} and {larger.image_size} px', [blocks, larger], block_widths * 2),
     ]
     if len(backbones) > 1:
         every = [clone(blocks).set_params(backbone=name) for name in backbones]
@@ -202,7 +202,7 @@ def default_strategies(
         # pretrained one's: ahead of both on BUSI's two tasks (docs/medical.md).
         # Its head keeps C: a grid would fine-tune again for each value.
         tuned = FineTuneClassifier(backbone=first, layer="blocks", image_size=image_size, random_state=random_state)
-        head_per_layer = LayerVotingClassifier(widths_of([blocks]), estimator=clone(head))
+        head_per_layer = LayerVotingClassifier(block_widths, estimator=clone(head))
         voting_on_tuned = Pipeline([("features", tuned), ("clf", head_per_layer)])
         strategies.append(Strategy(f'{first} fine-tuned "blocks", a head per layer voting', voting_on_tuned))
         model = FineTuneClassifier(

@@ -22,6 +22,7 @@ from ..backbones import Backbone, check_image_size, describe_backbone, estimator
 from ..cache import resolve_cache
 from ..engine import (
     autocast,
+    backbone_network,
     check_precision,
     decode_workers,
     embedding_module,
@@ -228,13 +229,14 @@ def transform_network(estimator: FineTuneClassifier) -> nn.Module:
 
 def transform_width(estimator: FineTuneClassifier) -> int:
     """The width of ``transform``: the head's input, or the layers' pooled
-    widths summed (those of the pretrained backbone, whose shape it keeps)."""
+    widths summed, as the extractor measures them on the pretrained
+    backbone's network (built once per process), whose shape fine-tuning keeps."""
     if estimator.layer is None:
         return cast(nn.Linear, estimator.model_[1]).in_features
     params = FineTuneParameters.of(estimator)
     backbone = estimator_backbone(params)
-    size = backbone.preprocessing.resized(params.image_size).crop_size
-    return sum(output_widths(embedding_module(backbone, estimator.layer, "avg"), size))
+    network = backbone_network(backbone, backbone.resolve_layers(estimator.layer), "avg", torch.device("cpu"))
+    return sum(output_widths(network, backbone.preprocessing.resized(params.image_size).crop_size))
 
 
 def estimator_inputs(
