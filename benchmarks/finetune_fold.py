@@ -9,9 +9,10 @@ seconds its fit took. A quick way to try a fine-tuning lever before the
 (a standard error of about 0.04), so a lever earns the full table, not a
 verdict.
 
-Recipes: ``default`` (``FineTuneClassifier()``), ``balanced`` (with
-``class_weight="balanced"``), ``strategy`` (the fine-tuning of
-``default_strategies``: all layers, balanced, mirror TTA), ``blocks``
+Recipes: ``default`` (``FineTuneClassifier()``: all layers, then a head per
+``"blocks"`` layer voting; also scored through its linear head, the network's
+own, from the same fit), ``balanced`` (with ``class_weight="balanced"``),
+``strategy`` (the fine-tuning of ``default_strategies``), ``blocks``
 (frozen ``"blocks"`` features, a head per layer voting),
 ``ft:NAME=VALUE:...`` (``FineTuneClassifier`` with those parameters, e.g.
 ``ft:unfreeze=all:lr=5e-3``), ``probe`` (logistic regression on frozen
@@ -40,9 +41,8 @@ magnitude 9 (``RandAugmentation``), ``mixup=ALPHA`` or ``cutmix=ALPHA``
 mixes each training batch with itself shuffled (``mix_batches``). Recipes
 joined by ``&`` are fitted each and scored as one, their log-probabilities
 averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
-``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. A recipe prefixed ``vote+``
-is also scored as the frozen ``"blocks"`` voting on its fine-tuned backbone
-(the fine-tuned network's blocks feeding ``LayerVotingClassifier``).
+``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. The ``lpft`` recipes
+predict with their linear head (``head="linear"``), as when they were measured.
 
 ``--classes benign malignant`` keeps those classes only (BUSI's two-class
 task); ``--views N`` also scores each recipe on N test-time views of each
@@ -195,16 +195,6 @@ def anchor_and_average(l2sp: float, ema: float) -> None:
             return {k: v.clone() for k, v in shadow.items()} if shadow else snapshot(trainer)
 
         loop.Trainer._snapshot = averaged
-
-
-def finetuned_blocks(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray):
-    """Frozen voting on the ``"blocks"`` layers of ``model``'s fine-tuned
-    backbone (``layer="blocks"``, as ``default_strategies`` runs it, without
-    fitting ``model`` again)."""
-    model.set_params(layer="blocks")
-    extractor = PretrainedFeatureExtractor(backbone=model.backbone, weights=model.weights, layer="blocks")
-    voting = LayerVotingClassifier(extractor.fit().layer_widths_, estimator=default_layer_head())
-    return make_pipeline(model, voting.fit(model.transform(X), y))
 
 
 @dataclass(frozen=True)
@@ -426,6 +416,7 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         epochs=int(epochs),
         freeze_epochs=0,
         class_weight="balanced",
+        head="linear",
         **({"random_state": 0} | options),
     )
 
@@ -469,18 +460,17 @@ def main() -> None:
         for member in name.split("&"):
             for (owner, attribute), original in zip(patched, originals, strict=True):
                 setattr(owner, attribute, original)
-            models.append(recipe(member.removeprefix("vote+"), X[train], y[train]).fit(X[train], y[train]))
+            models.append(recipe(member, X[train], y[train]).fit(X[train], y[train]))
         seconds = time.perf_counter() - start
         score = averaged_score(models, [X[test]], y[test])
         print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
         if args.views:
             score = averaged_score(models, views(X[test], args.views), y[test])
             print(f"fold {args.fold}  {name + f' {args.views} views':24} balanced accuracy {score:.3f}", flush=True)
-        if name.startswith("vote+") and len(models) == 1:
-            voting = finetuned_blocks(models[0], X[train], y[train])
-            score = balanced_accuracy_score(y[test], voting.predict(X[test]))
-            seconds = time.perf_counter() - start
-            print(f"fold {args.fold}  {name + ' voting':24} balanced accuracy {score:.3f}  fit {seconds:.0f} s")
+        if len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
+            models[0].set_params(head="linear")  # the network's own head, from the same fit
+            score = balanced_accuracy_score(y[test], models[0].predict(X[test]))
+            print(f"fold {args.fold}  {name + ' linear head':24} balanced accuracy {score:.3f}", flush=True)
 
 
 if __name__ == "__main__":

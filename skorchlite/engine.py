@@ -45,6 +45,7 @@ from .networks import (
     backbone_network,
     embedding_module,
     inference_network,
+    linear_layer,
     output_widths,
 )
 from .validation import Interval, StrOptions, check_params
@@ -66,6 +67,7 @@ __all__ = [
     "embedding_module",
     "forward",
     "inference_network",
+    "linear_layer",
     "iter_batches",
     "output_widths",
     "prepared_batches",

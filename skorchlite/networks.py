@@ -1,5 +1,7 @@
 """The networks that embed: a backbone up to one or more layers, globally
-pooled, and its copy optimised for inference, built once per process.
+pooled, and its copy optimised for inference, built once per process; and
+the linear layer a fitted scikit-learn head on embeddings becomes
+(:func:`linear_layer`), so that a network can run it.
 
 :mod:`skorchlite.engine` runs them (and re-exports the public names);
 :mod:`skorchlite.inspect` pools the same nodes the same way
@@ -12,6 +14,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +30,9 @@ __all__ = [
     "Pooling",
     "backbone_network",
     "embedding_module",
+    "decides_like",
     "inference_network",
+    "linear_layer",
     "optimize_for_inference",
     "output_widths",
 ]
@@ -177,3 +182,73 @@ def backbone_network(
     if backbone.weights.unkeyed:
         return optimize_for_inference(embedding_module(backbone, layer, pooling)).to(device)
     return inference_network(backbone, layer, pooling, device)
+
+
+def linear_layer(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Linear:
+    """Fitted ``scalers`` and the linear ``classifier`` after them folded into one
+    ``nn.Linear`` on ``width`` features whose outputs are the decision values, one
+    per class (two classes: ``(-d/2, d/2)``, whose softmax is ``sigmoid(d)``), so
+    that a logistic regression's softmax is its ``predict_proba``.
+
+    Raises
+    ------
+    TypeError
+        When the classifier does not compute one linear score per class.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X, y = np.random.default_rng(0).normal(size=(20, 3)), np.repeat([0, 1], 10)
+    >>> scaler = StandardScaler().fit(X)
+    >>> clf = LogisticRegression().fit(scaler.transform(X), y)
+    >>> layer = linear_layer([scaler], clf, 3)
+    >>> proba = layer(torch.from_numpy(X).float()).softmax(1).numpy()
+    >>> bool(np.allclose(proba, clf.predict_proba(scaler.transform(X)), atol=1e-5))
+    True
+    """
+    coef = classifier.coef_
+    coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
+    intercept = np.broadcast_to(np.asarray(classifier.intercept_, dtype=np.float64), coef.shape[:1]).copy()
+    # (x - mean) / scale, then W x + b, is again affine: fold from the last scaler back.
+    for scaler in reversed(scalers):
+        scale = scaler.scale_ if scaler.scale_ is not None else np.ones(width)
+        mean = scaler.mean_ if scaler.mean_ is not None and scaler.with_mean else np.zeros(width)
+        coef = coef / scale
+        intercept = intercept - coef @ mean
+    if coef.ndim == 2 and coef.shape[0] == 1:
+        # Symmetric, not (0, d): a constant logit has no gradient, which would
+        # leave Grad-CAM and class visualisation of the first class blank.
+        coef, intercept = np.vstack([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    if (
+        coef.ndim != 2
+        or coef.shape != (len(classifier.classes_), width)
+        or not decides_like(classifier, scalers, coef, intercept)
+    ):
+        raise TypeError(
+            f"{type(classifier).__name__} does not compute one linear score per class from the "
+            f"{width} embedding features (a one-vs-one SVC does not)"
+        )
+    head = nn.utils.skip_init(nn.Linear, width, coef.shape[0])  # leaves torch's random state alone
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(coef))
+        head.bias.copy_(torch.from_numpy(intercept))
+    return head.requires_grad_(False)
+
+
+def decides_like(classifier: Any, scalers: Sequence[Any], coef: np.ndarray, intercept: np.ndarray) -> bool:
+    """Whether the folded weights reproduce the classifier's own
+    ``decision_function`` on a few random embeddings."""
+    if not hasattr(classifier, "decision_function"):
+        return False
+    probe = np.random.default_rng(0).normal(size=(4, coef.shape[1]))
+    expected = probe
+    for scaler in scalers:
+        expected = scaler.transform(expected)
+    expected = np.asarray(classifier.decision_function(expected), dtype=np.float64)
+    scores = probe @ coef.T + intercept
+    if expected.ndim == 1:
+        scores = scores[:, 1] - scores[:, 0]
+    return expected.shape == scores.shape and np.allclose(
+        scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )

@@ -60,7 +60,7 @@ __all__ = [
     "model_state_bytes",
 ]
 
-_FORMAT_VERSION = 4
+_FORMAT_VERSION = 5
 # The first format whose files hold every parameter of the class.
 _ALL_PARAMS_SINCE = 3
 _PLAIN = (type(None), bool, int, float, str)

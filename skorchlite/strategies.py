@@ -95,9 +95,9 @@ def default_strategies(
     more; with several backbones, all of them, without and with mirror
     test-time augmentation. With ``finetune``, the first backbone
     fine-tuned with :class:`~skorchlite.FineTuneClassifier`'s defaults
-    (every layer group), its ``"blocks"`` layers then voting as the frozen
-    ones do (``layer="blocks"``, the head's ``C`` kept); and fine-tuned
-    with the defaults, balanced class weights and mirror TTA. Each
+    (every layer group, then a head per ``"blocks"`` layer of the
+    fine-tuned backbone voting, the head's ``C`` kept: a grid would
+    fine-tune again for each value). Each
     frozen head chooses its ``C`` from :data:`HEAD_C` on inner folds;
     fine-tuning is scored on the same inner folds, so that the choice
     between recipes compares them on the same images.
@@ -198,25 +198,12 @@ def default_strategies(
         mirrored = [clone(extractor).set_params(tta=True) for extractor in every]
         strategies.append(voting(f'{named} "blocks", mirror TTA', mirrored, widths))
     if finetune:
-        # The voting recipe on the fine-tuned backbone's layers instead of the
-        # pretrained one's: ahead of both on BUSI's two tasks (docs/medical.md).
-        # Its head keeps C: a grid would fine-tune again for each value.
-        tuned = FineTuneClassifier(backbone=first, layer="blocks", image_size=image_size, random_state=random_state)
-        head_per_layer = LayerVotingClassifier(block_widths, estimator=clone(head))
-        voting_on_tuned = Pipeline([("features", tuned), ("clf", head_per_layer)])
-        strategies.append(Strategy(f'{first} fine-tuned "blocks", a head per layer voting', voting_on_tuned))
-        model = FineTuneClassifier(
-            backbone=first,
-            class_weight="balanced",
-            tta=True,
-            image_size=image_size,
-            random_state=random_state,
-        )
         # The same inner folds as the frozen recipes: a single hold-out
         # over-rated fine-tuning (0.823 mean inner against 0.782 outer on
         # BUSI, docs/benchmarks.md), and a choice between two recipes is
         # only fair on the same folds.
-        strategies.append(Strategy(f"{first} fine-tuned, all layers", model))
+        model = FineTuneClassifier(backbone=first, image_size=image_size, random_state=random_state)
+        strategies.append(Strategy(f"{first} fine-tuned, all layers, a head per layer voting", model))
     return strategies
 
 

@@ -33,7 +33,8 @@ def imported(tree: ast.AST, module: str) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
-                found.add(".".join(base))
+                # "from . import versioning" imports the module versioning, not the package.
+                found |= {".".join(base)} if node.module else {".".join([*base, alias.name]) for alias in node.names}
             elif node.module and node.module.split(".")[0] == "skorchlite":
                 found.add(node.module.partition(".")[2])
         elif isinstance(node, ast.Import):

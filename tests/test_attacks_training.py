@@ -35,7 +35,7 @@ X16, Y16 = _toy(8, 8)
 
 
 def _head_only(**params):
-    return FineTuneClassifier(**{**SMALL, "unfreeze": 0, "augment": None, **params})
+    return FineTuneClassifier(**{**SMALL, "unfreeze": 0, "augment": None, "head": "linear", **params})
 
 
 def _learned(clf):

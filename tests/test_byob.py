@@ -258,6 +258,7 @@ def test_point3_headless_checkpoint_loads_and_wrong_keys_are_listed(tmp_path):
 # ------------------------------------------------- 4. fine-tuned embeddings
 def test_point4_finetune_transform_gives_the_fine_tuned_features():
     clf = FineTuneClassifier(
+        head="linear",  # the head that reads transform's features
         unfreeze=1,
         epochs=1,
         freeze_epochs=0,

@@ -375,5 +375,6 @@ def test_grid_search_of_the_fine_tuner_on_the_cluster(client, tmp_path):
         search.fit(X, y)
     assert search.best_params_["unfreeze"] in (0, 1)
     assert set(search.predict(X)) <= {"dark", "bright"}
-    # Head-only candidates embedded through the shared cache, from the workers.
-    assert EmbeddingCache(tmp_path / "shared-cache").size()[0] == len(X)
+    # Head-only candidates embedded through the shared cache, from the workers: the penultimate
+    # features the head trains on, and the "blocks" layers its voting heads read.
+    assert EmbeddingCache(tmp_path / "shared-cache").size()[0] == 2 * len(X)

@@ -74,7 +74,14 @@ def tuned():
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     clf = FineTuneClassifier(
-        body, preprocessing={"size": 16}, unfreeze=1, epochs=1, validation_fraction=0, cache=False, random_state=0
+        body,
+        preprocessing={"size": 16},
+        unfreeze=1,
+        epochs=1,
+        validation_fraction=0,
+        cache=False,
+        random_state=0,
+        head="linear",  # the network's own head: the voting heads' path is tests/test_finetune_voting_head.py's
     )
     return clf.fit(X, Y)
 

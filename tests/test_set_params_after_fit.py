@@ -302,6 +302,7 @@ def finetune_alternatives(tmp: Path) -> dict:
         "label_smoothing": 0.1,
         "class_weight": "balanced",
         "augment": "default",
+        "head": "linear",
         "tta": True,
         "layer": ["x", None],  # the input, pooled, beside the penultimate features
         "image_size": 24,

@@ -21,6 +21,7 @@ from .model_file import load_fitted, save_fitted
 from .parameters import FineTuneParameters, parameter_constraints
 from .run import check_fitted, check_parameters, infer, train_estimator, transform_width, upgrade_network_key
 from .steps import BatchNormMode, OptimizerName, Schedule
+from .voting_head import VotingHead
 
 __all__ = ["FineTuneClassifier"]
 
@@ -28,13 +29,15 @@ __all__ = ["FineTuneClassifier"]
 class FineTuneClassifier(
     ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, VersionedPickleMixin, BaseEstimator
 ):
-    """Fine-tune a pretrained backbone with a new linear head.
+    """Fine-tune a pretrained backbone, then predict with a head per layer.
 
-    As fastai's ``fine_tune``: the head trains alone for ``freeze_epochs``,
+    As fastai's ``fine_tune``: a new linear head trains alone for ``freeze_epochs``,
     then the last ``unfreeze`` layer groups of the backbone train with it
     for ``epochs`` at discriminative rates. Frozen groups, and by default
     the BatchNorm layers of unfrozen ones, stay in inference mode (Keras's
-    rule). With ``unfreeze=0`` and ``augment=None`` the head trains on the
+    rule). Then, by default (``head="voting"``), a logistic regression per
+    layer of the fine-tuned backbone is fitted on the training images and
+    their votes predict. With ``unfreeze=0`` and ``augment=None`` training reads the
     embeddings of :class:`~skorchlite.PretrainedFeatureExtractor` and its
     cache, as cheap as the extractor pipeline. ``docs/strategies.md`` gives
     the rates of each phase, how they differ from fastai's, and the
@@ -106,13 +109,19 @@ class FineTuneClassifier(
         training thread, so that its use of torch's global random state
         stays reproducible). Evaluation always uses the backbone's
         preprocessing.
+    head : {"voting", "linear"}, default="voting"
+        What predicts. ``"voting"``: after fine-tuning, a logistic regression per layer of the
+        fine-tuned backbone's ``"blocks"`` (``voting_head_``), fitted on every training image
+        unaugmented and voting as :class:`~skorchlite.LayerVotingClassifier` does, classes weighed
+        by ``class_weight`` (``None``: equally); on BUSI it beat the linear head by 0.07
+        (``docs/medical.md``). ``"linear"``: the network's trained head. Multi-label fits and
+        ``partial_fit`` (which changes the network under the heads) predict with the linear head.
     tta : bool, default=False
         Test-time augmentation: ``predict_proba`` averages the image and its
         mirror image.
     layer : str, list or None, default=None
         What :meth:`transform` returns of the fine-tuned backbone, as the extractor's ``layer``:
-        ``None`` the penultimate features; ``"blocks"`` feeds a :class:`~skorchlite.LayerVotingClassifier`
-        after it in a Pipeline, the best recipe on BUSI (``docs/medical.md``). Fit ignores it.
+        ``None`` the penultimate features. Fit ignores it.
     image_size : int or None, default=None
         Side of the crop the network sees; ``None`` keeps the weights' own.
     batch_size : int, default=32
@@ -131,10 +140,8 @@ class FineTuneClassifier(
     num_workers : int or None, default=None
         Image-decoding threads; ``None`` follows torch's thread count.
     compile : bool, default=False
-        Train through ``torch.compile(model)``. Off by default: on the
-        2-core development CPU the compiled training step of
-        EfficientNet-Lite0 ran slower than the eager one, after its compile
-        time (``docs/benchmarks.md``); try it on GPUs and long jobs.
+        Train through ``torch.compile(model)``: slower than eager on a 2-core CPU
+        (``docs/benchmarks.md``); try it on GPUs and long jobs.
     cache : bool, str or path-like, default=True
         Embedding cache for head-only training (see the extractor).
     random_state : int, RandomState instance or None, default=None
@@ -165,24 +172,20 @@ class FineTuneClassifier(
         (multi-label: every label right), lr, seconds.
     best_epoch_ : int
         Epoch whose weights the model holds.
+    voting_head_ : VotingHead or None
+        The voting heads (``head="voting"``), ``None`` where the linear head predicts.
 
     Notes
     -----
-    After ``set_params`` on a fitted classifier, every method that reads the
-    parameters (``predict``, ``predict_proba``, ``transform``, ``score``,
-    ``partial_fit``, ``save_weights``, :mod:`skorchlite.inspect`) checks them
-    as ``fit`` does, with the same errors, and refuses a ``backbone`` or
-    ``weights`` that no longer give the fitted network; the test-time
-    settings (``image_size``, ``preprocessing``, ``tta``, ``precision``,
-    ``batch_size``, ``device``...) apply as they are now, their embeddings
-    cached under their own keys.
+    After ``set_params`` on a fitted classifier, every method that reads the parameters
+    (``predict``, ``transform``, ``partial_fit``, ``save_weights``, :mod:`skorchlite.inspect`...)
+    checks them as ``fit`` does, with the same errors, and refuses a ``backbone`` or ``weights``
+    that no longer give the fitted network; the test-time settings (``image_size``, ``tta``,
+    ``head``, ``precision``, ``device``...) apply as they are now.
 
-    A model saved with ``joblib.dump`` or ``pickle`` is an ordinary pickle:
-    loading it runs whatever code it holds, so never load one from an
-    untrusted source. To share a model, use :func:`skorchlite.save` and
-    :func:`skorchlite.load` (as ``skorchlite finetune -o model.skorchlite``
-    does), or :meth:`save_weights` and :meth:`load_weights`: the parameters,
-    classes and weights as data only, in a safetensors file.
+    A ``joblib.dump`` or ``pickle`` file runs whatever code it holds when loaded: never load one
+    from an untrusted source. Share a model with :func:`skorchlite.save` and :func:`skorchlite.load`
+    (as ``skorchlite finetune -o`` does), or :meth:`save_weights` and :meth:`load_weights`: data only.
 
     Examples
     --------
@@ -206,6 +209,7 @@ class FineTuneClassifier(
     history_: list[dict[str, Any]]
     weight_scale_: float | None
     _embedding_mode_: bool
+    voting_head_: VotingHead | None
     _fitted_state = (
         "classes_",
         "model_",
@@ -216,8 +220,9 @@ class FineTuneClassifier(
         "_embedding_mode_",
         "weight_scale_",
         "multilabel_",
+        "voting_head_",
     )
-    _fitted_defaults = {"weight_scale_": None, "multilabel_": False}
+    _fitted_defaults = {"weight_scale_": None, "multilabel_": False, "voting_head_": None}
 
     def __init__(
         self,
@@ -240,6 +245,7 @@ class FineTuneClassifier(
         label_smoothing: float = 0.0,
         class_weight: Any = None,
         augment: Any = "default",
+        head: str = "voting",
         tta: bool = False,
         layer: Any = None,
         image_size: int | None = None,
@@ -273,6 +279,7 @@ class FineTuneClassifier(
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
         self.augment = augment
+        self.head = head
         self.tta = tta
         self.layer = layer
         self.image_size = image_size
@@ -312,11 +319,10 @@ class FineTuneClassifier(
         Raises
         ------
         FloatingPointError
-            When a loss, gradient or weight becomes infinite or NaN (a too high ``lr``).
-            An error during training (this one, any other, or Ctrl-C, which otherwise
-            ends training with a warning) leaves the weights of the best epoch this fit
-            completed; if it completed none, the estimator is left as it was before
-            ``fit``: unfitted before the first fit, never half-set or non-finite.
+            When a loss, gradient or weight becomes infinite or NaN (a too high ``lr``). An error
+            during training (this one, any other, or Ctrl-C, which otherwise ends training with a
+            warning) leaves the weights of the best epoch this fit completed (and the linear head);
+            if none, the estimator as it was before ``fit``, never half-set or non-finite.
         """
         warm = self.warm_start and hasattr(self, "model_")
         train_estimator(self, X, y, sample_weight, warm=warm, head_warmup=not warm, epochs=self.epochs)
@@ -390,12 +396,9 @@ class FineTuneClassifier(
     def transform(self, X: Any) -> np.ndarray:
         """The fine-tuned network's features at ``layer`` (by default the head's input).
 
-        So a fine-tuned backbone can feed any scikit-learn estimator,
-        :func:`skorchlite.find_duplicates` or a plot, also as a step of a
-        Pipeline. Runs the body in eval mode on the images, without
-        test-time augmentation. ``get_feature_names_out`` names the columns
-        ``finetuneclassifier0``, ``...1``..., which ``set_output(transform="pandas")``
-        (by itself or in a Pipeline) puts on a DataFrame.
+        So a fine-tuned backbone can feed any scikit-learn estimator, :func:`skorchlite.find_duplicates`
+        or a plot, also in a Pipeline. Runs the body in eval mode on the images, without test-time
+        augmentation. ``get_feature_names_out`` names the columns ``finetuneclassifier0``, ``...1``...
 
         Parameters
         ----------
@@ -428,8 +431,9 @@ class FineTuneClassifier(
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Pickles load on CPU-only machines: keep device tensors out.
-        if "model_" in state and any(p.device.type != "cpu" for p in self.model_.parameters()):
-            state["model_"] = copy.deepcopy(self.model_).cpu()
+        for key in ("model_", "voting_head_"):
+            if state.get(key) is not None and any(p.device.type != "cpu" for p in state[key].parameters()):
+                state[key] = copy.deepcopy(state[key]).cpu()
         return state
 
     def __sklearn_tags__(self) -> Tags:
@@ -447,10 +451,9 @@ class FineTuneClassifier(
     def save_weights(self, path: str | os.PathLike) -> Path:
         """Save the parameters, classes and network weights as data only.
 
-        Unlike a pickle (``joblib.dump``), the file holds no code: it is a
-        safetensors file of the weights, the other values as JSON in its
-        metadata (:mod:`skorchlite.persistence`). Share a model this way, or
-        with :func:`skorchlite.save`, which wraps this file.
+        Unlike a pickle (``joblib.dump``), the file holds no code: a safetensors file of the weights,
+        the other values as JSON in its metadata (:mod:`skorchlite.persistence`); :func:`skorchlite.save`
+        wraps it.
 
         Parameters
         ----------
@@ -474,10 +477,9 @@ class FineTuneClassifier(
     def load_weights(cls, path: str | os.PathLike) -> FineTuneClassifier:
         """A fitted classifier from a file of :meth:`save_weights`.
 
-        Nothing in the file is executed. Files of earlier versions
-        (``torch.save`` archives) are read with ``torch.load(weights_only=True)``. The backbone's pretrained weights
-        must be available, as for fitting (the network is rebuilt, then its
-        weights are replaced by the file's).
+        Nothing in the file is executed (older ``torch.save`` files: ``torch.load(weights_only=True)``).
+        The backbone's pretrained weights must be available, as for fitting: the network is rebuilt,
+        then given the file's weights.
 
         Parameters
         ----------
@@ -490,10 +492,8 @@ class FineTuneClassifier(
         Raises
         ------
         ValueError
-            One line naming the file: when it is not such a file, holds
-            values of the wrong kind, does not fit the network, or was
-            written by a newer format (naming the version that wrote it).
-            A file of an older format loads, what it lacks taking the value
-            that reproduces the version that wrote it.
+            One line naming the file: when it is not such a file, holds values of the wrong kind,
+            does not fit the network, or was written by a newer format (naming the version that
+            wrote it). A file of an older format loads, predicting as the version that wrote it.
         """
         return load_fitted(cls, path)

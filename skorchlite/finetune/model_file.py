@@ -12,21 +12,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from ..backbones import describe_backbone
 from ..files import write_atomic
-from ..persistence import FittedField, damaged_file, estimator_bytes, load_model_state, load_network_state
+from ..persistence import (
+    FittedField,
+    check_state_dict,
+    damaged_file,
+    estimator_bytes,
+    load_model_state,
+    load_network_state,
+)
 from .run import init_network
 from .targets import check_classes
+from .voting_head import VotingHead, layer_widths, voting_layers
 
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
 
 __all__ = ["PARAMETERS_SINCE", "SAVED_STATE", "fitted_bytes", "load_fitted", "save_fitted"]
 
-#: The format version that added each parameter added since format 3 (a file
-#: of format 3 lacks it; the default, None, is how that version transformed).
-PARAMETERS_SINCE = {"layer": 4}
+#: The format version that added each parameter added since format 3, and its
+#: value in the files of earlier formats: how the versions that wrote them behaved.
+PARAMETERS_SINCE = {"layer": (4, None), "head": (5, "linear")}
 
 #: What the file holds beside the parameters, and since which format version.
 SAVED_STATE = {
@@ -39,6 +48,8 @@ SAVED_STATE = {
     "weight_scale_": FittedField((float, type(None)), since=2, default=None),
     # Formats 1 and 2 knew one label per sample only.
     "multilabel_": FittedField(bool, since=3, default=False),
+    # Formats 1 to 4 predicted with the linear head.
+    "voting_head_": FittedField((dict, type(None)), since=5, default=None),
 }
 
 
@@ -53,6 +64,7 @@ def fitted_bytes(estimator: FineTuneClassifier) -> bytes:
         # partial_fit goes on weighting samples on the first call's scale.
         "weight_scale_": estimator.weight_scale_ if estimator.weight_scale_ is None else float(estimator.weight_scale_),
         "multilabel_": estimator.multilabel_,
+        "voting_head_": None if estimator.voting_head_ is None else estimator.voting_head_.state_dict(),
     }
     return estimator_bytes(estimator, fitted)
 
@@ -70,7 +82,9 @@ def load_fitted(
     """A fitted ``cls`` from the file at ``path`` (or its bytes ``data``, read
     already), every value checked as fit would check it before the network
     is rebuilt and given the file's weights."""
-    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data, PARAMETERS_SINCE)
+    since = {name: version for name, (version, _) in PARAMETERS_SINCE.items()}
+    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data, since)
+    params = {name: value for name, (_, value) in PARAMETERS_SINCE.items()} | params
     with damaged_file(path, cls.__name__):
         clf = cls(**params)
         clf._validate_params()
@@ -92,4 +106,20 @@ def load_fitted(
     clf._embedding_mode_ = fitted["embedding_mode_"]
     clf.weight_scale_ = fitted["weight_scale_"]
     clf.multilabel_ = fitted["multilabel_"]
+    clf.voting_head_ = None if fitted["voting_head_"] is None else _voting_head(clf, fitted["voting_head_"], path)
     return clf
+
+
+def _voting_head(clf: FineTuneClassifier, state: dict, path: str | os.PathLike) -> VotingHead:
+    """The file's voting heads, checked against the network and classes ``clf`` has."""
+    state = check_state_dict(state, path)
+    with damaged_file(path, type(clf).__name__):
+        head = VotingHead.from_state_dict(state)
+        widths = layer_widths(clf, voting_layers(clf))
+        shapes = [(len(clf.classes_), width) for width in widths]
+        found = [tuple(state[f"heads.{i}.weight"].shape) for i in range(len(head.heads))]
+        if clf.multilabel_ or found != shapes:
+            raise ValueError(f"voting_head_ has heads of shapes {found}, not {shapes} for this network and classes")
+        if not all(bool(torch.isfinite(value).all()) for value in state.values()):
+            raise ValueError("voting_head_ holds non-finite weights")
+    return head

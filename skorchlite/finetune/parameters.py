@@ -71,6 +71,7 @@ class FineTuneParameters:
     label_smoothing: float = _allowed(Interval(Real, 0, 1, closed="both"))
     class_weight: Any = _allowed(StrOptions(["balanced"]), dict, list, None)
     augment: Any = _allowed(StrOptions(["default"]), callable, None)
+    head: str = _allowed(StrOptions(["voting", "linear"]))
     tta: bool = _shared()
     layer: Any = _shared()
     image_size: int | None = _shared()

@@ -22,11 +22,9 @@ from ..backbones import Backbone, check_image_size, describe_backbone, estimator
 from ..cache import resolve_cache
 from ..engine import (
     autocast,
-    backbone_network,
     check_precision,
     decode_workers,
     embedding_module,
-    output_widths,
     resolve_device,
 )
 from ..extractor import PretrainedFeatureExtractor
@@ -38,6 +36,7 @@ from .inputs import NetworkInputs
 from .loop import Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .parameters import FineTuneParameters
 from .targets import check_targets, encode_targets, loss_weights, validation_split
+from .voting_head import fit_voting_head, layer_widths, voting_probabilities
 
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
@@ -164,6 +163,10 @@ def train_estimator(
             raise non_finite_error(err, so_far) from err.__cause__
         raise
     _keep_trained(estimator, result, learned)
+    if params.head == "voting" and not partial and not estimator.multilabel_:
+        estimator.voting_head_ = fit_voting_head(
+            estimator, inputs, target, weight, balanced=params.class_weight is None
+        )
     if result.interrupted:
         warnings.warn(interrupted_message(result), RuntimeWarning, stacklevel=3)
 
@@ -180,6 +183,9 @@ def _keep_trained(estimator: FineTuneClassifier, result: TrainingResult | None, 
         return
     estimator.history_.extend(result.history)
     estimator.best_epoch_ = result.best_epoch
+    # Heads fitted on the network before this run would misread it: the linear head predicts
+    # until train_estimator fits new ones (never after partial_fit).
+    estimator.voting_head_ = None
 
 
 def check_fitted(estimator: FineTuneClassifier, action: str) -> None:
@@ -199,22 +205,28 @@ def check_fitted(estimator: FineTuneClassifier, action: str) -> None:
 def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) -> np.ndarray:
     """The one inference path of a fitted ``estimator``, after
     :func:`check_fitted` for ``action``: the probabilities of the ``whole``
-    network (from embeddings in embedding mode, unless ``tta`` needs the
-    images), else the body's features on the images (``transform``)."""
+    network (through its voting heads when it has them and ``head="voting"``;
+    from embeddings in embedding mode, unless ``tta`` needs the images),
+    else the body's features on the images (``transform``)."""
     check_fitted(estimator, action)
     samples = check_images(X)
     device = resolve_device(estimator.device)
-    part = estimator.model_ if whole else transform_network(estimator)
-    network = part.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    voting = whole and estimator.head == "voting" and estimator.voting_head_ is not None
     inputs = estimator_inputs(estimator, samples, device, embeddings=whole and estimator._embedding_mode_)
     width = len(estimator.classes_) if whole else transform_width(estimator)
     out = np.empty((len(samples), width), dtype=np.float32)
     rows = np.arange(len(samples))
-    with torch.inference_mode(), autocast(device, estimator.precision):
+    # Moved (channels_last) before inference mode: tensors made inside it could never train again.
+    if voting:
+        batches = voting_probabilities(estimator, inputs, rows, tta=estimator.tta)
+    else:
+        part = estimator.model_ if whole else transform_network(estimator)
+        network = part.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         if whole:
             batches = inputs.probabilities(network, rows, tta=estimator.tta, multilabel=estimator.multilabel_)
         else:
             batches = inputs.outputs(network, rows)
+    with torch.inference_mode(), autocast(device, estimator.precision):
         for batch_rows, outputs in batches:
             out[batch_rows] = outputs.float().cpu().numpy()
     return out
@@ -228,15 +240,10 @@ def transform_network(estimator: FineTuneClassifier) -> nn.Module:
 
 
 def transform_width(estimator: FineTuneClassifier) -> int:
-    """The width of ``transform``: the head's input, or the layers' pooled
-    widths summed, as the extractor measures them on the pretrained
-    backbone's network (built once per process), whose shape fine-tuning keeps."""
+    """The width of ``transform``: the head's input, or the layers' pooled widths summed."""
     if estimator.layer is None:
         return cast(nn.Linear, estimator.model_[1]).in_features
-    params = FineTuneParameters.of(estimator)
-    backbone = estimator_backbone(params)
-    network = backbone_network(backbone, backbone.resolve_layers(estimator.layer), "avg", torch.device("cpu"))
-    return sum(output_widths(network, backbone.preprocessing.resized(params.image_size).crop_size))
+    return sum(layer_widths(estimator, estimator.layer))
 
 
 def estimator_inputs(

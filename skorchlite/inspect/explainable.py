@@ -33,7 +33,7 @@ from ..backbones import (
     get_backbone,
     node_of,
 )
-from ..engine import PooledNodes, decode_workers, prepared_batches, resolve_device, to_input
+from ..engine import PooledNodes, decode_workers, linear_layer, prepared_batches, resolve_device, to_input
 from ..images import check_images
 from ..memory import freed_memory_kept
 from ..names import did_you_mean
@@ -222,6 +222,7 @@ def _from_estimator(model: Any) -> Explainable:
     from sklearn.pipeline import Pipeline
 
     from ..finetune import FineTuneClassifier
+    from ..finetune.voting_head import voting_layers
 
     if isinstance(model, FineTuneClassifier):
         model._check_fitted("be explained")  # as predict_proba checks its parameters
@@ -232,12 +233,14 @@ def _from_estimator(model: Any) -> Explainable:
             )
         backbone = estimator_backbone(model)
         preprocessing = backbone.preprocessing.resized(model.image_size)
-        body, head = model.model_[0], model.model_[1]
-        net = _Net(body, head, preprocessing)  # in eval mode, as predict_proba sets it
+        head, embed_nodes, cam_layer = model.model_[1], None, backbone.feature_node()
+        if model.head == "voting" and model.voting_head_ is not None:  # what predict_proba runs
+            layers = voting_layers(model)
+            head, cam_layer = model.voting_head_, layers[-1] or cam_layer
+            embed_nodes = None if layers == (None,) else backbone.embedding_nodes(layers, "avg")
+        net = _Net(model.model_[0], head, preprocessing, embed_nodes)  # in eval mode, as predict_proba sets it
         name = f"FineTuneClassifier({describe_backbone(model.backbone)})"
-        return Explainable(
-            net, preprocessing, np.asarray(model.classes_), backbone, name, False, backbone.feature_node()
-        )
+        return Explainable(net, preprocessing, np.asarray(model.classes_), backbone, name, False, cam_layer)
     if isinstance(model, Pipeline):
         return _from_pipeline(model)
     raise TypeError(f"model must be {ACCEPTED}; got {type(model).__name__}.")
@@ -280,64 +283,16 @@ def _from_pipeline(pipeline: Any) -> Explainable:
     layers = backbone.resolve_layers(extractor.layer)
     plain = layers == (None,) and extractor.pooling == "avg"
     embed_nodes = None if plain else backbone.embedding_nodes(layers, extractor.pooling)
-    head = _linear_head(middle, final, extractor.n_features_out_)
+    try:
+        head = linear_layer(middle, final, extractor.n_features_out_)
+    except TypeError as err:
+        raise TypeError(f"{err}; model must be {ACCEPTED}.") from None
     net = _Net(backbone.model, head, preprocessing, embed_nodes, extractor.pooling)
     name = f"{type(final).__name__} on {describe_backbone(extractor.backbone)}"
     # The deepest layer given, by default; the penultimate features stand
     # for the last feature map, which they pool.
     cam_layer = layers[-1] or backbone.feature_node()
     return Explainable(net, preprocessing, np.asarray(final.classes_), backbone, name, False, cam_layer)
-
-
-def _linear_head(scalers: Sequence[Any], classifier: Any, width: int) -> nn.Linear:
-    """Scalers and the linear classifier folded into one ``nn.Linear``
-    whose outputs are the decision values, one per class (two classes:
-    ``(-d/2, d/2)``, whose softmax is ``sigmoid(d)``)."""
-    coef = classifier.coef_
-    coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
-    intercept = np.broadcast_to(np.asarray(classifier.intercept_, dtype=np.float64), coef.shape[:1]).copy()
-    # (x - mean) / scale, then W x + b, is again affine: fold from the last scaler back.
-    for scaler in reversed(scalers):
-        scale = scaler.scale_ if scaler.scale_ is not None else np.ones(width)
-        mean = scaler.mean_ if scaler.mean_ is not None and scaler.with_mean else np.zeros(width)
-        coef = coef / scale
-        intercept = intercept - coef @ mean
-    if coef.ndim == 2 and coef.shape[0] == 1:
-        # Symmetric, not (0, d): a constant logit has no gradient, which would
-        # leave Grad-CAM and class visualisation of the first class blank.
-        coef, intercept = np.vstack([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
-    if (
-        coef.ndim != 2
-        or coef.shape != (len(classifier.classes_), width)
-        or not _decides_like(classifier, scalers, coef, intercept)
-    ):
-        raise TypeError(
-            f"{type(classifier).__name__} does not compute one linear score per class from the "
-            f"{width} embedding features (a one-vs-one SVC does not); model must be {ACCEPTED}."
-        )
-    head = nn.Linear(width, coef.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(coef))
-        head.bias.copy_(torch.from_numpy(intercept))
-    return head.requires_grad_(False)
-
-
-def _decides_like(classifier: Any, scalers: Sequence[Any], coef: np.ndarray, intercept: np.ndarray) -> bool:
-    """Whether the folded weights reproduce the classifier's own
-    ``decision_function`` on a few random embeddings."""
-    if not hasattr(classifier, "decision_function"):
-        return False
-    probe = np.random.default_rng(0).normal(size=(4, coef.shape[1]))
-    expected = probe
-    for scaler in scalers:
-        expected = scaler.transform(expected)
-    expected = np.asarray(classifier.decision_function(expected), dtype=np.float64)
-    scores = probe @ coef.T + intercept
-    if expected.ndim == 1:
-        scores = scores[:, 1] - scores[:, 0]
-    return expected.shape == scores.shape and np.allclose(
-        scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
-    )
 
 
 def output_paths(path: str | os.PathLike | None, samples: list, kind: str) -> list[Path] | None:
