@@ -21,9 +21,12 @@ wrote it. Format history:
 4. parameters added since version 3 (the fine-tuner's ``layer``), which a
    file of version 3 lacks; every parameter is required from version 3 on,
    each from the version that added it (skorchlite 0.5.0).
+5. the fine-tuner's ``head`` and ``voting_head_`` (its per-layer heads'
+   weights, a state dict), which older files lack (skorchlite 0.6.0).
 
-A file of an older format loads with the defaults of the fields and
-parameters added since; one of a newer format fails, naming both versions.
+A file of an older format loads with the values of the fields and
+parameters added since that reproduce the version that wrote it; one of a
+newer format fails, naming both versions.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ __all__ = [
 # docs/contributing.md says when. It is skorchlite.__version__, kept here,
 # in a module that imports no other of the package, so that every module
 # may read it without depending on the package's __init__.
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # Bumped only when the same image, backbone, weights and parameters would
 # give other vectors (a change of decoding, resizing, normalisation, pooling,
@@ -131,8 +131,8 @@ class VersionedPickleMixin:
     unpickle across versions.
 
     A state without a parameter of this version's ``__init__`` (a parameter
-    added since) gets the signature's default, so the estimator behaves as
-    the version that wrote it; a state of another version warns, naming both
+    added since) gets the signature's default (or ``_params_before``'s value),
+    so the estimator behaves as the version that wrote it; a state of another version warns, naming both
     versions. Place it before ``BaseEstimator`` in the bases, whose own
     ``__getstate__``/``__setstate__`` (and version check) still run.
     """
@@ -143,6 +143,9 @@ class VersionedPickleMixin:
     # be upgraded: unpickling it fails, naming the version that wrote it.
     _fitted_state: ClassVar[tuple[str, ...]] = ()
     _fitted_defaults: ClassVar[dict[str, Any]] = {}
+    # A parameter added since whose default would change what a refit of an
+    # earlier version's model does: the value that reproduces that version.
+    _params_before: ClassVar[dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[assignment]  # BaseEstimator's: a dict
@@ -186,7 +189,7 @@ class VersionedPickleMixin:
 
         no_default = inspect.Parameter.empty
         needed = {
-            name: param.default
+            name: cls._params_before.get(name, param.default)
             for name, param in inspect.signature(cls.__init__).parameters.items()
             if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
         }

@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.finetune.voting_head import VotingHead
 from skorchlite.inspect import resolve_model
+from skorchlite.versioning import VERSION_KEY, InconsistentVersionWarning
 
 RNG = np.random.default_rng(0)
 X = np.concatenate([RNG.integers(0, 120, (9, 40, 40, 3)), RNG.integers(100, 256, (9, 40, 40, 3))]).astype(np.uint8)
@@ -148,3 +149,15 @@ def test_a_warm_fit_without_every_class_keeps_the_linear_head_with_a_warning(tun
         clf.fit(X[some], Y[some])
     assert clf.voting_head_ is None and clf.predict_proba(X).shape == (len(X), 3)
     np.testing.assert_allclose(clf.predict_proba(X), clf.set_params(head="linear").predict_proba(X))
+
+
+def test_a_pickle_of_an_earlier_version_keeps_predicting_and_refitting_with_the_linear_head(tuned):
+    linear = clone(tuned).set_params(head="linear").fit(X, Y)
+    state = linear.__getstate__()
+    del state["head"], state["voting_head_"]  # as skorchlite 0.5.0 pickled it
+    state[VERSION_KEY] = "0.5.0"
+    old = FineTuneClassifier.__new__(FineTuneClassifier)
+    with pytest.warns(InconsistentVersionWarning, match="head='linear'"):
+        old.__setstate__(state)
+    assert old.head == "linear" and old.voting_head_ is None
+    np.testing.assert_allclose(old.predict_proba(X), linear.predict_proba(X))

@@ -199,9 +199,7 @@ class FineTuneClassifier(
     (16, 2)
     """
 
-    # The one table of the parameters (finetune/parameters.py).
-    _parameter_constraints: dict = parameter_constraints()
-
+    _parameter_constraints: dict = parameter_constraints()  # the one table: finetune/parameters.py
     # Set by fit; declared for mypy. weight_scale_ is None where a version did not
     # keep it: the next partial_fit then scales its own rows, as those versions did.
     classes_: np.ndarray
@@ -223,6 +221,7 @@ class FineTuneClassifier(
         "voting_head_",
     )
     _fitted_defaults = {"weight_scale_": None, "multilabel_": False, "voting_head_": None}
+    _params_before = {"head": "linear"}  # what versions before 0.6.0 predicted with
 
     def __init__(
         self,
