@@ -5,7 +5,8 @@
 multi-layer ``"stages"`` features, the backbones concatenated, ``"blocks"``
 features with one head per layer voting (Lite0 at its own resolution, Lite0
 at two resolutions, all backbones with and without mirror test-time
-augmentation), and all layers fine-tuned. Outer folds: 5-fold ``StratifiedGroupKFold(shuffle=True,
+augmentation), and ``FineTuneClassifier()``'s defaults (all layers fine-tuned, then a head
+per fine-tuned layer voting). Outer folds: 5-fold ``StratifiedGroupKFold(shuffle=True,
 random_state=0)`` on ``find_duplicates`` groups. Each recipe's head C is
 chosen on inner grouped folds of each outer training fold, where
 fine-tuning is scored too; the "chosen on inner folds" row takes, per
@@ -26,7 +27,7 @@ fifth of each outer training fold (issue 14, point 5; about 30 minutes on
 2 cores). ``--finetune-search settings`` chooses, on the same hold-outs,
 among the recipe as it is and four variants that each change one setting:
 stronger augmentation, 288 px instead of 224, EfficientNet-Lite1 instead of
-Lite0, no test-time augmentation (about 60 minutes).
+Lite0, mirror test-time augmentation (about 60 minutes).
 
 Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--limit N | --quick] [--cache DIR]``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
@@ -71,7 +72,7 @@ def finetune_search(finetuning: Strategy, search: str) -> Strategy:
         {"augment": [strong]},
         {"image_size": [288]},
         {"backbone": ["efficientnet_lite1"]},
-        {"tta": [False]},
+        {"tta": [True]},
     ]
     return replace(finetuning, name=finetuning.name + ", settings chosen", param_grid=candidates, inner_folds=1)
 

@@ -113,9 +113,9 @@ class FineTuneClassifier(
         What predicts. ``"voting"``: after fine-tuning, a logistic regression per layer of the
         fine-tuned backbone's ``"blocks"`` (``voting_head_``), fitted on every training image
         unaugmented and voting as :class:`~skorchlite.LayerVotingClassifier` does, classes weighed
-        by ``class_weight`` (``None``: equally); on BUSI it beat the linear head by 0.07
-        (``docs/medical.md``). ``"linear"``: the network's trained head. Multi-label fits and
-        ``partial_fit`` (which changes the network under the heads) predict with the linear head.
+        by ``class_weight`` (``None``: equally); on BUSI it beat the linear head on both tasks
+        (``docs/medical.md``). ``"linear"``: the network's trained head. Multi-label fits, ``partial_fit``
+        (which changes the network under the heads) and warm fits lacking a class use the linear head.
     tta : bool, default=False
         Test-time augmentation: ``predict_proba`` averages the image and its
         mirror image.

@@ -19,7 +19,7 @@ from sklearn.base import clone
 from torch import nn
 
 from ..backbones import estimator_backbone
-from ..engine import backbone_network, embedding_module, linear_layer, output_widths
+from ..engine import autocast, backbone_network, embedding_module, linear_layer, output_widths
 from ..voting import default_layer_head
 from .parameters import FineTuneParameters
 
@@ -125,7 +125,7 @@ def voting_features(estimator: FineTuneClassifier, inputs: NetworkInputs, rows: 
         return extractor.fit_transform([inputs.samples[i] for i in rows])
     network = voting_network(estimator).to(inputs.device).eval()
     out: list[np.ndarray] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(inputs.device, estimator.precision):  # as predictions will run
         for _, features in inputs.outputs(network, rows):
             out.append(features.float().cpu().numpy())
     return np.concatenate(out)
@@ -175,9 +175,9 @@ def fit_voting_head(
     for width in layer_widths(estimator, voting_layers(estimator)):
         block = features[:, start : start + width]
         start += width
-        template: Any = default_layer_head()
+        fitted: Any = default_layer_head()
         if not balanced:
-            template.set_params(logisticregression__class_weight=None)
-        fitted = clone(template).fit(block, target, logisticregression__sample_weight=weight)
+            fitted.set_params(logisticregression__class_weight=None)
+        fitted.fit(block, target, logisticregression__sample_weight=weight)
         heads.append(linear_layer(list(fitted[:-1]), fitted[-1], width))
     return VotingHead(heads)
