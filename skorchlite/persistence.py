@@ -377,8 +377,8 @@ def load_model_state(
         :func:`skorchlite.save` file, say).
     params_since : mapping of str to int or None, default=None
         The format version that added each parameter added after version 3;
-        a file of an earlier format lacks it, and the class's default (the
-        behaviour of the version that wrote the file) applies.
+        a file of an earlier format lacks it, and the caller gives it the value
+        that behaves as the version that wrote the file.
 
     Returns
     -------

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PARAMETERS_SINCE", "SAVED_STATE", "fitted_bytes", "load_fitted", "save_fitted"]
 
-#: The format version that added each parameter added since format 3, and its
-#: value in the files of earlier formats: how the versions that wrote them behaved.
-PARAMETERS_SINCE = {"layer": (4, None), "head": (5, "linear")}
+#: The format version that added each parameter added since format 3. A file of
+#: an earlier format lacks it and gets the value of the version that wrote it:
+#: the class's ``_params_before`` value (``head``), else its default.
+PARAMETERS_SINCE = {"layer": 4, "head": 5}
 
 #: What the file holds beside the parameters, and since which format version.
 SAVED_STATE = {
@@ -82,9 +83,8 @@ def load_fitted(
     """A fitted ``cls`` from the file at ``path`` (or its bytes ``data``, read
     already), every value checked as fit would check it before the network
     is rebuilt and given the file's weights."""
-    since = {name: version for name, (version, _) in PARAMETERS_SINCE.items()}
-    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data, since)
-    params = {name: value for name, (_, value) in PARAMETERS_SINCE.items()} | params
+    params, fitted = load_model_state(path, cls.__name__, cls._get_param_names(), SAVED_STATE, data, PARAMETERS_SINCE)
+    params = cls._params_before | params  # as unpickling fills them (versioning.py)
     with damaged_file(path, cls.__name__):
         clf = cls(**params)
         clf._validate_params()

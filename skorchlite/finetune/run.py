@@ -7,7 +7,6 @@ messages it ends with; and a fitted estimator's inference (:func:`infer`)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping
@@ -24,7 +23,6 @@ from ..engine import (
     autocast,
     check_precision,
     decode_workers,
-    embedding_module,
     resolve_device,
 )
 from ..extractor import PretrainedFeatureExtractor
@@ -36,7 +34,7 @@ from .inputs import NetworkInputs
 from .loop import Trainer, TrainingConfig, TrainingResult, fine_tune_phases
 from .parameters import FineTuneParameters
 from .targets import check_targets, encode_targets, loss_weights, validation_split
-from .voting_head import fit_voting_head, layer_widths, voting_probabilities
+from .voting_head import fit_voting_head, layer_widths, layers_network, voting_probabilities
 
 if TYPE_CHECKING:
     from .estimator import FineTuneClassifier
@@ -58,7 +56,6 @@ __all__ = [
     "non_finite_error",
     "seeded",
     "train_estimator",
-    "transform_network",
     "transform_width",
     "upgrade_network_key",
 ]
@@ -220,7 +217,7 @@ def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) ->
     if voting:
         batches = voting_probabilities(estimator, inputs, rows, tta=estimator.tta)
     else:
-        part = estimator.model_ if whole else transform_network(estimator)
+        part = estimator.model_ if whole else layers_network(estimator, estimator.layer)
         network = part.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         if whole:
             batches = inputs.probabilities(network, rows, tta=estimator.tta, multilabel=estimator.multilabel_)
@@ -230,13 +227,6 @@ def infer(estimator: FineTuneClassifier, X: Any, action: str, *, whole: bool) ->
         for batch_rows, outputs in batches:
             out[batch_rows] = outputs.float().cpu().numpy()
     return out
-
-
-def transform_network(estimator: FineTuneClassifier) -> nn.Module:
-    """The fitted body up to ``estimator.layer``, each layer average-pooled
-    (the body itself for the penultimate features); shares its weights."""
-    backbone = estimator_backbone(FineTuneParameters.of(estimator))
-    return embedding_module(dataclasses.replace(backbone, model=estimator.model_[0]), estimator.layer, "avg")
 
 
 def transform_width(estimator: FineTuneClassifier) -> int:

@@ -32,8 +32,8 @@ __all__ = [
     "fit_voting_head",
     "layer_widths",
     "voting_features",
+    "layers_network",
     "voting_layers",
-    "voting_network",
     "voting_probabilities",
 ]
 
@@ -108,12 +108,11 @@ def layer_widths(estimator: FineTuneClassifier, layer: Any) -> list[int]:
     return list(output_widths(network, backbone.preprocessing.resized(params.image_size).crop_size))
 
 
-def voting_network(estimator: FineTuneClassifier) -> nn.Module:
-    """The fitted body up to :func:`voting_layers`, each layer average-pooled
-    (shares the body's weights)."""
+def layers_network(estimator: FineTuneClassifier, layer: Any) -> nn.Module:
+    """The fitted body up to the layers ``layer`` names, each average-pooled
+    (the body itself for the penultimate features); shares the body's weights."""
     backbone = estimator_backbone(FineTuneParameters.of(estimator))
-    model = dataclasses.replace(backbone, model=estimator.model_[0])
-    return embedding_module(model, voting_layers(estimator), "avg")
+    return embedding_module(dataclasses.replace(backbone, model=estimator.model_[0]), layer, "avg")
 
 
 def voting_features(estimator: FineTuneClassifier, inputs: NetworkInputs, rows: np.ndarray) -> np.ndarray:
@@ -123,7 +122,7 @@ def voting_features(estimator: FineTuneClassifier, inputs: NetworkInputs, rows: 
     if inputs.extractor is not None:
         extractor = clone(inputs.extractor).set_params(layer=list(voting_layers(estimator)))
         return extractor.fit_transform([inputs.samples[i] for i in rows])
-    network = voting_network(estimator).to(inputs.device).eval()
+    network = layers_network(estimator, voting_layers(estimator)).to(inputs.device).eval()
     out: list[np.ndarray] = []
     with torch.inference_mode(), autocast(inputs.device, estimator.precision):  # as predictions will run
         for _, features in inputs.outputs(network, rows):
@@ -145,7 +144,7 @@ def voting_probabilities(
             yield rows, head(features).softmax(1)
 
         return from_embeddings()
-    network = nn.Sequential(voting_network(estimator), head)
+    network = nn.Sequential(layers_network(estimator, voting_layers(estimator)), head)
     network.to(inputs.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     return inputs.outputs(lambda images: network(images).softmax(1), rows, mirror=tta)
 
