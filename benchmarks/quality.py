@@ -29,7 +29,12 @@ among the recipe as it is and four variants that each change one setting:
 stronger augmentation, 288 px instead of 224, EfficientNet-Lite1 instead of
 Lite0, mirror test-time augmentation (about 60 minutes).
 
-Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--limit N | --quick] [--cache DIR]``
+``--inner-cv N`` scores every recipe on N inner folds instead of
+``compare_strategies``' 5 (each inner fit trains on (N - 1) / N of the outer
+training fold; fine-tuning's cost grows with N: ``--inner-cv 3`` is the
+comparison before 2026-12-06's last run).
+
+Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--inner-cv N] [--limit N | --quick] [--cache DIR]``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
 the ungrouped one on 2 cores with an empty cache, the first fold embedding
 each image once per backbone and option; fine-tuning adds minutes per fold).
@@ -96,7 +101,9 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "skorchlite-bench-quality",
         help="embedding cache folder (default: %(default)s)",
     )
+    parser.add_argument("--inner-cv", type=int, default=None, help="inner grouped folds (default: compare_strategies')")
     args = parser.parse_args()
+    inner = {} if args.inner_cv is None else {"inner_cv": args.inner_cv}
     X, y = load_busi(args.data, args.limit)
     print(machine())
     start = time.perf_counter()
@@ -105,7 +112,7 @@ def main() -> None:
     strategies = default_strategies(finetune=args.finetune, cache=str(args.cache))
     if args.finetune_search:
         strategies = [finetune_search(strategies[-1], args.finetune_search)]
-    result = compare_strategies(X, y, strategies, groups=groups, log=lambda line: print(line, flush=True))
+    result = compare_strategies(X, y, strategies, groups=groups, **inner, log=lambda line: print(line, flush=True))
     print()
     print(result)
 
@@ -139,7 +146,7 @@ def main() -> None:
     if not frozen.size:
         return
     print("\nUNGROUPED StratifiedKFold, frozen recipes only (shown to make the inflation visible):")
-    ungrouped = compare_strategies(X, y, [strategies[i] for i in frozen], groups=None)
+    ungrouped = compare_strategies(X, y, [strategies[i] for i in frozen], groups=None, **inner)
     for i in ungrouped.ranking():
         scores = ungrouped.balanced_accuracy[i]
         print(f"  {ungrouped.names[i]}: {scores.mean():.3f} ± {scores.std():.3f} balanced acc.")

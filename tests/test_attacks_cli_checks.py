@@ -78,7 +78,8 @@ def test_svm_head_adapts_its_calibration_folds_to_a_small_class(tmp_path, capsys
 
 @pytest.mark.usefixtures("no_work")
 def test_compare_with_a_rare_class_fails_in_one_line_before_any_work(tmp_path, capsys):
-    folder = image_folder(tmp_path / "images", {"a": 8, "b": 8, "rare": 2})
+    # Enough of the others for the default 5 inner folds: only 'rare' is short.
+    folder = image_folder(tmp_path / "images", {"a": 20, "b": 20, "rare": 2})
     argv = ["compare", str(folder), "--backbone", "efficientnet_lite0", "--no-finetune", "--cv", "2", *FAST]
     assert main(argv) == 1
     _one_line(capsys, "class 'rare'", "inner fold", "add images of 'rare'")

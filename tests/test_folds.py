@@ -93,7 +93,7 @@ def test_compare_strategies_checks_every_inner_fold_before_fitting_anything(recw
     """A rare class: 51 warning lines and a solver error, after hours of
     work, before; one line now, before the first fit."""
     rng = np.random.default_rng(0)
-    y = np.array(["a"] * 8 + ["b"] * 8 + ["rare"] * 2)
+    y = np.array(["a"] * 20 + ["b"] * 20 + ["rare"] * 2)  # enough of the others for 5 inner folds
     X = rng.random((len(y), 4, 4))
     _Fits.fits = 0
     with pytest.raises(FoldError, match=r"class 'rare' has 1 image in the training part of outer fold \d") as caught:

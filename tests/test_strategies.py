@@ -57,8 +57,8 @@ def test_no_model_is_ever_scored_on_a_group_it_was_trained_on():
         X, y, [Strategy("spy", RowSpy(), param_grid={"shift": [0.0, 5.0]})], groups=groups, cv=3
     )
     asked = [(trained, rows) for trained, rows in RowSpy.log if isinstance(rows, set)]
-    # 3 outer folds x (2 settings x 3 inner folds + the refit's test fold).
-    assert len(asked) == 3 * (2 * 3 + 1)
+    # 3 outer folds x (2 settings x 5 inner folds, the default + the refit's test fold).
+    assert len(asked) == 3 * (2 * 5 + 1)
     for trained, rows in asked:
         assert not set(groups[list(trained)]) & set(groups[list(rows)])
     # The outer test folds partition the images; each was asked about once by a refit model.
@@ -79,6 +79,11 @@ def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
     assert result.chosen().tolist() == [0] * 3 and result.chosen(among=[1]).tolist() == [1] * 3
     text = str(result)
     assert text.index("sees") < text.index("blind") and text.splitlines()[-1] == "Use: sees"
+    # Beside each outer score, the mean inner score the choice compared: the chosen row's are the choices'.
+    blind = next(line for line in text.splitlines() if line.startswith("blind"))
+    assert blind.split()[1:5] == ["0.500", "±", "0.000", "0.500"]
+    chosen = next(line for line in text.splitlines() if line.startswith("chosen on inner folds"))
+    assert float(chosen.split()[-4]) == pytest.approx(result.inner_score[0].mean())
     assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
 
 
@@ -173,8 +178,8 @@ def test_every_strategy_without_folds_of_its_own_is_scored_on_the_same_inner_fol
     strategies = [Strategy("frozen", RowSpy()), Strategy("fine-tuned", RowSpy(shift=1.0))]
     compare_strategies(X, y, strategies, groups=groups, cv=3)
     fitted = [trained for trained, model in RowSpy.log if isinstance(model, RowSpy)]
-    # Per outer fold: 3 inner fits and a refit of the first strategy, then the same of the second.
-    per_strategy = [fitted[k : k + 4] for k in range(0, len(fitted), 4)]
+    # Per outer fold: 5 inner fits (the default) and a refit of the first strategy, then the same of the second.
+    per_strategy = [fitted[k : k + 6] for k in range(0, len(fitted), 6)]
     assert len(per_strategy) == 6
     for outer in range(3):
         assert per_strategy[2 * outer] == per_strategy[2 * outer + 1]
@@ -263,7 +268,7 @@ def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fold 1/2" not in out  # --verbose 0: the table only
     table = out[out.index("strategy ") :].splitlines()
-    scores = [float(line.split()[-7]) for line in table[1:5]]  # balanced acc. ± std, acc. ± std, s
+    scores = [float(line.split()[-8]) for line in table[1:5]]  # balanced acc. ± std, inner, acc. ± std, s
     assert scores == sorted(scores, reverse=True) and "chosen on inner folds" in table[5]
     assert table[-1].startswith("Use: efficientnet_lite0")
     one = tmp_path / "one-class"

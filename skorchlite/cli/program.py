@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("dir", help="one sub-folder per class")
     compare.add_argument("--backbone", nargs="+", default=None, help="backbones (default: every offline one)")
     compare.add_argument("--cv", type=_FOLDS, default=5, help="outer grouped folds (default 5)")
-    compare.add_argument("--inner-cv", type=_FOLDS, default=3, help="inner grouped folds (default 3)")
+    compare.add_argument("--inner-cv", type=_FOLDS, default=5, help="inner grouped folds (default 5)")
     compare.add_argument("--image-size", type=_IMAGE_SIZE, default=None)
     compare.add_argument(
         "--finetune",
