@@ -281,13 +281,17 @@ class StrategyComparison:
     def selected(self) -> list[str]:
         return [self.names[i] for i in self.chosen()]
 
+    def _of_choices(self, per_strategy: np.ndarray) -> np.ndarray:
+        """Per outer fold, the value of the strategy chosen there."""
+        return per_strategy[self.chosen(), np.arange(per_strategy.shape[1])]
+
     @property
     def selected_balanced_accuracy(self) -> np.ndarray:
-        return self.balanced_accuracy[self.chosen(), np.arange(self.balanced_accuracy.shape[1])]
+        return self._of_choices(self.balanced_accuracy)
 
     @property
     def selected_accuracy(self) -> np.ndarray:
-        return self.accuracy[self.chosen(), np.arange(self.accuracy.shape[1])]
+        return self._of_choices(self.accuracy)
 
     @property
     def recommended(self) -> str:
@@ -310,15 +314,15 @@ class StrategyComparison:
                 f"{accuracy.mean():.3f} ± {accuracy.std():.3f}  {seconds:>8}"
             )
 
+        inner = self.inner_score
         for i in self.ranking():
             seconds = f"{self.seconds[i].sum():.0f}"
-            lines.append(row(self.names[i], self.balanced_accuracy[i], self.inner_score[i], self.accuracy[i], seconds))
-        chosen = self.inner_score[self.chosen(), np.arange(self.inner_score.shape[1])]
+            lines.append(row(self.names[i], self.balanced_accuracy[i], inner[i], self.accuracy[i], seconds))
         lines.append(
             row(
                 "chosen on inner folds, per outer fold",
                 self.selected_balanced_accuracy,
-                chosen,
+                self._of_choices(inner),
                 self.selected_accuracy,
                 "",
             )
