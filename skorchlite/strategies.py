@@ -222,13 +222,23 @@ class StrategyComparison:
     candidates : list of list of dict
         The settings each strategy's inner search tried, in
         ``GridSearchCV``'s order.
+    candidate_split_scores : list of ndarray of shape (n_candidates, n_folds, n_inner_folds)
+        Each of those settings' balanced accuracy on each inner fold of
+        each outer fold.
     candidate_scores : list of ndarray of shape (n_candidates, n_folds)
-        Each of those settings' inner balanced accuracy, per outer fold.
+        Their means over the inner folds, as ``GridSearchCV`` ranks them.
     n_grouped, n_groups : int
         Images that share a duplicate group with another, and those groups.
     inner_score : ndarray of shape (n_strategies, n_folds)
-        Each strategy's best inner-fold balanced accuracy, from the outer
-        training fold alone: what the selection looked at.
+        Each strategy's best mean inner balanced accuracy less the optimism
+        of having chosen that setting on the same inner folds (Tibshirani &
+        Tibshirani, 2009: the mean, over inner folds, of each fold's best
+        score minus the chosen setting's score there), from the outer
+        training fold alone: what the selection compares. A strategy with
+        one setting is not corrected; without the correction, the best of a
+        grid would be over-rated against it by the grid's size and noise.
+        One inner fold (a single hold-out) leaves nothing to estimate the
+        optimism with: its best is taken as it is.
     best_params : list of list of dict
         What each strategy's inner search chose, per outer fold (the first
         of equal best scores, as ``GridSearchCV`` chooses).
@@ -247,13 +257,17 @@ class StrategyComparison:
     accuracy: np.ndarray
     seconds: np.ndarray
     candidates: list[list[dict[str, Any]]]
-    candidate_scores: list[np.ndarray]
+    candidate_split_scores: list[np.ndarray]
     n_grouped: int
     n_groups: int
 
     @property
+    def candidate_scores(self) -> list[np.ndarray]:
+        return [splits.mean(axis=2) for splits in self.candidate_split_scores]
+
+    @property
     def inner_score(self) -> np.ndarray:
-        return np.array([scores.max(axis=0) for scores in self.candidate_scores])
+        return np.array([_corrected_best(splits) for splits in self.candidate_split_scores])
 
     @property
     def best_params(self) -> list[list[dict[str, Any]]]:
@@ -336,11 +350,22 @@ class StrategyComparison:
             "the test folds. The honest figure for choosing is the 'chosen on inner folds' row: in each outer fold "
             "the strategy with the best inner-fold score was taken ("
             + ", ".join(f"{visible(name)}: {count}x" for name, count in picks.most_common())
-            + "). 'inner': the mean of the inner scores the choice compared; a row whose inner score is above its "
-            "outer one was over-rated by them, and the chosen row's gap is the choice's optimism.",
+            + "). 'inner': the mean of the inner scores the choice compared (a grid's best less the optimism of "
+            "choosing it on the same inner folds); a row whose inner score is above its outer one was over-rated by "
+            "them, and the chosen row's gap is the choice's optimism.",
             f"Use: {visible(self.recommended)}",
         ]
         return "\n".join(lines)
+
+
+def _corrected_best(splits: np.ndarray) -> np.ndarray:
+    """Per outer fold, the best setting's mean inner score less its selection optimism.
+
+    ``splits``: scores of shape (n_candidates, n_folds, n_inner_folds).
+    """
+    means = splits.mean(axis=2)
+    best = splits[means.argmax(axis=0), np.arange(splits.shape[1])]
+    return means.max(axis=0) - (splits.max(axis=0) - best).mean(axis=1)
 
 
 def _take(X: Any, rows: np.ndarray) -> Any:
@@ -365,9 +390,11 @@ def compare_strategies(
     on. Within each outer training fold, each strategy's ``param_grid`` is
     searched on inner grouped folds and the best setting refitted on the
     whole training fold, then scored on the test fold. The strategy with
-    the best inner score is the fold's choice; the outer scores of those
-    choices estimate what comparing and then using the winner gives on
-    new patients. No choice ever sees a test fold.
+    the best inner score (a grid's best less the optimism of choosing it on
+    those folds, :attr:`StrategyComparison.inner_score`) is the fold's
+    choice; the outer scores of those choices estimate what comparing and
+    then using the winner gives on new patients. No choice ever sees a
+    test fold.
 
     Parameters
     ----------
@@ -458,7 +485,10 @@ def compare_strategies(
     shape = (len(strategies), len(outer))
     balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
     candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]
-    candidate_scores = [np.zeros((len(settings), len(outer))) for settings in candidates]
+    split_scores = [
+        np.zeros((len(settings), len(outer), s.inner_folds or inner_cv))
+        for settings, s in zip(candidates, strategies, strict=True)
+    ]
     for fold, (train, test) in enumerate(outer):
         X_train, y_train, X_test, y_test = _take(X, train), y[train], _take(X, test), y[test]
         for i, strategy in enumerate(strategies):
@@ -475,12 +505,15 @@ def compare_strategies(
             seconds[i, fold] = time.perf_counter() - start
             balanced[i, fold] = balanced_accuracy_score(y_test, predicted)
             accuracy[i, fold] = accuracy_score(y_test, predicted)
-            candidate_scores[i][:, fold] = search.cv_results_["mean_test_score"]
+            for k in range(folds):
+                split_scores[i][:, fold, k] = search.cv_results_[f"split{k}_test_score"]
             if log is not None:
-                scores = zip(candidates[i], candidate_scores[i][:, fold], strict=True)
-                tried = (
-                    "".join(f"; {settings} {score:.3f}" for settings, score in scores) if len(candidates[i]) > 1 else ""
-                )
+                scores = zip(candidates[i], search.cv_results_["mean_test_score"], strict=True)
+                tried = ""
+                if len(candidates[i]) > 1:
+                    corrected = _corrected_best(split_scores[i][:, fold : fold + 1])[0]
+                    tried = "".join(f"; {settings} {score:.3f}" for settings, score in scores)
+                    tried += f"; less the choice's optimism: {corrected:.3f}"
                 log(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
                     f"(inner {search.best_score_:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"
@@ -491,7 +524,7 @@ def compare_strategies(
         accuracy=accuracy,
         seconds=seconds,
         candidates=candidates,
-        candidate_scores=candidate_scores,
+        candidate_split_scores=split_scores,
         n_grouped=grouping.n_grouped,
         n_groups=grouping.n_groups,
     )

@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -13,7 +15,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
-from skorchlite.strategies import HEAD_C, Strategy, _frozen, _take, compare_strategies, default_strategies
+from skorchlite.strategies import (
+    HEAD_C,
+    Strategy,
+    StrategyComparison,
+    _frozen,
+    _take,
+    compare_strategies,
+    default_strategies,
+)
 
 N = 36
 
@@ -112,7 +122,55 @@ def test_every_candidate_setting_is_scored_on_the_inner_folds_and_logged():
     np.testing.assert_array_equal(scores[1], 0.5)  # blind: one class everywhere
     np.testing.assert_array_equal(scores[0], result.inner_score[0])  # the best, chosen every time
     assert result.best_params == [[{}, {}, {}]]
-    assert all("; {} 1.000; {'shift': 1000000.0} 0.500)" in line for line in lines), lines
+    # Seeing on every inner fold, the best setting owes nothing to the choice: no optimism to take off.
+    assert all("; {} 1.000; {'shift': 1000000.0} 0.500; less the choice's optimism: 1.000)" in line for line in lines)
+    assert result.candidate_split_scores[0].shape == (2, 3, 5)
+    np.testing.assert_array_equal(result.candidate_split_scores[0].mean(axis=2), scores)
+
+
+def comparison(*splits: list[list[float]]) -> StrategyComparison:
+    """A comparison of one outer fold whose strategies scored ``splits`` (settings x inner folds) inside it."""
+    n = len(splits)
+    return StrategyComparison(
+        names=[f"s{i}" for i in range(n)],
+        balanced_accuracy=np.zeros((n, 1)),
+        accuracy=np.zeros((n, 1)),
+        seconds=np.zeros((n, 1)),
+        candidates=[[{"C": c} for c in range(len(s))] for s in splits],
+        candidate_split_scores=[np.array(s, dtype=float)[:, None, :] for s in splits],
+        n_grouped=0,
+        n_groups=0,
+    )
+
+
+def test_a_grid_s_best_is_not_preferred_for_luck_on_the_folds_that_chose_it():
+    # Two settings, each best on one inner fold: their mean 0.8 owes 0.1 to choosing on those folds.
+    lucky = [[0.9, 0.7], [0.7, 0.9]]
+    steady = [[0.75, 0.75]]
+    result = comparison(lucky, steady)
+    np.testing.assert_allclose(result.inner_score[:, 0], [0.7, 0.75])
+    assert result.candidate_scores[0].max() == pytest.approx(0.8)
+    assert result.selected == ["s1"]
+    # A setting best on every fold keeps its mean.
+    np.testing.assert_allclose(comparison([[0.9, 0.8], [0.7, 0.6]]).inner_score, [[0.85]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.lists(st.lists(st.floats(0, 1), min_size=n, max_size=n), min_size=1, max_size=5)
+    )
+)
+def test_the_correction_only_takes_off_and_spares_what_no_luck_explains(splits):
+    scores = np.array(splits)
+    inner = comparison(splits).inner_score[0, 0]
+    assert inner <= scores.mean(axis=1).max() + 1e-12
+    # One setting, or a best setting no other beats on any fold: nothing was chosen by luck.
+    assert comparison(splits[:1]).inner_score[0, 0] == pytest.approx(scores[0].mean())
+    beaten = np.minimum(scores, scores.max(axis=0))
+    assert comparison([scores.max(axis=0).tolist(), *beaten.tolist()]).inner_score[0, 0] == pytest.approx(
+        scores.max(axis=0).mean()
+    )
 
 
 def test_the_derived_choice_is_grid_search_s_own_ties_included():
