@@ -272,6 +272,15 @@ def stratified_folds(
         kind = "images" if groups is None else "groups (images kept together)"
         fixes = [*folds_fix, ("text", "add images")] + ([("ungroup", None)] if units < len(y) else [])
         raise FoldError(f"{n_splits} folds need at least {n_splits} {kind}; there are {units}{within}", fixes)
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.max() < n_splits:
+        # scikit-learn refuses this too, without naming a class.
+        largest = classes[counts.argmax()].item()
+        raise FoldError(
+            f"every class has fewer than {n_splits} images{within} (the largest, {largest!r}, has {counts.max()}): "
+            f"{n_splits} stratified folds need a class with an image for each fold",
+            [*folds_fix, ("text", "add images")],
+        )
     splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(
         n_splits, shuffle=True, random_state=random_state
     )

@@ -513,7 +513,7 @@ def compare_strategies(
                 if len(candidates[i]) > 1:
                     corrected = _corrected_best(split_scores[i][:, fold : fold + 1])[0]
                     tried = "".join(f"; {settings} {score:.3f}" for settings, score in scores)
-                    tried += f"; less the choice's optimism: {corrected:.3f}"
+                    tried += f"; the best less the choice's optimism: {corrected:.3f}"
                 log(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
                     f"(inner {search.best_score_:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"

@@ -37,9 +37,15 @@ def test_folds_either_hold_every_class_or_say_which_cannot(counts, group_size, n
     except FoldError as err:
         message = str(err)
         assert "\n" not in message and "; fix: " in message
+        # Every refusal names what it is about: a class and its count, or the groups there are.
         if message.startswith("class "):
             label = message.split("'")[1]
             assert f"has {counts[int(label[1:])]} image" in message
+        elif "(the largest, " in message:
+            label = message.split("'")[1]
+            assert counts[int(label[1:])] == max(counts) < n_splits and f"has {max(counts)})" in message
+        else:
+            assert f"{n_splits} folds need at least {n_splits}" in message
         if "duplicate group" in message:
             assert "groups=None" in message and "--no-group-duplicates" in err.worded(CLI_WORDS)
         return
@@ -55,6 +61,15 @@ def test_a_single_image_class_names_itself_and_the_fold():
     y = np.array(["a"] * 5 + ["b"] * 5 + ["rare"])
     with pytest.raises(FoldError, match=r"class 'rare' has 1 image: the training part of fold \d of 3 holds none"):
         stratified_folds(y, None, 3)
+
+
+def test_classes_all_smaller_than_the_inner_folds_name_the_largest_and_the_outer_fold():
+    y = np.array(["a"] * 3 + ["b"] * 4)
+    with pytest.raises(FoldError) as caught:
+        stratified_folds(y, None, 5, option="inner_cv", within=" in the training part of outer fold 2")
+    message = caught.value.worded(CLI_WORDS)
+    assert message.startswith("every class has fewer than 5 images in the training part of outer fold 2")
+    assert "(the largest, 'b', has 4)" in message and "--inner-cv" in message
 
 
 def test_a_class_in_one_duplicate_group_points_at_the_grouping():

@@ -123,7 +123,9 @@ def test_every_candidate_setting_is_scored_on_the_inner_folds_and_logged():
     np.testing.assert_array_equal(scores[0], result.inner_score[0])  # the best, chosen every time
     assert result.best_params == [[{}, {}, {}]]
     # Seeing on every inner fold, the best setting owes nothing to the choice: no optimism to take off.
-    assert all("; {} 1.000; {'shift': 1000000.0} 0.500; less the choice's optimism: 1.000)" in line for line in lines)
+    assert all(
+        "; {} 1.000; {'shift': 1000000.0} 0.500; the best less the choice's optimism: 1.000)" in line for line in lines
+    )
     assert result.candidate_split_scores[0].shape == (2, 3, 5)
     np.testing.assert_array_equal(result.candidate_split_scores[0].mean(axis=2), scores)
 
