@@ -475,10 +475,11 @@ def compare_strategies(
     if not strategies or len(set(names)) != len(names):
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
     grouping = fold_groups(X, y, groups)
+    n_inner = [s.inner_folds or inner_cv for s in strategies]
     outer, inner = nested_folds(
         y,
         grouping.groups,
-        [(s.inner_folds or inner_cv, s.estimator) for s in strategies],
+        [(folds, s.estimator) for folds, s in zip(n_inner, strategies, strict=True)],
         cv,
         random_state=random_state,
     )
@@ -486,14 +487,13 @@ def compare_strategies(
     balanced, accuracy, seconds = (np.zeros(shape) for _ in range(3))
     candidates = [list(ParameterGrid(s.param_grid)) for s in strategies]
     split_scores = [
-        np.zeros((len(settings), len(outer), s.inner_folds or inner_cv))
-        for settings, s in zip(candidates, strategies, strict=True)
+        np.zeros((len(settings), len(outer), folds)) for settings, folds in zip(candidates, n_inner, strict=True)
     ]
     for fold, (train, test) in enumerate(outer):
         X_train, y_train, X_test, y_test = _take(X, train), y[train], _take(X, test), y[test]
         for i, strategy in enumerate(strategies):
             start = time.perf_counter()
-            folds = strategy.inner_folds or inner_cv
+            folds = n_inner[i]
             search = GridSearchCV(
                 clone(strategy.estimator),
                 strategy.param_grid,
