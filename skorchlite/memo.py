@@ -12,7 +12,10 @@ module reads or writes it (never a global written from another module):
   what identifies a file's content).
 
 ``functools.cache`` remains only for facts that cannot change while a
-process runs (an installed library's list of models).
+process runs (an installed library's list of models), and a
+``weakref.WeakKeyDictionary`` only for what belongs to one object and must
+die with it (:mod:`skorchlite.finetune.voting_head`: a fitted body's traced
+views).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ LayerVotingClassifier votes; and the linear head where it still predicts."""
 
 from __future__ import annotations
 
+import gc
 import pickle
+import weakref
 
 import numpy as np
 import pytest
@@ -14,8 +16,10 @@ from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
+from skorchlite.finetune import voting_head
 from skorchlite.finetune.voting_head import VotingHead
 from skorchlite.inspect import resolve_model
+from skorchlite.networks import embedding_module
 from skorchlite.versioning import VERSION_KEY, InconsistentVersionWarning
 
 RNG = np.random.default_rng(0)
@@ -83,6 +87,31 @@ def test_partial_fit_changes_the_network_under_the_heads_so_they_go(tuned):
     np.testing.assert_allclose(clf.predict_proba(X), clf.set_params(head="linear").predict_proba(X))
     # A fit brings them back.
     assert clf.set_params(head="voting").fit(X, Y).voting_head_ is not None
+
+
+def test_the_layers_are_traced_once_per_fitted_body_and_follow_its_training(tuned, monkeypatch):
+    clf = pickle.loads(pickle.dumps(tuned)).set_params(layer="blocks")
+    traced = []
+    monkeypatch.setattr(voting_head, "embedding_module", lambda *a: traced.append(a) or embedding_module(*a))
+    before = clf.transform(X)
+    clf.predict_proba(X), clf.predict_proba(X[:2])  # the voting heads read the same layers
+    assert len(traced) == 1
+    # The view shares the body's weights: training in place reaches it.
+    clf.partial_fit(X, Y)
+    after = clf.transform(X)
+    assert len(traced) == 1 and not np.allclose(before, after, atol=1e-3)
+    np.testing.assert_allclose(after, pickle.loads(pickle.dumps(clf)).transform(X), atol=1e-5)  # a fresh trace
+    assert len(traced) == 2
+
+
+def test_a_traced_view_dies_with_its_estimator(tuned):
+    clf = pickle.loads(pickle.dumps(tuned))
+    clf.predict(X), clf.transform(X)  # the voting layers traced; the penultimate features are the body
+    body = weakref.ref(clf.model_[0])
+    assert list(voting_head._VIEWS[body()]) == [voting_head.voting_layers(clf)]
+    del clf
+    gc.collect()
+    assert body() is None
 
 
 def test_a_multi_label_fit_predicts_with_its_linear_head():

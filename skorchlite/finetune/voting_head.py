@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -108,11 +109,27 @@ def layer_widths(estimator: FineTuneClassifier, layer: Any) -> list[int]:
     return list(output_widths(network, backbone.preprocessing.resized(params.image_size).crop_size))
 
 
+# Each fitted body's traced views, by resolved layers: tracing is most of a
+# small predict's time. Keyed weakly, so a view dies with its body; a view
+# shares the body's modules, so training, a state dict loaded and a move to a
+# device, all in place, reach it; a new fit or a loaded file makes a new body.
+_VIEWS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str | None, ...], nn.Module]] = weakref.WeakKeyDictionary()
+
+
 def layers_network(estimator: FineTuneClassifier, layer: Any) -> nn.Module:
     """The fitted body up to the layers ``layer`` names, each average-pooled
-    (the body itself for the penultimate features); shares the body's weights."""
+    (the body itself for the penultimate features); shares the body's weights,
+    traced once per body and layers."""
     backbone = estimator_backbone(FineTuneParameters.of(estimator))
-    return embedding_module(dataclasses.replace(backbone, model=estimator.model_[0]), layer, "avg")
+    body = estimator.model_[0]
+    views = _VIEWS.setdefault(body, {})
+    layers = backbone.resolve_layers(layer)
+    view = views.get(layers)
+    if view is None:
+        view = embedding_module(dataclasses.replace(backbone, model=body), layers, "avg")
+        if view is not body:  # the penultimate features are the body: kept, it would never die
+            views[layers] = view
+    return view
 
 
 def voting_features(estimator: FineTuneClassifier, inputs: NetworkInputs, rows: np.ndarray) -> np.ndarray:
