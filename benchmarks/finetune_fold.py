@@ -47,7 +47,12 @@ predict with their linear head (``head="linear"``), as when they were measured.
 ``--classes benign malignant`` keeps those classes only (BUSI's two-class
 task); ``--views N`` also scores each recipe on N test-time views of each
 test image (``views``: the image, its mirror, a central zoom and the corner
-crops), their log-probabilities averaged. Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
+crops), their log-probabilities averaged. ``--inner`` scores each recipe on
+the fold's inner folds instead of its test part: the 5 grouped folds of its
+training part that ``compare_strategies`` (and so ``benchmarks/quality.py``)
+scores every strategy on, each scored, then their mean, the figure its
+selection compares. A recipe screened so is chosen without looking at any
+outer test fold. Run: ``python benchmarks/finetune_fold.py FOLD RECIPE [RECIPE ...]``, e.g.
 ``python benchmarks/finetune_fold.py 0 default blocks lpft:2:3e-4:6``.
 """
 
@@ -71,12 +76,15 @@ from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeat
 from skorchlite.backbones import get_backbone
 from skorchlite.finetune import loop, run
 from skorchlite.finetune.augmentation import DefaultAugmentation
+from skorchlite.folds import nested_folds
 from skorchlite.images import check_images, load_rgb
 from skorchlite.networks import PooledNodes
 from skorchlite.strategies import default_strategies
 from skorchlite.voting import default_layer_head
 
 PROBE_C = 0.1
+#: compare_strategies' default inner folds, which --inner scores on.
+INNER_FOLDS = 5
 
 
 def probe(X: np.ndarray, y: np.ndarray) -> LogisticRegression:
@@ -435,6 +443,7 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant)")
     parser.add_argument("--views", type=int, choices=range(2, 9), help="also score with this many test-time views")
+    parser.add_argument("--inner", action="store_true", help="score on the fold's 5 inner folds, not its test part")
     args = parser.parse_args()
     print(machine())
     X, y = load_busi(args.data, args.limit)
@@ -443,34 +452,64 @@ def main() -> None:
             parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
         keep = np.isin(y, args.classes)
         X, y = X[keep], y[keep]
-    train, test = list(grouped_folds().split(X, y, duplicate_groups(X, y)))[args.fold]
-    # What a recipe patches (the network built, the optimiser, the snapshot),
-    # put back before each, so that each recipe of one run starts from the library's own.
-    patched = [
-        (run, "build_network"),
-        (loop, "make_optimizer"),
-        (loop, "weighted_loss"),
-        (loop.Trainer, "_snapshot"),
-        (loop.Trainer, "_training_network"),
-    ]
-    originals = [getattr(owner, name) for owner, name in patched]
+    groups = duplicate_groups(X, y)
+    train, test = list(grouped_folds().split(X, y, groups))[args.fold]
+    if args.inner:
+        # compare_strategies' own inner folds: nested_folds gives them as rows of the training part.
+        _, inner = nested_folds(y, groups, [(INNER_FOLDS, FineTuneClassifier())], 5)
+        parts = [
+            (f"fold {args.fold} inner {k + 1}/{INNER_FOLDS}", train[a], train[b])
+            for k, (a, b) in enumerate(inner[args.fold, INNER_FOLDS])
+        ]
+    else:
+        parts = [(f"fold {args.fold}", train, test)]
     for name in args.recipes:
-        start = time.perf_counter()
-        models = []
-        for member in name.split("&"):
-            for (owner, attribute), original in zip(patched, originals, strict=True):
-                setattr(owner, attribute, original)
-            models.append(recipe(member, X[train], y[train]).fit(X[train], y[train]))
-        seconds = time.perf_counter() - start
-        score = averaged_score(models, [X[test]], y[test])
-        print(f"fold {args.fold}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
-        if args.views:
-            score = averaged_score(models, views(X[test], args.views), y[test])
-            print(f"fold {args.fold}  {name + f' {args.views} views':24} balanced accuracy {score:.3f}", flush=True)
-        if len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
-            models[0].set_params(head="linear")  # the network's own head, from the same fit
-            score = balanced_accuracy_score(y[test], models[0].predict(X[test]))
-            print(f"fold {args.fold}  {name + ' linear head':24} balanced accuracy {score:.3f}", flush=True)
+        scores = [
+            score_recipe(name, X, y, fit_rows, score_rows, label, args.views) for label, fit_rows, score_rows in parts
+        ]
+        if args.inner:
+            columns = ("", f" {args.views} views", " linear head")
+            for column, values in zip(columns, zip(*scores, strict=True), strict=True):
+                if None not in values:
+                    print(f"fold {args.fold}  {name + column:24} inner mean {np.mean(values):.3f}", flush=True)
+
+
+# What a recipe patches (the network built, the optimiser, the snapshot),
+# put back before each, so that each recipe of one run starts from the library's own.
+PATCHED = [
+    (run, "build_network"),
+    (loop, "make_optimizer"),
+    (loop, "weighted_loss"),
+    (loop.Trainer, "_snapshot"),
+    (loop.Trainer, "_training_network"),
+]
+ORIGINALS = [getattr(owner, name) for owner, name in PATCHED]
+
+
+def score_recipe(
+    name: str, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, label: str, n_views: int | None
+) -> tuple[float, float | None, float | None]:
+    """Fit recipe ``name`` on ``train``, print and return its balanced accuracy on
+    ``test``: as it predicts, on ``n_views`` views, and through its linear head
+    (``None`` where not asked for or not a voting fine-tuner)."""
+    start = time.perf_counter()
+    models = []
+    for member in name.split("&"):
+        for (owner, attribute), original in zip(PATCHED, ORIGINALS, strict=True):
+            setattr(owner, attribute, original)
+        models.append(recipe(member, X[train], y[train]).fit(X[train], y[train]))
+    seconds = time.perf_counter() - start
+    score = averaged_score(models, [X[test]], y[test])
+    print(f"{label}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
+    viewed = linear = None
+    if n_views:
+        viewed = averaged_score(models, views(X[test], n_views), y[test])
+        print(f"{label}  {name + f' {n_views} views':24} balanced accuracy {viewed:.3f}", flush=True)
+    if len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
+        models[0].set_params(head="linear")  # the network's own head, from the same fit
+        linear = balanced_accuracy_score(y[test], models[0].predict(X[test]))
+        print(f"{label}  {name + ' linear head':24} balanced accuracy {linear:.3f}", flush=True)
+    return score, viewed, linear
 
 
 if __name__ == "__main__":
