@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _common import busi_arguments, duplicate_groups, grouped_folds, load_busi, machine
+from _common import busi_arguments, duplicate_groups, load_busi, machine
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -452,11 +452,11 @@ def main() -> None:
             parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
         keep = np.isin(y, args.classes)
         X, y = X[keep], y[keep]
-    groups = duplicate_groups(X, y)
-    train, test = list(grouped_folds().split(X, y, groups))[args.fold]
+    # compare_strategies' own folds: the outer ones are the benchmarks' grouped_folds(),
+    # the inner ones rows of each outer training part.
+    outer, inner = nested_folds(y, duplicate_groups(X, y), [(INNER_FOLDS, FineTuneClassifier())], 5)
+    train, test = outer[args.fold]
     if args.inner:
-        # compare_strategies' own inner folds: nested_folds gives them as rows of the training part.
-        _, inner = nested_folds(y, groups, [(INNER_FOLDS, FineTuneClassifier())], 5)
         parts = [
             (f"fold {args.fold} inner {k + 1}/{INNER_FOLDS}", train[a], train[b])
             for k, (a, b) in enumerate(inner[args.fold, INNER_FOLDS])
