@@ -8,12 +8,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from numbers import Integral
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import GridSearchCV, ParameterGrid
+from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from .backbones import get_backbone, offline_backbones
@@ -22,15 +22,26 @@ from .finetune import FineTuneClassifier
 from .folds import fold_groups, nested_folds
 from .names import columns, pad, visible
 from .validation import Interval, StrOptions, check_params
-from .voting import LayerVotingClassifier, default_layer_head
+from .voting import LayerVotingClassifier, default_layer_head, select_ensemble
 
-__all__ = ["HEAD_C", "RESOLUTION_STEP", "Strategy", "StrategyComparison", "compare_strategies", "default_strategies"]
+__all__ = [
+    "ENSEMBLE",
+    "HEAD_C",
+    "RESOLUTION_STEP",
+    "Strategy",
+    "StrategyComparison",
+    "compare_strategies",
+    "default_strategies",
+]
 
 #: The regularisation strengths every frozen recipe's head chooses from, on inner folds.
 HEAD_C = (0.003, 0.01, 0.03, 0.1)
 
 #: How much larger (pixels) the second resolution of the multi-scale recipe is.
 RESOLUTION_STEP = 64
+
+#: The table's name for the strategies averaged with weights chosen on inner folds.
+ENSEMBLE = "strategies averaged, weights chosen on inner folds"
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class Strategy:
     estimator : estimator
         Takes the images ``compare_strategies`` gets (paths, arrays).
     param_grid : dict or list of dict, default={}
-        Searched by ``GridSearchCV`` on the inner folds of each outer
+        Searched as ``GridSearchCV`` searches on the inner folds of each outer
         training fold; a list of dicts, as there, tries the settings of
         each dict in turn (one setting changed at a time, say); empty:
         nothing is tuned, the inner folds only score the recipe for the
@@ -250,6 +261,23 @@ class StrategyComparison:
         "compare on inner folds, then use the winner".
     recommended : str
         The strategy chosen in most outer folds (ties: best mean inner score).
+    ensemble_weights : ndarray of shape (n_strategies, n_folds) or None
+        Per outer fold, each strategy's weight in the average of their
+        probabilities that :func:`~skorchlite.voting.select_ensemble`
+        chose on the inner folds' out-of-fold probabilities (each strategy at
+        its best setting there); 0 for a strategy the selection left out,
+        one without ``predict_proba``, or one scored on inner folds of its
+        own (``Strategy.inner_folds``) instead of the shared ones.
+        ``None``: not measured.
+    ensemble_balanced_accuracy, ensemble_accuracy : ndarray of shape (n_folds,) or None
+        That average's scores on the outer test folds, the strategies
+        refitted as for their own rows (NaN where fewer than two strategies
+        could be averaged): the honest estimate of "average the strategies
+        as the inner folds weigh them".
+    ensemble_inner_score : ndarray of shape (n_folds,) or None
+        The average's mean balanced accuracy over the inner folds, on the
+        out-of-fold probabilities that chose its weights: over-rated by that
+        choice, more than a grid's best (no correction is taken off).
     """
 
     names: list[str]
@@ -260,6 +288,10 @@ class StrategyComparison:
     candidate_split_scores: list[np.ndarray]
     n_grouped: int
     n_groups: int
+    ensemble_weights: np.ndarray | None = None
+    ensemble_balanced_accuracy: np.ndarray | None = None
+    ensemble_inner_score: np.ndarray | None = None
+    ensemble_accuracy: np.ndarray | None = None
 
     @property
     def candidate_scores(self) -> list[np.ndarray]:
@@ -317,7 +349,9 @@ class StrategyComparison:
         return sorted(range(len(self.names)), key=lambda i: -self.balanced_accuracy[i].mean())
 
     def __str__(self) -> str:
-        width = max(columns(visible(name)) for name in [*self.names, "chosen on inner folds, per outer fold"])
+        averaged = self.ensemble_balanced_accuracy is not None and not np.isnan(self.ensemble_balanced_accuracy).all()
+        labels = [*self.names, "chosen on inner folds, per outer fold", *([ENSEMBLE] if averaged else [])]
+        width = max(columns(visible(name)) for name in labels)
         lines = [
             f"{pad('strategy', width, '<')}  {'balanced acc.':>15}  {'inner':>5}  {'accuracy':>15}  {'seconds':>8}",
         ]
@@ -341,6 +375,18 @@ class StrategyComparison:
                 "",
             )
         )
+        explained = ""
+        if averaged:
+            balanced, inner_scores, accuracy = (
+                np.asarray(s)
+                for s in (self.ensemble_balanced_accuracy, self.ensemble_inner_score, self.ensemble_accuracy)
+            )
+            lines.append(row(ENSEMBLE, balanced, inner_scores, accuracy, ""))
+            explained = (
+                f" '{ENSEMBLE}': in each outer fold, the strategies' probabilities averaged with weights chosen on "
+                "their inner out-of-fold probabilities (ensemble selection), its inner score over-rated by that "
+                "choice."
+            )
         picks = Counter(self.selected)
         lines += [
             "",
@@ -352,7 +398,7 @@ class StrategyComparison:
             + ", ".join(f"{visible(name)}: {count}x" for name, count in picks.most_common())
             + "). 'inner': the mean of the inner scores the choice compared (a grid's best less the optimism of "
             "choosing it on the same inner folds); a row whose inner score is above its outer one was over-rated by "
-            "them, and the chosen row's gap is the choice's optimism.",
+            "them, and the chosen row's gap is the choice's optimism." + explained,
             f"Use: {visible(self.recommended)}",
         ]
         return "\n".join(lines)
@@ -370,6 +416,63 @@ def _corrected_best(splits: np.ndarray) -> np.ndarray:
 
 def _take(X: Any, rows: np.ndarray) -> Any:
     return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]
+
+
+def _proba(model: Any, X: Any, classes: np.ndarray) -> np.ndarray | None:
+    """``model``'s probabilities with a column per class of ``classes`` (0 for
+    one its training part lacked); ``None`` if it gives none, or its classes
+    are not among ``classes`` (a model that relabels its targets)."""
+    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+        return None
+    where = {label: k for k, label in enumerate(classes.tolist())}
+    columns = [where.get(label, -1) for label in np.asarray(model.classes_).tolist()]
+    if -1 in columns:
+        return None
+    proba = np.zeros((len(X), len(classes)))
+    proba[:, columns] = model.predict_proba(X)
+    return proba
+
+
+class _Search(NamedTuple):
+    split_scores: np.ndarray  # (n_candidates, n_inner_folds)
+    best: int
+    inner_proba: np.ndarray | None  # the best setting's, out of fold, a row per training image
+    model: Any  # the best setting refitted on the whole training part
+
+
+def _search(
+    strategy: Strategy,
+    candidates: list[dict[str, Any]],
+    X: Any,
+    y: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    classes: np.ndarray | None,
+) -> _Search:
+    """``GridSearchCV``'s search (each setting fitted on each inner training
+    part, scored by balanced accuracy of its predictions, the first best
+    refitted on everything), keeping each setting's out-of-fold
+    probabilities with a column per class of ``classes`` (``None``: none kept),
+    which the ensemble averages."""
+    scores = np.zeros((len(candidates), len(splits)))
+    proba: list[np.ndarray | None] = []
+    for c, settings in enumerate(candidates):
+        oof = None if classes is None else np.full((len(y), len(classes)), np.nan)
+        for k, (fit_rows, score_rows) in enumerate(splits):
+            # Cloned as GridSearchCV clones them: an estimator in the grid is never fitted in place.
+            model = clone(strategy.estimator).set_params(**clone(settings, safe=False))
+            model.fit(_take(X, fit_rows), y[fit_rows])
+            X_score = _take(X, score_rows)
+            scores[c, k] = balanced_accuracy_score(y[score_rows], model.predict(X_score))
+            part = None if oof is None or classes is None else _proba(model, X_score, classes)
+            if oof is not None and part is not None:
+                oof[score_rows] = part
+            else:
+                oof = None
+        # A single hold-out leaves rows no inner model scored: nothing to average there.
+        proba.append(None if oof is None or np.isnan(oof).any() else oof)
+    best = int(scores.mean(axis=1).argmax())
+    model = clone(strategy.estimator).set_params(**clone(candidates[best], safe=False)).fit(X, y)
+    return _Search(scores, best, proba[best], model)
 
 
 def compare_strategies(
@@ -393,8 +496,11 @@ def compare_strategies(
     the best inner score (a grid's best less the optimism of choosing it on
     those folds, :attr:`StrategyComparison.inner_score`) is the fold's
     choice; the outer scores of those choices estimate what comparing and
-    then using the winner gives on new patients. No choice ever sees a
-    test fold.
+    then using the winner gives on new patients. Beside it, the strategies'
+    probabilities averaged with weights chosen on their inner out-of-fold
+    probabilities (:func:`~skorchlite.voting.select_ensemble`), scored on
+    the same test folds: what averaging instead of choosing gives. No
+    choice ever sees a test fold.
 
     Parameters
     ----------
@@ -489,34 +595,60 @@ def compare_strategies(
     split_scores = [
         np.zeros((len(settings), len(outer), folds)) for settings, folds in zip(candidates, n_inner, strict=True)
     ]
+    classes = np.unique(y)
+    # Strategies on the shared inner folds, which cover every training image
+    # once: their out-of-fold probabilities can be averaged image by image.
+    shared = [i for i, folds in enumerate(n_inner) if folds == inner_cv > 1]
+    weights = np.zeros(shape)
+    ensemble_scores = np.full((3, len(outer)), np.nan)
     for fold, (train, test) in enumerate(outer):
         X_train, y_train, X_test, y_test = _take(X, train), y[train], _take(X, test), y[test]
+        inner_proba: dict[int, np.ndarray] = {}
+        test_proba: dict[int, np.ndarray] = {}
         for i, strategy in enumerate(strategies):
             start = time.perf_counter()
             folds = n_inner[i]
-            search = GridSearchCV(
-                clone(strategy.estimator),
-                strategy.param_grid,
-                scoring="balanced_accuracy",
-                cv=inner[fold, folds],
-                error_score="raise",
-            ).fit(X_train, y_train)
-            predicted = search.predict(X_test)
+            averaged = i in shared and len(shared) > 1
+            search = _search(
+                strategy, candidates[i], X_train, y_train, inner[fold, folds], classes if averaged else None
+            )
+            predicted = search.model.predict(X_test)
             seconds[i, fold] = time.perf_counter() - start
             balanced[i, fold] = balanced_accuracy_score(y_test, predicted)
             accuracy[i, fold] = accuracy_score(y_test, predicted)
-            for k in range(folds):
-                split_scores[i][:, fold, k] = search.cv_results_[f"split{k}_test_score"]
+            split_scores[i][:, fold] = search.split_scores
+            if search.inner_proba is not None and (proba := _proba(search.model, X_test, classes)) is not None:
+                inner_proba[i], test_proba[i] = search.inner_proba, proba
             if log is not None:
-                scores = zip(candidates[i], search.cv_results_["mean_test_score"], strict=True)
+                means = split_scores[i][:, fold].mean(axis=1)
                 tried = ""
                 if len(candidates[i]) > 1:
                     corrected = _corrected_best(split_scores[i][:, fold : fold + 1])[0]
-                    tried = "".join(f"; {settings} {score:.3f}" for settings, score in scores)
+                    tried = "".join(
+                        f"; {settings} {score:.3f}" for settings, score in zip(candidates[i], means, strict=True)
+                    )
                     tried += f"; the best less the choice's optimism: {corrected:.3f}"
                 log(
                     f"fold {fold + 1}/{len(outer)}  {strategy.name}: balanced acc. {balanced[i, fold]:.3f} "
-                    f"(inner {search.best_score_:.3f}, {search.best_params_}{tried}), {seconds[i, fold]:.0f} s"
+                    f"(inner {means.max():.3f}, {candidates[i][search.best]}{tried}), {seconds[i, fold]:.0f} s"
+                )
+        members = [i for i in shared if i in inner_proba]
+        if len(members) > 1:
+            codes = np.searchsorted(classes, y_train)
+            weights[members, fold] = select_ensemble([inner_proba[i] for i in members], codes)
+            inner_predicted = sum(weights[i, fold] * inner_proba[i] for i in members).argmax(axis=1)
+            tested = classes[sum(weights[i, fold] * test_proba[i] for i in members).argmax(axis=1)]
+            ensemble_scores[:, fold] = (
+                balanced_accuracy_score(y_test, tested),
+                # As every row's inner score: the mean over the inner folds.
+                np.mean([balanced_accuracy_score(codes[b], inner_predicted[b]) for _, b in inner[fold, inner_cv]]),
+                accuracy_score(y_test, tested),
+            )
+            if log is not None:
+                mix = ", ".join(f"{names[i]} {weights[i, fold]:.2f}" for i in members if weights[i, fold])
+                log(
+                    f"fold {fold + 1}/{len(outer)}  {ENSEMBLE}: balanced acc. {ensemble_scores[0, fold]:.3f} "
+                    f"(inner {ensemble_scores[1, fold]:.3f}, {mix})"
                 )
     return StrategyComparison(
         names=names,
@@ -527,4 +659,8 @@ def compare_strategies(
         candidate_split_scores=split_scores,
         n_grouped=grouping.n_grouped,
         n_groups=grouping.n_groups,
+        ensemble_weights=weights,
+        ensemble_balanced_accuracy=ensemble_scores[0],
+        ensemble_inner_score=ensemble_scores[1],
+        ensemble_accuracy=ensemble_scores[2],
     )

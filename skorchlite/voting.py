@@ -1,8 +1,10 @@
-"""LayerVotingClassifier: one classifier per layer of an embedding, their votes combined."""
+"""Votes combined: one classifier per layer of an embedding (LayerVotingClassifier),
+or several models' probabilities averaged with weights chosen on out-of-fold ones (select_ensemble)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -14,10 +16,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .private_api import fit_context
-from .validation import HasMethods, check_estimator_params, check_unchanged
+from .validation import HasMethods, Interval, check_estimator_params, check_params, check_unchanged
 from .versioning import VersionedPickleMixin
 
-__all__ = ["LayerVotingClassifier"]
+__all__ = ["ENSEMBLE_ROUNDS", "LayerVotingClassifier", "select_ensemble"]
 
 
 def default_layer_head() -> BaseEstimator:
@@ -174,3 +176,97 @@ class LayerVotingClassifier(ClassifierMixin, VersionedPickleMixin, BaseEstimator
         """
         votes = self._log_votes(X)  # first: it checks that the model is fitted
         return self.classes_[np.argmax(votes, axis=1)]
+
+
+#: Forward-selection rounds: each adds one model (again, if it is the best
+#: addition), so the weights are multiples of one fiftieth (auto-sklearn's
+#: default ensemble size).
+ENSEMBLE_ROUNDS = 50
+
+
+def select_ensemble(probabilities: Sequence[np.ndarray], y: np.ndarray, *, rounds: int = ENSEMBLE_ROUNDS) -> np.ndarray:
+    """Weights of the models whose averaged probabilities best predict ``y``.
+
+    Forward selection with replacement (Caruana et al., ICML 2004; auto-sklearn
+    builds its ensembles so): each round adds the model whose addition gives
+    the average with the highest balanced accuracy on these samples; a model
+    chosen in ``k`` of the rounds weighs ``k / rounds``. Accuracy moves in
+    steps, so additions often tie: of those, the one whose average gives the
+    true classes the highest mean log-probability (each class weighing the
+    same) wins, then the first listed (auto-sklearn draws one at random).
+    Averaging models that err on different images is what wins over taking
+    the single best when the candidates' scores differ by less than their
+    noise; the probabilities must be out-of-fold (each sample's from a model
+    that never trained on it), or the weights favour the models that
+    memorised their training images.
+
+    Parameters
+    ----------
+    probabilities : sequence of ndarray of shape (n_samples, n_classes)
+        One per model, columns in the same class order, rows summing to 1.
+    y : array-like of int, shape (n_samples,)
+        Each sample's class, as a column index of the probabilities.
+    rounds : int, default=ENSEMBLE_ROUNDS
+        Selection rounds; the weights are multiples of ``1 / rounds``.
+
+    Returns
+    -------
+    ndarray of shape (n_models,)
+        Non-negative weights summing to 1.
+
+    Raises
+    ------
+    ValueError
+        No models, probabilities of different shapes or not a row per
+        label, or labels that are not column indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skorchlite.voting import select_ensemble
+    >>> y = np.array([0, 0, 1, 1])
+    >>> right = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8]])
+    >>> wrong = right[:, ::-1]
+    >>> select_ensemble([wrong, right], y, rounds=4).tolist()
+    [0.0, 1.0]
+    """
+    check_params({"rounds": rounds}, {"rounds": [Interval(Integral, 1, None, closed="left")]}, "select_ensemble")
+    if not len(probabilities):
+        raise ValueError("select_ensemble needs at least one model's probabilities.")
+    shapes = {np.shape(p) for p in probabilities}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[0] != len(y):
+        raise ValueError(f"each model needs one row of probabilities per sample ({len(y)}); got shapes {shapes}.")
+    n_classes = next(iter(shapes))[1]
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
+        raise ValueError(
+            f"y must hold column indices of the probabilities, integers in [0, {n_classes}); got {y[:5]}..."
+        )
+    stacked = np.asarray(probabilities, dtype=float)
+    support = np.bincount(y, minlength=stacked.shape[2])
+    present = support > 0
+
+    def balanced_accuracy(predicted: np.ndarray) -> float:
+        # Scikit-learn's balanced accuracy (the mean recall of the classes in y), without its
+        # warning about predicted classes y lacks, thousands of times cheaper to call.
+        hits = np.bincount(y[predicted == y], minlength=len(support))
+        return float((hits[present] / support[present]).mean())
+
+    def balanced_log_likelihood(proba: np.ndarray) -> float:
+        # Of the true class, each class weighing the same, as in balanced accuracy.
+        sums = np.bincount(y, np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None)), len(support))
+        return float((sums[present] / support[present]).mean())
+
+    total = np.zeros(stacked.shape[1:])
+    counts = np.zeros(len(stacked), dtype=int)
+    for r in range(rounds):
+        averages = (total + stacked) / (r + 1)
+        accuracies = np.array([balanced_accuracy(a.argmax(axis=1)) for a in averages])
+        # Accuracy moves in steps, so many additions tie; among those, the one
+        # that puts the most probability on the true classes (not merely the
+        # first listed, which would add a model that changes no prediction).
+        tied = np.flatnonzero(accuracies == accuracies.max())
+        best = int(tied[np.argmax([balanced_log_likelihood(averages[t]) for t in tied])])
+        total += stacked[best]
+        counts[best] += 1
+    return counts / rounds

@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.strategies import (
+    ENSEMBLE,
     HEAD_C,
     Strategy,
     StrategyComparison,
@@ -95,6 +96,124 @@ def test_the_choice_is_the_best_inner_score_and_reports_its_outer_score():
     chosen = next(line for line in text.splitlines() if line.startswith("chosen on inner folds"))
     assert float(chosen.split()[-4]) == pytest.approx(result.inner_score[0].mean())
     assert "chosen on inner folds" in text and "36 images share a group with others (12 groups)" in text
+
+
+class ProbaSpy(RowSpy):
+    """A RowSpy that also gives probabilities (nearer mean, likelier), logging the rows it was asked about."""
+
+    def predict_proba(self, X):
+        RowSpy.log.append((self.rows_, set(X[:, 0, 0, 0].tolist())))
+        brightness = X.reshape(len(X), -1).mean(axis=1)
+        closeness = -np.abs(brightness[:, None] - self.means_[None]) / 10
+        proba = np.exp(closeness - closeness.max(axis=1, keepdims=True))
+        return proba / proba.sum(axis=1, keepdims=True)
+
+
+def test_strategies_are_averaged_with_weights_chosen_on_out_of_fold_probabilities():
+    X, y, groups = numbered_images()
+    RowSpy.log.clear()
+    strategies = [
+        Strategy("blind", ProbaSpy(shift=1e6)),
+        Strategy("sees", ProbaSpy()),
+        Strategy("own hold-out", ProbaSpy(), inner_folds=1),  # other images than the shared folds'
+        Strategy("no probabilities", RowSpy()),
+    ]
+    lines = []
+    result = compare_strategies(X, y, strategies, groups=groups, cv=3, log=lines.append)
+    # Only the strategies on the shared inner folds, with probabilities, are weighed; blind adds nothing.
+    np.testing.assert_array_equal(result.ensemble_weights, [[0] * 3, [1] * 3, [0] * 3, [0] * 3])
+    np.testing.assert_array_equal(result.ensemble_balanced_accuracy, result.balanced_accuracy[1])
+    np.testing.assert_array_equal(result.ensemble_accuracy, result.accuracy[1])
+    np.testing.assert_array_equal(result.ensemble_inner_score, result.inner_score[1])
+    # Every probability was asked of a model that never trained on those images' groups.
+    asked = [(trained, rows) for trained, rows in RowSpy.log if isinstance(rows, set)]
+    assert all(not set(groups[list(trained)]) & set(groups[list(rows)]) for trained, rows in asked)
+    assert sum(f"{ENSEMBLE}: balanced acc. 1.000 (inner 1.000, sees 1.00)" in line for line in lines) == 3
+    text = str(result)
+    assert any(line.startswith(ENSEMBLE) for line in text.splitlines())
+    assert ENSEMBLE not in str(compare_strategies(X, y, strategies[3:], groups=groups, cv=3))
+
+
+def test_the_average_of_models_wrong_on_different_images_beats_each():
+    """Three heads, each seeing one colour channel of a three-class task (its
+    own class from the others, not those two apart): averaged, they see all."""
+    rng = np.random.default_rng(1)
+    n = 60
+    y = np.repeat(["red", "green", "blue"], n // 3)
+    X = rng.integers(0, 60, (n, 8, 8, 3), dtype=np.uint8)
+    for c, name in enumerate(["red", "green", "blue"]):
+        X[y == name, :, :, c] += 150
+
+    def sees(channel: int) -> Pipeline:
+        mean = FunctionTransformer(lambda images, c=channel: images[..., c].reshape(len(images), -1).mean(1)[:, None])
+        return Pipeline([("mean", mean), ("clf", LogisticRegression())])
+
+    strategies = [Strategy(f"sees channel {c}", sees(c)) for c in range(3)]
+    result = compare_strategies(X, y, strategies, groups=None, cv=3, inner_cv=3)
+    assert np.all(result.balanced_accuracy < 0.9)  # each alone mixes up the two classes it cannot see
+    assert np.all(result.ensemble_balanced_accuracy == 1.0) and np.all(result.ensemble_weights > 0)
+
+
+@pytest.mark.parametrize("spy", [RowSpy, ProbaSpy])
+def test_the_search_is_grid_search_cv_s(spy):
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    from skorchlite.strategies import _search
+
+    X, y, groups = numbered_images()
+    splits = list(GroupKFold(3).split(X, y, groups))
+    strategy = Strategy("spy", spy(), param_grid={"shift": [20.0, 0.0, -20.0, 1e6]})
+    candidates = [{"shift": s} for s in strategy.param_grid["shift"]]
+    classes = np.unique(y)
+    search = _search(strategy, candidates, X, y, splits, classes)
+    grid = GridSearchCV(spy(), strategy.param_grid, scoring="balanced_accuracy", cv=splits).fit(X, y)
+    for k in range(3):
+        np.testing.assert_array_equal(search.split_scores[:, k], grid.cv_results_[f"split{k}_test_score"])
+    assert candidates[search.best] == grid.best_params_
+    assert search.model.get_params() == grid.best_estimator_.get_params() and search.model.rows_ == set(range(N))
+    if spy is RowSpy:
+        assert search.inner_proba is None
+        return
+    # Each image's probabilities come from the best setting's model of the split that held it out.
+    for fit_rows, score_rows in splits:
+        held_out = spy(**grid.best_params_).fit(X[fit_rows], y[fit_rows])
+        np.testing.assert_array_equal(search.inner_proba[score_rows], held_out.predict_proba(X[score_rows]))
+    assert _search(strategy, candidates, X, y, splits, None).inner_proba is None  # none asked for
+
+
+def test_probabilities_are_aligned_to_the_classes_of_the_task():
+    from skorchlite.strategies import _proba
+
+    X, y, _ = numbered_images()
+    model = ProbaSpy().fit(X, y)
+    own = model.predict_proba(X)
+    reversed_classes = np.array(sorted(set(y), reverse=True))
+    np.testing.assert_array_equal(_proba(model, X, reversed_classes), own[:, ::-1])
+    np.testing.assert_array_equal(_proba(model, X, np.array(["bright", "dark", "grey"]))[:, :2], own)
+    assert _proba(model, X, np.array(["bright", "grey"])) is None  # it knows a class the task lacks
+    assert _proba(RowSpy().fit(X, y), X, np.unique(y)) is None  # no probabilities
+
+
+def test_the_weights_are_chosen_on_the_training_part_alone(monkeypatch):
+    import skorchlite.strategies as module
+    from skorchlite.folds import nested_folds
+
+    X, y, groups = numbered_images()
+    calls = []
+    original = module.select_ensemble
+
+    def recording(probabilities, codes, **kwargs):
+        calls.append((probabilities, codes))
+        return original(probabilities, codes, **kwargs)
+
+    monkeypatch.setattr(module, "select_ensemble", recording)
+    strategies = [Strategy("sees", ProbaSpy()), Strategy("shifted", ProbaSpy(shift=30.0))]
+    compare_strategies(X, y, strategies, groups=groups, cv=3)
+    outer, _ = nested_folds(y, groups, [(5, ProbaSpy())], 3)
+    assert len(calls) == 3
+    for (probabilities, codes), (train, _) in zip(calls, outer, strict=True):
+        np.testing.assert_array_equal(codes, np.searchsorted(np.unique(y), y[train]))
+        assert all(len(p) == len(train) for p in probabilities)
 
 
 def test_the_table_lines_up_names_in_any_script():
