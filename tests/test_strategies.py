@@ -151,7 +151,10 @@ def test_the_average_of_models_wrong_on_different_images_beats_each():
     strategies = [Strategy(f"sees channel {c}", sees(c)) for c in range(3)]
     result = compare_strategies(X, y, strategies, groups=None, cv=3, inner_cv=3)
     assert np.all(result.balanced_accuracy < 0.9)  # each alone mixes up the two classes it cannot see
-    assert np.all(result.ensemble_balanced_accuracy == 1.0) and np.all(result.ensemble_weights > 0)
+    # In every outer fold the average beats each of them (solvers of other scikit-learn versions
+    # leave an image or two wrong), and it needs more than one of them.
+    assert np.all(result.ensemble_balanced_accuracy > result.balanced_accuracy.max(axis=0))
+    assert np.all(result.ensemble_balanced_accuracy >= 0.9) and np.all((result.ensemble_weights > 0).sum(axis=0) > 1)
 
 
 @pytest.mark.parametrize("spy", [RowSpy, ProbaSpy])
