@@ -56,7 +56,7 @@ from _common import busi_arguments, duplicate_groups, load_busi, machine
 from skorchlite import FineTuneClassifier
 from skorchlite.backbones import get_backbone
 from skorchlite.finetune.augmentation import default_augmentation
-from skorchlite.strategies import Strategy, compare_strategies, default_strategies
+from skorchlite.strategies import ENSEMBLE, Strategy, compare_strategies, default_strategies
 
 TARGETS = {"frozen": 0.82, "fine-tuning": 0.85, "chosen": 0.83}
 
@@ -125,11 +125,9 @@ def main() -> None:
     print(
         f"recipe chosen on inner folds, per outer fold: {verdict(result.selected_balanced_accuracy.mean(), TARGETS['chosen'])}"
     )
-    averaged = result.ensemble_balanced_accuracy
-    if averaged is not None and not np.isnan(averaged).all():
-        print(
-            f"strategies averaged, weights chosen on inner folds, per outer fold: {verdict(averaged.mean(), TARGETS['chosen'])}"
-        )
+    if result.ensemble_measured:
+        averaged = np.asarray(result.ensemble_balanced_accuracy).mean()
+        print(f"{ENSEMBLE}, per outer fold: {verdict(averaged, TARGETS['chosen'])}")
     if frozen.size:
         best = frozen[means[frozen].argmax()]
         chosen = result.chosen(among=frozen)  # the nested choice among the frozen recipes

@@ -278,6 +278,8 @@ class StrategyComparison:
         The average's mean balanced accuracy over the inner folds, on the
         out-of-fold probabilities that chose its weights: over-rated by that
         choice, more than a grid's best (no correction is taken off).
+    ensemble_measured : bool
+        Whether the average was scored in some outer fold.
     """
 
     names: list[str]
@@ -344,12 +346,17 @@ class StrategyComparison:
         wins = Counter(self.chosen().tolist())
         return self.names[max(wins, key=lambda i: (wins[i], self.inner_score[i].mean()))]
 
+    @property
+    def ensemble_measured(self) -> bool:
+        """Whether the averaged strategies were scored in some outer fold (two or more could be averaged)."""
+        return self.ensemble_balanced_accuracy is not None and not np.isnan(self.ensemble_balanced_accuracy).all()
+
     def ranking(self) -> list[int]:
         """Strategy indices by mean outer balanced accuracy, best first."""
         return sorted(range(len(self.names)), key=lambda i: -self.balanced_accuracy[i].mean())
 
     def __str__(self) -> str:
-        averaged = self.ensemble_balanced_accuracy is not None and not np.isnan(self.ensemble_balanced_accuracy).all()
+        averaged = self.ensemble_measured
         labels = [*self.names, "chosen on inner folds, per outer fold", *([ENSEMBLE] if averaged else [])]
         width = max(columns(visible(name)) for name in labels)
         lines = [
@@ -456,20 +463,21 @@ def _search(
     scores = np.zeros((len(candidates), len(splits)))
     proba: list[np.ndarray | None] = []
     for c, settings in enumerate(candidates):
-        oof = None if classes is None else np.full((len(y), len(classes)), np.nan)
+        parts = []
         for k, (fit_rows, score_rows) in enumerate(splits):
             # Cloned as GridSearchCV clones them: an estimator in the grid is never fitted in place.
             model = clone(strategy.estimator).set_params(**clone(settings, safe=False))
             model.fit(_take(X, fit_rows), y[fit_rows])
             X_score = _take(X, score_rows)
             scores[c, k] = balanced_accuracy_score(y[score_rows], model.predict(X_score))
-            part = None if oof is None or classes is None else _proba(model, X_score, classes)
-            if oof is not None and part is not None:
+            parts.append(None if classes is None else _proba(model, X_score, classes))
+        oof = None
+        if classes is not None and all(part is not None for part in parts):
+            # The splits' test parts cover the training part once (callers pass shared k-fold splits).
+            oof = np.empty((len(y), len(classes)))
+            for (_, score_rows), part in zip(splits, parts, strict=True):
                 oof[score_rows] = part
-            else:
-                oof = None
-        # A single hold-out leaves rows no inner model scored: nothing to average there.
-        proba.append(None if oof is None or np.isnan(oof).any() else oof)
+        proba.append(oof)
     best = int(scores.mean(axis=1).argmax())
     model = clone(strategy.estimator).set_params(**clone(candidates[best], safe=False)).fit(X, y)
     return _Search(scores, best, proba[best], model)

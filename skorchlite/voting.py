@@ -234,9 +234,10 @@ def select_ensemble(probabilities: Sequence[np.ndarray], y: np.ndarray, *, round
     if not len(probabilities):
         raise ValueError("select_ensemble needs at least one model's probabilities.")
     shapes = {np.shape(p) for p in probabilities}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[0] != len(y):
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) != 2 or shape[0] != len(y):
         raise ValueError(f"each model needs one row of probabilities per sample ({len(y)}); got shapes {shapes}.")
-    n_classes = next(iter(shapes))[1]
+    n_classes = shape[1]
     y = np.asarray(y)
     if y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
         raise ValueError(
