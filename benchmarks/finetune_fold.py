@@ -47,7 +47,9 @@ predict with their linear head (``head="linear"``), as when they were measured.
 ``--classes benign malignant`` keeps those classes only (BUSI's two-class
 task); ``--views N`` also scores each recipe on N test-time views of each
 test image (``views``: the image, its mirror, a central zoom and the corner
-crops), their log-probabilities averaged. ``--inner`` scores each recipe on
+crops), their log-probabilities averaged. ``--sizes PX [PX ...]`` also refits a voting fine-tuner's
+heads, from the same fit, on its body's ``"blocks"`` at each size, and at
+its own size and each together (``resized_voting``). ``--inner`` scores each recipe on
 the fold's inner folds instead of its test part: the 5 grouped folds of its
 training part that ``compare_strategies`` (and so ``benchmarks/quality.py``)
 scores every strategy on, each scored, then their mean, the figure its
@@ -444,6 +446,9 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant)")
     parser.add_argument("--views", type=int, choices=range(2, 9), help="also score with this many test-time views")
     parser.add_argument("--inner", action="store_true", help="score on the fold's 5 inner folds, not its test part")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="also refit a voting fine-tuner's heads on its body at these sizes"
+    )
     args = parser.parse_args()
     print(machine())
     X, y = load_busi(args.data, args.limit)
@@ -465,10 +470,11 @@ def main() -> None:
         parts = [(f"fold {args.fold}", train, test)]
     for name in args.recipes:
         scores = [
-            score_recipe(name, X, y, fit_rows, score_rows, label, args.views) for label, fit_rows, score_rows in parts
+            score_recipe(name, X, y, fit_rows, score_rows, label, args.views, args.sizes or [])
+            for label, fit_rows, score_rows in parts
         ]
         if args.inner:
-            columns = ("", f" {args.views} views", " linear head")
+            columns = ("", f" {args.views} views", " linear head", *size_columns(args.sizes or []))
             for column, values in zip(columns, zip(*scores, strict=True), strict=True):
                 if None not in values:
                     print(f"fold {args.fold}  {name + column:24} inner mean {np.mean(values):.3f}", flush=True)
@@ -486,11 +492,49 @@ PATCHED = [
 ORIGINALS = [getattr(owner, name) for owner, name in PATCHED]
 
 
+def size_columns(sizes: list[int]) -> list[str]:
+    """The names of :func:`resized_voting`'s scores."""
+    return [f" voting at {size} px" for size in sizes] + [f" voting at own+{size} px" for size in sizes]
+
+
+def resized_voting(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, train, test, sizes: list[int]) -> list:
+    """Balanced accuracy on ``test`` of voting heads fitted, as the fine-tuner
+    fits its own, on the fitted body's ``"blocks"`` at each of ``sizes``
+    (FixRes, Touvron et al. 2019: a network trained on random crops sees
+    objects larger than a centre crop shows them), then at its own size and
+    each of ``sizes`` together (a head per layer and size, as the frozen
+    recipe at 224 and 288 px)."""
+    settings = model.get_params()
+
+    def blocks(size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        model.set_params(layer="blocks", image_size=size)
+        return model.transform(X[train]), model.transform(X[test])
+
+    def score(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        voting = LayerVotingClassifier(widths * len(parts), estimator=default_layer_head())
+        voting.fit(np.hstack([fit_part for fit_part, _ in parts]), y[train])
+        return balanced_accuracy_score(y[test], voting.predict(np.hstack([test_part for _, test_part in parts])))
+
+    widths = PretrainedFeatureExtractor(backbone=model.backbone, layer="blocks").fit().layer_widths_
+    own = blocks(settings["image_size"])
+    resized = [blocks(size) for size in sizes]
+    model.set_params(layer=settings["layer"], image_size=settings["image_size"])
+    return [score([part]) for part in resized] + [score([own, part]) for part in resized]
+
+
 def score_recipe(
-    name: str, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, label: str, n_views: int | None
-) -> tuple[float, float | None, float | None]:
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    label: str,
+    n_views: int | None,
+    sizes: list[int],
+) -> tuple[float | None, ...]:
     """Fit recipe ``name`` on ``train``, print and return its balanced accuracy on
-    ``test``: as it predicts, on ``n_views`` views, and through its linear head
+    ``test``: as it predicts, on ``n_views`` views, through its linear head,
+    and through voting heads refitted at ``sizes`` (:func:`resized_voting`)
     (``None`` where not asked for or not a voting fine-tuner)."""
     start = time.perf_counter()
     models = []
@@ -509,7 +553,13 @@ def score_recipe(
         models[0].set_params(head="linear")  # the network's own head, from the same fit
         linear = balanced_accuracy_score(y[test], models[0].predict(X[test]))
         print(f"{label}  {name + ' linear head':24} balanced accuracy {linear:.3f}", flush=True)
-    return score, viewed, linear
+        models[0].set_params(head="voting")
+    resized: list[float | None] = [None] * 2 * len(sizes)
+    if sizes and len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
+        resized = resized_voting(models[0], X, y, train, test, sizes)
+        for column, value in zip(size_columns(sizes), resized, strict=True):
+            print(f"{label}  {name + column:24} balanced accuracy {value:.3f}", flush=True)
+    return score, viewed, linear, *resized
 
 
 if __name__ == "__main__":
