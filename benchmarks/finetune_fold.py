@@ -78,6 +78,7 @@ from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeat
 from skorchlite.backbones import get_backbone
 from skorchlite.finetune import loop, run
 from skorchlite.finetune.augmentation import DefaultAugmentation
+from skorchlite.finetune.voting_head import layer_widths
 from skorchlite.folds import nested_folds
 from skorchlite.images import check_images, load_rgb
 from skorchlite.networks import PooledNodes
@@ -499,7 +500,8 @@ def size_columns(sizes: list[int]) -> list[str]:
 
 def resized_voting(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, train, test, sizes: list[int]) -> list:
     """Balanced accuracy on ``test`` of voting heads fitted, as the fine-tuner
-    fits its own, on the fitted body's ``"blocks"`` at each of ``sizes``
+    fits its own without class weights (each a balanced
+    :func:`~skorchlite.voting.default_layer_head`), on the fitted body's ``"blocks"`` at each of ``sizes``
     (FixRes, Touvron et al. 2019: a network trained on random crops sees
     objects larger than a centre crop shows them), then at its own size and
     each of ``sizes`` together (a head per layer and size, as the frozen
@@ -515,7 +517,7 @@ def resized_voting(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, trai
         voting.fit(np.hstack([fit_part for fit_part, _ in parts]), y[train])
         return balanced_accuracy_score(y[test], voting.predict(np.hstack([test_part for _, test_part in parts])))
 
-    widths = PretrainedFeatureExtractor(backbone=model.backbone, layer="blocks").fit().layer_widths_
+    widths = layer_widths(model, "blocks")
     own = blocks(settings["image_size"])
     resized = [blocks(size) for size in sizes]
     model.set_params(layer=settings["layer"], image_size=settings["image_size"])
