@@ -49,7 +49,8 @@ task); ``--views N`` also scores each recipe on N test-time views of each
 test image (``views``: the image, its mirror, a central zoom and the corner
 crops), their log-probabilities averaged. ``--sizes PX [PX ...]`` also refits a voting fine-tuner's
 heads, from the same fit, on its body's ``"blocks"`` at each size, and at
-its own size and each together (``resized_voting``). ``--inner`` scores each recipe on
+its own size and each together; ``--cs C [C ...]`` refits them at its own size with
+each ``C`` (``refitted_voting``). ``--inner`` scores each recipe on
 the fold's inner folds instead of its test part: the 5 grouped folds of its
 training part that ``compare_strategies`` (and so ``benchmarks/quality.py``)
 scores every strategy on, each scored, then their mean, the figure its
@@ -450,6 +451,9 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=int, nargs="+", help="also refit a voting fine-tuner's heads on its body at these sizes"
     )
+    parser.add_argument(
+        "--cs", type=float, nargs="+", help="also refit a voting fine-tuner's heads with these C (default head 0.03)"
+    )
     args = parser.parse_args()
     print(machine())
     X, y = load_busi(args.data, args.limit)
@@ -471,11 +475,11 @@ def main() -> None:
         parts = [(f"fold {args.fold}", train, test)]
     for name in args.recipes:
         scores = [
-            score_recipe(name, X, y, fit_rows, score_rows, label, args.views, args.sizes or [])
+            score_recipe(name, X, y, fit_rows, score_rows, label, args.views, args.sizes or [], args.cs or [])
             for label, fit_rows, score_rows in parts
         ]
         if args.inner:
-            columns = ("", f" {args.views} views", " linear head", *size_columns(args.sizes or []))
+            columns = ("", f" {args.views} views", " linear head", *refit_columns(args.sizes or [], args.cs or []))
             for column, values in zip(columns, zip(*scores, strict=True), strict=True):
                 if None not in values:
                     print(f"fold {args.fold}  {name + column:24} inner mean {np.mean(values):.3f}", flush=True)
@@ -493,27 +497,37 @@ PATCHED = [
 ORIGINALS = [getattr(owner, name) for owner, name in PATCHED]
 
 
-def size_columns(sizes: list[int]) -> list[str]:
-    """The names of :func:`resized_voting`'s scores."""
-    return [f" voting at {size} px" for size in sizes] + [f" voting at own+{size} px" for size in sizes]
+def refit_columns(sizes: list[int], cs: list[float]) -> list[str]:
+    """The names of :func:`refitted_voting`'s scores."""
+    return (
+        [f" voting at {size} px" for size in sizes]
+        + [f" voting at own+{size} px" for size in sizes]
+        + [f" voting C={c:g}" for c in cs]
+    )
 
 
-def resized_voting(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, train, test, sizes: list[int]) -> list:
+def refitted_voting(
+    model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, train, test, sizes: list[int], cs: list[float]
+) -> list:
     """Balanced accuracy on ``test`` of voting heads fitted, as the fine-tuner
     fits its own without class weights (each a balanced
     :func:`~skorchlite.voting.default_layer_head`), on the fitted body's ``"blocks"`` at each of ``sizes``
     (FixRes, Touvron et al. 2019: a network trained on random crops sees
     objects larger than a centre crop shows them), then at its own size and
     each of ``sizes`` together (a head per layer and size, as the frozen
-    recipe at 224 and 288 px)."""
+    recipe at 224 and 288 px), then at its own size with each head's
+    inverse regularisation ``C`` set to each of ``cs`` (the default head's is 0.03)."""
     settings = model.get_params()
 
     def blocks(size: int | None) -> tuple[np.ndarray, np.ndarray]:
         model.set_params(layer="blocks", image_size=size)
         return model.transform(X[train]), model.transform(X[test])
 
-    def score(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
-        voting = LayerVotingClassifier(widths * len(parts), estimator=default_layer_head())
+    def score(parts: list[tuple[np.ndarray, np.ndarray]], c: float | None = None) -> float:
+        head = default_layer_head()
+        if c is not None:
+            head.set_params(logisticregression__C=c)
+        voting = LayerVotingClassifier(widths * len(parts), estimator=head)
         voting.fit(np.hstack([fit_part for fit_part, _ in parts]), y[train])
         return balanced_accuracy_score(y[test], voting.predict(np.hstack([test_part for _, test_part in parts])))
 
@@ -521,7 +535,9 @@ def resized_voting(model: FineTuneClassifier, X: np.ndarray, y: np.ndarray, trai
     own = blocks(settings["image_size"])
     resized = [blocks(size) for size in sizes]
     model.set_params(layer=settings["layer"], image_size=settings["image_size"])
-    return [score([part]) for part in resized] + [score([own, part]) for part in resized]
+    return (
+        [score([part]) for part in resized] + [score([own, part]) for part in resized] + [score([own], c) for c in cs]
+    )
 
 
 def score_recipe(
@@ -533,10 +549,11 @@ def score_recipe(
     label: str,
     n_views: int | None,
     sizes: list[int],
+    cs: list[float],
 ) -> tuple[float | None, ...]:
     """Fit recipe ``name`` on ``train``, print and return its balanced accuracy on
     ``test``: as it predicts, on ``n_views`` views, through its linear head,
-    and through voting heads refitted at ``sizes`` (:func:`resized_voting`)
+    and through voting heads refitted at ``sizes`` and ``cs`` (:func:`refitted_voting`)
     (``None`` where not asked for or not a voting fine-tuner)."""
     start = time.perf_counter()
     models = []
@@ -556,10 +573,10 @@ def score_recipe(
         linear = balanced_accuracy_score(y[test], models[0].predict(X[test]))
         print(f"{label}  {name + ' linear head':24} balanced accuracy {linear:.3f}", flush=True)
         models[0].set_params(head="voting")
-    resized: list[float | None] = [None] * 2 * len(sizes)
-    if sizes and len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
-        resized = resized_voting(models[0], X, y, train, test, sizes)
-        for column, value in zip(size_columns(sizes), resized, strict=True):
+    resized: list[float | None] = [None] * (2 * len(sizes) + len(cs))
+    if (sizes or cs) and len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
+        resized = refitted_voting(models[0], X, y, train, test, sizes, cs)
+        for column, value in zip(refit_columns(sizes, cs), resized, strict=True):
             print(f"{label}  {name + column:24} balanced accuracy {value:.3f}", flush=True)
     return score, viewed, linear, *resized
 
