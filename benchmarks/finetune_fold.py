@@ -11,7 +11,9 @@ verdict.
 
 Recipes: ``default`` (``FineTuneClassifier()``: all layers, then a head per
 ``"blocks"`` layer voting; also scored through its linear head, the network's
-own, from the same fit), ``balanced`` (with ``class_weight="balanced"``),
+own, from the same fit), ``grouped[:NAME=VALUE:...]`` (the defaults, or
+those settings, each epoch passing one member of each duplicate group of
+the training part, ``one_per_group``), ``balanced`` (with ``class_weight="balanced"``),
 ``strategy`` (the fine-tuning of ``default_strategies``), ``blocks``
 (frozen ``"blocks"`` features, a head per layer voting),
 ``ft:NAME=VALUE:...`` (``FineTuneClassifier`` with those parameters, e.g.
@@ -366,6 +368,31 @@ def literal(text: str):
         return text
 
 
+def one_per_group(groups: np.ndarray) -> None:
+    """Each training epoch passes one member of each duplicate group (of
+    ``groups``, a group id per row of the fit's images), drawn afresh each
+    epoch from the trainer's seeded stream; the schedule is sized to those
+    shorter epochs. Fewer image-passes where near-duplicates repeat a lesion."""
+    run_phase, train_epoch = loop.Trainer._run_phase, loop.Trainer._train_epoch
+
+    def grouped_phase(self, phase) -> bool:
+        self.all_rows, full = self.train, self.train
+        # As many rows as each epoch will pass, so that the phase sizes its schedule to them.
+        self.train = full[np.unique(groups[full], return_index=True)[1]]
+        try:
+            return run_phase(self, phase)
+        finally:
+            self.train = full
+
+    def grouped_epoch(self, *args):
+        order = self.all_rows[torch.randperm(len(self.all_rows), generator=self.generator).numpy()]
+        self.train = np.sort(order[np.unique(groups[order], return_index=True)[1]])
+        return train_epoch(self, *args)
+
+    loop.Trainer._run_phase = grouped_phase
+    loop.Trainer._train_epoch = grouped_epoch
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -373,11 +400,14 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         return FineTuneClassifier(random_state=0, class_weight="balanced")
     if name == "strategy":
         return default_strategies(["efficientnet_lite0"])[-1].estimator
-    if name.startswith("ft:"):
-        pairs = [setting.split("=", 1) for setting in name.split(":")[1:]]
+    kind, *rest = name.split(":")
+    if name.startswith("ft:") or kind == "grouped":
+        pairs = [setting.split("=", 1) for setting in rest]
         if any(len(pair) != 2 for pair in pairs):
-            raise SystemExit(f"{name!r}: each setting after 'ft:' is NAME=VALUE")
+            raise SystemExit(f"{name!r}: each setting after '{kind}:' is NAME=VALUE")
         settings = dict(pairs)
+        if kind == "grouped":
+            one_per_group(duplicate_groups(X, y))
         return FineTuneClassifier(**{"random_state": 0} | {k: literal(v) for k, v in settings.items()})
     if name == "blocks":
         widths = PretrainedFeatureExtractor(layer="blocks").fit().layer_widths_
@@ -493,6 +523,8 @@ PATCHED = [
     (loop, "weighted_loss"),
     (loop.Trainer, "_snapshot"),
     (loop.Trainer, "_training_network"),
+    (loop.Trainer, "_run_phase"),
+    (loop.Trainer, "_train_epoch"),
 ]
 ORIGINALS = [getattr(owner, name) for owner, name in PATCHED]
 
