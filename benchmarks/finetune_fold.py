@@ -375,18 +375,21 @@ def one_per_group(groups: np.ndarray) -> None:
     shorter epochs. Fewer image-passes where near-duplicates repeat a lesion."""
     run_phase, train_epoch = loop.Trainer._run_phase, loop.Trainer._train_epoch
 
+    def first_of_each_group(rows: np.ndarray) -> np.ndarray:
+        return rows[np.unique(groups[rows], return_index=True)[1]]
+
     def grouped_phase(self, phase) -> bool:
-        self.all_rows, full = self.train, self.train
+        self.all_rows = self.train
         # As many rows as each epoch will pass, so that the phase sizes its schedule to them.
-        self.train = full[np.unique(groups[full], return_index=True)[1]]
+        self.train = first_of_each_group(self.all_rows)
         try:
             return run_phase(self, phase)
         finally:
-            self.train = full
+            self.train = self.all_rows
 
     def grouped_epoch(self, *args):
         order = self.all_rows[torch.randperm(len(self.all_rows), generator=self.generator).numpy()]
-        self.train = np.sort(order[np.unique(groups[order], return_index=True)[1]])
+        self.train = np.sort(first_of_each_group(order))
         return train_epoch(self, *args)
 
     loop.Trainer._run_phase = grouped_phase
