@@ -6,11 +6,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy import stats
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import ParameterGrid
@@ -25,8 +26,10 @@ from .validation import Interval, StrOptions, check_params
 from .voting import LayerVotingClassifier, default_layer_head, select_ensemble
 
 __all__ = [
+    "BEST_INNER",
     "ENSEMBLE",
     "HEAD_C",
+    "LEAD_ALPHA",
     "RESOLUTION_STEP",
     "Strategy",
     "StrategyComparison",
@@ -39,6 +42,13 @@ HEAD_C = (0.003, 0.01, 0.03, 0.1)
 
 #: How much larger (pixels) the second resolution of the multi-scale recipe is.
 RESOLUTION_STEP = 64
+
+#: A baseline gives way to the inner folds' winner only when that winner's
+#: lead over it is this unlikely to be noise (one-sided).
+LEAD_ALPHA = 0.05
+
+#: The table's name for the choice of the best inner score, beside a baseline's.
+BEST_INNER = "best inner score taken, per outer fold"
 
 #: The table's name for the strategies averaged with weights chosen on inner folds.
 ENSEMBLE = "strategies averaged, weights chosen on inner folds"
@@ -253,8 +263,13 @@ class StrategyComparison:
     best_params : list of list of dict
         What each strategy's inner search chose, per outer fold (the first
         of equal best scores, as ``GridSearchCV`` chooses).
+    baseline : str or None
+        The strategy kept in an outer fold unless the one with the best
+        inner score there beats it by more than the inner folds' noise
+        (:meth:`lead_p_value` below :data:`LEAD_ALPHA`); ``None``: the best
+        inner score is taken however small its lead.
     selected : list of str
-        Per outer fold, the strategy with the best inner score
+        Per outer fold, the strategy chosen on the inner folds
         (:meth:`chosen`).
     selected_balanced_accuracy, selected_accuracy : ndarray of shape (n_folds,)
         The outer scores of those choices: the honest estimate of
@@ -294,6 +309,7 @@ class StrategyComparison:
     ensemble_balanced_accuracy: np.ndarray | None = None
     ensemble_inner_score: np.ndarray | None = None
     ensemble_accuracy: np.ndarray | None = None
+    baseline: str | None = None
 
     @property
     def candidate_scores(self) -> list[np.ndarray]:
@@ -311,7 +327,12 @@ class StrategyComparison:
         ]
 
     def chosen(self, among: Sequence[int] | None = None) -> np.ndarray:
-        """Per outer fold, the index of the strategy with the best inner score.
+        """Per outer fold, the index of the strategy chosen on the inner folds.
+
+        The one with the best inner score; where :attr:`baseline` is among
+        the candidates, it instead unless that best beats it by more than
+        the inner folds' noise (:meth:`lead_p_value` below
+        :data:`LEAD_ALPHA`).
 
         Parameters
         ----------
@@ -323,7 +344,50 @@ class StrategyComparison:
         ndarray of int, shape (n_folds,)
         """
         candidates = np.arange(len(self.names)) if among is None else np.asarray(among)
-        return candidates[self.inner_score[candidates].argmax(axis=0)]
+        best = candidates[self.inner_score[candidates].argmax(axis=0)]
+        if self.baseline is None or self.names.index(self.baseline) not in candidates:
+            return best
+        return np.where(self.lead_p_value(among) < LEAD_ALPHA, best, self.names.index(self.baseline))
+
+    def lead_p_value(self, among: Sequence[int] | None = None) -> np.ndarray:
+        """Per outer fold, how likely the inner winner's lead over :attr:`baseline` is noise.
+
+        The one-sided p-value of the corrected resampled t-test (Nadeau &
+        Bengio, 2003) on the two strategies' paired inner-fold scores, at
+        each one's best setting: the lead is the difference of their inner
+        scores (each a grid's best less its optimism), its variance that of
+        the per-fold differences times ``1/k + 1/(k - 1)`` for ``k`` inner
+        folds, not ``1/k``, because the folds' training parts overlap.
+
+        Parameters
+        ----------
+        among : sequence of int or None, default=None
+            The candidate strategies' indices; ``None``: all of them.
+
+        Returns
+        -------
+        ndarray of float, shape (n_folds,)
+            NaN where there is no baseline among the candidates or it has
+            the best inner score itself; 1 where the winner was not scored
+            on the same inner folds as the baseline, or on a single one.
+        """
+        candidates = np.arange(len(self.names)) if among is None else np.asarray(among)
+        n_folds = self.balanced_accuracy.shape[1]
+        p = np.full(n_folds, np.nan)
+        if self.baseline is None or (base := self.names.index(self.baseline)) not in candidates:
+            return p
+        best = candidates[self.inner_score[candidates].argmax(axis=0)]
+        inner = self.inner_score
+        for fold, winner in enumerate(best):
+            if winner == base:
+                continue
+            winner_splits, base_splits = self.candidate_split_scores[winner], self.candidate_split_scores[base]
+            if winner_splits.shape[2] != base_splits.shape[2]:
+                p[fold] = 1.0  # not scored on the same inner folds: nothing to pair
+                continue
+            differences = _best_splits(winner_splits)[fold] - _best_splits(base_splits)[fold]
+            p[fold] = _lead_p_value(inner[winner, fold] - inner[base, fold], differences)
+        return p
 
     @property
     def selected(self) -> list[str]:
@@ -357,7 +421,12 @@ class StrategyComparison:
 
     def __str__(self) -> str:
         averaged = self.ensemble_measured
-        labels = [*self.names, "chosen on inner folds, per outer fold", *([ENSEMBLE] if averaged else [])]
+        labels = [
+            *self.names,
+            "chosen on inner folds, per outer fold",
+            *([BEST_INNER] if self.baseline is not None else []),
+            *([ENSEMBLE] if averaged else []),
+        ]
         width = max(columns(visible(name)) for name in labels)
         lines = [
             f"{pad('strategy', width, '<')}  {'balanced acc.':>15}  {'inner':>5}  {'accuracy':>15}  {'seconds':>8}",
@@ -382,6 +451,17 @@ class StrategyComparison:
                 "",
             )
         )
+        how = "the strategy with the best inner-fold score was taken"
+        if self.baseline is not None:
+            best = replace(self, baseline=None)
+            lines.append(
+                row(BEST_INNER, best.selected_balanced_accuracy, best._of_choices(inner), best.selected_accuracy, "")
+            )
+            how = (
+                f"{visible(self.baseline)} was kept unless the strategy with the best inner-fold score beat it by "
+                "more than the inner folds' noise (a one-sided corrected resampled t-test on their paired inner-fold "
+                f"scores, p < {LEAD_ALPHA}; the '{BEST_INNER}' row took the best however small its lead)"
+            )
         explained = ""
         if averaged:
             balanced, inner_scores, accuracy = (
@@ -401,7 +481,7 @@ class StrategyComparison:
             f"{self.n_grouped} images share a group with others ({self.n_groups} groups), never split across folds.",
             "Each row's score is its own outer test folds'; picking the top row by them would be a choice made on "
             "the test folds. The honest figure for choosing is the 'chosen on inner folds' row: in each outer fold "
-            "the strategy with the best inner-fold score was taken ("
+            f"{how} ("
             + ", ".join(f"{visible(name)}: {count}x" for name, count in picks.most_common())
             + "). 'inner': the mean of the inner scores the choice compared (a grid's best less the optimism of "
             "choosing it on the same inner folds); a row whose inner score is above its outer one was over-rated by "
@@ -411,14 +491,32 @@ class StrategyComparison:
         return "\n".join(lines)
 
 
+def _best_splits(splits: np.ndarray) -> np.ndarray:
+    """Per outer fold, the inner-fold scores of the setting with the best mean, as ``GridSearchCV`` picks it.
+
+    ``splits``: scores of shape (n_candidates, n_folds, n_inner_folds).
+    """
+    return splits[splits.mean(axis=2).argmax(axis=0), np.arange(splits.shape[1])]
+
+
 def _corrected_best(splits: np.ndarray) -> np.ndarray:
     """Per outer fold, the best setting's mean inner score less its selection optimism.
 
     ``splits``: scores of shape (n_candidates, n_folds, n_inner_folds).
     """
-    means = splits.mean(axis=2)
-    best = splits[means.argmax(axis=0), np.arange(splits.shape[1])]
-    return means.max(axis=0) - (splits.max(axis=0) - best).mean(axis=1)
+    return splits.mean(axis=2).max(axis=0) - (splits.max(axis=0) - _best_splits(splits)).mean(axis=1)
+
+
+def _lead_p_value(lead: float, differences: np.ndarray) -> float:
+    """One-sided p-value of ``lead``, a mean over k-fold paired score ``differences``
+    (Nadeau & Bengio's corrected resampled t-test)."""
+    k = len(differences)
+    if k < 2:
+        return 1.0
+    scale = np.sqrt((1 / k + 1 / (k - 1)) * differences.var(ddof=1))
+    if scale == 0:
+        return 0.0 if lead > 0 else 1.0
+    return float(stats.t.sf(lead / scale, k - 1))
 
 
 def _take(X: Any, rows: np.ndarray) -> Any:
@@ -492,6 +590,7 @@ def compare_strategies(
     cv: int = 5,
     inner_cv: int = 5,
     random_state: int = 0,
+    baseline: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> StrategyComparison:
     """Score each strategy on the same duplicate-aware folds, every choice nested.
@@ -503,7 +602,8 @@ def compare_strategies(
     whole training fold, then scored on the test fold. The strategy with
     the best inner score (a grid's best less the optimism of choosing it on
     those folds, :attr:`StrategyComparison.inner_score`) is the fold's
-    choice; the outer scores of those choices estimate what comparing and
+    choice, or the ``baseline`` unless that best beats it by more than the
+    inner folds' noise; the outer scores of those choices estimate what comparing and
     then using the winner gives on new patients. Beside it, the strategies'
     probabilities averaged with weights chosen on their inner out-of-fold
     probabilities (:func:`~skorchlite.voting.select_ensemble`), scored on
@@ -532,6 +632,16 @@ def compare_strategies(
         (docs/benchmarks.md).
     random_state : int, default=0
         Seeds the outer and inner folds.
+    baseline : str or None, default=None
+        The name of the strategy to keep in an outer fold unless the one
+        with the best inner score beats it there by more than the inner
+        folds' noise: a one-sided corrected resampled t-test (Nadeau &
+        Bengio, 2003) on their paired inner-fold scores, p below
+        :data:`LEAD_ALPHA` (:meth:`StrategyComparison.lead_p_value`). The
+        recipe one would use without a comparison: the best of ten noisy
+        inner scores is over-rated (the winner's curse), and this spares
+        it a switch on a lead the folds cannot tell from luck. ``None``:
+        the best inner score is taken however small its lead.
     log : callable or None, default=None
         Called with a line after each strategy in each fold (e.g. ``print``).
 
@@ -563,6 +673,7 @@ def compare_strategies(
             "cv": cv,
             "inner_cv": inner_cv,
             "random_state": random_state,
+            "baseline": baseline,
             "log": log,
         },
         {
@@ -572,6 +683,7 @@ def compare_strategies(
             "inner_cv": [Interval(Integral, 1, None, closed="left")],
             # An int, not a RandomState: every strategy must get the same inner folds.
             "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+            "baseline": [str, None],
             "log": [callable, None],
         },
         "compare_strategies",
@@ -588,6 +700,8 @@ def compare_strategies(
     names = [s.name for s in strategies]
     if not strategies or len(set(names)) != len(names):
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the strategies: {names}.")
     grouping = fold_groups(X, y, groups)
     n_inner = [s.inner_folds or inner_cv for s in strategies]
     outer, inner = nested_folds(
@@ -671,4 +785,5 @@ def compare_strategies(
         ensemble_balanced_accuracy=ensemble_scores[0],
         ensemble_inner_score=ensemble_scores[1],
         ensemble_accuracy=ensemble_scores[2],
+        baseline=baseline,
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -16,6 +18,7 @@ from sklearn.utils.estimator_checks import check_param_validation, parametrize_w
 
 from skorchlite import FineTuneClassifier, LayerVotingClassifier, PretrainedFeatureExtractor
 from skorchlite.strategies import (
+    BEST_INNER,
     ENSEMBLE,
     HEAD_C,
     Strategy,
@@ -328,6 +331,56 @@ def test_bad_arguments_are_clear():
         compare_strategies(X, y, [Strategy("a", RowSpy())], groups=[0, 1, 2])
     with pytest.raises(ValueError, match="X has 36 images and y 35 labels"):
         compare_strategies(X, y[:-1], [Strategy("a", RowSpy())])
+    with pytest.raises(ValueError, match="baseline 'b' is not one of the strategies"):
+        compare_strategies(X, y, [Strategy("a", RowSpy())], baseline="b")
+
+
+def test_a_baseline_is_kept_unless_the_inner_winner_s_lead_is_more_than_noise():
+    # Fold 2 of the BUSI table (docs/benchmarks.md): the frozen winner's lead over fine-tuning varies by fold.
+    winner = [[0.813, 0.833, 0.805, 0.884, 0.836]]
+    base = [[0.750, 0.821, 0.823, 0.817, 0.808]]
+    result = replace(comparison(winner, base), baseline="s1")
+    differences = np.subtract(winner, base)[0]
+    # Nadeau & Bengio's variance, 1/5 + 1/4 of the differences', against the plain paired test's 1/5.
+    plain = stats.ttest_1samp(differences, 0, alternative="greater")
+    expected = stats.t.sf(plain.statistic * np.sqrt(0.2 / 0.45), 4)
+    assert result.lead_p_value()[0] == pytest.approx(expected) and 0.05 < plain.pvalue < expected
+    assert result.selected == ["s1"] and replace(result, baseline=None).selected == ["s0"]
+    # The same lead on every inner fold is no luck: the winner is taken.
+    steady = replace(comparison([[0.85] * 5], [[0.8] * 5]), baseline="s1")
+    assert steady.lead_p_value()[0] == 0 and steady.selected == ["s0"]
+    # A baseline with the best score is kept, with no test to run.
+    assert np.isnan(replace(comparison(base, winner), baseline="s1").lead_p_value()).all()
+    # Scored on other inner folds (or one hold-out), a winner is not paired with the baseline: it is kept.
+    unpaired = replace(comparison([[0.9]], [[0.5, 0.6]]), baseline="s1")
+    assert unpaired.lead_p_value().tolist() == [1.0] and unpaired.selected == ["s1"]
+    # A choice among strategies without the baseline takes the best.
+    assert result.chosen(among=[0]).tolist() == [0] and np.isnan(result.lead_p_value(among=[0])).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1), min_size=3, max_size=3), min_size=2, max_size=4), st.integers(0, 3))
+def test_with_a_baseline_the_choice_is_the_baseline_or_the_best_inner_score(splits, base):
+    base = min(base, len(splits) - 1)
+    plain = comparison(*[[row] for row in splits])
+    result = replace(plain, baseline=f"s{base}")
+    p = result.lead_p_value()[0]
+    assert result.chosen()[0] in (base, plain.chosen()[0])
+    if plain.chosen()[0] == base:
+        assert np.isnan(p) and result.chosen()[0] == base
+    else:
+        assert 0 <= p <= 1 and (result.chosen()[0] == base) == (p >= 0.05)
+
+
+def test_compare_strategies_keeps_the_baseline_only_against_noise():
+    X, y, groups = numbered_images()
+    # "sees" beats "blind" on every inner fold by far: no noise keeps "blind".
+    strategies = [Strategy("sees", RowSpy()), Strategy("blind", RowSpy(shift=1e6))]
+    result = compare_strategies(X, y, strategies, groups=groups, cv=3, baseline="blind")
+    assert result.baseline == "blind" and result.selected == ["sees"] * 3
+    assert (result.lead_p_value() < 0.05).all()
+    text = str(result)
+    assert BEST_INNER in text and "blind was kept unless" in text and text.splitlines()[-1] == "Use: sees"
 
 
 def test_default_strategies_cover_the_course_and_their_grids_are_parameters():
