@@ -343,11 +343,21 @@ class StrategyComparison:
         -------
         ndarray of int, shape (n_folds,)
         """
+        best = self._inner_winners(among)
+        base = self._baseline_among(among)
+        return best if base is None else np.where(self.lead_p_value(among) < LEAD_ALPHA, best, base)
+
+    def _inner_winners(self, among: Sequence[int] | None) -> np.ndarray:
+        """Per outer fold, the index of the candidate with the best inner score."""
         candidates = np.arange(len(self.names)) if among is None else np.asarray(among)
-        best = candidates[self.inner_score[candidates].argmax(axis=0)]
-        if self.baseline is None or self.names.index(self.baseline) not in candidates:
-            return best
-        return np.where(self.lead_p_value(among) < LEAD_ALPHA, best, self.names.index(self.baseline))
+        return candidates[self.inner_score[candidates].argmax(axis=0)]
+
+    def _baseline_among(self, among: Sequence[int] | None) -> int | None:
+        """The baseline's index, if it is among the candidates."""
+        if self.baseline is None:
+            return None
+        base = self.names.index(self.baseline)
+        return base if among is None or base in np.asarray(among) else None
 
     def lead_p_value(self, among: Sequence[int] | None = None) -> np.ndarray:
         """Per outer fold, how likely the inner winner's lead over :attr:`baseline` is noise.
@@ -362,7 +372,7 @@ class StrategyComparison:
         Parameters
         ----------
         among : sequence of int or None, default=None
-            The candidate strategies' indices; ``None``: all of them.
+            As for :meth:`chosen`.
 
         Returns
         -------
@@ -371,14 +381,12 @@ class StrategyComparison:
             the best inner score itself; 1 where the winner was not scored
             on the same inner folds as the baseline, or on a single one.
         """
-        candidates = np.arange(len(self.names)) if among is None else np.asarray(among)
-        n_folds = self.balanced_accuracy.shape[1]
-        p = np.full(n_folds, np.nan)
-        if self.baseline is None or (base := self.names.index(self.baseline)) not in candidates:
+        p = np.full(self.balanced_accuracy.shape[1], np.nan)
+        base = self._baseline_among(among)
+        if base is None:
             return p
-        best = candidates[self.inner_score[candidates].argmax(axis=0)]
         inner = self.inner_score
-        for fold, winner in enumerate(best):
+        for fold, winner in enumerate(self._inner_winners(among)):
             if winner == base:
                 continue
             winner_splits, base_splits = self.candidate_split_scores[winner], self.candidate_split_scores[base]
