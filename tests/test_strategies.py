@@ -514,6 +514,30 @@ def test_cli_compare_ranks_the_strategies_of_a_folder(tmp_path, capsys):
     assert "need at least two classes to compare strategies, found 1" in capsys.readouterr().err
 
 
+def test_cli_compare_keeps_the_fine_tuner_unless_beaten(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import skorchlite.strategies
+    from skorchlite.cli import main
+
+    asked = {}
+
+    def spy(X, y, strategies, **kwargs):
+        asked[tuple(s.name for s in strategies)] = kwargs["baseline"]
+        return replace(comparison(*[[[0.5, 0.5]]] * len(strategies)), names=[s.name for s in strategies])
+
+    monkeypatch.setattr(skorchlite.strategies, "compare_strategies", spy)
+    folder = tmp_path / "images"
+    X, y, _ = numbered_images(8)
+    for i, (image, label) in enumerate(zip(X, y, strict=True)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / label / f"{i}.png")
+    for finetune in ["--finetune", "--no-finetune"]:
+        assert main(["compare", str(folder), "--backbone", "efficientnet_lite0", finetune]) == 0
+    (tuned, baseline), (frozen, none) = asked.items()
+    assert baseline == tuned[-1] and "fine-tuned" in baseline and none is None
+
+
 def test_a_frozen_recipe_takes_the_documented_parameter_names():
     """docs/backbones.md's grids name the extractor's parameters "features__..." and the head's "clf__..."."""
     params = _frozen(PretrainedFeatureExtractor(), LogisticRegression()).get_params()

@@ -15,7 +15,8 @@ def compare_command(args: argparse.Namespace) -> int:
     """``skorchlite compare DIR``: :func:`skorchlite.strategies.compare_strategies` on a folder.
 
     Prints a line per strategy and outer fold as it finishes, then the
-    ranked table and which strategy to use.
+    ranked table and which strategy to use. With fine-tuning among the
+    strategies, it is the comparison's ``baseline``.
     """
     from ..strategies import compare_strategies, default_strategies
 
@@ -30,7 +31,12 @@ def compare_command(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from err
     groups = "duplicates" if args.group_duplicates else None
     log = print if args.verbose else None
-    result = compare_strategies(X, y, strategies, groups=groups, cv=args.cv, inner_cv=args.inner_cv, log=log)
+    # default_strategies puts the fine-tuner last: the recipe recommended
+    # without a comparison, kept unless a frozen one beats it beyond noise.
+    baseline = strategies[-1].name if args.finetune else None
+    result = compare_strategies(
+        X, y, strategies, groups=groups, cv=args.cv, inner_cv=args.inner_cv, baseline=baseline, log=log
+    )
     print()
     print(result)
     return 0
