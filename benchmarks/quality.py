@@ -34,11 +34,12 @@ Lite0, mirror test-time augmentation (about 60 minutes).
 
 With fine-tuning, ``FineTuneClassifier()`` is the selection's baseline:
 an outer fold keeps it unless the recipe with the best inner score beats it
-by more than the inner folds' noise (``compare_strategies(baseline=...)``);
+significantly on the inner folds (``compare_strategies(baseline=...)``);
 the "best inner score taken" row takes the best however small its lead.
 ``--save FILE.json`` writes the grouped comparison's arrays (outer and
-inner-fold scores of every setting), from which another selection rule can
-be scored without refitting.
+inner-fold scores of every setting); ``--rescore FILE.json`` prints the
+table and targets of such a file under this code's selection rules,
+refitting nothing (seconds).
 
 ``--inner-cv N`` scores every recipe on N inner folds instead of
 ``compare_strategies``' 5 (each inner fit trains on (N - 1) / N of the outer
@@ -46,6 +47,7 @@ training fold; fine-tuning's cost grows with N: ``--inner-cv 3`` is the
 comparison before 2026-12-06's last run).
 
 Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--inner-cv N] [--save FILE.json] [--limit N | --quick] [--cache DIR]``
+or ``python benchmarks/quality.py --rescore FILE.json``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
 the ungrouped one on 2 cores with an empty cache, the first fold embedding
 each image once per backbone and option; fine-tuning adds minutes per fold).
@@ -101,16 +103,37 @@ def finetune_search(finetuning: Strategy, search: str) -> Strategy:
     return replace(finetuning, name=finetuning.name + ", settings chosen", param_grid=candidates, inner_folds=1)
 
 
+#: StrategyComparison's fields that hold arrays of scores or seconds (NaN saved as null).
+ARRAYS = (
+    "balanced_accuracy",
+    "accuracy",
+    "seconds",
+    "ensemble_weights",
+    "ensemble_balanced_accuracy",
+    "ensemble_inner_score",
+    "ensemble_accuracy",
+)
+
+
 def save(result: StrategyComparison, path: Path) -> None:
     """The comparison's fields as JSON (arrays as nested lists), from which
     another selection rule can be scored without refitting anything."""
 
     def plain(value: Any) -> Any:
-        return value.tolist() if isinstance(value, np.ndarray) else value
+        return np.where(np.isnan(value), None, value).tolist() if isinstance(value, np.ndarray) else value
 
     saved = {field.name: plain(getattr(result, field.name)) for field in fields(result)}
     saved["candidate_split_scores"] = [plain(splits) for splits in result.candidate_split_scores]
-    path.write_text(json.dumps(saved, default=repr, indent=1))
+    path.write_text(json.dumps(saved, default=repr, allow_nan=False, indent=1))
+
+
+def load(path: Path) -> StrategyComparison:
+    """A comparison :func:`save` wrote, scored by this code's selection rules."""
+    saved = json.loads(path.read_text())
+    for name in ARRAYS:
+        saved[name] = None if saved[name] is None else np.array(saved[name], dtype=float)
+    saved["candidate_split_scores"] = [np.array(splits, dtype=float) for splits in saved["candidate_split_scores"]]
+    return StrategyComparison(**saved)
 
 
 def verdict(value: float, target: float) -> str:
@@ -134,7 +157,16 @@ def main() -> None:
     )
     parser.add_argument("--inner-cv", type=int, default=None, help="inner grouped folds (default: compare_strategies')")
     parser.add_argument("--save", type=Path, help="also write the grouped comparison's arrays to this JSON file")
+    parser.add_argument(
+        "--rescore", type=Path, help="print the table and targets of a comparison --save wrote, refitting nothing"
+    )
     args = parser.parse_args()
+    if args.rescore:
+        result = load(args.rescore)
+        tuned = {s.name for s in default_strategies(cache=False) if isinstance(s.estimator, FineTuneClassifier)}
+        print(result)
+        report(result, np.array([name in tuned for name in result.names]))
+        return
     inner = {} if args.inner_cv is None else {"inner_cv": args.inner_cv}
     X, y = load_busi(args.data, args.limit)
     print(machine())
@@ -145,8 +177,9 @@ def main() -> None:
     if args.finetune_search:
         strategies = [finetune_search(strategies[-1], args.finetune_search)]
     # The library's recommended recipe is the baseline the selection keeps
-    # unless a frozen recipe beats it by more than the inner folds' noise.
-    baseline = strategies[-1].name if args.finetune and not args.finetune_search else None
+    # unless a frozen recipe leads it significantly on the inner folds.
+    tuned = np.array([isinstance(s.estimator, FineTuneClassifier) for s in strategies])
+    baseline = strategies[int(tuned.argmax())].name if tuned.any() and not args.finetune_search else None
     result = compare_strategies(
         X, y, strategies, groups=groups, baseline=baseline, **inner, log=lambda line: print(line, flush=True)
     )
@@ -154,19 +187,31 @@ def main() -> None:
     print(result)
     if args.save:
         save(result, args.save)
+    report(result, tuned)
+    frozen = np.flatnonzero(~tuned)
+    if not frozen.size:
+        return
+    print("\nUNGROUPED StratifiedKFold, frozen recipes only (shown to make the inflation visible):")
+    ungrouped = compare_strategies(X, y, [strategies[i] for i in frozen], groups=None, **inner)
+    for i in ungrouped.ranking():
+        scores = ungrouped.balanced_accuracy[i]
+        print(f"  {ungrouped.names[i]}: {scores.mean():.3f} ± {scores.std():.3f} balanced acc.")
 
-    tuned = np.array([isinstance(s.estimator, FineTuneClassifier) for s in strategies])
+
+def report(result: StrategyComparison, tuned: np.ndarray) -> None:
+    """The targets: the nested choices and average, the best frozen and fine-tuning rows."""
     means = result.balanced_accuracy.mean(axis=1)
     frozen = np.flatnonzero(~tuned)
+    baseline = result.baseline
     print()
-    chosen_by = f"{baseline} kept unless beaten" if baseline else "best inner score"
+    chosen_by = f"{baseline} kept unless led significantly" if baseline else "best inner score"
     print(
         f"recipe chosen on inner folds ({chosen_by}), per outer fold: "
         f"{verdict(result.selected_balanced_accuracy.mean(), TARGETS['chosen'])}"
     )
     if baseline:
         best_inner = replace(result, baseline=None).selected_balanced_accuracy
-        p = " ".join(f"{value:.3f}" for value in result.lead_p_value())
+        p = " ".join("-" if np.isnan(value) else f"{value:.3f}" for value in result.lead_p_value())
         print(f"{BEST_INNER}: {verdict(best_inner.mean(), TARGETS['chosen'])}; the winner's lead's p per fold: {p}")
     if result.ensemble_measured:
         averaged = np.asarray(result.ensemble_balanced_accuracy).mean()
@@ -190,14 +235,6 @@ def main() -> None:
                 times = sum(best == settings for best in result.best_params[i])
                 per_fold = " ".join(f"{score:.3f}" for score in scores)
                 print(f"  {settings or 'as it is'}: {scores.mean():.3f} ({per_fold}), chosen {times}x")
-
-    if not frozen.size:
-        return
-    print("\nUNGROUPED StratifiedKFold, frozen recipes only (shown to make the inflation visible):")
-    ungrouped = compare_strategies(X, y, [strategies[i] for i in frozen], groups=None, **inner)
-    for i in ungrouped.ranking():
-        scores = ungrouped.balanced_accuracy[i]
-        print(f"  {ungrouped.names[i]}: {scores.mean():.3f} ± {scores.std():.3f} balanced acc.")
 
 
 if __name__ == "__main__":

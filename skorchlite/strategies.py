@@ -43,8 +43,9 @@ HEAD_C = (0.003, 0.01, 0.03, 0.1)
 #: How much larger (pixels) the second resolution of the multi-scale recipe is.
 RESOLUTION_STEP = 64
 
-#: A baseline gives way to the inner folds' winner only when that winner's
-#: lead over it is this unlikely to be noise (one-sided).
+#: A baseline gives way to the inner folds' winner only when a lead at
+#: least as large as the winner's would be this unlikely were the two equal
+#: (one-sided; one test per outer fold, of the winner alone).
 LEAD_ALPHA = 0.05
 
 #: The table's name for the choice of the best inner score, beside a baseline's.
@@ -265,9 +266,9 @@ class StrategyComparison:
         of equal best scores, as ``GridSearchCV`` chooses).
     baseline : str or None
         The strategy kept in an outer fold unless the one with the best
-        inner score there beats it by more than the inner folds' noise
-        (:meth:`lead_p_value` below :data:`LEAD_ALPHA`); ``None``: the best
-        inner score is taken however small its lead.
+        inner score there leads it significantly (:meth:`lead_p_value`
+        below :data:`LEAD_ALPHA`); ``None``: the best inner score is taken
+        however small its lead.
     selected : list of str
         Per outer fold, the strategy chosen on the inner folds
         (:meth:`chosen`).
@@ -311,6 +312,9 @@ class StrategyComparison:
     ensemble_accuracy: np.ndarray | None = None
     baseline: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_baseline(self.baseline, self.names)
+
     @property
     def candidate_scores(self) -> list[np.ndarray]:
         return [splits.mean(axis=2) for splits in self.candidate_split_scores]
@@ -329,10 +333,10 @@ class StrategyComparison:
     def chosen(self, among: Sequence[int] | None = None) -> np.ndarray:
         """Per outer fold, the index of the strategy chosen on the inner folds.
 
-        The one with the best inner score; where :attr:`baseline` is among
-        the candidates, it instead unless that best beats it by more than
-        the inner folds' noise (:meth:`lead_p_value` below
-        :data:`LEAD_ALPHA`).
+        The one with the best inner score, except where :attr:`baseline` is
+        among the candidates and that one's lead over it is not significant
+        (:meth:`lead_p_value` of :data:`LEAD_ALPHA` or more, NaN included):
+        there the baseline.
 
         Parameters
         ----------
@@ -360,14 +364,19 @@ class StrategyComparison:
         return base if among is None or base in np.asarray(among) else None
 
     def lead_p_value(self, among: Sequence[int] | None = None) -> np.ndarray:
-        """Per outer fold, how likely the inner winner's lead over :attr:`baseline` is noise.
+        """Per outer fold, the p-value of the inner winner's lead over :attr:`baseline`.
 
-        The one-sided p-value of the corrected resampled t-test (Nadeau &
-        Bengio, 2003) on the two strategies' paired inner-fold scores, at
-        each one's best setting: the lead is the difference of their inner
-        scores (each a grid's best less its optimism), its variance that of
-        the per-fold differences times ``1/k + 1/(k - 1)`` for ``k`` inner
-        folds, not ``1/k``, because the folds' training parts overlap.
+        How likely a lead at least that large would be if the two were
+        equally good: the one-sided corrected resampled t-test (Nadeau &
+        Bengio, 2003) on the two strategies' paired inner-fold scores. Each
+        fold's score is its best setting's less that fold's share of the
+        choice's optimism (the best score there minus the best setting's),
+        so that the mean lead is the difference of :attr:`inner_score`; its
+        variance is the per-fold differences' times ``1/k + 1/(k - 1)`` for
+        ``k`` inner folds, not ``1/k``, because the folds' training parts
+        overlap. The winner is the best of the other strategies: its lead is
+        tested alone, at :data:`LEAD_ALPHA` per outer fold, with no
+        correction for the others it was chosen among.
 
         Parameters
         ----------
@@ -385,7 +394,6 @@ class StrategyComparison:
         base = self._baseline_among(among)
         if base is None:
             return p
-        inner = self.inner_score
         for fold, winner in enumerate(self._inner_winners(among)):
             if winner == base:
                 continue
@@ -393,8 +401,8 @@ class StrategyComparison:
             if winner_splits.shape[2] != base_splits.shape[2]:
                 p[fold] = 1.0  # not scored on the same inner folds: nothing to pair
                 continue
-            differences = _best_splits(winner_splits)[fold] - _best_splits(base_splits)[fold]
-            p[fold] = _lead_p_value(inner[winner, fold] - inner[base, fold], differences)
+            differences = _corrected_splits(winner_splits)[fold] - _corrected_splits(base_splits)[fold]
+            p[fold] = _lead_p_value(differences)
         return p
 
     @property
@@ -416,7 +424,8 @@ class StrategyComparison:
     @property
     def recommended(self) -> str:
         wins = Counter(self.chosen().tolist())
-        return self.names[max(wins, key=lambda i: (wins[i], self.inner_score[i].mean()))]
+        base = self._baseline_among(None)
+        return self.names[max(wins, key=lambda i: (wins[i], i == base, self.inner_score[i].mean()))]
 
     @property
     def ensemble_measured(self) -> bool:
@@ -466,9 +475,9 @@ class StrategyComparison:
                 row(BEST_INNER, best.selected_balanced_accuracy, best._of_choices(inner), best.selected_accuracy, "")
             )
             how = (
-                f"{visible(self.baseline)} was kept unless the strategy with the best inner-fold score beat it by "
-                "more than the inner folds' noise (a one-sided corrected resampled t-test on their paired inner-fold "
-                f"scores, p < {LEAD_ALPHA}; the '{BEST_INNER}' row took the best however small its lead)"
+                f"{visible(self.baseline)} was kept unless the strategy with the best inner-fold score led it "
+                f"significantly (one-sided corrected resampled t-test on their paired inner-fold scores, p < "
+                f"{LEAD_ALPHA}; the '{BEST_INNER}' row took the best however small its lead)"
             )
         explained = ""
         if averaged:
@@ -499,6 +508,11 @@ class StrategyComparison:
         return "\n".join(lines)
 
 
+def _check_baseline(baseline: str | None, names: list[str]) -> None:
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the strategies: {names}.")
+
+
 def _best_splits(splits: np.ndarray) -> np.ndarray:
     """Per outer fold, the inner-fold scores of the setting with the best mean, as ``GridSearchCV`` picks it.
 
@@ -515,12 +529,20 @@ def _corrected_best(splits: np.ndarray) -> np.ndarray:
     return splits.mean(axis=2).max(axis=0) - (splits.max(axis=0) - _best_splits(splits)).mean(axis=1)
 
 
-def _lead_p_value(lead: float, differences: np.ndarray) -> float:
-    """One-sided p-value of ``lead``, a mean over k-fold paired score ``differences``
+def _corrected_splits(splits: np.ndarray) -> np.ndarray:
+    """Per outer and inner fold, the best setting's score less that fold's share of its
+    selection optimism: their mean over inner folds is :func:`_corrected_best`'s."""
+    best = _best_splits(splits)
+    return best - (splits.max(axis=0) - best)
+
+
+def _lead_p_value(differences: np.ndarray) -> float:
+    """One-sided p-value of the mean of k-fold paired score ``differences``
     (Nadeau & Bengio's corrected resampled t-test)."""
     k = len(differences)
     if k < 2:
         return 1.0
+    lead = differences.mean()
     scale = np.sqrt((1 / k + 1 / (k - 1)) * differences.var(ddof=1))
     if scale == 0:
         return 0.0 if lead > 0 else 1.0
@@ -610,8 +632,8 @@ def compare_strategies(
     whole training fold, then scored on the test fold. The strategy with
     the best inner score (a grid's best less the optimism of choosing it on
     those folds, :attr:`StrategyComparison.inner_score`) is the fold's
-    choice, or the ``baseline`` unless that best beats it by more than the
-    inner folds' noise; the outer scores of those choices estimate what comparing and
+    choice, or the ``baseline`` unless that best leads it significantly;
+    the outer scores of those choices estimate what comparing and
     then using the winner gives on new patients. Beside it, the strategies'
     probabilities averaged with weights chosen on their inner out-of-fold
     probabilities (:func:`~skorchlite.voting.select_ensemble`), scored on
@@ -642,14 +664,14 @@ def compare_strategies(
         Seeds the outer and inner folds.
     baseline : str or None, default=None
         The name of the strategy to keep in an outer fold unless the one
-        with the best inner score beats it there by more than the inner
-        folds' noise: a one-sided corrected resampled t-test (Nadeau &
-        Bengio, 2003) on their paired inner-fold scores, p below
-        :data:`LEAD_ALPHA` (:meth:`StrategyComparison.lead_p_value`). The
-        recipe one would use without a comparison: the best of ten noisy
-        inner scores is over-rated (the winner's curse), and this spares
-        it a switch on a lead the folds cannot tell from luck. ``None``:
-        the best inner score is taken however small its lead.
+        with the best inner score leads it there significantly: a one-sided
+        corrected resampled t-test (Nadeau & Bengio, 2003) on their paired
+        inner-fold scores, p below :data:`LEAD_ALPHA`
+        (:meth:`StrategyComparison.lead_p_value`). The recipe one would use
+        without a comparison: the best of many noisy inner scores is
+        over-rated (the winner's curse), and this spares it a switch on a
+        lead the folds cannot tell from luck. ``None``: the best inner
+        score is taken however small its lead.
     log : callable or None, default=None
         Called with a line after each strategy in each fold (e.g. ``print``).
 
@@ -708,8 +730,7 @@ def compare_strategies(
     names = [s.name for s in strategies]
     if not strategies or len(set(names)) != len(names):
         raise ValueError(f"strategies must be one or more, with distinct names; got {names}.")
-    if baseline is not None and baseline not in names:
-        raise ValueError(f"baseline {baseline!r} is not one of the strategies: {names}.")
+    _check_baseline(baseline, names)
     grouping = fold_groups(X, y, groups)
     n_inner = [s.inner_folds or inner_cv for s in strategies]
     outer, inner = nested_folds(

@@ -356,6 +356,39 @@ def test_a_baseline_is_kept_unless_the_inner_winner_s_lead_is_more_than_noise():
     assert unpaired.lead_p_value().tolist() == [1.0] and unpaired.selected == ["s1"]
     # A choice among strategies without the baseline takes the best.
     assert result.chosen(among=[0]).tolist() == [0] and np.isnan(result.lead_p_value(among=[0])).all()
+    # Significant to the plain paired t-test, not once the folds' overlapping training parts are counted.
+    overlap = replace(comparison([[0.85, 0.81, 0.83, 0.86, 0.80]], [[0.8] * 5]), baseline="s1")
+    plain = stats.ttest_1samp([0.05, 0.01, 0.03, 0.06, 0.0], 0, alternative="greater").pvalue
+    assert plain < 0.05 < overlap.lead_p_value()[0] and overlap.selected == ["s1"]
+    with pytest.raises(ValueError, match="baseline 'x' is not one of the strategies"):
+        replace(result, baseline="x")
+
+
+def test_a_baseline_s_grid_is_paired_fold_by_fold_less_its_luck():
+    # The baseline's two settings are each best on one fold (0.5 once their luck is taken off); the
+    # winner scores 0.6 but below the setting the baseline chose on every fold. Paired fold by fold
+    # with the luck each fold owes the choice taken off (0.9, 0.1), its lead (-0.1, +0.3) is noise.
+    result = replace(comparison([[0.8, 0.4]], [[0.9, 0.5], [0.5, 0.9]]), baseline="s1")
+    np.testing.assert_allclose(result.inner_score[:, 0], [0.6, 0.5])
+    assert result.lead_p_value()[0] > 0.3 and result.selected == ["s1"]
+
+
+def test_the_recommendation_breaks_a_tie_of_choices_for_the_baseline():
+    steady, noisy = [0.85] * 5, [0.95, 0.7, 0.9, 0.75, 0.9]
+    result = StrategyComparison(
+        names=["frozen", "tuned"],
+        balanced_accuracy=np.zeros((2, 2)),
+        accuracy=np.zeros((2, 2)),
+        seconds=np.zeros((2, 2)),
+        candidates=[[{}], [{}]],
+        candidate_split_scores=[np.array([[steady, noisy]]), np.array([[[0.8] * 5, [0.8] * 5]])],
+        n_grouped=0,
+        n_groups=0,
+        baseline="tuned",
+    )
+    # "frozen" leads in both outer folds, steadily in the first only.
+    assert result.selected == ["frozen", "tuned"] and result.recommended == "tuned"
+    assert replace(result, baseline=None).recommended == "frozen"
 
 
 @settings(max_examples=100, deadline=None)
@@ -374,6 +407,12 @@ def test_with_a_baseline_the_choice_is_the_baseline_or_the_best_inner_score(spli
 
 def test_compare_strategies_keeps_the_baseline_only_against_noise():
     X, y, groups = numbered_images()
+    # Two strategies that predict alike tie on every inner fold: the baseline, second, is kept.
+    twins = [Strategy("sees", RowSpy()), Strategy("twin", RowSpy(shift=1e-9))]
+    kept = compare_strategies(X, y, twins, groups=groups, cv=3, baseline="twin")
+    assert kept.selected == ["twin"] * 3 and replace(kept, baseline=None).selected == ["sees"] * 3
+    best_row = next(line for line in str(kept).splitlines() if line.startswith(BEST_INNER))
+    assert float(best_row.split()[-4]) == pytest.approx(kept.inner_score[0].mean(), abs=5e-4)
     # "sees" beats "blind" on every inner fold by far: no noise keeps "blind".
     strategies = [Strategy("sees", RowSpy()), Strategy("blind", RowSpy(shift=1e6))]
     result = compare_strategies(X, y, strategies, groups=groups, cv=3, baseline="blind")

@@ -32,7 +32,7 @@ def compare_command(args: argparse.Namespace) -> int:
     groups = "duplicates" if args.group_duplicates else None
     log = print if args.verbose else None
     # default_strategies puts the fine-tuner last: the recipe recommended
-    # without a comparison, kept unless a frozen one beats it beyond noise.
+    # without a comparison, kept unless a frozen one leads it significantly.
     baseline = strategies[-1].name if args.finetune else None
     result = compare_strategies(
         X, y, strategies, groups=groups, cv=args.cv, inner_cv=args.inner_cv, baseline=baseline, log=log
