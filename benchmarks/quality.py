@@ -10,8 +10,8 @@ per fine-tuned layer voting). Outer folds: 5-fold ``StratifiedGroupKFold(shuffle
 random_state=0)`` on ``find_duplicates`` groups. Each recipe's head C is
 chosen on inner grouped folds of each outer training fold, where
 fine-tuning is scored too; the "chosen on inner folds" row takes, per
-outer fold, the strategy with the best inner score (or the fine-tuner
-unless that best beats it by more than noise, below), and the "averaged" row
+outer fold, the fine-tuner unless the strategy with the best inner score
+leads it significantly (below), and the "averaged" row
 averages the strategies' probabilities with weights chosen on their inner
 out-of-fold probabilities (ensemble selection).
 

@@ -142,6 +142,8 @@ def default_strategies(
     Returns
     -------
     list of Strategy
+        The frozen recipes, then, with ``finetune``, fine-tuning last (the
+        baseline ``skorchlite compare`` names).
 
     Examples
     --------
@@ -394,15 +396,15 @@ class StrategyComparison:
         base = self._baseline_among(among)
         if base is None:
             return p
+        base_splits = _corrected_splits(self.candidate_split_scores[base])
         for fold, winner in enumerate(self._inner_winners(among)):
             if winner == base:
                 continue
-            winner_splits, base_splits = self.candidate_split_scores[winner], self.candidate_split_scores[base]
-            if winner_splits.shape[2] != base_splits.shape[2]:
+            winner_splits = _corrected_splits(self.candidate_split_scores[winner])
+            if winner_splits.shape[1] != base_splits.shape[1]:
                 p[fold] = 1.0  # not scored on the same inner folds: nothing to pair
                 continue
-            differences = _corrected_splits(winner_splits)[fold] - _corrected_splits(base_splits)[fold]
-            p[fold] = _lead_p_value(differences)
+            p[fold] = _lead_p_value(winner_splits[fold] - base_splits[fold])
         return p
 
     @property
