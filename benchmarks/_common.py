@@ -40,6 +40,23 @@ def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     return (X, y) if limit is None else stratified_subset(X, y, limit)
 
 
+def class_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--classes``: keep only those of BUSI's classes (``only_classes``)."""
+    parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant: the two-class task)")
+
+
+def only_classes(
+    parser: argparse.ArgumentParser, X: np.ndarray, y: np.ndarray, classes: list[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of ``classes`` (all when ``None``); a parser error names unknown ones."""
+    if not classes:
+        return X, y
+    if unknown := sorted(set(classes) - set(y.tolist())):
+        parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
+    keep = np.isin(y, classes)
+    return X[keep], y[keep]
+
+
 def stratified_subset(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` of the samples, classes in their proportions (seed 0); all when ``n >= len(y)``."""
     from sklearn.model_selection import train_test_split

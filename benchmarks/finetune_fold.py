@@ -69,7 +69,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _common import busi_arguments, duplicate_groups, load_busi, machine
+from _common import busi_arguments, class_arguments, duplicate_groups, load_busi, machine, only_classes
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -478,7 +478,7 @@ def main() -> None:
     parser = busi_arguments(__doc__, quick=300)
     parser.add_argument("fold", type=int, choices=range(5))
     parser.add_argument("recipes", nargs="+")
-    parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant)")
+    class_arguments(parser)
     parser.add_argument("--views", type=int, choices=range(2, 9), help="also score with this many test-time views")
     parser.add_argument("--inner", action="store_true", help="score on the fold's 5 inner folds, not its test part")
     parser.add_argument(
@@ -489,12 +489,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(machine())
-    X, y = load_busi(args.data, args.limit)
-    if args.classes:
-        if unknown := sorted(set(args.classes) - set(y.tolist())):
-            parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
-        keep = np.isin(y, args.classes)
-        X, y = X[keep], y[keep]
+    X, y = only_classes(parser, *load_busi(args.data, args.limit), args.classes)
     # compare_strategies' own folds: the outer ones are the benchmarks' grouped_folds(),
     # the inner ones rows of each outer training part.
     outer, inner = nested_folds(y, duplicate_groups(X, y), [(INNER_FOLDS, FineTuneClassifier())], 5)

@@ -41,12 +41,16 @@ inner-fold scores of every setting); ``--rescore FILE.json`` prints the
 table and targets of such a file under this code's selection rules,
 refitting nothing (seconds).
 
+``--classes benign malignant`` runs the same on BUSI's two-class task
+(benign against malignant, 647 images), data the baseline rule was not
+written on.
+
 ``--inner-cv N`` scores every recipe on N inner folds instead of
 ``compare_strategies``' 5 (each inner fit trains on (N - 1) / N of the outer
 training fold; fine-tuning's cost grows with N: ``--inner-cv 3`` is the
 comparison before 2026-12-06's last run).
 
-Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--inner-cv N] [--save FILE.json] [--limit N | --quick] [--cache DIR]``
+Run: ``python benchmarks/quality.py [--no-finetune | --finetune-search {schedule,settings}] [--classes C [C ...]] [--inner-cv N] [--save FILE.json] [--limit N | --quick] [--cache DIR]``
 or ``python benchmarks/quality.py --rescore FILE.json``
 (without fine-tuning, about 20 minutes for the grouped comparison and 10 for
 the ungrouped one on 2 cores with an empty cache, the first fold embedding
@@ -63,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import busi_arguments, duplicate_groups, load_busi, machine
+from _common import busi_arguments, class_arguments, duplicate_groups, load_busi, machine, only_classes
 
 from skorchlite import FineTuneClassifier
 from skorchlite.backbones import get_backbone
@@ -155,6 +159,7 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "skorchlite-bench-quality",
         help="embedding cache folder (default: %(default)s)",
     )
+    class_arguments(parser)
     parser.add_argument("--inner-cv", type=int, default=None, help="inner grouped folds (default: compare_strategies')")
     parser.add_argument("--save", type=Path, help="also write the grouped comparison's arrays to this JSON file")
     parser.add_argument(
@@ -168,11 +173,13 @@ def main() -> None:
         report(result, np.array([name in tuned for name in result.names]))
         return
     inner = {} if args.inner_cv is None else {"inner_cv": args.inner_cv}
-    X, y = load_busi(args.data, args.limit)
+    X, y = only_classes(parser, *load_busi(args.data, args.limit), args.classes)
     print(machine())
     start = time.perf_counter()
     groups = duplicate_groups(X, y)
-    print(f"BUSI: {len(y)} images; duplicate groups found in {time.perf_counter() - start:.1f} s")
+    print(
+        f"BUSI: {len(y)} images of {sorted(set(y.tolist()))}; duplicate groups found in {time.perf_counter() - start:.1f} s"
+    )
     strategies = default_strategies(finetune=args.finetune, cache=str(args.cache))
     if args.finetune_search:
         strategies = [finetune_search(strategies[-1], args.finetune_search)]
