@@ -13,7 +13,9 @@ Recipes: ``default`` (``FineTuneClassifier()``: all layers, then a head per
 ``"blocks"`` layer voting; also scored through its linear head, the network's
 own, from the same fit), ``grouped[:NAME=VALUE:...]`` (the defaults, or
 those settings, each epoch passing one member of each duplicate group of
-the training part, ``one_per_group``), ``balanced`` (with ``class_weight="balanced"``),
+the training part, ``one_per_group``), ``lowres:PX:N[:NAME=VALUE:...]`` (the defaults, or those settings, the
+first N epochs, head epochs included, on batches downscaled to PX px:
+``low_resolution``), ``balanced`` (with ``class_weight="balanced"``),
 ``strategy`` (the fine-tuning of ``default_strategies``), ``blocks``
 (frozen ``"blocks"`` features, a head per layer voting),
 ``ft:NAME=VALUE:...`` (``FineTuneClassifier`` with those parameters, e.g.
@@ -396,6 +398,34 @@ def one_per_group(groups: np.ndarray) -> None:
     loop.Trainer._train_epoch = grouped_epoch
 
 
+def low_resolution(size: int, n_epochs: int) -> None:
+    """The first ``n_epochs`` epochs of each fit (head epochs included) train
+    on their augmented batches downscaled to ``size`` px (bilinear,
+    antialiased), as progressive resizing does (fastai; FixRes, Touvron et
+    al. 2019: a network trained on random crops at a lower resolution than
+    it is tested at loses little): fewer multiply-adds where the learning
+    rate is high, the full resolution for the last epochs."""
+    train_epoch = loop.Trainer._train_epoch
+
+    def smaller_epoch(self, *args):
+        if len(self._history) >= n_epochs:
+            return train_epoch(self, *args)
+        batches = self.inputs.training_batches
+
+        def downscaled(*batch_args):
+            for rows, batch in batches(*batch_args):
+                small = nn.functional.interpolate(batch, size=(size, size), mode="bilinear", antialias=True)
+                yield rows, small.contiguous(memory_format=torch.channels_last)
+
+        self.inputs.training_batches = downscaled
+        try:
+            return train_epoch(self, *args)
+        finally:
+            del self.inputs.training_batches  # the class's method again
+
+    loop.Trainer._train_epoch = smaller_epoch
+
+
 def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "default":
         return FineTuneClassifier(random_state=0)
@@ -404,7 +434,10 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
     if name == "strategy":
         return default_strategies(["efficientnet_lite0"])[-1].estimator
     kind, *rest = name.split(":")
-    if name.startswith("ft:") or kind == "grouped":
+    if kind == "lowres":
+        size, n_epochs, *rest = rest
+        low_resolution(int(size), int(n_epochs))
+    if name.startswith("ft:") or kind in ("grouped", "lowres"):
         pairs = [setting.split("=", 1) for setting in rest]
         if any(len(pair) != 2 for pair in pairs):
             raise SystemExit(f"{name!r}: each setting after '{kind}:' is NAME=VALUE")
