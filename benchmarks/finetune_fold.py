@@ -435,6 +435,8 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         return default_strategies(["efficientnet_lite0"])[-1].estimator
     kind, *rest = name.split(":")
     if kind == "lowres":
+        if len(rest) < 2 or not (rest[0].isdigit() and rest[1].isdigit()):
+            raise SystemExit(f"{name!r}: lowres:PX:N[:NAME=VALUE:...], PX and N whole numbers")
         size, n_epochs, *rest = rest
         low_resolution(int(size), int(n_epochs))
     if name.startswith("ft:") or kind in ("grouped", "lowres"):
