@@ -15,7 +15,9 @@ own, from the same fit), ``grouped[:NAME=VALUE:...]`` (the defaults, or
 those settings, each epoch passing one member of each duplicate group of
 the training part, ``one_per_group``), ``lowres:PX:N[:NAME=VALUE:...]`` (the defaults, or those settings, the
 first N epochs, head epochs included, on batches downscaled to PX px:
-``low_resolution``), ``balanced`` (with ``class_weight="balanced"``),
+``low_resolution``), ``ema:DECAY[:NAME=VALUE:...]`` (the defaults, or those
+settings, each phase ending with an exponential moving average of its
+weights, ``anchor_and_average``), ``balanced`` (with ``class_weight="balanced"``),
 ``strategy`` (the fine-tuning of ``default_strategies``), ``blocks``
 (frozen ``"blocks"`` features, a head per layer voting),
 ``ft:NAME=VALUE:...`` (``FineTuneClassifier`` with those parameters, e.g.
@@ -439,7 +441,11 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
             raise SystemExit(f"{name!r}: lowres:PX:N[:NAME=VALUE:...], PX and N whole numbers")
         size, n_epochs, *rest = rest
         low_resolution(int(size), int(n_epochs))
-    if name.startswith("ft:") or kind in ("grouped", "lowres"):
+    if kind == "ema":
+        if not rest or not literal(rest[0]) or not isinstance(literal(rest[0]), float):
+            raise SystemExit(f"{name!r}: ema:DECAY[:NAME=VALUE:...], DECAY a number such as 0.98")
+        anchor_and_average(0.0, float(rest.pop(0)))
+    if name.startswith("ft:") or kind in ("grouped", "lowres", "ema"):
         pairs = [setting.split("=", 1) for setting in rest]
         if any(len(pair) != 2 for pair in pairs):
             raise SystemExit(f"{name!r}: each setting after '{kind}:' is NAME=VALUE")
