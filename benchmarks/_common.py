@@ -41,20 +41,21 @@ def load_busi(data: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def class_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--classes``: keep only those of BUSI's classes (``only_classes``)."""
+    """Adds ``--classes``: keep only those of BUSI's classes (``busi_samples``)."""
     parser.add_argument("--classes", nargs="+", help="only these classes (e.g. benign malignant: the two-class task)")
 
 
-def only_classes(
-    parser: argparse.ArgumentParser, X: np.ndarray, y: np.ndarray, classes: list[str] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The samples of ``classes`` (all when ``None``); a parser error names unknown ones."""
-    if not classes:
-        return X, y
-    if unknown := sorted(set(classes) - set(y.tolist())):
-        parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
-    keep = np.isin(y, classes)
-    return X[keep], y[keep]
+def busi_samples(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """BUSI's paths and labels as ``args`` select them: ``--classes`` (all
+    when absent; a parser error names unknown ones), then a stratified
+    ``--limit`` of those."""
+    X, y = load_busi(args.data, None)
+    if args.classes:
+        if unknown := sorted(set(args.classes) - set(y.tolist())):
+            parser.error(f"--classes: {unknown} not among BUSI's classes {sorted(set(y.tolist()))}")
+        keep = np.isin(y, args.classes)
+        X, y = X[keep], y[keep]
+    return (X, y) if args.limit is None else stratified_subset(X, y, args.limit)
 
 
 def stratified_subset(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

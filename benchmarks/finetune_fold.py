@@ -73,7 +73,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _common import busi_arguments, class_arguments, duplicate_groups, load_busi, machine, only_classes
+from _common import busi_arguments, busi_samples, class_arguments, duplicate_groups, machine
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -442,9 +442,10 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
         size, n_epochs, *rest = rest
         low_resolution(int(size), int(n_epochs))
     if kind == "ema":
-        if not rest or not literal(rest[0]) or not isinstance(literal(rest[0]), float):
-            raise SystemExit(f"{name!r}: ema:DECAY[:NAME=VALUE:...], DECAY a number such as 0.98")
-        anchor_and_average(0.0, float(rest.pop(0)))
+        decay = literal(rest.pop(0)) if rest else None
+        if not isinstance(decay, float) or not 0 < decay < 1:
+            raise SystemExit(f"{name!r}: ema:DECAY[:NAME=VALUE:...], DECAY between 0 and 1 such as 0.98")
+        anchor_and_average(0.0, decay)
     if name.startswith("ft:") or kind in ("grouped", "lowres", "ema"):
         pairs = [setting.split("=", 1) for setting in rest]
         if any(len(pair) != 2 for pair in pairs):
@@ -530,7 +531,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(machine())
-    X, y = only_classes(parser, *load_busi(args.data, args.limit), args.classes)
+    X, y = busi_samples(parser, args)
     # compare_strategies' own folds: the outer ones are the benchmarks' grouped_folds(),
     # the inner ones rows of each outer training part.
     outer, inner = nested_folds(y, duplicate_groups(X, y), [(INNER_FOLDS, FineTuneClassifier())], 5)

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import busi_arguments, class_arguments, duplicate_groups, load_busi, machine, only_classes
+from _common import busi_arguments, busi_samples, class_arguments, duplicate_groups, machine
 
 from skorchlite import FineTuneClassifier
 from skorchlite.backbones import get_backbone
@@ -173,7 +173,7 @@ def main() -> None:
         report(result, np.array([name in tuned for name in result.names]))
         return
     inner = {} if args.inner_cv is None else {"inner_cv": args.inner_cv}
-    X, y = only_classes(parser, *load_busi(args.data, args.limit), args.classes)
+    X, y = busi_samples(parser, args)
     print(machine())
     start = time.perf_counter()
     groups = duplicate_groups(X, y)
