@@ -46,7 +46,7 @@ one TrivialAugment Wide operation after the default policy
 magnitude 9 (``RandAugmentation``), ``mixup=ALPHA`` or ``cutmix=ALPHA``
 mixes each training batch with itself shuffled (``mix_batches``). Recipes
 joined by ``&`` are fitted each and scored as one, their log-probabilities
-averaged: ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
+averaged (and each printed alone, from the same fits): ``blocks&lpft:2:3e-4:6`` averages the frozen voting and LP-FT,
 ``lpft:2:3e-4:6:seed=0&lpft:2:3e-4:6:seed=1`` two seeds. The ``lpft`` recipes
 predict with their linear head (``head="linear"``), as when they were measured.
 
@@ -636,6 +636,9 @@ def score_recipe(
     seconds = time.perf_counter() - start
     score = averaged_score(models, [X[test]], y[test])
     print(f"{label}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
+    if len(models) > 1:
+        members = [averaged_score([m], [X[test]], y[test]) for m in models]
+        print(f"{label}  {name:24} each alone " + ", ".join(f"{s:.3f}" for s in members), flush=True)
     viewed = linear = None
     if n_views:
         viewed = averaged_score(models, views(X[test], n_views), y[test])
