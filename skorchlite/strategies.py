@@ -523,19 +523,21 @@ def _best_splits(splits: np.ndarray) -> np.ndarray:
     return splits[splits.mean(axis=2).argmax(axis=0), np.arange(splits.shape[1])]
 
 
-def _corrected_best(splits: np.ndarray) -> np.ndarray:
-    """Per outer fold, the best setting's mean inner score less its selection optimism.
+def _corrected_splits(splits: np.ndarray) -> np.ndarray:
+    """Per outer and inner fold, the best setting's score less that fold's share of its
+    selection optimism (Tibshirani & Tibshirani 2009).
 
     ``splits``: scores of shape (n_candidates, n_folds, n_inner_folds).
     """
-    return splits.mean(axis=2).max(axis=0) - (splits.max(axis=0) - _best_splits(splits)).mean(axis=1)
-
-
-def _corrected_splits(splits: np.ndarray) -> np.ndarray:
-    """Per outer and inner fold, the best setting's score less that fold's share of its
-    selection optimism: their mean over inner folds is :func:`_corrected_best`'s."""
     best = _best_splits(splits)
     return best - (splits.max(axis=0) - best)
+
+
+def _corrected_best(splits: np.ndarray) -> np.ndarray:
+    """Per outer fold, the best setting's mean inner score less its selection optimism:
+    the mean of :func:`_corrected_splits`, so that the selection and the
+    significance test read one figure."""
+    return _corrected_splits(splits).mean(axis=1)
 
 
 def _lead_p_value(differences: np.ndarray) -> float:
