@@ -508,12 +508,15 @@ def recipe(name: str, X: np.ndarray, y: np.ndarray):
     )
 
 
-def averaged_score(models: list, inputs: list, y: np.ndarray) -> float:
-    """Balanced accuracy of the models' log-probabilities averaged over
-    models and over ``inputs`` (the same images, seen one way in each), as
-    the voting heads average theirs."""
-    log_proba = np.mean([np.log(np.clip(m.predict_proba(X), 1e-12, None)) for m in models for X in inputs], axis=0)
-    return balanced_accuracy_score(y, models[0].classes_[log_proba.argmax(axis=1)])
+def log_probabilities(models: list, inputs: list) -> list[np.ndarray]:
+    """Each model's log-probabilities on each of ``inputs`` (the same images,
+    seen one way in each), model by model."""
+    return [np.log(np.clip(m.predict_proba(X), 1e-12, None)) for m in models for X in inputs]
+
+
+def averaged_score(classes: np.ndarray, log_probas: list[np.ndarray], y: np.ndarray) -> float:
+    """Balanced accuracy of ``log_probas`` averaged, as the voting heads average theirs."""
+    return balanced_accuracy_score(y, classes[np.mean(log_probas, axis=0).argmax(axis=1)])
 
 
 def main() -> None:
@@ -634,14 +637,16 @@ def score_recipe(
             setattr(owner, attribute, original)
         models.append(recipe(member, X[train], y[train]).fit(X[train], y[train]))
     seconds = time.perf_counter() - start
-    score = averaged_score(models, [X[test]], y[test])
+    classes = models[0].classes_
+    each = log_probabilities(models, [X[test]])
+    score = averaged_score(classes, each, y[test])
     print(f"{label}  {name:24} balanced accuracy {score:.3f}  fit {seconds:.0f} s", flush=True)
     if len(models) > 1:
-        members = [averaged_score([m], [X[test]], y[test]) for m in models]
+        members = [averaged_score(classes, [member], y[test]) for member in each]
         print(f"{label}  {name:24} each alone " + ", ".join(f"{s:.3f}" for s in members), flush=True)
     viewed = linear = None
     if n_views:
-        viewed = averaged_score(models, views(X[test], n_views), y[test])
+        viewed = averaged_score(classes, log_probabilities(models, views(X[test], n_views)), y[test])
         print(f"{label}  {name + f' {n_views} views':24} balanced accuracy {viewed:.3f}", flush=True)
     if len(models) == 1 and getattr(models[0], "voting_head_", None) is not None:
         models[0].set_params(head="linear")  # the network's own head, from the same fit
